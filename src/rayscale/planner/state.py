@@ -1,0 +1,142 @@
+"""The ClusterState document (plan-format.md), parsed and checked.
+
+Parsing is strict about types (a count given as ``"3"`` is an error) and
+lenient about unknown keys (documents written by newer tools still parse).
+Every error names its JSON path: ``nodes[3].group: unknown group 'gpu'``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+NodeStatus = Literal["running", "pending", "terminating"]
+GangStrategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
+UpscalingMode = Literal["Default", "Conservative", "Aggressive"]
+
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Resources = dict[str, NonNegFloat]
+
+
+class PlanFormatError(ValueError):
+    """A document that does not follow plan-format.md; the message names the path."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+
+class Group(_Model):
+    resources: Resources
+    min: NonNegInt = 0
+    max: NonNegInt | None = None
+    idle_timeout_s: NonNegFloat | None = None
+    priority: int = 0
+    launchable: bool = True
+    memory_target_fraction: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def upper(self) -> float:
+        """max as a number (unbounded when absent)."""
+        return math.inf if self.max is None else self.max
+
+
+class Node(_Model):
+    id: Annotated[str, Field(min_length=1)]
+    group: str
+    status: NodeStatus
+    total: Resources | None = None
+    available: Resources | None = None
+    idle_s: NonNegFloat | None = None
+    memory_used_fraction: NonNegFloat | None = None
+
+
+class Shape(_Model):
+    resources: Resources
+    count: NonNegInt = 1
+
+
+class Gang(_Model):
+    strategy: GangStrategy
+    bundles: Annotated[list[Resources], Field(min_length=1)]
+    count: NonNegInt = 1
+
+
+class Demand(_Model):
+    tasks: list[Shape] = Field(default_factory=list)
+    gangs: list[Gang] = Field(default_factory=list)
+    floor: list[Shape] = Field(default_factory=list)
+
+
+class Options(_Model):
+    upscaling_mode: UpscalingMode = "Default"
+    idle_timeout_s: NonNegFloat = 60.0
+    max_nodes: NonNegInt | None = None
+
+
+class ClusterState(_Model):
+    groups: dict[str, Group] = Field(default_factory=dict)
+    nodes: list[Node] = Field(default_factory=list)
+    demand: Demand = Field(default_factory=Demand)
+    options: Options = Field(default_factory=Options)
+
+    @field_validator("groups")
+    @classmethod
+    def _group_names(cls, groups: dict[str, Group]) -> dict[str, Group]:
+        for name in groups:
+            if not name:
+                raise ValueError("a group name must not be empty")
+        return groups
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out or "$"
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    # pydantic adds the tag of a union/literal member; drop those from the path
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    return f"{_path(loc)}: {err['msg']}"
+
+
+def _check_consistency(state: ClusterState) -> None:
+    for name, group in state.groups.items():
+        if group.max is not None and group.max < group.min:
+            raise PlanFormatError(
+                f"groups.{name}.max: must be >= min ({group.max} < {group.min})"
+            )
+    seen: dict[str, int] = {}
+    for i, node in enumerate(state.nodes):
+        if node.id in seen:
+            raise PlanFormatError(
+                f"nodes[{i}].id: duplicate node id {node.id!r} (also nodes[{seen[node.id]}])"
+            )
+        seen[node.id] = i
+        # A node outside `groups` is fixed (the head). Only nodes we launched can
+        # be pending, so a pending node must belong to a scalable group.
+        if node.status == "pending" and node.group not in state.groups:
+            raise PlanFormatError(f"nodes[{i}].group: unknown group {node.group!r}")
+
+
+def parse_state(document: Any) -> ClusterState:
+    """Validate a ClusterState document; raise :class:`PlanFormatError` naming the path."""
+    if not isinstance(document, Mapping):
+        raise PlanFormatError(f"$: expected a JSON object, got {type(document).__name__}")
+    try:
+        state = ClusterState.model_validate(dict(document))
+    except ValidationError as exc:
+        raise PlanFormatError(_first_error(exc)) from None
+    _check_consistency(state)
+    return state
