@@ -1,0 +1,1 @@
+"""The rayscale command line (typer + rich)."""

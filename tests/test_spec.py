@@ -1,0 +1,869 @@
+"""rayscale.spec: loading KubeRay RayCluster manifests into typed models."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from rayscale.spec import (
+    ClusterSpec,
+    HeadGroupSpec,
+    QuantityError,
+    SpecError,
+    WorkerGroupSpec,
+    load_cluster_spec,
+    parse_cluster_spec,
+    parse_quantity,
+    ray_resources,
+)
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+GI = 1024**3
+
+BASE = """
+apiVersion: ray.io/v1
+kind: RayCluster
+metadata:
+  name: test-cluster
+spec:
+  rayVersion: "2.60.0"
+  enableInTreeAutoscaling: true
+  autoscalerOptions:
+    upscalingMode: Default
+    idleTimeoutSeconds: 30
+  headGroupSpec:
+    rayStartParams:
+      num-cpus: "0"
+    template:
+      spec:
+        containers:
+          - name: ray-head
+            image: rayproject/ray:2.60.0
+            resources:
+              limits: {cpu: "1", memory: 2Gi}
+  workerGroupSpecs:
+    - groupName: small
+      replicas: 1
+      minReplicas: 0
+      maxReplicas: 4
+      rayStartParams: {}
+      template:
+        metadata:
+          labels:
+            alibabacloud.com/eci: "true"
+        spec:
+          containers:
+            - name: ray-worker
+              image: rayproject/ray:2.60.0
+              resources:
+                limits: {cpu: "1", memory: 1Gi}
+                requests: {cpu: "1", memory: 1Gi}
+"""
+
+W0 = ("spec", "workerGroupSpecs", 0)
+W0_CONTAINER = (*W0, "template", "spec", "containers", 0)
+W0_LIMITS = (*W0_CONTAINER, "resources", "limits")
+DELETE = object()
+
+
+def base_doc() -> dict[str, Any]:
+    doc = yaml.safe_load(BASE)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def mutate(doc: Any, path: tuple[Any, ...], value: Any) -> None:
+    """Set (or, with DELETE, remove) the entry at ``path``."""
+    parent = doc
+    for key in path[:-1]:
+        parent = parent[key]
+    if value is DELETE:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+
+
+def errors_of(doc: Any) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        parse_cluster_spec(doc)
+    return info.value.errors
+
+
+def group_doc(*, params: dict[str, Any] | None = None, **resources: Any) -> dict[str, Any]:
+    """The base document with the worker's rayStartParams/container resources replaced."""
+    doc = base_doc()
+    mutate(doc, (*W0, "rayStartParams"), params or {})
+    mutate(doc, (*W0_CONTAINER, "resources"), resources)
+    return doc
+
+
+# --- examples -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_loads(path: Path) -> None:
+    spec = load_cluster_spec(path)
+    assert spec.worker_groups
+    assert spec.raw["kind"] == "RayCluster"
+
+
+def test_example_seeds_autoscaler() -> None:
+    spec = load_cluster_spec(EXAMPLES / "seeds-autoscaler.yaml")
+    assert spec.name == "raycluster-autoscaler"
+    assert spec.namespace == "default"
+    assert spec.enable_in_tree_autoscaling is True
+    assert spec.upscaling_mode == "Default"
+    assert spec.idle_timeout_s == 15
+    assert spec.ray_version == "2.60.0"
+    assert spec.head.resources == {"CPU": 0, "memory": 2 * GI}
+    assert spec.head.ray_start_params == {"num-cpus": "0", "dashboard-host": "0.0.0.0"}
+    (group,) = spec.worker_groups
+    assert group is spec.group("small-group")
+    assert (group.replicas, group.min_replicas, group.max_replicas) == (0, 0, 4)
+    assert group.resources == {"CPU": 1, "memory": GI}
+
+
+def test_example_heterogeneous() -> None:
+    spec = load_cluster_spec(EXAMPLES / "heterogeneous.yaml")
+    assert spec.name == "hetero"
+    assert [g.name for g in spec.worker_groups] == ["small", "large"]
+    small, large = spec.group("small"), spec.group("large")
+    assert small.resources == {"CPU": 1, "memory": GI}
+    assert (small.max_replicas, small.priority) == (3, 10)
+    assert large.resources == {"CPU": 2, "memory": 2 * GI, "custom": 1}
+    assert (large.max_replicas, large.priority) == (2, 0)
+
+
+def test_example_fallback() -> None:
+    spec = load_cluster_spec(EXAMPLES / "fallback.yaml")
+    assert spec.name == "fallback"
+    regular, elastic = spec.group("regular"), spec.group("elastic")
+    assert (regular.priority, regular.max_replicas) == (10, 2)
+    assert (elastic.priority, elastic.max_replicas) == (0, 4)
+    assert regular.resources["CPU"] == elastic.resources["CPU"] == 1
+    assert elastic.labels["alibabacloud.com/eci"] == "true"
+    assert regular.labels == {}
+    assert elastic.tolerations and elastic.tolerations[0]["operator"] == "Exists"
+
+
+# --- the model ------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    doc = base_doc()
+    del doc["spec"]["autoscalerOptions"]
+    del doc["spec"]["enableInTreeAutoscaling"]
+    group = doc["spec"]["workerGroupSpecs"][0]
+    for key in ("replicas", "minReplicas", "maxReplicas"):
+        del group[key]
+    spec = parse_cluster_spec(doc)
+    assert spec.enable_in_tree_autoscaling is False
+    assert spec.upscaling_mode == "Default"
+    assert spec.idle_timeout_s == 60
+    assert spec.suspend is False
+    worker = spec.group("small")
+    assert (worker.replicas, worker.min_replicas, worker.max_replicas) == (0, 0, 2147483647)
+    assert worker.priority == 0
+    assert worker.idle_timeout_s is None
+    assert worker.memory_target_fraction is None
+    assert worker.num_of_hosts == 1
+
+
+def test_group_fields() -> None:
+    doc = base_doc()
+    group = doc["spec"]["workerGroupSpecs"][0]
+    group.update(
+        idleTimeoutSeconds=5,
+        priority=-3,
+        memoryTargetFraction=0.8,
+        suspend=True,
+        numOfHosts=2,
+    )
+    group["template"]["spec"]["nodeSelector"] = {"pool": "spot"}
+    doc["metadata"]["namespace"] = "ml"
+    doc["spec"]["suspend"] = True
+    spec = parse_cluster_spec(doc)
+    worker = spec.group("small")
+    assert worker.idle_timeout_s == 5
+    assert worker.priority == -3
+    assert worker.memory_target_fraction == 0.8
+    assert worker.suspend is True
+    assert worker.num_of_hosts == 2
+    assert worker.node_selector == {"pool": "spot"}
+    assert worker.labels == {"alibabacloud.com/eci": "true"}
+    assert worker.template["spec"]["containers"][0]["name"] == "ray-worker"
+    assert spec.namespace == "ml"
+    assert spec.suspend is True
+
+
+def test_upscaling_modes_and_v1alpha1() -> None:
+    for mode in ("Default", "Conservative", "Aggressive"):
+        doc = base_doc()
+        doc["apiVersion"] = "ray.io/v1alpha1"
+        doc["spec"]["autoscalerOptions"]["upscalingMode"] = mode
+        assert parse_cluster_spec(doc).upscaling_mode == mode
+
+
+@pytest.mark.parametrize(
+    ("replicas", "expected"),
+    [(None, 1), (0, 1), (2, 2), (9, 3)],
+    ids=["absent-is-min", "below-min", "inside", "above-max"],
+)
+def test_replicas_default_to_min_and_are_clamped(replicas: int | None, expected: int) -> None:
+    doc = base_doc()
+    group = doc["spec"]["workerGroupSpecs"][0]
+    group.update(minReplicas=1, maxReplicas=3)
+    if replicas is None:
+        del group["replicas"]
+    else:
+        group["replicas"] = replicas
+    assert parse_cluster_spec(doc).group("small").replicas == expected
+
+
+def test_ray_start_params_are_stored_as_strings() -> None:
+    doc = base_doc()
+    mutate(doc, (*W0, "rayStartParams"), {"num-cpus": 2, "block": True, "x": 1.5, "flag": None})
+    params = parse_cluster_spec(doc).group("small").ray_start_params
+    assert params == {"num-cpus": "2", "block": "true", "x": "1.5", "flag": ""}
+
+
+def test_group_lookup_error_names_known_groups() -> None:
+    spec = parse_cluster_spec(base_doc())
+    with pytest.raises(KeyError, match="groups: small"):
+        spec.group("gpu")
+
+
+def test_models_are_frozen_and_checked() -> None:
+    spec = parse_cluster_spec(base_doc())
+    with pytest.raises(ValidationError):
+        spec.name = "other"  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        WorkerGroupSpec(name="g", min_replicas=3, max_replicas=2, replicas=3)
+    built = ClusterSpec(
+        name="c",
+        head=HeadGroupSpec(),
+        worker_groups=[WorkerGroupSpec(name="g", resources={"CPU": 1})],
+    )
+    assert built.group("g").resources == {"CPU": 1.0}
+
+
+def test_raw_is_a_copy_of_the_document() -> None:
+    doc = base_doc()
+    spec = parse_cluster_spec(doc)
+    doc["spec"]["workerGroupSpecs"][0]["maxReplicas"] = 99
+    assert spec.raw["spec"]["workerGroupSpecs"][0]["maxReplicas"] == 4
+    assert spec.raw["metadata"] == {"name": "test-cluster"}
+
+
+# --- Ray resources --------------------------------------------------------
+
+
+def test_resources_precedence_params_over_limits_over_requests() -> None:
+    container = {
+        "resources": {
+            "limits": {"cpu": "4", "memory": "4Gi", "nvidia.com/gpu": "2"},
+            "requests": {"cpu": "8", "memory": "8Gi", "nvidia.com/gpu": "3"},
+        }
+    }
+    params = {"num-cpus": "1", "num-gpus": "1", "memory": "1000"}
+    assert ray_resources(params, container) == {"CPU": 1, "GPU": 1, "memory": 1000}
+    assert ray_resources({}, container) == {"CPU": 4, "GPU": 2, "memory": 4 * GI}
+    del container["resources"]["limits"]
+    assert ray_resources({}, container) == {"CPU": 8, "GPU": 3, "memory": 8 * GI}
+
+
+def test_resources_precedence_per_resource() -> None:
+    container = {"resources": {"limits": {"cpu": "2"}, "requests": {"memory": "1Gi"}}}
+    assert ray_resources({"num-gpus": "1"}, container) == {"CPU": 2, "GPU": 1, "memory": GI}
+
+
+def test_group_resources_field_wins() -> None:
+    """KubeRay v1.5 top-level group ``resources`` (read first by Ray 2.60)."""
+    container = {"resources": {"limits": {"cpu": "4", "memory": "4Gi"}}}
+    params = {"num-cpus": "2", "resources": '{"ignored": 1}'}
+    group = {"CPU": "3", "memory": "2Gi", "accel": "2"}
+    assert ray_resources(params, container, group) == {"CPU": 3, "memory": 2 * GI, "accel": 2}
+
+
+@pytest.mark.parametrize(
+    ("cpu", "expected"),
+    [("500m", 1), ("1500m", 2), ("2.5", 3), ("2", 2), (2, 2), (0.25, 1), ("100m", 1)],
+)
+def test_fractional_cpu_rounds_up_like_kuberay(cpu: object, expected: int) -> None:
+    assert ray_resources({}, {"resources": {"limits": {"cpu": cpu}}}) == {"CPU": expected}
+
+
+def test_gpu_sources() -> None:
+    assert ray_resources({}, {"resources": {"limits": {"cpu": 1, "amd.com/gpu": 2}}}) == {
+        "CPU": 1,
+        "GPU": 2,
+    }
+    # A zero GPU limit is skipped, as Ray does; a zero GPU is left out.
+    zero = {"resources": {"limits": {"cpu": 1, "nvidia.com/gpu": 0}}}
+    assert ray_resources({}, zero) == {"CPU": 1}
+    assert ray_resources({"num-gpus": "0"}, {"resources": {"limits": {"cpu": 1}}}) == {"CPU": 1}
+
+
+def test_tpu_from_limits() -> None:
+    container = {"resources": {"limits": {"cpu": 8, "google.com/tpu": 4}}}
+    assert ray_resources({}, container) == {"CPU": 8, "TPU": 4}
+
+
+def test_explicit_zero_cpu_is_kept_but_absent_cpu_is_absent() -> None:
+    assert ray_resources({"num-cpus": "0"}, {}) == {"CPU": 0}
+    assert ray_resources({}, {"resources": {"limits": {"memory": "1Gi"}}}) == {"memory": GI}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"TPU": 4, "custom": 1}',
+        '"{\\"TPU\\": 4, \\"custom\\": 1}"',  # KubeRay's documented shell-quoted form
+        '\'{"TPU": 4, "custom": 1}\'',
+        '{\\"TPU\\": 4, \\"custom\\": 1}',
+    ],
+    ids=["plain", "kuberay-quoted", "single-quoted", "escaped"],
+)
+def test_custom_resources_json_forms(text: str) -> None:
+    assert ray_resources({"num-cpus": "1", "resources": text}, {}) == {
+        "CPU": 1,
+        "TPU": 4,
+        "custom": 1,
+    }
+
+
+def test_custom_resources_fractional_zero_and_object_store() -> None:
+    params = {"resources": '{"a": 0.5, "b": 0}', "object-store-memory": "1000000"}
+    assert ray_resources(params, {}) == {"a": 0.5, "object_store_memory": 1e6}
+
+
+def test_ray_resources_reports_relative_paths() -> None:
+    with pytest.raises(SpecError) as info:
+        ray_resources({"num-cpus": "x"}, {"resources": {"limits": {"cpu": "1K"}}})
+    assert info.value.errors == [
+        "rayStartParams.num-cpus: must be a non-negative integer, got 'x'",
+        "container.resources.limits.cpu: invalid quantity '1K'",
+    ]
+
+
+# --- quantities -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1", Decimal(1)),
+        ("500m", Decimal("0.5")),
+        ("2.5", Decimal("2.5")),
+        (".5", Decimal("0.5")),
+        ("1Gi", Decimal(GI)),
+        ("1G", Decimal(10**9)),
+        ("512Mi", Decimal(512 * 1024**2)),
+        ("0.5Gi", Decimal(GI // 2)),
+        ("1e9", Decimal(10**9)),
+        ("1E3", Decimal(1000)),
+        ("1000000k", Decimal(10**9)),
+        ("1Ki", Decimal(1024)),
+        ("1E", Decimal(10**18)),
+        ("100n", Decimal("1E-7")),
+        ("+2", Decimal(2)),
+        ("-1", Decimal(-1)),
+        (3, Decimal(3)),
+        (0.25, Decimal("0.25")),
+    ],
+)
+def test_parse_quantity(text: object, expected: Decimal) -> None:
+    assert parse_quantity(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["abc", "", "1K", "1Gb", "1 Gi", "Gi", "1.2.3", "1e", "0x10", "1e500", True, None]
+)
+def test_invalid_quantity(text: object) -> None:
+    with pytest.raises(QuantityError):
+        parse_quantity(text)
+
+
+def test_memory_quantities_become_bytes() -> None:
+    for text, expected in [("1Gi", GI), ("1G", 10**9), ("1e9", 10**9), ("1000000k", 10**9)]:
+        assert ray_resources({}, {"resources": {"limits": {"memory": text}}}) == {
+            "memory": expected
+        }
+
+
+@given(
+    number=st.integers(min_value=0, max_value=10**6),
+    suffix=st.sampled_from(["", "k", "M", "G", "Ki", "Mi", "Gi", "m"]),
+)
+def test_quantity_scaling_property(number: int, suffix: str) -> None:
+    scale = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    expected = Decimal(number) / 1000 if suffix == "m" else Decimal(number * scale[suffix])
+    assert parse_quantity(f"{number}{suffix}") == expected
+
+
+# --- validation errors ----------------------------------------------------
+
+BAD_CASES: list[tuple[str, tuple[Any, ...], Any, str]] = [
+    (
+        "api-version",
+        ("apiVersion",),
+        "v1",
+        "apiVersion: must be 'ray.io/v1' or 'ray.io/v1alpha1', got string 'v1'",
+    ),
+    ("no-api-version", ("apiVersion",), DELETE, "apiVersion: required (expected 'ray.io/v1')"),
+    ("kind", ("kind",), "RayJob", "kind: must be 'RayCluster', got string 'RayJob'"),
+    ("no-name", ("metadata", "name"), DELETE, "metadata.name: required"),
+    (
+        "bad-name",
+        ("metadata", "name"),
+        "My_Cluster",
+        "metadata.name: must be a DNS-1035 label (at most 63 lower-case letters, digits and "
+        "'-', starting with a letter and ending with a letter or digit), got 'My_Cluster'",
+    ),
+    (
+        "numeric-name",
+        ("metadata", "name"),
+        123,
+        "metadata.name: must be a string, got number 123 (quote it in YAML)",
+    ),
+    ("no-metadata", ("metadata",), DELETE, "metadata: required"),
+    ("no-spec", ("spec",), DELETE, "spec: required"),
+    ("no-head", ("spec", "headGroupSpec"), DELETE, "headGroupSpec: required"),
+    (
+        "no-head-template",
+        ("spec", "headGroupSpec", "template"),
+        DELETE,
+        "headGroupSpec.template: required",
+    ),
+    (
+        "no-containers",
+        (*W0, "template", "spec", "containers"),
+        DELETE,
+        "workerGroupSpecs[0].template.spec.containers: "
+        "must list at least one container (the Ray container)",
+    ),
+    (
+        "empty-containers",
+        (*W0, "template", "spec", "containers"),
+        [],
+        "workerGroupSpecs[0].template.spec.containers: "
+        "must list at least one container (the Ray container)",
+    ),
+    (
+        "no-pod-spec",
+        (*W0, "template", "spec"),
+        DELETE,
+        "workerGroupSpecs[0].template.spec: required",
+    ),
+    (
+        "worker-groups-not-list",
+        ("spec", "workerGroupSpecs"),
+        {"groupName": "x"},
+        "workerGroupSpecs: must be a list, got a mapping",
+    ),
+    (
+        "string-replicas",
+        (*W0, "replicas"),
+        "2",
+        "workerGroupSpecs[0].replicas: must be an integer, got string '2'",
+    ),
+    (
+        "negative-min",
+        (*W0, "minReplicas"),
+        -1,
+        "workerGroupSpecs[0].minReplicas: must not be negative, got -1",
+    ),
+    (
+        "float-max",
+        (*W0, "maxReplicas"),
+        2.5,
+        "workerGroupSpecs[0].maxReplicas: must be an integer, got number 2.5",
+    ),
+    (
+        "huge-max",
+        (*W0, "maxReplicas"),
+        2**31,
+        "workerGroupSpecs[0].maxReplicas: must be <= 2147483647, got 2147483648",
+    ),
+    ("no-group-name", (*W0, "groupName"), DELETE, "workerGroupSpecs[0].groupName: required"),
+    (
+        "bad-group-name",
+        (*W0, "groupName"),
+        "Small_Group",
+        "workerGroupSpecs[0].groupName: must be a DNS-1123 label (at most 63 lower-case "
+        "letters, digits and '-', starting and ending with a letter or digit), got 'Small_Group'",
+    ),
+    (
+        "reserved-group-name",
+        (*W0, "groupName"),
+        "headgroup",
+        "workerGroupSpecs[0].groupName: 'headgroup' is reserved for the head group",
+    ),
+    (
+        "bad-cpu-quantity",
+        (*W0_LIMITS, "cpu"),
+        "abc",
+        "workerGroupSpecs[0].template.spec.containers[0].resources.limits.cpu: "
+        "invalid quantity 'abc'",
+    ),
+    (
+        "bad-memory-quantity",
+        (*W0_LIMITS, "memory"),
+        "1Gb",
+        "workerGroupSpecs[0].template.spec.containers[0].resources.limits.memory: "
+        "invalid quantity '1Gb'",
+    ),
+    (
+        "bad-gpu-quantity",
+        (*W0_LIMITS, "nvidia.com/gpu"),
+        "one",
+        "workerGroupSpecs[0].template.spec.containers[0].resources.limits[nvidia.com/gpu]: "
+        "invalid quantity 'one'",
+    ),
+    (
+        "negative-request",
+        (*W0_CONTAINER, "resources", "requests", "cpu"),
+        "-1",
+        "workerGroupSpecs[0].template.spec.containers[0].resources.requests.cpu: "
+        "must not be negative, got '-1'",
+    ),
+    (
+        "bad-head-quantity",
+        ("spec", "headGroupSpec", "template", "spec", "containers", 0, "resources"),
+        {"limits": {"memory": "lots"}},
+        "headGroupSpec.template.spec.containers[0].resources.limits.memory: "
+        "invalid quantity 'lots'",
+    ),
+    (
+        "bad-num-cpus",
+        (*W0, "rayStartParams", "num-cpus"),
+        "two",
+        "workerGroupSpecs[0].rayStartParams.num-cpus: must be a non-negative integer, got 'two'",
+    ),
+    (
+        "fractional-num-gpus",
+        (*W0, "rayStartParams", "num-gpus"),
+        "1.5",
+        "workerGroupSpecs[0].rayStartParams.num-gpus: must be a non-negative integer, got '1.5'",
+    ),
+    (
+        "quantity-memory-param",
+        (*W0, "rayStartParams", "memory"),
+        "1Gi",
+        "workerGroupSpecs[0].rayStartParams.memory: "
+        "must be a non-negative integer (bytes), got '1Gi'",
+    ),
+    (
+        "bad-head-num-cpus",
+        ("spec", "headGroupSpec", "rayStartParams", "num-cpus"),
+        "-1",
+        "headGroupSpec.rayStartParams.num-cpus: must be a non-negative integer, got '-1'",
+    ),
+    (
+        "bad-resources-json",
+        (*W0, "rayStartParams", "resources"),
+        "{custom: 1}",
+        "workerGroupSpecs[0].rayStartParams.resources: must be a JSON object like "
+        "'{\"custom\": 1}': Expecting property name enclosed in double quotes in '{custom: 1}'",
+    ),
+    (
+        "resources-json-not-object",
+        (*W0, "rayStartParams", "resources"),
+        "[1]",
+        "workerGroupSpecs[0].rayStartParams.resources: must be a JSON object like "
+        "'{\"custom\": 1}', got a list",
+    ),
+    (
+        "resources-json-negative",
+        (*W0, "rayStartParams", "resources"),
+        '{"custom": -1}',
+        "workerGroupSpecs[0].rayStartParams.resources: "
+        "resource 'custom' must be a non-negative number, got number -1",
+    ),
+    (
+        "resources-json-cpu",
+        (*W0, "rayStartParams", "resources"),
+        '{"CPU": 2}',
+        "workerGroupSpecs[0].rayStartParams.resources: "
+        "'CPU' cannot be a custom resource; use the 'num-cpus' param",
+    ),
+    (
+        "params-not-mapping",
+        (*W0, "rayStartParams"),
+        ["num-cpus=1"],
+        "workerGroupSpecs[0].rayStartParams: must be a mapping, got a list",
+    ),
+    (
+        "upscaling-mode",
+        ("spec", "autoscalerOptions", "upscalingMode"),
+        "Fast",
+        "autoscalerOptions.upscalingMode: "
+        "must be one of Default, Conservative, Aggressive, got string 'Fast'",
+    ),
+    (
+        "negative-idle",
+        ("spec", "autoscalerOptions", "idleTimeoutSeconds"),
+        -5,
+        "autoscalerOptions.idleTimeoutSeconds: must not be negative, got -5",
+    ),
+    (
+        "negative-group-idle",
+        (*W0, "idleTimeoutSeconds"),
+        -1.5,
+        "workerGroupSpecs[0].idleTimeoutSeconds: must not be negative, got -1.5",
+    ),
+    (
+        "string-group-idle",
+        (*W0, "idleTimeoutSeconds"),
+        "10s",
+        "workerGroupSpecs[0].idleTimeoutSeconds: must be a number, got string '10s'",
+    ),
+    (
+        "fraction-too-big",
+        (*W0, "memoryTargetFraction"),
+        1.5,
+        "workerGroupSpecs[0].memoryTargetFraction: must be in (0, 1], got 1.5",
+    ),
+    (
+        "fraction-zero",
+        (*W0, "memoryTargetFraction"),
+        0,
+        "workerGroupSpecs[0].memoryTargetFraction: must be in (0, 1], got 0",
+    ),
+    (
+        "priority-string",
+        (*W0, "priority"),
+        "high",
+        "workerGroupSpecs[0].priority: must be an integer, got string 'high'",
+    ),
+    (
+        "priority-float",
+        (*W0, "priority"),
+        1.5,
+        "workerGroupSpecs[0].priority: must be an integer, got number 1.5",
+    ),
+    (
+        "num-of-hosts",
+        (*W0, "numOfHosts"),
+        0,
+        "workerGroupSpecs[0].numOfHosts: must be >= 1, got 0",
+    ),
+    (
+        "no-worker-resources",
+        (*W0_CONTAINER, "resources"),
+        {},
+        "workerGroupSpecs[0]: group 'small' has no CPU, GPU, memory or custom resources, so "
+        "it could never run anything; set rayStartParams num-cpus or the container's "
+        "resources.limits",
+    ),
+    (
+        "autoscaling-not-bool",
+        ("spec", "enableInTreeAutoscaling"),
+        "yes",
+        "enableInTreeAutoscaling: must be a boolean, got string 'yes'",
+    ),
+    (
+        "unquoted-label",
+        (*W0, "template", "metadata", "labels", "alibabacloud.com/eci"),
+        True,
+        "workerGroupSpecs[0].template.metadata.labels[alibabacloud.com/eci]: "
+        "must be a string, got boolean true (quote it in YAML)",
+    ),
+    (
+        "tolerations-not-list",
+        (*W0, "template", "spec", "tolerations"),
+        {"key": "x"},
+        "workerGroupSpecs[0].template.spec.tolerations: must be a list, got a mapping",
+    ),
+    (
+        "unquoted-ray-version",
+        ("spec", "rayVersion"),
+        2.6,
+        "rayVersion: must be a string, got number 2.6 (quote it in YAML)",
+    ),
+    (
+        "group-not-mapping",
+        (*W0,),
+        "small",
+        "workerGroupSpecs[0]: must be a mapping, got string 'small'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [case[1:] for case in BAD_CASES],
+    ids=[case[0] for case in BAD_CASES],
+)
+def test_bad_document_names_the_path(path: tuple[Any, ...], value: Any, expected: str) -> None:
+    doc = base_doc()
+    mutate(doc, path, value)
+    assert errors_of(doc) == [expected]
+
+
+def test_max_below_min_exact_message() -> None:
+    doc = base_doc()
+    doc["spec"]["workerGroupSpecs"].append(copy.deepcopy(doc["spec"]["workerGroupSpecs"][0]))
+    second = doc["spec"]["workerGroupSpecs"][1]
+    second.update(groupName="big", minReplicas=3, maxReplicas=2)
+    with pytest.raises(SpecError) as info:
+        parse_cluster_spec(doc)
+    assert str(info.value) == "workerGroupSpecs[1].maxReplicas: must be >= minReplicas (2 < 3)"
+    assert isinstance(info.value, ValueError)
+
+
+def test_duplicate_group_name() -> None:
+    doc = base_doc()
+    groups = doc["spec"]["workerGroupSpecs"]
+    groups.append(copy.deepcopy(groups[0]))
+    groups[1]["maxReplicas"] = "many"  # the duplicate is reported even if the group is bad
+    assert errors_of(doc) == [
+        "workerGroupSpecs[1].maxReplicas: must be an integer, got string 'many'",
+        "workerGroupSpecs[1].groupName: duplicate group name 'small' (also workerGroupSpecs[0])",
+    ]
+
+
+def test_not_a_mapping() -> None:
+    assert errors_of(["a"]) == ["document: must be a mapping (a RayCluster manifest), got a list"]
+
+
+def test_all_errors_are_reported_together() -> None:
+    doc = base_doc()
+    doc["kind"] = "RayService"
+    mutate(doc, (*W0, "minReplicas"), 5)
+    mutate(doc, (*W0, "maxReplicas"), 2)
+    mutate(doc, (*W0_LIMITS, "cpu"), "abc")
+    mutate(doc, ("spec", "autoscalerOptions", "upscalingMode"), "Turbo")
+    mutate(doc, ("spec", "headGroupSpec", "rayStartParams", "num-cpus"), "none")
+    with pytest.raises(SpecError) as info:
+        parse_cluster_spec(doc)
+    error = info.value
+    assert error.errors == [
+        "kind: must be 'RayCluster', got string 'RayService'",
+        "autoscalerOptions.upscalingMode: "
+        "must be one of Default, Conservative, Aggressive, got string 'Turbo'",
+        "headGroupSpec.rayStartParams.num-cpus: must be a non-negative integer, got 'none'",
+        "workerGroupSpecs[0].maxReplicas: must be >= minReplicas (2 < 5)",
+        "workerGroupSpecs[0].template.spec.containers[0].resources.limits.cpu: "
+        "invalid quantity 'abc'",
+    ]
+    assert str(error) == "\n".join(error.errors)
+
+
+def test_spec_error_pickles() -> None:
+    error = SpecError(["a: one", "b: two"])
+    again = pickle.loads(pickle.dumps(error))
+    assert again.errors == ["a: one", "b: two"]
+    assert str(again) == "a: one\nb: two"
+
+
+def test_unknown_fields_are_allowed() -> None:
+    doc = base_doc()
+    doc["spec"]["headGroupSpec"]["serviceType"] = "ClusterIP"
+    doc["spec"]["futureField"] = {"anything": [1, 2]}
+    mutate(doc, (*W0, "scaleStrategy"), {"workersToDelete": ["pod-a"]})
+    assert parse_cluster_spec(doc).raw["spec"]["futureField"] == {"anything": [1, 2]}
+
+
+# --- files ----------------------------------------------------------------
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(
+        "apiVersion: ray.io/v1\nkind: RayCluster\nmetadata:\n  name: broken: yes\nspec: {}\n"
+    )
+    with pytest.raises(SpecError) as info:
+        load_cluster_spec(path)
+    assert info.value.errors == [
+        f"{path}: invalid YAML at line 4, column 15: mapping values are not allowed here"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("", "empty file (expected a RayCluster manifest)"),
+        ("# only a comment\n", "empty file (expected a RayCluster manifest)"),
+        ("- a\n- b\n", "expected a mapping (a RayCluster manifest), got a list"),
+        ("just text\n", "expected a mapping (a RayCluster manifest), got string 'just text'"),
+        ("a: 1\n---\nb: 2\n", "expected one YAML document (a RayCluster), found 2"),
+    ],
+    ids=["empty", "comment-only", "list", "scalar", "two-documents"],
+)
+def test_unusable_files(tmp_path: Path, content: str, expected: str) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(content)
+    with pytest.raises(SpecError) as info:
+        load_cluster_spec(path)
+    assert info.value.errors == [f"{path}: {expected}"]
+
+
+def test_missing_file_is_a_spec_error(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="cannot read file"):
+        load_cluster_spec(tmp_path / "nope.yaml")
+
+
+def test_load_accepts_str_path_and_leading_separator(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("---\n" + BASE)
+    assert load_cluster_spec(str(path)).name == "test-cluster"
+
+
+# --- robustness -----------------------------------------------------------
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, child in items:
+        out.append((*prefix, key))
+        if isinstance(child, dict | list):
+            out.extend(_paths(child, (*prefix, key)))
+    return out
+
+
+_ALL_PATHS = _paths(base_doc())
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**40), max_value=2**40)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.sampled_from(["1", "0", "500m", "1Gi", "-1", "{}", '{"a": 1}', "abc", "headgroup"]),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    edits=st.lists(
+        st.tuples(st.sampled_from(_ALL_PATHS), st.one_of(st.just(DELETE), _JSON)), max_size=4
+    )
+)
+def test_any_edit_gives_a_spec_or_a_spec_error(edits: list[tuple[tuple[Any, ...], Any]]) -> None:
+    doc = base_doc()
+    for path, value in edits:
+        try:
+            mutate(doc, path, value)
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier edit removed or replaced the parent
+    try:
+        spec = parse_cluster_spec(doc)
+    except SpecError as error:
+        assert error.errors
+        assert all(": " in message for message in error.errors)
+    else:
+        assert isinstance(spec, ClusterSpec)
