@@ -13,6 +13,7 @@ from rayscale.planner import plan_json
 from tests import plancheck
 
 RESOURCES = ("CPU", "GPU", "memory", "custom")
+STRATEGIES = ["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
 
 amount = st.sampled_from([0, 0.5, 1, 1, 2, 3, 4])
 
@@ -68,7 +69,7 @@ def states(draw: st.DrawFn) -> dict[str, Any]:
         ],
         "gangs": [
             {
-                "strategy": draw(st.sampled_from(["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"])),
+                "strategy": draw(st.sampled_from(STRATEGIES)),
                 "bundles": [draw(shapes()) for _ in range(draw(st.integers(1, 3)))],
                 "count": draw(st.integers(1, 2)),
             }

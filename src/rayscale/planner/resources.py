@@ -11,6 +11,7 @@ overflow.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -59,7 +60,9 @@ class ResourceSpace:
             vec = self.zeros()
             for name, amount in key:
                 i = self.index[name]
-                vec[i] = round(amount * int(self._scale[i]))
+                scale = int(self._scale[i])
+                # bytes round up: a fraction of a byte must not look like nothing
+                vec[i] = math.ceil(amount) if scale == 1 else round(amount * scale)
             vec.flags.writeable = False
             self._memo[key] = vec
         return vec
