@@ -1,0 +1,75 @@
+"""The scaling event log: what the autoscaler launched or stopped, and why.
+
+Append-only JSON lines, so `rayscale status` (another process) can read the
+recent ones while the autoscaler writes, and a restarted autoscaler keeps the
+history.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+EventKind = Literal[
+    "launch",
+    "launch_failed",
+    "registered",
+    "drain",
+    "drain_rejected",
+    "stop",
+    "lost",
+    "adopt",
+    "backoff",
+    "infeasible",
+    "error",
+]
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: EventKind
+    message: str
+    group: str | None = None
+    node: str | None = None
+    reason: str | None = None
+    ts: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+class EventLog:
+    """Events in memory (the recent ones) and appended to a file (all of them)."""
+
+    def __init__(self, path: Path | None, keep: int = 200) -> None:
+        self.path = path
+        self.recent: deque[Event] = deque(maxlen=keep)
+        if path is not None and path.exists():
+            for entry in read_events(path, keep):
+                self.recent.append(Event(**entry))
+
+    def add(self, event: Event) -> Event:
+        self.recent.append(event)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as out:
+                out.write(json.dumps(event.to_dict()) + "\n")
+        return event
+
+
+def read_events(path: Path, last: int = 50) -> list[dict[str, Any]]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines[-last:]:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a line being written right now
+    return out

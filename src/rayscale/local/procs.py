@@ -1,0 +1,147 @@
+"""Processes we start: spawned in their own session, found again, stopped by group.
+
+Every process rayscale starts carries an environment marker
+(``RAYSCALE_CLUSTER_ID``) that Ray passes on to everything it spawns (raylet,
+workers, agents). That lets ``down`` find and stop exactly what one cluster
+started, and nothing else, even after a crash lost a PID: never by name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+MARKER = "RAYSCALE_CLUSTER_ID"
+
+
+def spawn(
+    argv: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` (a list, never a shell string) in a new session, output to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [p.decode(errors="replace") for p in raw.split(b"\0") if p]
+
+
+def environ_marker(pid: int) -> str | None:
+    """The cluster marker in a process's environment, if it has one."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    prefix = MARKER.encode() + b"="
+    for item in raw.split(b"\0"):
+        if item.startswith(prefix):
+            return item[len(prefix):].decode(errors="replace")
+    return None
+
+
+def is_alive(pid: int, expect_arg: str | None = None) -> bool:
+    """Alive, not a zombie, and (when given an argument it must have) still ours.
+
+    The argument check guards against PID reuse; it compares whole arguments,
+    so ``node=small-3`` does not match ``node=small-30``.
+    """
+    if pid <= 0:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[-1].split()[0]
+    if state in ("Z", "X"):
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+        return False
+    if expect_arg is not None:
+        return expect_arg in cmdline(pid)
+    return True
+
+
+def pids_with_marker(marker: str) -> list[int]:
+    """Every live process whose environment carries this cluster's marker."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            pid = int(entry.name)
+            if pid != os.getpid() and environ_marker(pid) == marker and is_alive(pid):
+                out.append(pid)
+    return out
+
+
+def stop_group(pgid: int, grace_s: float = 10.0) -> None:
+    """SIGTERM a process group, then SIGKILL what is left after ``grace_s``."""
+    if not _signal_group(pgid, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not any(True for _ in _group_members(pgid)):
+            return
+        time.sleep(0.1)
+    _signal_group(pgid, signal.SIGKILL)
+    _wait_gone(list(_group_members(pgid)), 5.0)
+
+
+def stop_pids(pids: Sequence[int], grace_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL, a set of single processes (the sweep after groups)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    left = _wait_gone(pids, grace_s)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    _wait_gone(left, 5.0)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> bool:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _group_members(pgid: int) -> Iterator[int]:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        # fields: state ppid pgrp ...
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            yield int(entry.name)
+
+
+def _wait_gone(pids: Sequence[int], timeout_s: float) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    left = [p for p in pids if is_alive(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = [p for p in left if is_alive(p)]
+    return left

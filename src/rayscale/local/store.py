@@ -1,0 +1,183 @@
+"""A local cluster's state on disk: what `up` started and what the autoscaler launched.
+
+Layout under ``$RAYSCALE_HOME`` (default ``~/.rayscale``)::
+
+    clusters/<name>/cluster.json      ClusterRecord: addresses, ports, PIDs
+    clusters/<name>/nodes/<id>.json   NodeRecord per launched worker
+    clusters/<name>/events.jsonl      the scaling event log
+    clusters/<name>/status.json       the autoscaler's last view (for `status`)
+    clusters/<name>/logs/             head, autoscaler and node logs
+
+A node record is written *before* its process is spawned, so a crash at any
+moment leaves either a record to adopt or clean up, never an unknown process.
+Writes are atomic (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+NodeState = Literal["launching", "started", "stopping"]
+
+
+def rayscale_home() -> Path:
+    return Path(os.environ.get("RAYSCALE_HOME", str(Path.home() / ".rayscale")))
+
+
+class ClusterRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    id: str  # the environment marker shared by every process of the cluster
+    spec_file: str
+    slot: int  # the cluster's loopback block: 127.<slot>.0.0/16
+    head_ip: str
+    gcs_port: int
+    dashboard_port: int
+    client_port: int
+    temp_dir: str
+    head_pid: int | None = None
+    autoscaler_pid: int | None = None
+    metrics_port: int | None = None
+    next_node: int = 0
+    created: float
+
+    @property
+    def address(self) -> str:
+        return f"{self.head_ip}:{self.gcs_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.head_ip}:{self.dashboard_port}"
+
+
+class NodeRecord(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str
+    group: str
+    ip: str
+    state: NodeState = "launching"
+    pid: int | None = None
+    launched_at: float
+    drained_at: float | None = None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class ClusterDir:
+    """Files of one named local cluster."""
+
+    def __init__(self, name: str, home: Path | None = None) -> None:
+        self.name = name
+        self.root = (home or rayscale_home()) / "clusters" / name
+
+    @property
+    def record_file(self) -> Path:
+        return self.root / "cluster.json"
+
+    @property
+    def nodes_dir(self) -> Path:
+        return self.root / "nodes"
+
+    @property
+    def events_file(self) -> Path:
+        return self.root / "events.jsonl"
+
+    @property
+    def status_file(self) -> Path:
+        return self.root / "status.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def exists(self) -> bool:
+        return self.record_file.exists()
+
+    def load(self) -> ClusterRecord:
+        return ClusterRecord.model_validate_json(self.record_file.read_text())
+
+    def save(self, record: ClusterRecord) -> None:
+        _write_atomic(self.record_file, record.model_dump_json(indent=2))
+
+    def nodes(self) -> list[NodeRecord]:
+        out = []
+        if self.nodes_dir.exists():
+            for path in sorted(self.nodes_dir.glob("*.json")):
+                try:
+                    out.append(NodeRecord.model_validate_json(path.read_text()))
+                except (OSError, ValueError):
+                    continue  # a half-removed record; the next listing settles it
+        return out
+
+    def save_node(self, node: NodeRecord) -> None:
+        _write_atomic(self.nodes_dir / f"{node.id}.json", node.model_dump_json())
+
+    def forget_node(self, node_id: str) -> None:
+        (self.nodes_dir / f"{node_id}.json").unlink(missing_ok=True)
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        _write_atomic(self.status_file, json.dumps(status, indent=1, default=str))
+
+    def read_status(self) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(self.status_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return data
+
+
+def all_clusters(home: Path | None = None) -> Iterator[ClusterDir]:
+    base = (home or rayscale_home()) / "clusters"
+    if base.exists():
+        for path in sorted(base.iterdir()):
+            if (path / "cluster.json").exists():
+                yield ClusterDir(path.name, home)
+
+
+def free_slot(home: Path | None = None) -> int:
+    """A loopback block 127.<slot>.0.0/16 no other known cluster uses."""
+    taken = set()
+    for cluster in all_clusters(home):
+        try:
+            taken.add(cluster.load().slot)
+        except (OSError, ValueError):
+            continue
+    for slot in range(10, 250):
+        if slot not in taken:
+            return slot
+    raise RuntimeError("no free loopback block for another cluster")
+
+
+def head_ip(slot: int) -> str:
+    return f"127.{slot}.0.2"
+
+
+def worker_ip(slot: int, index: int) -> str:
+    """The n-th worker's own address: 127.<slot>.<1 + n // 250>.<2 + n % 250>."""
+    return f"127.{slot}.{1 + index // 250}.{2 + index % 250}"
+
+
+def free_port(ip: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((ip, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def now() -> float:
+    return time.time()

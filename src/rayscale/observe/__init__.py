@@ -1,0 +1,1 @@
+"""Observers: turn a live Ray cluster into what the planner needs."""

@@ -1,0 +1,1 @@
+"""Providers: where worker nodes come from (local processes, Kubernetes pods)."""

@@ -1,0 +1,42 @@
+"""The one small interface between the autoscaler loop and where nodes run.
+
+Draining is not the provider's job: the loop drains a node through Ray's GCS
+first (the same for every provider) and only then asks the provider to stop it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+ProviderState = Literal["launching", "started", "stopping", "dead"]
+
+
+@dataclass(frozen=True)
+class ProviderNode:
+    """A worker node as the provider sees it (the Ray view is joined by ``id``)."""
+
+    id: str
+    group: str
+    state: ProviderState
+    launched_at: float
+    ip: str | None = None
+    pid: int | None = None
+
+
+class NodeProvider(Protocol):
+    def launch(self, group: str, count: int) -> list[str]:
+        """Start ``count`` nodes of ``group``; return their ids at once (no waiting)."""
+        ...
+
+    def terminate(self, node_id: str) -> None:
+        """Stop a node (already drained in Ray, or never registered)."""
+        ...
+
+    def nodes(self) -> list[ProviderNode]:
+        """Every node this provider started and has not yet forgotten."""
+        ...
+
+    def forget(self, node_id: str) -> None:
+        """Drop a dead node's bookkeeping."""
+        ...

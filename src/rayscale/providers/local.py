@@ -1,0 +1,144 @@
+"""Worker nodes as local `ray start --block` processes, each on its own loopback IP.
+
+Each node gets its own process group (stopped by PID, never by name), its own
+address 127.<slot>.x.y, and Ray labels naming its group and our node id, so a
+Ray node is matched to the process that runs it without guessing.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from rayscale.local import procs
+from rayscale.local.store import ClusterDir, ClusterRecord, NodeRecord, free_port, now, worker_ip
+from rayscale.providers.base import ProviderNode, ProviderState
+from rayscale.raystart import GROUP_LABEL, NODE_LABEL, RayStart, ray_start_argv
+from rayscale.spec import ClusterSpec
+
+
+def ray_executable() -> str:
+    """The `ray` script next to the running Python (the project's venv)."""
+    candidate = Path(sys.executable).with_name("ray")
+    return str(candidate) if candidate.exists() else "ray"
+
+
+def node_env(record: ClusterRecord, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for every process of a local cluster (the marker, auth, PATH)."""
+    env = dict(os.environ if base is None else base)
+    env[procs.MARKER] = record.id
+    env.setdefault("RAY_AUTH_MODE", "disabled")
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    # drivers started by Ray jobs must find the Python that has Ray installed
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def labels_arg(group: str, node_id: str) -> str:
+    """The exact `--labels=` argument of a node: it identifies its process."""
+    return f"--labels={GROUP_LABEL}={group},{NODE_LABEL}={node_id}"
+
+
+class LocalProvider:
+    """Launch and stop worker nodes of one local cluster."""
+
+    def __init__(self, spec: ClusterSpec, cluster: ClusterDir) -> None:
+        self.spec = spec
+        self.cluster = cluster
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+
+    def launch(self, group: str, count: int) -> list[str]:
+        ids = []
+        for _ in range(count):
+            with self._lock:
+                record = self.cluster.load()
+                index = record.next_node
+                record.next_node += 1
+                self.cluster.save(record)
+            node = NodeRecord(
+                id=f"{group}-{index}", group=group, ip=worker_ip(record.slot, index),
+                launched_at=now(),
+            )
+            # the record exists before the process does: a crash here leaves no orphan
+            self.cluster.save_node(node)
+            proc = procs.spawn(
+                self._argv(record, node), node_env(record), self.cluster.logs / f"{node.id}.log"
+            )
+            self._children[node.id] = proc
+            self.cluster.save_node(node.model_copy(update={"pid": proc.pid, "state": "started"}))
+            ids.append(node.id)
+        return ids
+
+    def _argv(self, record: ClusterRecord, node: NodeRecord) -> list[str]:
+        group = self.spec.group(node.group)
+        start = RayStart(
+            node_ip=node.ip,
+            resources=group.resources,
+            address=record.address,
+            temp_dir=record.temp_dir,
+            labels={GROUP_LABEL: node.group, NODE_LABEL: node.id},
+            overrides={
+                # fixed defaults would collide between nodes on one machine
+                "dashboard-agent-listen-port": str(free_port(node.ip)),
+                "metrics-export-port": str(free_port(node.ip)),
+            },
+        )
+        argv = ray_start_argv(ray_executable(), group.ray_start_params, start)
+        assert labels_arg(node.group, node.id) in argv
+        return argv
+
+    def terminate(self, node_id: str) -> None:
+        record = next((n for n in self.cluster.nodes() if n.id == node_id), None)
+        if record is None:
+            return
+        self.cluster.save_node(record.model_copy(update={"state": "stopping"}))
+        pid = record.pid or self._find_pid(record)
+        if pid is not None and procs.is_alive(pid, labels_arg(record.group, record.id)):
+            procs.stop_group(pid)
+        child = self._children.pop(node_id, None)
+        if child is not None:
+            child.poll()
+        self.cluster.forget_node(node_id)
+
+    def forget(self, node_id: str) -> None:
+        self._children.pop(node_id, None)
+        self.cluster.forget_node(node_id)
+
+    def nodes(self) -> list[ProviderNode]:
+        out = []
+        for record in self.cluster.nodes():
+            if record.pid is None:
+                # crashed between writing the record and spawning: find it or drop it
+                pid = self._find_pid(record)
+                if pid is None and now() - record.launched_at > 5:
+                    self.cluster.forget_node(record.id)
+                    continue
+                if pid is not None:
+                    record = record.model_copy(update={"pid": pid, "state": "started"})
+                    self.cluster.save_node(record)
+            child = self._children.get(record.id)
+            if child is not None:
+                child.poll()  # reap our own exited children
+            alive = record.pid is not None and procs.is_alive(
+                record.pid, labels_arg(record.group, record.id)
+            )
+            state: ProviderState = record.state if alive or record.pid is None else "dead"
+            out.append(
+                ProviderNode(record.id, record.group, state, record.launched_at, record.ip,
+                             record.pid)
+            )
+        return out
+
+    def _find_pid(self, record: NodeRecord) -> int | None:
+        marker = self.cluster.load().id
+        wanted = labels_arg(record.group, record.id)
+        for pid in procs.pids_with_marker(marker):
+            if wanted in procs.cmdline(pid) and os.getpgid(pid) == pid:
+                return pid
+        return None
