@@ -111,7 +111,12 @@ class Autoscaler:
             self.metrics.loop_seconds.observe(spent)
             self._stop.wait(max(0.0, self.options.tick_s - spent))
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
+        """Make `run` return after the current round (safe from a signal handler)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Stop the loop and wait for node stops already under way."""
         self._stop.set()
         self._stops.shutdown(wait=True)
 

@@ -1,12 +1,11 @@
-"""Entry point: `rayscale up | down | status | submit | plan | autoscaler`.
-
-Commands import what they need lazily so `rayscale plan` stays light (no Ray).
-"""
+"""Entry point: `rayscale up | down | status | submit | plan | autoscaler`."""
 
 from __future__ import annotations
 
 import typer
 
+from rayscale.cli.autoscaler_cmd import autoscaler_command
+from rayscale.cli.local_cmds import down_command, status_command, submit_command, up_command
 from rayscale.cli.plan_cmd import plan_command
 
 app = typer.Typer(
@@ -16,7 +15,12 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("up")(up_command)
+app.command("down")(down_command)
+app.command("status")(status_command)
+app.command("submit", context_settings={"allow_interspersed_args": False})(submit_command)
 app.command("plan")(plan_command)
+app.command("autoscaler")(autoscaler_command)
 
 
 @app.callback()

@@ -90,6 +90,11 @@ class ClusterDir:
         return self.root / "cluster.json"
 
     @property
+    def spec_copy(self) -> Path:
+        """The spec as it was at `up` (the autoscaler reads this, not the user's file)."""
+        return self.root / "cluster.yaml"
+
+    @property
     def nodes_dir(self) -> Path:
         return self.root / "nodes"
 

@@ -39,6 +39,20 @@ def node_env(record: ClusterRecord, base: Mapping[str, str] | None = None) -> di
     return env
 
 
+LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024  # per node unless the spec sets one
+
+
+def local_overrides(ip: str, resources: Mapping[str, float]) -> dict[str, str]:
+    """Ports that default to fixed numbers get free ones; a modest object store."""
+    out = {
+        "dashboard-agent-listen-port": str(free_port(ip)),
+        "metrics-export-port": str(free_port(ip)),
+    }
+    if "object_store_memory" not in resources:
+        out["object-store-memory"] = str(LOCAL_OBJECT_STORE_BYTES)
+    return out
+
+
 def labels_arg(group: str, node_id: str) -> str:
     """The exact `--labels=` argument of a node: it identifies its process."""
     return f"--labels={GROUP_LABEL}={group},{NODE_LABEL}={node_id}"
@@ -83,11 +97,7 @@ class LocalProvider:
             address=record.address,
             temp_dir=record.temp_dir,
             labels={GROUP_LABEL: node.group, NODE_LABEL: node.id},
-            overrides={
-                # fixed defaults would collide between nodes on one machine
-                "dashboard-agent-listen-port": str(free_port(node.ip)),
-                "metrics-export-port": str(free_port(node.ip)),
-            },
+            overrides=local_overrides(node.ip, group.resources),
         )
         argv = ray_start_argv(ray_executable(), group.ray_start_params, start)
         assert labels_arg(node.group, node.id) in argv

@@ -1,0 +1,182 @@
+"""`rayscale up | down | status | submit` for local clusters."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rayscale.autoscaler.events import read_events
+from rayscale.local import procs
+from rayscale.local.cluster import ClusterError, down, is_running, up
+from rayscale.local.store import ClusterDir
+from rayscale.spec import SpecError
+
+err = Console(stderr=True)
+
+
+def up_command(
+    cluster_file: Path = typer.Argument(..., help="RayCluster YAML (KubeRay ray.io/v1)"),
+    timeout: float = typer.Option(180.0, help="Seconds to wait for the cluster to be ready"),
+) -> None:
+    """Start a local cluster; print the environment a driver needs (KEY=VALUE lines)."""
+    try:
+        spec, record = up(cluster_file, wait_s=timeout, progress=lambda m: err.print(f"[dim]{m}"))
+    except SpecError as exc:
+        err.print(f"[red]invalid cluster file {cluster_file}:[/red]")
+        for line in exc.errors:
+            err.print(f"  {line}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    except ClusterError as exc:
+        err.print(f"[red]{exc}", markup=False)
+        raise typer.Exit(1) from None
+    err.print(f"[green]cluster {spec.name} is up[/green]: dashboard {record.dashboard_url}")
+    for key, value in driver_env(record.address, record.head_ip, record.dashboard_url).items():
+        typer.echo(f"{key}={value}")
+
+
+def driver_env(address: str, node_ip: str, dashboard: str) -> dict[str, str]:
+    return {
+        "RAY_ADDRESS": address,
+        "RAYSCALE_NODE_IP": node_ip,
+        "RAY_API_SERVER_ADDRESS": dashboard,
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+    }
+
+
+def down_command(name: str = typer.Argument(..., help="Cluster name (metadata.name)")) -> None:
+    """Stop everything `up` started for this cluster, by PID."""
+    try:
+        stopped = down(name)
+    except ClusterError as exc:
+        err.print(f"[red]{exc}", markup=False)
+        raise typer.Exit(1) from None
+    err.print(f"cluster {name} is down ({len(stopped)} process group(s) stopped)")
+
+
+def _load_status(name: str) -> tuple[ClusterDir, dict[str, Any]]:
+    cluster = ClusterDir(name)
+    if not cluster.exists():
+        err.print(f"[red]no cluster named {name!r}", markup=False)
+        raise typer.Exit(1)
+    status = cluster.read_status() or {}
+    record = cluster.load()
+    alive = record.autoscaler_pid is not None and procs.is_alive(record.autoscaler_pid)
+    status.setdefault("groups", {})
+    status.setdefault("nodes", [])
+    status["events"] = read_events(cluster.events_file, 30)
+    status["name"] = name
+    status["address"] = record.address
+    status["dashboard"] = record.dashboard_url
+    status["head_running"] = is_running(cluster)
+    status["autoscaler_running"] = alive
+    return cluster, status
+
+
+def status_command(
+    name: str = typer.Argument(..., help="Cluster name"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """Nodes per group (active, idle, pending), resource usage, demand, recent events."""
+    _, status = _load_status(name)
+    if as_json:
+        typer.echo(json.dumps(status, indent=2, default=str))
+        return
+    _render(status)
+
+
+def _render(status: dict[str, Any]) -> None:
+    out = Console()
+    age = time.time() - status.get("updated_at", 0)
+    out.print(f"[bold]rayscale status[/bold] {status['name']}  address {status['address']}  "
+              f"dashboard {status['dashboard']}")
+    state = "running" if status["autoscaler_running"] else "[red]not running[/red]"
+    out.print(f"autoscaler {state} (updated {age:.1f}s ago)  metrics {status.get('metrics', '-')}")
+    table = Table("group", "running", "idle", "pending", "terminating", "min", "max", "launchable",
+                  title="Node status")
+    for name, g in status["groups"].items():
+        table.add_row(name, str(g["running"]), str(g["idle"]), str(g["pending"]),
+                      str(g["terminating"]), str(g["min"]), str(g["max"]),
+                      "yes" if g["launchable"] else "[red]backing off[/red]")
+    out.print(table)
+    nodes = Table("node", "group", "status", "pid", "ip", "idle s", title="Nodes")
+    for n in status["nodes"]:
+        nodes.add_row(n["id"][:16], n["group"], n["status"], str(n.get("pid") or "-"),
+                      str(n.get("ip") or "-"), f"{n.get('idle_s', 0):.0f}")
+    out.print(nodes)
+    out.print("[bold]Resources[/bold]")
+    for res, u in status.get("usage", {}).items():
+        out.print(f"  {_amount(res, u['used'])}/{_amount(res, u['total'])} {res}")
+    out.print("[bold]Demands[/bold]")
+    demand = status.get("demand", {})
+    lines = [f"  {s['resources']}: {s['count']}+ pending tasks/actors"
+             for s in demand.get("tasks", [])]
+    lines += [f"  {g['bundles']} ({g['strategy']}): {g['count']}+ pending placement groups"
+              for g in demand.get("gangs", [])]
+    lines += [f"  {s['resources']}: {s['count']} requested (request_resources)"
+              for s in demand.get("floor", [])]
+    out.print("\n".join(lines) if lines else "  (no resource demands)")
+    out.print("[bold]Recent scaling events[/bold]")
+    for e in status["events"][-12:]:
+        stamp = time.strftime("%H:%M:%S", time.localtime(e.get("ts", 0)))
+        out.print(f"  {stamp} {e['kind']:<15} {e['message']}", markup=False, highlight=False)
+
+
+def _amount(resource: str, value: float) -> str:
+    if resource in ("memory", "object_store_memory"):
+        return f"{value / 2**30:.2f}GiB"
+    return f"{value:g}"
+
+
+def submit_command(
+    name: str = typer.Argument(..., help="Cluster name"),
+    entrypoint: list[str] = typer.Argument(..., help="Command to run, after --"),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Return once submitted"),
+) -> None:
+    """Run a command (e.g. `-- python script.py`) as a Ray job on the cluster."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    cluster = ClusterDir(name)
+    if not is_running(cluster):
+        err.print(f"[red]cluster {name!r} is not running", markup=False)
+        raise typer.Exit(1)
+    record = cluster.load()
+    client = JobSubmissionClient(record.dashboard_url)
+    # Ray runs a job's entrypoint through a shell: every piece is quoted, so user
+    # input is never interpreted by it; the job runs in the caller's directory.
+    command = shlex.join(["cd", os.getcwd()]) + " && " + shlex.join(entrypoint)
+    job_id = client.submit_job(entrypoint=command)
+    err.print(f"submitted job {job_id}")
+    if no_wait:
+        typer.echo(job_id)
+        return
+    for chunk in _tail(client, job_id):
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+    final = client.get_job_status(job_id)
+    err.print(f"job {job_id} {final.value}")
+    raise typer.Exit(0 if final == JobStatus.SUCCEEDED else 1)
+
+
+def _tail(client: Any, job_id: str) -> Any:
+    """Stream a job's logs until it ends (polling: no event loop needed)."""
+    shown = 0
+    while True:
+        logs = client.get_job_logs(job_id)
+        if len(logs) > shown:
+            yield logs[shown:]
+            shown = len(logs)
+        if client.get_job_status(job_id).is_terminal():
+            logs = client.get_job_logs(job_id)
+            if len(logs) > shown:
+                yield logs[shown:]
+            return
+        time.sleep(0.5)

@@ -1,0 +1,181 @@
+"""`up` and `down` of a local cluster: a Ray head on loopback plus its autoscaler.
+
+Everything `up` starts is recorded (PIDs in cluster.json, node records) and
+carries the cluster's environment marker, so `down` stops exactly that, by
+process group, and then sweeps for anything with the marker that slipped
+through (a worker process Ray started in a session of its own).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from rayscale.local import procs
+from rayscale.local.store import ClusterDir, ClusterRecord, free_port, free_slot, head_ip, now
+from rayscale.providers.local import local_overrides, node_env, ray_executable
+from rayscale.raystart import RayStart, ray_start_argv
+from rayscale.spec import ClusterSpec, load_cluster_spec
+
+TEMP_ROOT = Path("/tmp/rayscale")  # short: Ray's unix socket paths have a length limit
+
+
+class ClusterError(RuntimeError):
+    """A local cluster could not be started or found; the message says why."""
+
+
+
+def is_running(cluster: ClusterDir) -> bool:
+    if not cluster.exists():
+        return False
+    record = cluster.load()
+    return record.head_pid is not None and procs.is_alive(record.head_pid)
+
+
+def up(
+    spec_file: Path,
+    wait_s: float = 180.0,
+    progress: Callable[[str], None] = lambda _: None,
+) -> tuple[ClusterSpec, ClusterRecord]:
+    """Start head and autoscaler; return once the cluster is ready (min workers joined)."""
+    spec = load_cluster_spec(spec_file)  # SpecError: nothing started
+    cluster = ClusterDir(spec.name)
+    if is_running(cluster):
+        raise ClusterError(
+            f"cluster {spec.name!r} is already running (head pid {cluster.load().head_pid}); "
+            f"`rayscale down {spec.name}` first"
+        )
+    if cluster.exists():
+        down(spec.name)  # leftovers of a cluster that died: clean them first
+        shutil.rmtree(cluster.root, ignore_errors=True)
+
+    slot = free_slot()
+    ip = head_ip(slot)
+    marker = uuid.uuid4().hex[:12]
+    record = ClusterRecord(
+        name=spec.name,
+        id=marker,
+        spec_file=str(spec_file.resolve()),
+        slot=slot,
+        head_ip=ip,
+        gcs_port=free_port(ip),
+        dashboard_port=free_port(ip),
+        client_port=free_port(ip),
+        temp_dir=str(TEMP_ROOT / f"{spec.name[:20]}-{marker[:6]}"),
+        created=now(),
+    )
+    cluster.root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(spec_file, cluster.spec_copy)
+    cluster.save(record)
+    try:
+        progress(f"starting Ray head on {record.address}")
+        _start_head(spec, cluster, record)
+        _wait_for_gcs(record, deadline=time.monotonic() + wait_s)
+        progress("starting the autoscaler")
+        _start_autoscaler(cluster, record)
+        _wait_ready(spec, cluster, record, deadline=time.monotonic() + wait_s, progress=progress)
+    except BaseException:
+        down(spec.name)
+        raise
+    return spec, cluster.load()
+
+
+def _start_head(spec: ClusterSpec, cluster: ClusterDir, record: ClusterRecord) -> None:
+    resources = dict(spec.head.resources)
+    overrides = local_overrides(record.head_ip, resources)
+    overrides.update({
+        "dashboard-host": record.head_ip,
+        "dashboard-port": str(record.dashboard_port),
+        "ray-client-server-port": str(record.client_port),
+        "include-dashboard": "true",
+    })
+    argv = ray_start_argv(
+        ray_executable(),
+        spec.head.ray_start_params,
+        RayStart(
+            node_ip=record.head_ip,
+            resources=resources,
+            gcs_port=record.gcs_port,
+            temp_dir=record.temp_dir,
+            overrides=overrides,
+        ),
+    )
+    proc = procs.spawn(argv, node_env(record), cluster.logs / "head.log")
+    record.head_pid = proc.pid
+    cluster.save(record)
+
+
+def _wait_for_gcs(record: ClusterRecord, deadline: float) -> None:
+    from rayscale.observe.ray_state import RayObserver
+
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if record.head_pid is None or not procs.is_alive(record.head_pid):
+            raise ClusterError("the Ray head exited while starting; see its log")
+        try:
+            observation = RayObserver(record.address).observe()
+            if any(n.ip == record.head_ip for n in observation.alive()):
+                return
+        except Exception as exc:
+            last = exc
+        time.sleep(0.3)
+    raise ClusterError(f"the Ray head did not come up in time ({last!r})")
+
+
+def _start_autoscaler(cluster: ClusterDir, record: ClusterRecord) -> None:
+    argv = [sys.executable, "-m", "rayscale.cli.main", "autoscaler", "--cluster", record.name]
+    proc = procs.spawn(argv, node_env(record), cluster.logs / "autoscaler.log")
+    record.autoscaler_pid = proc.pid
+    cluster.save(record)
+
+
+def _wait_ready(
+    spec: ClusterSpec,
+    cluster: ClusterDir,
+    record: ClusterRecord,
+    deadline: float,
+    progress: Callable[[str], None],
+) -> None:
+    """Ready: the autoscaler reports, and every group has its min workers running."""
+    started = time.time()
+    while time.monotonic() < deadline:
+        if record.autoscaler_pid is None or not procs.is_alive(record.autoscaler_pid):
+            raise ClusterError("the autoscaler exited while starting; see its log")
+        status = cluster.read_status()
+        if status is not None and status.get("updated_at", 0) >= started:
+            groups = status["groups"]
+            if all(groups[g.name]["running"] >= g.min_replicas
+                   for g in spec.worker_groups if not g.suspend):
+                return
+        time.sleep(0.3)
+    raise ClusterError("the cluster did not become ready in time; see the logs")
+
+
+def down(name: str) -> list[int]:
+    """Stop the autoscaler, every worker, then the head; return PIDs that were stopped."""
+    cluster = ClusterDir(name)
+    if not cluster.exists():
+        raise ClusterError(f"no cluster named {name!r}")
+    record = cluster.load()
+    stopped: list[int] = []
+    # the autoscaler first, so it launches nothing while we stop the rest
+    for pid in [record.autoscaler_pid, *(n.pid for n in cluster.nodes()), record.head_pid]:
+        if pid is not None and procs.is_alive(pid) and procs.environ_marker(pid) == record.id:
+            procs.stop_group(pid)
+            stopped.append(pid)
+    # anything else that carries the marker (e.g. a node whose record was lost)
+    leftovers = procs.pids_with_marker(record.id)
+    if leftovers:
+        procs.stop_pids(leftovers)
+        stopped += leftovers
+    for node in cluster.nodes():
+        cluster.forget_node(node.id)
+    record.head_pid = None
+    record.autoscaler_pid = None
+    cluster.save(record)
+    shutil.rmtree(record.temp_dir, ignore_errors=True)
+    return stopped
