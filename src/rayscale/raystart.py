@@ -99,4 +99,4 @@ def _flag(key: str, value: str) -> str:
     return f"--{key}={value}"
 
 
-_BOOLEAN_FLAGS = frozenset({"disable-usage-stats", "include-log-monitor", "ray-debugger-external"})
+_BOOLEAN_FLAGS = frozenset({"disable-usage-stats", "no-monitor", "ray-debugger-external"})

@@ -43,8 +43,11 @@ class Observer(Protocol):
 class LoopOptions:
     tick_s: float = 0.5
     launch_timeout_s: float = 60.0  # a launch that has not registered by then failed
-    backoff_s: float = 30.0  # first backoff after a failed launch; doubles, max 10 min
+    backoff_s: float = 10.0  # first backoff after a failed launch; doubles, max 5 min
     drain_deadline_s: float = 30.0
+    # Ray's demand dips for a moment while tasks move to new nodes: a pending node
+    # is cancelled only after the planner found it unneeded for this long.
+    pending_grace_s: float = 5.0
 
 
 @dataclass
@@ -60,6 +63,7 @@ class LoopState:
     backoff: dict[str, _Backoff] = field(default_factory=dict)
     announced: set[str] = field(default_factory=set)
     stopping: dict[str, Future[None]] = field(default_factory=dict)
+    unneeded_since: dict[str, float] = field(default_factory=dict)
     last_plan: Plan | None = None
     last_snapshot: Snapshot | None = None
 
@@ -200,12 +204,14 @@ class Autoscaler:
                 self._stop_async(view, "launch_failed", drain=False)
 
     def _launch_failed(self, group: str, node_id: str, why: str) -> None:
-        b = self.state.backoff.setdefault(group, _Backoff())
-        b.failures += 1
-        delay = min(600.0, self.options.backoff_s * 2 ** (b.failures - 1))
-        b.until = time.time() + delay
         self.metrics.failed_launches.labels(group).inc()
         self.events.add(Event("launch_failed", f"node {node_id}: {why}", group, node_id))
+        b = self.state.backoff.setdefault(group, _Backoff())
+        if b.until > time.time():
+            return  # the same outage: nodes of one batch fail together
+        b.failures += 1
+        delay = min(300.0, self.options.backoff_s * 2 ** (b.failures - 1))
+        b.until = time.time() + delay
         self.events.add(Event(
             "backoff", f"group {group} not launchable for {delay:.0f}s; demand falls through "
             "to the next group by priority", group,
@@ -230,10 +236,21 @@ class Autoscaler:
                 + ", ".join(reasons), group, reason=",".join(reasons),
             ))
         by_id = {v.id: v for v in snapshot.nodes}
+        now = time.time()
+        unneeded = {t.id for t in decision.terminate if t.reason == "unneeded_pending"}
+        since = self.state.unneeded_since
+        for node_id in list(since):
+            if node_id not in unneeded:
+                del since[node_id]
         for term in decision.terminate:
             view = by_id.get(term.id)
-            if view is not None:
-                self._stop_async(view, term.reason, drain=view.status == "running")
+            if view is None:
+                continue
+            if term.reason == "unneeded_pending":
+                first = since.setdefault(term.id, now)
+                if now - first < self.options.pending_grace_s:
+                    continue
+            self._stop_async(view, term.reason, drain=view.status == "running")
         for kind in ("tasks", "gangs", "floor"):
             self.metrics.infeasible_demand.labels(kind).set(
                 sum(e["count"] for e in decision.infeasible[kind])

@@ -31,7 +31,7 @@ def autoscaler_command(
         None, help="Seconds a launch may take to register [env RAYSCALE_LAUNCH_TIMEOUT_S, 60]"
     ),
     backoff: float = typer.Option(
-        None, help="First backoff after a failed launch [env RAYSCALE_BACKOFF_S, 30]"
+        None, help="First backoff after a failed launch [env RAYSCALE_BACKOFF_S, 10]"
     ),
 ) -> None:
     """Run the autoscaler loop for a local cluster until SIGTERM."""
@@ -45,7 +45,7 @@ def autoscaler_command(
     options = LoopOptions(
         tick_s=tick,
         launch_timeout_s=launch_timeout or _env_float("RAYSCALE_LAUNCH_TIMEOUT_S", 60.0),
-        backoff_s=backoff or _env_float("RAYSCALE_BACKOFF_S", 30.0),
+        backoff_s=backoff or _env_float("RAYSCALE_BACKOFF_S", 10.0),
     )
 
     def publish(status: dict[str, object]) -> None:

@@ -148,6 +148,11 @@ def submit_command(
     if not is_running(cluster):
         err.print(f"[red]cluster {name!r} is not running", markup=False)
         raise typer.Exit(1)
+    if entrypoint and entrypoint[0] == "--":
+        entrypoint = entrypoint[1:]
+    if not entrypoint:
+        err.print("[red]nothing to run: give the command after --")
+        raise typer.Exit(2)
     record = cluster.load()
     client = JobSubmissionClient(record.dashboard_url)
     # Ray runs a job's entrypoint through a shell: every piece is quoted, so user

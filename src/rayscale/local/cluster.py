@@ -21,7 +21,8 @@ from rayscale.providers.local import local_overrides, node_env, ray_executable
 from rayscale.raystart import RayStart, ray_start_argv
 from rayscale.spec import ClusterSpec, load_cluster_spec
 
-TEMP_ROOT = Path("/tmp/rayscale")  # short: Ray's unix socket paths have a length limit
+# Short: Ray puts unix sockets under it and their paths are limited to 107 bytes.
+TEMP_ROOT = Path("/tmp/rs")
 
 
 class ClusterError(RuntimeError):
@@ -65,7 +66,7 @@ def up(
         gcs_port=free_port(ip),
         dashboard_port=free_port(ip),
         client_port=free_port(ip),
-        temp_dir=str(TEMP_ROOT / f"{spec.name[:20]}-{marker[:6]}"),
+        temp_dir=str(TEMP_ROOT / marker[:10]),
         created=now(),
     )
     cluster.root.mkdir(parents=True, exist_ok=True)
@@ -92,6 +93,9 @@ def _start_head(spec: ClusterSpec, cluster: ClusterDir, record: ClusterRecord) -
         "dashboard-port": str(record.dashboard_port),
         "ray-client-server-port": str(record.client_port),
         "include-dashboard": "true",
+        # rayscale is this cluster's autoscaler: Ray's built-in monitor would only
+        # print "no node types" complaints into every driver's output
+        "no-monitor": "true",
     })
     argv = ray_start_argv(
         ray_executable(),
@@ -100,7 +104,7 @@ def _start_head(spec: ClusterSpec, cluster: ClusterDir, record: ClusterRecord) -
             node_ip=record.head_ip,
             resources=resources,
             gcs_port=record.gcs_port,
-            temp_dir=record.temp_dir,
+            temp_dir=record.node_temp_dir("head"),
             overrides=overrides,
         ),
     )

@@ -54,6 +54,10 @@ class ClusterRecord(BaseModel):
     def address(self) -> str:
         return f"{self.head_ip}:{self.gcs_port}"
 
+    def node_temp_dir(self, node: str) -> str:
+        """Each node its own Ray temp dir: nodes sharing one race for socket names."""
+        return f"{self.temp_dir}/{node}"
+
     @property
     def dashboard_url(self) -> str:
         return f"http://{self.head_ip}:{self.dashboard_port}"
@@ -63,6 +67,7 @@ class NodeRecord(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     id: str
+    index: int  # the cluster-wide launch counter: picks the IP and temp dir
     group: str
     ip: str
     state: NodeState = "launching"

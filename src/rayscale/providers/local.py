@@ -76,7 +76,7 @@ class LocalProvider:
                 record.next_node += 1
                 self.cluster.save(record)
             node = NodeRecord(
-                id=f"{group}-{index}", group=group, ip=worker_ip(record.slot, index),
+                id=f"{group}-{index}", index=index, group=group, ip=worker_ip(record.slot, index),
                 launched_at=now(),
             )
             # the record exists before the process does: a crash here leaves no orphan
@@ -95,7 +95,7 @@ class LocalProvider:
             node_ip=node.ip,
             resources=group.resources,
             address=record.address,
-            temp_dir=record.temp_dir,
+            temp_dir=record.node_temp_dir(f"w{node.index}"),
             labels={GROUP_LABEL: node.group, NODE_LABEL: node.id},
             overrides=local_overrides(node.ip, group.resources),
         )

@@ -1,0 +1,756 @@
+"""Benchmark: rayscale's planner against Ray autoscaler v2's scheduler.
+
+Both are pure functions from a cluster snapshot to a scaling decision:
+
+* rayscale: ``rayscale.planner.plan_json(ClusterState) -> Plan``
+  (the contract is /work/shared/design/plan-format.md);
+* Ray: ``ray.autoscaler.v2.scheduler.ResourceDemandScheduler.schedule(
+  SchedulingRequest) -> SchedulingReply``.
+
+The script builds one deterministic synthetic scenario (seeded), expresses it
+in both input formats from the same Python data, times both decisions and
+prints them side by side with what each decided (nodes launched per group,
+launched capacity, demand left unsatisfied). No Ray cluster is started.
+
+    .venv/bin/python bench/planner_vs_ray.py --nodes 100 --requests 1000
+    .venv/bin/python bench/planner_vs_ray.py            # 1000 nodes, 10k requests
+    .venv/bin/python bench/planner_vs_ray.py --skip-ray --repeat 20
+    .venv/bin/python bench/planner_vs_ray.py --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import random
+import statistics
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ray.autoscaler.v2.scheduler import SchedulingReply, SchedulingRequest
+
+GIB = 1024**3
+CUSTOM = "fpga"  # the custom resource one group carries
+Resources = dict[str, float]
+PlanFn = Callable[[dict[str, Any]], dict[str, Any]]
+
+# Node types, in the order groups are taken (--groups G takes the first G,
+# cycling with a numeric suffix beyond the list).
+GROUP_TEMPLATES: list[tuple[str, Resources]] = [
+    ("cpu-4", {"CPU": 4, "memory": 16 * GIB}),
+    ("cpu-16", {"CPU": 16, "memory": 64 * GIB}),
+    ("gpu-1", {"CPU": 8, "GPU": 1, "memory": 32 * GIB}),
+    ("gpu-4", {"CPU": 32, "GPU": 4, "memory": 128 * GIB}),
+    ("fpga-8", {"CPU": 8, "memory": 32 * GIB, CUSTOM: 2}),
+    ("cpu-2", {"CPU": 2, "memory": 8 * GIB}),
+    ("cpu-8", {"CPU": 8, "memory": 32 * GIB}),
+    ("gpu-2", {"CPU": 16, "GPU": 2, "memory": 64 * GIB}),
+]
+# A shape no template can hold (no node has 8 GPUs): exercises infeasibility.
+INFEASIBLE_SHAPE: Resources = {"CPU": 1, "GPU": 8}
+# Placement groups, taken in order (cycling) by --gangs K.
+GANG_TEMPLATES: list[tuple[str, list[Resources]]] = [
+    ("STRICT_SPREAD", [{"CPU": 2}] * 4),
+    ("PACK", [{"CPU": 4, "GPU": 1}] * 2),
+    ("STRICT_PACK", [{"CPU": 4}, {"CPU": 2}, {"CPU": 2}]),
+    ("SPREAD", [{"CPU": 1, "memory": 2 * GIB}] * 3),
+]
+
+
+# ----------------------------------------------------------------- scenario
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    resources: Resources
+    max_nodes: int
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    group: str
+    total: Resources
+    available: Resources
+    idle_s: float
+
+
+@dataclass(frozen=True)
+class TaskDemand:
+    resources: Resources
+    count: int
+
+
+@dataclass(frozen=True)
+class GangDemand:
+    strategy: str
+    bundles: list[Resources]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    groups: list[Group]
+    nodes: list[Node]
+    tasks: list[TaskDemand]
+    gangs: list[GangDemand]
+    idle_timeout_s: float
+    max_nodes: int
+
+
+def make_groups(count: int, max_per_group: int) -> list[Group]:
+    groups = []
+    for i in range(count):
+        name, resources = GROUP_TEMPLATES[i % len(GROUP_TEMPLATES)]
+        rounds = i // len(GROUP_TEMPLATES)
+        suffix = f"-{rounds}" if rounds else ""
+        groups.append(Group(name + suffix, dict(resources), max_per_group))
+    return groups
+
+
+def group_weight(group: Group) -> float:
+    """How common a group's nodes are: CPU nodes most, accelerators less."""
+    if group.resources.get("GPU", 0) or group.resources.get(CUSTOM, 0):
+        return 1.0
+    return 3.0
+
+
+def used_resources(rng: random.Random, total: Resources) -> tuple[Resources, bool]:
+    """What running work holds on a node: full (25 %), idle (20 %) or partly used."""
+    roll = rng.random()
+    if roll < 0.25:  # full: every schedulable unit taken, memory partly
+        used = {k: v for k, v in total.items() if k != "memory"}
+        used["memory"] = round(total["memory"] * rng.uniform(0.4, 1.0) / GIB) * GIB
+        return used, False
+    if roll < 0.45:
+        return {}, True
+    fraction = rng.uniform(0.1, 0.9)
+    used = {"CPU": min(total["CPU"], round(total["CPU"] * fraction * 2) / 2)}
+    used["memory"] = round(total["memory"] * fraction / GIB) * GIB
+    for name in ("GPU", CUSTOM):
+        if total.get(name):
+            used[name] = rng.randint(0, int(total[name]))
+    return used, False
+
+
+def make_node(rng: random.Random, index: int, group: Group, idle_timeout_s: float) -> Node:
+    used, idle = used_resources(rng, group.resources)
+    available = {k: v - used.get(k, 0) for k, v in group.resources.items()}
+    # Idle nodes have been idle for up to twice the timeout: about half are
+    # candidates for idle termination (if no pending demand wants them).
+    idle_s = round(rng.uniform(0, 2 * idle_timeout_s), 1) if idle else 0.0
+    return Node(f"w-{index:05d}", group.name, dict(group.resources), available, idle_s)
+
+
+def make_nodes(
+    rng: random.Random, groups: list[Group], count: int, idle_timeout_s: float
+) -> list[Node]:
+    weights = [group_weight(g) for g in groups]
+    chosen = rng.choices(groups, weights=weights, k=count)
+    return [make_node(rng, i, g, idle_timeout_s) for i, g in enumerate(chosen)]
+
+
+def random_shape(rng: random.Random) -> Resources:
+    """One task/actor shape: CPU 0.5-8, some with GPU, memory or the custom resource."""
+    roll = rng.random()
+    shape: Resources = {"CPU": rng.choice([0.5, 1, 1, 2, 2, 4, 8])}
+    if roll < 0.2:
+        shape = {"CPU": rng.choice([1, 2, 4]), "GPU": rng.choice([1, 1, 2])}
+    elif roll < 0.3:
+        shape[CUSTOM] = 1
+    if rng.random() < 0.4:
+        shape["memory"] = rng.choice([1, 2, 4, 8]) * GIB
+    return shape
+
+
+def make_shapes(rng: random.Random, count: int) -> list[Resources]:
+    """``count`` distinct shapes; the last is infeasible when count >= 4."""
+    feasible = count - 1 if count >= 4 else count
+    shapes: list[Resources] = []
+    seen: set[tuple[tuple[str, float], ...]] = set()
+    for _ in range(1000 * count):
+        if len(shapes) == feasible:
+            break
+        shape = random_shape(rng)
+        key = tuple(sorted(shape.items()))
+        if key not in seen:
+            seen.add(key)
+            shapes.append(shape)
+    if len(shapes) < feasible:
+        raise SystemExit(f"cannot draw {feasible} distinct shapes; use fewer --shapes")
+    return shapes + ([dict(INFEASIBLE_SHAPE)] if count >= 4 else [])
+
+
+def make_tasks(rng: random.Random, shapes: list[Resources], requests: int) -> list[TaskDemand]:
+    """Spread ``requests`` over the shapes with Zipf-like popularity."""
+    weights = [1.0 / (i + 1) for i in range(len(shapes))]
+    counts = Counter(rng.choices(range(len(shapes)), weights=weights, k=requests))
+    return [TaskDemand(shapes[i], counts[i]) for i in sorted(counts)]
+
+
+def make_gangs(count: int) -> list[GangDemand]:
+    return [GangDemand(*GANG_TEMPLATES[i % len(GANG_TEMPLATES)]) for i in range(count)]
+
+
+def make_scenario(args: argparse.Namespace) -> Scenario:
+    # One random stream per part, so that e.g. --nodes does not change the shapes.
+    def stream(part: str) -> random.Random:
+        return random.Random(f"{args.seed}:{part}")
+
+    idle_timeout_s = 60.0
+    max_per_group = 20 * max(args.nodes, args.requests)
+    groups = make_groups(args.groups, max_per_group)
+    nodes = make_nodes(stream("nodes"), groups, args.nodes, idle_timeout_s)
+    shapes = make_shapes(stream("shapes"), args.shapes)
+    tasks = make_tasks(stream("tasks"), shapes, args.requests)
+    gangs = make_gangs(args.gangs)
+    return Scenario(groups, nodes, tasks, gangs, idle_timeout_s, len(groups) * max_per_group)
+
+
+# ------------------------------------------------- rayscale's ClusterState
+
+
+def group_doc(group: Group) -> dict[str, Any]:
+    return {
+        "resources": dict(group.resources),
+        "min": 0,
+        "max": group.max_nodes,
+        "idle_timeout_s": None,
+        "priority": 0,
+        "launchable": True,
+        "memory_target_fraction": None,
+        "labels": {},
+    }
+
+
+def node_doc(node: Node) -> dict[str, Any]:
+    return {
+        "id": node.id,
+        "group": node.group,
+        "status": "running",
+        "total": dict(node.total),
+        "available": dict(node.available),
+        "idle_s": node.idle_s,
+    }
+
+
+def cluster_state(sc: Scenario) -> dict[str, Any]:
+    """The scenario as a ClusterState document (plan-format.md)."""
+    return {
+        "groups": {g.name: group_doc(g) for g in sc.groups},
+        "nodes": [node_doc(n) for n in sc.nodes],
+        "demand": {
+            "tasks": [{"resources": dict(t.resources), "count": t.count} for t in sc.tasks],
+            "gangs": [
+                {"strategy": g.strategy, "bundles": [dict(b) for b in g.bundles], "count": 1}
+                for g in sc.gangs
+            ],
+            "floor": [],
+        },
+        "options": {
+            "upscaling_mode": "Default",
+            "idle_timeout_s": sc.idle_timeout_s,
+            "max_nodes": sc.max_nodes,
+        },
+    }
+
+
+# ------------------------------------------------- Ray's SchedulingRequest
+
+
+def ray_instance(node: Node, index: int) -> Any:
+    """A RAY_RUNNING instance whose ray_node carries total/available resources."""
+    from ray.autoscaler.v2.schema import AutoscalerInstance
+    from ray.core.generated.autoscaler_pb2 import NodeState, NodeStatus  # type: ignore[attr-defined]
+    from ray.core.generated.instance_manager_pb2 import Instance, NodeKind  # type: ignore[attr-defined]
+
+    ray_node_id = f"{index:056x}"  # 28-byte hex, like a real NodeID
+    cloud_id = f"cloud-{node.id}"
+    im_instance = Instance(
+        instance_id=f"im-{node.id}",
+        cloud_instance_id=cloud_id,
+        node_id=ray_node_id,
+        instance_type=node.group,
+        status=Instance.RAY_RUNNING,
+        node_kind=NodeKind.WORKER,
+    )
+    ray_node = NodeState(
+        node_id=bytes.fromhex(ray_node_id),
+        instance_id=cloud_id,
+        ray_node_type_name=node.group,
+        instance_type_name=node.group,
+        total_resources=node.total,
+        available_resources=node.available,
+        idle_duration_ms=int(node.idle_s * 1000),
+        status=NodeStatus.IDLE if node.idle_s else NodeStatus.RUNNING,
+    )
+    return AutoscalerInstance(
+        cloud_instance_id=cloud_id, ray_node=ray_node, im_instance=im_instance
+    )
+
+
+def ray_gang(gang: GangDemand, index: int) -> Any:
+    """A placement group as the GCS reports it (strict strategies as label constraints)."""
+    from ray.core.generated.autoscaler_pb2 import (  # type: ignore[attr-defined]
+        AffinityConstraint,
+        AntiAffinityConstraint,
+        BundleSelector,
+        GangResourceRequest,
+        PlacementConstraint,
+        ResourceRequest,
+    )
+
+    label = f"_PG_{index:036x}"
+    constraints = []
+    if gang.strategy == "STRICT_SPREAD":
+        constraints = [PlacementConstraint(anti_affinity=AntiAffinityConstraint(label_name=label))]
+    elif gang.strategy == "STRICT_PACK":
+        constraints = [PlacementConstraint(affinity=AffinityConstraint(label_name=label))]
+    requests = [
+        ResourceRequest(resources_bundle=b, placement_constraints=constraints) for b in gang.bundles
+    ]
+    return GangResourceRequest(
+        details=f"{label[4:]}:{gang.strategy}|PENDING",
+        requests=requests,
+        bundle_selectors=[BundleSelector(resource_requests=requests)],
+    )
+
+
+def scheduling_request(sc: Scenario) -> SchedulingRequest:
+    """The scenario as Ray autoscaler v2's SchedulingRequest."""
+    from ray.autoscaler.v2.instance_manager.config import NodeTypeConfig
+    from ray.autoscaler.v2.scheduler import SchedulingRequest
+    from ray.core.generated.autoscaler_pb2 import ResourceRequest, ResourceRequestByCount  # type: ignore[attr-defined]
+
+    return SchedulingRequest(
+        disable_launch_config_check=True,
+        node_type_configs={
+            g.name: NodeTypeConfig(
+                name=g.name,
+                min_worker_nodes=0,
+                max_worker_nodes=g.max_nodes,
+                resources=dict(g.resources),
+            )
+            for g in sc.groups
+        },
+        max_num_nodes=sc.max_nodes,
+        idle_timeout_s=sc.idle_timeout_s,
+        resource_requests=[
+            ResourceRequestByCount(
+                request=ResourceRequest(resources_bundle=t.resources), count=t.count
+            )
+            for t in sc.tasks
+        ],
+        gang_resource_requests=[ray_gang(g, i) for i, g in enumerate(sc.gangs)],
+        current_instances=[ray_instance(n, i) for i, n in enumerate(sc.nodes)],
+    )
+
+
+# ------------------------------------------------------------- outcomes
+
+
+@dataclass
+class Outcome:
+    """One scheduler's decision on the scenario, in common terms."""
+
+    name: str
+    seconds: float  # median decision time
+    runs: list[float]
+    launched: dict[str, int]
+    terminated: list[str]  # node ids
+    unsatisfied: list[TaskDemand]  # task/actor requests left infeasible or capped
+    unsatisfied_gangs: int
+
+    @property
+    def unsatisfied_tasks(self) -> int:
+        return sum(t.count for t in self.unsatisfied)
+
+
+def shape_key(resources: Resources) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted((k, float(v)) for k, v in resources.items() if v))
+
+
+def merge_demand(entries: list[TaskDemand]) -> list[TaskDemand]:
+    counts: Counter[tuple[tuple[str, float], ...]] = Counter()
+    for entry in entries:
+        counts[shape_key(entry.resources)] += entry.count
+    return [TaskDemand(dict(key), count) for key, count in sorted(counts.items())]
+
+
+def plan_tasks(part: dict[str, Any]) -> list[TaskDemand]:
+    return [TaskDemand(dict(t["resources"]), int(t.get("count", 1))) for t in part.get("tasks", [])]
+
+
+def plan_gangs(part: dict[str, Any]) -> int:
+    return sum(int(g.get("count", 1)) for g in part.get("gangs", []))
+
+
+def rayscale_outcome(plan: dict[str, Any], runs: list[float]) -> Outcome:
+    left = [plan.get("infeasible", {}), plan.get("capped", {})]
+    return Outcome(
+        name="rayscale",
+        seconds=statistics.median(runs),
+        runs=runs,
+        launched={g: int(n) for g, n in plan.get("launch", {}).items() if n},
+        terminated=[t["id"] for t in plan.get("terminate", [])],
+        unsatisfied=merge_demand([t for part in left for t in plan_tasks(part)]),
+        unsatisfied_gangs=sum(plan_gangs(part) for part in left),
+    )
+
+
+def ray_outcome(reply: SchedulingReply, seconds: float) -> Outcome:
+    launched: Counter[str] = Counter()
+    for launch in reply.to_launch:
+        launched[launch.instance_type] += launch.count
+    unsatisfied = [
+        TaskDemand(dict(r.resources_bundle), 1) for r in reply.infeasible_resource_requests
+    ]
+    return Outcome(
+        name="ray",
+        seconds=seconds,
+        runs=[seconds],
+        launched=dict(launched),
+        terminated=[t.instance_id.removeprefix("im-") for t in reply.to_terminate],
+        unsatisfied=merge_demand(unsatisfied),
+        unsatisfied_gangs=len(reply.infeasible_gang_resource_requests),
+    )
+
+
+def sum_resources(weighted: Iterable[tuple[Resources, float]]) -> Resources:
+    """The sum of ``resources * times`` over ``(resources, times)`` pairs."""
+    total: Resources = {}
+    for resources, times in weighted:
+        for name, amount in resources.items():
+            total[name] = total.get(name, 0.0) + amount * times
+    return total
+
+
+def launched_capacity(outcome: Outcome, groups: list[Group]) -> Resources:
+    shapes = {g.name: g.resources for g in groups}
+    return sum_resources((shapes[g], n) for g, n in outcome.launched.items())
+
+
+# ------------------------------------------- a common sufficiency check
+
+
+def copies_that_fit(free: Resources, shape: Resources) -> int:
+    """How many copies of ``shape`` fit in ``free`` (tolerating float dust)."""
+    fits = [math.floor((free.get(k, 0.0) + 1e-9) / v) for k, v in shape.items() if v > 0]
+    return max(0, min(fits)) if fits else sys.maxsize
+
+
+def wanted_tasks(sc: Scenario, outcome: Outcome) -> Counter[tuple[tuple[str, float], ...]]:
+    """The pending task requests a decision claims to serve (all minus unsatisfied)."""
+    wanted: Counter[tuple[tuple[str, float], ...]] = Counter()
+    for task in sc.tasks:
+        wanted[shape_key(task.resources)] += task.count
+    for task in outcome.unsatisfied:
+        wanted[shape_key(task.resources)] -= task.count
+    return +wanted  # drops counts <= 0
+
+
+def bins_after(sc: Scenario, outcome: Outcome) -> list[Resources]:
+    """Free capacity of the running nodes kept, then full capacity of launched ones."""
+    gone = set(outcome.terminated)
+    bins = [dict(n.available) for n in sc.nodes if n.id not in gone]
+    for group in sc.groups:
+        bins += [dict(group.resources) for _ in range(outcome.launched.get(group.name, 0))]
+    return bins
+
+
+def ffd_leftover(sc: Scenario, outcome: Outcome) -> int:
+    """Task requests the decision serves on paper that first-fit-decreasing cannot place.
+
+    The same yardstick for both schedulers (plan-format.md's "sufficient"
+    check): 0 means the capacity after the decision holds all the demand the
+    scheduler did not report as unsatisfied. Placement groups are left out.
+    """
+    largest: Resources = {}
+    for group in sc.groups:
+        for name, amount in group.resources.items():
+            largest[name] = max(largest.get(name, 0.0), amount)
+
+    def size(key: tuple[tuple[str, float], ...]) -> float:
+        return sum(v / (largest.get(k) or v) for k, v in key)
+
+    bins = bins_after(sc, outcome)
+    leftover = 0
+    wanted = wanted_tasks(sc, outcome)
+    for key in sorted(wanted, key=lambda k: (size(k), k), reverse=True):
+        shape, count = dict(key), wanted[key]
+        for free in bins:
+            placed = min(count, copies_that_fit(free, shape))
+            for name, amount in shape.items():
+                free[name] = free.get(name, 0.0) - placed * amount
+            count -= placed
+            if count == 0:
+                break
+        leftover += count
+    return leftover
+
+
+# --------------------------------------------------------------- timing
+
+
+def load_planner() -> PlanFn | None:
+    """rayscale.planner.plan_json, or None while it does not exist yet."""
+    try:
+        from rayscale.planner import plan_json  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return plan_json  # type: ignore[no-any-return]
+
+
+def time_rayscale(plan_fn: PlanFn, state: dict[str, Any], repeat: int) -> Outcome:
+    runs: list[float] = []
+    plans: list[dict[str, Any]] = []
+    for _ in range(repeat):
+        doc = copy.deepcopy(state)  # the planner may not mutate, but make sure
+        start = time.perf_counter()
+        plans.append(plan_fn(doc))
+        runs.append(time.perf_counter() - start)
+    if any(p != plans[0] for p in plans):
+        print("warning: rayscale gave different plans for the same state", file=sys.stderr)
+    return rayscale_outcome(plans[0], runs)
+
+
+@contextmanager
+def progress(label: str, every_s: float = 10.0) -> Iterator[None]:
+    """Print a line to stderr every ``every_s`` seconds until the block ends."""
+    done = threading.Event()
+    start = time.perf_counter()
+
+    def tick() -> None:
+        while not done.wait(every_s):
+            print(f"  {label}: {time.perf_counter() - start:.0f} s ...", file=sys.stderr)
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def time_ray(request: SchedulingRequest) -> Outcome:
+    from ray.autoscaler.v2.scheduler import ResourceDemandScheduler
+
+    scheduler = ResourceDemandScheduler()
+    print("running Ray's ResourceDemandScheduler.schedule (may take minutes)", file=sys.stderr)
+    with progress("Ray scheduler still running"):
+        start = time.perf_counter()
+        reply = scheduler.schedule(request)
+        seconds = time.perf_counter() - start
+    print(f"  Ray scheduler done in {seconds:.2f} s", file=sys.stderr)
+    return ray_outcome(reply, seconds)
+
+
+# -------------------------------------------------------------- reports
+
+
+def version_of(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "ray": version_of("ray"),
+        "rayscale": version_of("rayscale"),
+    }
+
+
+def scenario_summary(sc: Scenario) -> dict[str, Any]:
+    free = sum_resources((n.available, 1) for n in sc.nodes)
+    pending = sum_resources((t.resources, t.count) for t in sc.tasks)
+    return {
+        "groups": {g.name: g.resources for g in sc.groups},
+        "nodes_per_group": dict(Counter(n.group for n in sc.nodes)),
+        "idle_nodes": sum(1 for n in sc.nodes if n.idle_s > 0),
+        "idle_past_timeout": sum(1 for n in sc.nodes if n.idle_s > sc.idle_timeout_s),
+        "free_capacity": free,
+        "task_requests": sum(t.count for t in sc.tasks),
+        "task_shapes": len(sc.tasks),
+        "pending_task_resources": pending,
+        "gangs": [g.strategy for g in sc.gangs],
+    }
+
+
+def fmt_seconds(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.3g} ms"
+    return f"{seconds:,.2f} s"
+
+
+def fmt_amount(name: str, amount: float) -> str:
+    if name == "memory":
+        return f"{amount / GIB:,.0f} GiB"
+    return f"{amount:,.1f}".removesuffix(".0")
+
+
+def fmt_resources(resources: Resources) -> str:
+    return ", ".join(f"{k} {fmt_amount(k, v)}" for k, v in sorted(resources.items()))
+
+
+def comparison_rows(sc: Scenario, outcomes: list[Outcome]) -> list[list[str]]:
+    rows = [["decision time", *[fmt_seconds(o.seconds) for o in outcomes]]]
+    for group in sc.groups:
+        rows.append(
+            [f"launch {group.name}", *[str(o.launched.get(group.name, 0)) for o in outcomes]]
+        )
+    rows.append(["launch total", *[str(sum(o.launched.values())) for o in outcomes]])
+    capacities = [launched_capacity(o, sc.groups) for o in outcomes]
+    names = sorted({k for c in capacities for k in c} | {"CPU", "GPU", "memory"})
+    for name in names:
+        rows.append([f"launched {name}", *[fmt_amount(name, c.get(name, 0)) for c in capacities]])
+    rows.append(["terminate (idle)", *[str(len(o.terminated)) for o in outcomes]])
+    rows.append(["unsatisfied task requests", *[str(o.unsatisfied_tasks) for o in outcomes]])
+    rows.append(["unsatisfied gangs", *[str(o.unsatisfied_gangs) for o in outcomes]])
+    rows.append(["FFD check: tasks not placed", *[str(ffd_leftover(sc, o)) for o in outcomes]])
+    return rows
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print(line)
+    for row in rows:
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        print("  ".join(cells))
+
+
+def speedup(outcomes: list[Outcome]) -> float | None:
+    by_name = {o.name: o for o in outcomes}
+    if "ray" in by_name and "rayscale" in by_name and by_name["rayscale"].seconds > 0:
+        return by_name["ray"].seconds / by_name["rayscale"].seconds
+    return None
+
+
+def print_report(
+    args: argparse.Namespace, sc: Scenario, outcomes: list[Outcome], notes: list[str]
+) -> None:
+    info = machine_info()
+    summary = scenario_summary(sc)
+    print(
+        f"machine: nproc {info['nproc']}, {info['processor']}, python {info['python']}, "
+        f"ray {info['ray']}, rayscale {info['rayscale']}"
+    )
+    print(
+        f"scenario: seed {args.seed}, {len(sc.nodes)} running nodes over "
+        f"{len(sc.groups)} groups, {summary['task_requests']} task requests in "
+        f"{summary['task_shapes']} shapes, {len(sc.gangs)} placement groups"
+    )
+    print(f"  nodes per group: {summary['nodes_per_group']}")
+    print(
+        f"  idle nodes: {summary['idle_nodes']} ({summary['idle_past_timeout']} "
+        f"past the {sc.idle_timeout_s:.0f} s timeout)"
+    )
+    print(f"  free capacity: {fmt_resources(summary['free_capacity'])}")
+    print(f"  pending tasks need: {fmt_resources(summary['pending_task_resources'])}")
+    print()
+    if outcomes:
+        print_table(["", *[o.name for o in outcomes]], comparison_rows(sc, outcomes))
+    ratio = speedup(outcomes)
+    if ratio is not None:
+        print(f"\nRay / rayscale decision time: {ratio:,.1f}x")
+    rayscale = next((o for o in outcomes if o.name == "rayscale"), None)
+    if rayscale is not None:
+        runs = ", ".join(fmt_seconds(r) for r in rayscale.runs)
+        print(f"rayscale runs: {runs}")
+    for note in notes:
+        print(f"note: {note}")
+
+
+def json_report(
+    args: argparse.Namespace, sc: Scenario, outcomes: list[Outcome], notes: list[str]
+) -> dict[str, Any]:
+    return {
+        "machine": machine_info(),
+        "args": vars(args),
+        "scenario": scenario_summary(sc),
+        "outcomes": {
+            o.name: {
+                **asdict(o),
+                "unsatisfied_tasks": o.unsatisfied_tasks,
+                "launched_capacity": launched_capacity(o, sc.groups),
+                "ffd_tasks_not_placed": ffd_leftover(sc, o),
+            }
+            for o in outcomes
+        },
+        "ray_over_rayscale": speedup(outcomes),
+        "notes": notes,
+    }
+
+
+# ------------------------------------------------------------------ main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=1000, help="running worker nodes")
+    parser.add_argument("--groups", type=int, default=5, help="worker groups (node types)")
+    parser.add_argument("--requests", type=int, default=10000, help="pending task requests")
+    parser.add_argument("--shapes", type=int, default=20, help="distinct request shapes")
+    parser.add_argument("--gangs", type=int, default=2, help="pending placement groups")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=5, help="rayscale runs (median)")
+    parser.add_argument("--skip-ray", action="store_true", help="only time rayscale")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    if min(args.nodes, args.requests, args.gangs) < 0 or min(args.groups, args.shapes) < 1:
+        parser.error("sizes must be >= 0 (groups and shapes >= 1)")
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
+    return args
+
+
+def run(args: argparse.Namespace) -> tuple[Scenario, list[Outcome], list[str]]:
+    scenario = make_scenario(args)
+    outcomes: list[Outcome] = []
+    notes: list[str] = []
+    plan_fn = load_planner()
+    if plan_fn is None:
+        notes.append("rayscale.planner.plan_json is not available yet: rayscale not timed")
+    else:
+        print(f"timing rayscale plan_json ({args.repeat} runs)", file=sys.stderr)
+        outcomes.append(time_rayscale(plan_fn, cluster_state(scenario), args.repeat))
+    if not args.skip_ray:
+        outcomes.append(time_ray(scheduling_request(scenario)))
+    return scenario, outcomes, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    scenario, outcomes, notes = run(args)
+    if args.json:
+        print(json.dumps(json_report(args, scenario, outcomes, notes), indent=2))
+    else:
+        print_report(args, scenario, outcomes, notes)
+    return 0 if outcomes else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
