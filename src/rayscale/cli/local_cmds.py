@@ -16,7 +16,7 @@ from rich.table import Table
 
 from rayscale.autoscaler.events import read_events
 from rayscale.local import procs
-from rayscale.local.cluster import ClusterError, down, is_running, up
+from rayscale.local.cluster import ClusterError, down, is_running, resume, up
 from rayscale.local.store import ClusterDir
 from rayscale.spec import SpecError
 
@@ -60,6 +60,16 @@ def down_command(name: str = typer.Argument(..., help="Cluster name (metadata.na
         err.print(f"[red]{exc}", markup=False)
         raise typer.Exit(1) from None
     err.print(f"cluster {name} is down ({len(stopped)} process group(s) stopped)")
+
+
+def resume_command(name: str = typer.Argument(..., help="Cluster name")) -> None:
+    """Restart a dead autoscaler; it adopts the running nodes (no duplicates)."""
+    try:
+        record = resume(name)
+    except ClusterError as exc:
+        err.print(f"[red]{exc}", markup=False)
+        raise typer.Exit(1) from None
+    err.print(f"autoscaler of {name} running again (pid {record.autoscaler_pid})")
 
 
 def _load_status(name: str) -> tuple[ClusterDir, dict[str, Any]]:

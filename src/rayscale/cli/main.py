@@ -5,7 +5,13 @@ from __future__ import annotations
 import typer
 
 from rayscale.cli.autoscaler_cmd import autoscaler_command
-from rayscale.cli.local_cmds import down_command, status_command, submit_command, up_command
+from rayscale.cli.local_cmds import (
+    down_command,
+    resume_command,
+    status_command,
+    submit_command,
+    up_command,
+)
 from rayscale.cli.plan_cmd import plan_command
 
 app = typer.Typer(
@@ -18,6 +24,7 @@ app = typer.Typer(
 app.command("up")(up_command)
 app.command("down")(down_command)
 app.command("status")(status_command)
+app.command("resume")(resume_command)
 app.command("submit", context_settings={"allow_interspersed_args": False})(submit_command)
 app.command("plan")(plan_command)
 app.command("autoscaler")(autoscaler_command)

@@ -159,6 +159,35 @@ def _wait_ready(
     raise ClusterError("the cluster did not become ready in time; see the logs")
 
 
+def resume(name: str, wait_s: float = 60.0) -> ClusterRecord:
+    """Restart the autoscaler of a running cluster whose autoscaler died.
+
+    The new loop adopts the worker processes already running (their records and
+    Ray labels) and launches no duplicates.
+    """
+    cluster = ClusterDir(name)
+    if not is_running(cluster):
+        raise ClusterError(f"cluster {name!r} is not running; `rayscale up` it")
+    record = cluster.load()
+    if record.autoscaler_pid is not None and procs.is_alive(record.autoscaler_pid):
+        raise ClusterError(f"the autoscaler of {name!r} is running (pid {record.autoscaler_pid})")
+    _start_autoscaler(cluster, record)
+    _wait_reporting(cluster, record, time.monotonic() + wait_s)
+    return cluster.load()
+
+
+def _wait_reporting(cluster: ClusterDir, record: ClusterRecord, deadline: float) -> None:
+    started = time.time()
+    while time.monotonic() < deadline:
+        if record.autoscaler_pid is None or not procs.is_alive(record.autoscaler_pid):
+            raise ClusterError("the autoscaler exited while starting; see its log")
+        status = cluster.read_status()
+        if status is not None and status.get("updated_at", 0) >= started:
+            return
+        time.sleep(0.2)
+    raise ClusterError("the autoscaler did not report in time; see its log")
+
+
 def down(name: str) -> list[int]:
     """Stop the autoscaler, every worker, then the head; return PIDs that were stopped."""
     cluster = ClusterDir(name)

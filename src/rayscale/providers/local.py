@@ -33,6 +33,9 @@ def node_env(record: ClusterRecord, base: Mapping[str, str] | None = None) -> di
     env[procs.MARKER] = record.id
     env.setdefault("RAY_AUTH_MODE", "disabled")
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    # The GCS tells drivers which autoscaler API to use; with v2, request_resources
+    # lands in the cluster resource constraints rayscale reads (v1 used a KV key).
+    env["RAY_enable_autoscaler_v2"] = "1"
     # drivers started by Ray jobs must find the Python that has Ray installed
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
