@@ -108,7 +108,11 @@ def _start_head(spec: ClusterSpec, cluster: ClusterDir, record: ClusterRecord) -
             overrides=overrides,
         ),
     )
-    proc = procs.spawn(argv, node_env(record), cluster.logs / "head.log")
+    env = node_env(record)
+    # the dashboard's own metric ports default to fixed numbers: two clusters clash
+    env["AUTOSCALER_METRIC_PORT"] = str(free_port(record.head_ip))
+    env["DASHBOARD_METRIC_PORT"] = str(free_port(record.head_ip))
+    proc = procs.spawn(argv, env, cluster.logs / "head.log")
     record.head_pid = proc.pid
     cluster.save(record)
 

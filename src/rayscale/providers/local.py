@@ -36,6 +36,9 @@ def node_env(record: ClusterRecord, base: Mapping[str, str] | None = None) -> di
     # The GCS tells drivers which autoscaler API to use; with v2, request_resources
     # lands in the cluster resource constraints rayscale reads (v1 used a KV key).
     env["RAY_enable_autoscaler_v2"] = "1"
+    # Workers are stopped only after Ray accepted an idle drain, and `down` means
+    # now: no 30 s graceful-drain wait when a node's process group is stopped.
+    env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
     # drivers started by Ray jobs must find the Python that has Ray installed
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
