@@ -227,3 +227,32 @@ def test_metrics_endpoint_serves_rayscale_metrics(start_cluster: Any) -> None:
                  "rayscale_planner_duration_seconds_bucket", "rayscale_failed_launches"):
         assert name in text, name
     assert 'rayscale_nodes{group="w",state="running"} 1.0' in text
+
+
+def test_memory_target_adds_a_node_when_physical_memory_runs_high(start_cluster: Any) -> None:
+    group = worker_group("mem", min_replicas=1, max_replicas=2, memoryTargetFraction=0.5)
+    cluster = start_cluster(cluster_spec("memory", [group], idle_s=60))
+    hog = cluster.driver("""
+        import ray, time
+        @ray.remote(num_cpus=1)
+        class Hog:
+            def __init__(self):
+                self.block = b"\\x01" * (600 * 2**20)  # resident, not lazily zeroed
+            def ready(self):
+                return len(self.block)
+        hog = Hog.remote()
+        print("HELD", ray.get(hog.ready.remote()), flush=True)
+        time.sleep(90)
+    """)
+    try:
+        wait_for(lambda: any("memory" in e["message"] for e in cluster.events("launch")), 60,
+                 "a launch for memory")
+        wait_for(lambda: cluster.group("mem")["running"] == 2, 90, "the memory node to register")
+        status = cluster.status()
+        assert status["plan"]["launch"] == {}, "one node was enough: no runaway launches"
+        fractions = [n["memory_used_fraction"] for n in status["nodes"]
+                     if n["group"] == "mem" and n["memory_used_fraction"] is not None]
+        assert max(fractions) > 0.55
+    finally:
+        hog.kill()
+        hog.communicate()

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The main job: install, then run the seeds' workload on a local cluster that
+# scales up for it and back down after the idle timeout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+export RAY_AUTH_MODE=disabled
+exec .venv/bin/python examples/demo.py
