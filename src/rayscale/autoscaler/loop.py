@@ -14,6 +14,7 @@ the loop keeps reacting to demand while a node shuts down.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -64,6 +65,7 @@ class LoopState:
     announced: set[str] = field(default_factory=set)
     stopping: dict[str, Future[None]] = field(default_factory=dict)
     unneeded_since: dict[str, float] = field(default_factory=dict)
+    infeasible_seen: list[str] = field(default_factory=list)
     last_plan: Plan | None = None
     last_snapshot: Snapshot | None = None
 
@@ -229,8 +231,8 @@ class Autoscaler:
         for group, count in decision.launch.items():
             ids = self.provider.launch(group, count)
             reasons = decision.why.get(group, [])
-            for reason in reasons or ["demand"]:
-                self.metrics.launches.labels(group, reason).inc(count / max(1, len(reasons)))
+            # counted once, under the first reason (min, floor, gangs, tasks, memory)
+            self.metrics.launches.labels(group, reasons[0] if reasons else "demand").inc(count)
             self.events.add(Event(
                 "launch", f"launched {count} x {group} ({', '.join(ids)}) for "
                 + ", ".join(reasons), group, reason=",".join(reasons),
@@ -255,6 +257,20 @@ class Autoscaler:
             self.metrics.infeasible_demand.labels(kind).set(
                 sum(e["count"] for e in decision.infeasible[kind])
             )
+        self._report_infeasible(decision)
+
+    def _report_infeasible(self, decision: Plan) -> None:
+        """Say once (not every round) when demand appears that no group can ever hold."""
+        shapes = sorted(
+            json.dumps(e.get("resources") or e.get("bundles"), sort_keys=True)
+            for kind in ("tasks", "gangs", "floor")
+            for e in decision.infeasible[kind]
+        )
+        if shapes and shapes != self.state.infeasible_seen:
+            self.events.add(Event(
+                "infeasible", "no worker group can ever hold: " + "; ".join(shapes)
+            ))
+        self.state.infeasible_seen = shapes
 
     def _stop_async(self, view: NodeView, reason: str, drain: bool) -> None:
         if view.id in self.state.stopping:

@@ -1,0 +1,360 @@
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver,
+kube-scheduler and kube-controller-manager as local processes.
+
+Everything listens on 127.0.0.1 only, on free ports picked at first start and
+kept in ``state.json`` (so a restarted etcd keeps its member URLs). Each
+component runs in its own session (process group); ``stop`` signals those
+groups by the PIDs recorded at start, after checking each PID still runs our
+binary with our arguments. Nothing is ever found or stopped by name.
+
+There is no kubelet and no kube-proxy: Nodes come from the virtual node
+(:mod:`rayscale.vnode`). The service CIDR is only a config value; no
+component routes to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx2
+from lightkube import Client, KubeConfig
+from pydantic import BaseModel
+
+from rayscale.devcluster import binaries
+from rayscale.devcluster.certs import Pki, ensure_pki
+from rayscale.devcluster.kubeconfig import write_kubeconfig
+from rayscale.local import procs
+from rayscale.local.store import rayscale_home
+
+SERVICE_CIDR = "10.96.0.0/12"
+SERVICE_IP = "10.96.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
+ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+_NO_PROXY = urllib.request.ProxyHandler({})  # loopback only: never via a proxy
+
+
+class Ports(BaseModel):
+    etcd_client: int
+    etcd_peer: int
+    apiserver: int
+    controller_manager: int
+    scheduler: int
+
+
+class Proc(BaseModel):
+    pid: int
+    identity: str  # an argument only this cluster's process has (PID-reuse guard)
+
+
+class State(BaseModel):
+    name: str
+    ports: Ports
+    procs: dict[str, Proc] = {}
+    started_at: float | None = None
+
+
+def default_state_dir(name: str = "default") -> Path:
+    return rayscale_home() / "devcluster" / name
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass
+class DevCluster:
+    """One control plane whose files live in ``state_dir``."""
+
+    state_dir: Path
+    name: str = "rayscale-dev"
+    bin_dir: Path | None = None
+    disable_service_account_admission: bool = True  # as envtest: no wait for SA tokens
+
+    @property
+    def pki(self) -> Pki:
+        return Pki(self.state_dir / "pki")
+
+    @property
+    def kubeconfig(self) -> Path:
+        """The admin kubeconfig (system:masters)."""
+        return self.state_dir / "admin.kubeconfig"
+
+    @property
+    def logs(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def _state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    def load_state(self) -> State | None:
+        try:
+            return State.model_validate_json(self._state_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _save(self, state: State) -> None:
+        tmp = self._state_file.with_suffix(".tmp")
+        tmp.write_text(state.model_dump_json(indent=2))
+        tmp.replace(self._state_file)
+
+    @property
+    def server(self) -> str:
+        state = self.load_state()
+        if state is None:
+            raise RuntimeError(f"no dev cluster state in {self.state_dir}")
+        return f"https://127.0.0.1:{state.ports.apiserver}"
+
+    # ---------------------------------------------------------------- status
+
+    def running(self) -> dict[str, bool]:
+        """Which components' recorded processes are alive (and still ours)."""
+        state = self.load_state()
+        if state is None:
+            return {c: False for c in ORDER}
+        return {
+            c: c in state.procs and procs.is_alive(state.procs[c].pid, state.procs[c].identity)
+            for c in ORDER
+        }
+
+    def ready(self) -> bool:
+        state = self.load_state()
+        return state is not None and all(self.running().values()) and self._apiserver_ready(state)
+
+    # ----------------------------------------------------------------- start
+
+    def start(self, timeout_s: float = 120.0) -> float:
+        """Start whatever is not running and wait until all are healthy.
+
+        Returns the seconds it took. Idempotent: a running cluster is left as is.
+        """
+        t0 = time.monotonic()
+        bins = self.bin_dir or binaries.ensure_built()
+        missing = binaries.missing(bins)
+        if missing:
+            raise RuntimeError(f"missing control-plane binaries in {bins}: {missing}")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        pki = ensure_pki(self.pki.dir, SERVICE_IP)
+        state = self._state_with_ports()
+        server = f"https://127.0.0.1:{state.ports.apiserver}"
+        write_kubeconfig(self.kubeconfig, pki, server, "admin", self.name)
+        for who in ("kube-scheduler", "kube-controller-manager"):
+            write_kubeconfig(self.state_dir / f"{who}.kubeconfig", pki, server, who, self.name)
+
+        alive = self.running()
+        deadline = t0 + timeout_s
+        try:
+            if not alive["etcd"]:
+                self._spawn(state, "etcd", bins)
+            self._wait(lambda: self._etcd_healthy(state), deadline, "etcd", state)
+            if not alive["kube-apiserver"]:
+                self._spawn(state, "kube-apiserver", bins)
+            self._wait(lambda: self._apiserver_ready(state), deadline, "kube-apiserver", state)
+            for comp in ("kube-controller-manager", "kube-scheduler"):
+                if not alive[comp]:
+                    self._spawn(state, comp, bins)
+            port_of = {"kube-controller-manager": state.ports.controller_manager,
+                       "kube-scheduler": state.ports.scheduler}
+            for comp, port in port_of.items():
+                self._wait(lambda p=port: self._healthz(p), deadline, comp, state)  # type: ignore[misc]
+        except BaseException:
+            self.stop()
+            raise
+        state.started_at = time.time()
+        self._save(state)
+        return time.monotonic() - t0
+
+    def _state_with_ports(self) -> State:
+        state = self.load_state()
+        if state is not None:
+            running = self.running()
+            ports = state.ports.model_dump()
+            # keep recorded ports (etcd's member URLs live in its data), re-pick taken ones
+            owner = {"etcd_client": "etcd", "etcd_peer": "etcd", "apiserver": "kube-apiserver",
+                     "controller_manager": "kube-controller-manager",
+                     "scheduler": "kube-scheduler"}
+            for key, port in ports.items():
+                if not running[owner[key]] and not _port_free(port):
+                    ports[key] = free_port()
+            state.ports = Ports(**ports)
+            return state
+        ports = Ports(etcd_client=free_port(), etcd_peer=free_port(), apiserver=free_port(),
+                      controller_manager=free_port(), scheduler=free_port())
+        state = State(name=self.name, ports=ports)
+        self._save(state)
+        return state
+
+    def _argv(self, comp: str, state: State, bins: Path) -> tuple[list[str], str]:
+        """The command line and its identity argument."""
+        p, pki, d = state.ports, self.pki, self.state_dir
+        etcd_url = f"http://127.0.0.1:{p.etcd_client}"
+        if comp == "etcd":
+            peer = f"http://127.0.0.1:{p.etcd_peer}"
+            ident = f"--data-dir={d / 'etcd'}"
+            return [
+                str(bins / "etcd"), "--name=default", ident,
+                f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
+                f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=default={peer}", "--initial-cluster-state=new",
+                "--unsafe-no-fsync", "--log-level=warn",
+                "--quota-backend-bytes=4294967296",
+            ], ident
+        if comp == "kube-apiserver":
+            ident = f"--tls-cert-file={pki.serving_cert}"
+            argv = [
+                str(bins / "kube-apiserver"),
+                f"--etcd-servers={etcd_url}",
+                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                f"--secure-port={p.apiserver}",
+                ident, f"--tls-private-key-file={pki.serving_key}",
+                f"--client-ca-file={pki.ca_cert}",
+                f"--service-account-key-file={pki.sa_pub}",
+                f"--service-account-signing-key-file={pki.sa_key}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=RBAC",
+                "--allow-privileged=true",
+                f"--cert-dir={d / 'apiserver-certs'}",
+                "--profiling=false",
+                "--enable-priority-and-fairness=false",
+                "--event-ttl=1h",
+                "--v=1",
+            ]
+            if self.disable_service_account_admission:
+                argv.append("--disable-admission-plugins=ServiceAccount")
+            return argv, ident
+        kubeconfig = d / f"{comp}.kubeconfig"
+        ident = f"--kubeconfig={kubeconfig}"
+        common = [
+            ident,
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--cert-dir={d / (comp + '-certs')}",
+            "--leader-elect=false",
+            "--profiling=false",
+            "--v=1",
+        ]
+        if comp == "kube-scheduler":
+            return [str(bins / comp), *common, f"--secure-port={p.scheduler}"], ident
+        return [
+            str(bins / comp), *common,
+            f"--secure-port={p.controller_manager}",
+            f"--service-account-private-key-file={pki.sa_key}",
+            f"--root-ca-file={pki.ca_cert}",
+            f"--cluster-signing-cert-file={pki.ca_cert}",
+            f"--cluster-signing-key-file={pki.ca_key}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--use-service-account-credentials=false",
+        ], ident
+
+    def _spawn(self, state: State, comp: str, bins: Path) -> None:
+        argv, ident = self._argv(comp, state, bins)
+        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+        env["NO_PROXY"] = "127.0.0.1,localhost"
+        proc = procs.spawn(argv, env, self.logs / f"{comp}.log", cwd=self.state_dir)
+        state.procs[comp] = Proc(pid=proc.pid, identity=ident)
+        self._save(state)
+
+    def _wait(self, check: object, deadline: float, comp: str, state: State) -> None:
+        assert callable(check)
+        while True:
+            if check():
+                return
+            proc = state.procs.get(comp)
+            if proc is None or not procs.is_alive(proc.pid, proc.identity):
+                raise RuntimeError(f"{comp} exited during start; see {self.logs / (comp + '.log')}"
+                                   f"\n{_tail(self.logs / (comp + '.log'))}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{comp} not healthy in time; see {self.logs}")
+            time.sleep(0.2)
+
+    # --------------------------------------------------------------- probes
+
+    def _etcd_healthy(self, state: State) -> bool:
+        url = f"http://127.0.0.1:{state.ports.etcd_client}/health"
+        try:
+            with urllib.request.build_opener(_NO_PROXY).open(url, timeout=2) as resp:
+                body = json.loads(resp.read())
+                return bool(body.get("health") == "true")
+        except (OSError, ValueError):
+            return False
+
+    def _admin_ssl(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+        ctx.load_cert_chain(str(self.pki.client_cert("admin")), str(self.pki.client_key("admin")))
+        return ctx
+
+    def _apiserver_ready(self, state: State) -> bool:
+        url = f"https://127.0.0.1:{state.ports.apiserver}/readyz"
+        opener = urllib.request.build_opener(_NO_PROXY,
+                                             urllib.request.HTTPSHandler(context=self._admin_ssl()))
+        try:
+            with opener.open(url, timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def _healthz(self, port: int) -> bool:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # self-signed serving cert of a loopback component
+        opener = urllib.request.build_opener(_NO_PROXY, urllib.request.HTTPSHandler(context=ctx))
+        try:
+            with opener.open(f"https://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
+    # ------------------------------------------------------------------ stop
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Stop every recorded component (reverse order), by process group."""
+        state = self.load_state()
+        if state is None:
+            return
+        for comp in reversed(ORDER):
+            proc = state.procs.get(comp)
+            if proc is not None and procs.is_alive(proc.pid, proc.identity):
+                procs.stop_group(proc.pid, grace_s)
+        state.procs = {}
+        state.started_at = None
+        self._save(state)
+
+    def client(self, timeout_s: float = 10.0) -> Client:
+        """A lightkube Client with the admin identity."""
+        return admin_client(self.kubeconfig, timeout_s)
+
+
+def admin_client(kubeconfig: Path, timeout_s: float = 10.0) -> Client:
+    """A lightkube Client from a kubeconfig file; ignores proxy settings (loopback only)."""
+    return Client(KubeConfig.from_file(kubeconfig), timeout=httpx2.Timeout(timeout_s),
+                  trust_env=False)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
