@@ -14,6 +14,7 @@ component routes to it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -21,6 +22,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,7 +179,7 @@ class DevCluster:
             port_of = {"kube-controller-manager": state.ports.controller_manager,
                        "kube-scheduler": state.ports.scheduler}
             for comp, port in port_of.items():
-                self._wait(lambda p=port: self._healthz(p), deadline, comp, state)  # type: ignore[misc]
+                self._wait(functools.partial(self._healthz, port), deadline, comp, state)
         except BaseException:
             self.stop()
             raise
@@ -189,7 +191,7 @@ class DevCluster:
         state = self.load_state()
         if state is not None:
             running = self.running()
-            ports = state.ports.model_dump()
+            ports: dict[str, int] = state.ports.model_dump()
             # keep recorded ports (etcd's member URLs live in its data), re-pick taken ones
             owner = {"etcd_client": "etcd", "etcd_peer": "etcd", "apiserver": "kube-apiserver",
                      "controller_manager": "kube-controller-manager",
@@ -199,9 +201,9 @@ class DevCluster:
                     ports[key] = free_port()
             state.ports = Ports(**ports)
             return state
-        ports = Ports(etcd_client=free_port(), etcd_peer=free_port(), apiserver=free_port(),
+        fresh = Ports(etcd_client=free_port(), etcd_peer=free_port(), apiserver=free_port(),
                       controller_manager=free_port(), scheduler=free_port())
-        state = State(name=self.name, ports=ports)
+        state = State(name=self.name, ports=fresh)
         self._save(state)
         return state
 
@@ -277,8 +279,7 @@ class DevCluster:
         state.procs[comp] = Proc(pid=proc.pid, identity=ident)
         self._save(state)
 
-    def _wait(self, check: object, deadline: float, comp: str, state: State) -> None:
-        assert callable(check)
+    def _wait(self, check: Callable[[], bool], deadline: float, comp: str, state: State) -> None:
         while True:
             if check():
                 return

@@ -48,7 +48,7 @@ class ServiceTable:
         service = (meta.labels or {}).get(SERVICE_NAME_LABEL)
         if not service:
             return self.slices.pop(key, None) is not None
-        endpoints = []
+        endpoints: list[Endpoint] = []
         if eps.addressType == "IPv4":
             for ep in eps.endpoints or []:
                 ready = ep.conditions.ready if ep.conditions is not None else None

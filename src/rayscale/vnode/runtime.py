@@ -1,0 +1,619 @@
+"""Running one pod as local processes: the part of a kubelet a virtual node needs.
+
+Each container is one process tree started from the container's ``command``
++ ``args`` (the image is ignored; there is no image entrypoint, so a container
+without ``command`` fails with ``StartError``) with the environment the
+kubelet would give it: ``env`` (values, ``$(VAR)`` expansion, ``fieldRef``,
+``resourceFieldRef``, ``configMapKeyRef``/``secretKeyRef``) and ``envFrom``,
+over a small base environment whose PATH starts with this Python's bin dir
+(so ``ray`` and ``rayscale`` resolve to the project's venv).
+
+Isolation is just enough to look like a pod:
+
+* ``unshare --mount --uts``: a private mount namespace where the pod's own
+  hosts file and resolv.conf are bind-mounted over ``/etc/hosts`` and
+  ``/etc/resolv.conf`` (see :mod:`rayscale.vnode.hosts`), ``emptyDir`` and
+  ``hostPath`` volumes are bind-mounted at their mount paths, and the
+  hostname is the pod's.
+* A session of its own (process group = the container's PID) and an
+  environment marker ``RAYSCALE_VNODE_CONTAINER=<pod uid>/<container>`` that
+  every descendant inherits, so stopping a container signals its group and
+  then any marked process that left the group. Never anything by name.
+
+The pod's address is a loopback address of its own (given by the caller).
+Init containers run first, one at a time. Restarts follow ``restartPolicy``
+with a backoff of 1 s doubling to 30 s. Logs go to ``<pod dir>/<container>.log``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from lightkube.models.core_v1 import Container
+from lightkube.resources.core_v1 import Pod
+from lightkube.utils.quantity import parse_quantity
+
+from rayscale.local import procs
+
+MARKER = "RAYSCALE_VNODE_CONTAINER"
+BACKOFF_BASE_S = 1.0
+BACKOFF_MAX_S = 30.0
+STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# (kind "ConfigMap"/"Secret", namespace, name) -> its data, None if absent
+Lookup = Callable[[str, str, str], dict[str, str] | None]
+
+_SETUP = r"""
+set -e
+mount --bind "$1" /etc/hosts
+mount --bind "$2" /etc/resolv.conf
+hostname "$3"
+workdir="$4"; n="$5"; shift 5
+while [ "$n" -gt 0 ]; do
+  mkdir -p "$2"; mount --bind "$1" "$2"; shift 2; n=$((n - 1))
+done
+cd "$workdir"
+set +e
+exec "$@"
+"""
+
+
+def now_rfc3339() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def venv_bin() -> str:
+    return str(Path(sys.executable).parent)
+
+
+def base_path() -> str:
+    return f"{venv_bin()}:{STANDARD_PATH}"
+
+
+class ConfigError(Exception):
+    """A container cannot be configured yet (missing ConfigMap/Secret key...)."""
+
+
+_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes ``$(VAR)`` expansion: ``$$`` escapes, unknown references stay as written."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        name = m.group(1)
+        return env.get(name, m.group(0))
+
+    return _VAR.sub(sub, text)
+
+
+def _labels_field(path: str, mapping: dict[str, str] | None) -> str:
+    m = re.match(r"^metadata\.(?:labels|annotations)\['(.+)'\]$", path)
+    return (mapping or {}).get(m.group(1), "") if m else ""
+
+
+def field_ref(pod: Pod, path: str, pod_ip: str, host_ip: str) -> str:
+    meta = pod.metadata
+    spec = pod.spec
+    assert meta is not None and spec is not None
+    simple = {
+        "metadata.name": meta.name or "",
+        "metadata.namespace": meta.namespace or "",
+        "metadata.uid": meta.uid or "",
+        "spec.nodeName": spec.nodeName or "",
+        "spec.serviceAccountName": spec.serviceAccountName or "default",
+        "status.podIP": pod_ip,
+        "status.podIPs": pod_ip,
+        "status.hostIP": host_ip,
+        "status.hostIPs": host_ip,
+    }
+    if path in simple:
+        return simple[path]
+    if path.startswith("metadata.labels["):
+        return _labels_field(path, meta.labels)
+    if path.startswith("metadata.annotations["):
+        return _labels_field(path, meta.annotations)
+    raise ConfigError(f"unsupported fieldRef {path}")
+
+
+def resource_ref(
+    pod: Pod, container: Container, resource: str, container_name: str | None,
+    divisor: str | None, node_allocatable: dict[str, str],
+) -> str:
+    assert pod.spec is not None
+    target = container
+    if container_name:
+        for c in pod.spec.containers:
+            if c.name == container_name:
+                target = c
+    kind, _, name = resource.partition(".")
+    res = target.resources
+    values = (res.limits if kind == "limits" else res.requests) if res is not None else None
+    raw = (values or {}).get(name)
+    if raw is None and kind == "requests" and res is not None:
+        raw = (res.limits or {}).get(name)  # requests default to limits
+    if raw is None:
+        raw = node_allocatable.get(name, "0") if kind == "limits" else "0"
+    qty = parse_quantity(raw) or Decimal(0)
+    div = parse_quantity(divisor) if divisor else None
+    if div is None or div == 0:
+        div = Decimal(1)
+    return str(math.ceil(qty / div))
+
+
+def container_env(
+    pod: Pod, container: Container, pod_ip: str, host_ip: str,
+    base: dict[str, str], lookup: Lookup, node_allocatable: dict[str, str],
+) -> dict[str, str]:
+    """The environment of one container, as the kubelet builds it."""
+    assert pod.metadata is not None
+    ns = pod.metadata.namespace or "default"
+    env = dict(base)
+    for src in container.envFrom or []:
+        ref = src.configMapRef or src.secretRef
+        if ref is None or ref.name is None:
+            continue
+        kind = "ConfigMap" if src.configMapRef is not None else "Secret"
+        data = lookup(kind, ns, ref.name)
+        if data is None:
+            if ref.optional:
+                continue
+            raise ConfigError(f'{kind.lower()} "{ref.name}" not found')
+        for key, value in data.items():
+            env[(src.prefix or "") + key] = value
+    for var in container.env or []:
+        if var.valueFrom is None:
+            env[var.name] = expand(var.value or "", env)
+            continue
+        vf = var.valueFrom
+        if vf.fieldRef is not None:
+            env[var.name] = field_ref(pod, vf.fieldRef.fieldPath, pod_ip, host_ip)
+        elif vf.resourceFieldRef is not None:
+            r = vf.resourceFieldRef
+            env[var.name] = resource_ref(pod, container, r.resource, r.containerName,
+                                         r.divisor, node_allocatable)
+        elif vf.configMapKeyRef is not None or vf.secretKeyRef is not None:
+            sel = vf.configMapKeyRef or vf.secretKeyRef
+            assert sel is not None
+            kind = "ConfigMap" if vf.configMapKeyRef is not None else "Secret"
+            data = lookup(kind, ns, sel.name or "")
+            if data is None or sel.key not in data:
+                if sel.optional:
+                    continue
+                raise ConfigError(f'couldn\'t find key {sel.key} in {kind} {ns}/{sel.name}')
+            env[var.name] = data[sel.key]
+        else:
+            raise ConfigError(f"unsupported valueFrom for {var.name}")
+    return env
+
+
+ContainerStateName = Literal["waiting", "running", "terminated"]
+
+
+@dataclass
+class ContainerRun:
+    spec: Container
+    init: bool
+    proc: subprocess.Popen[bytes] | None = None
+    state: ContainerStateName = "waiting"
+    reason: str = "ContainerCreating"
+    message: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    exit_code: int | None = None
+    restart_count: int = 0
+    last_state: dict[str, Any] | None = None
+    next_start: float = 0.0
+    container_id: str | None = None
+    pgid: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def status(self) -> dict[str, Any]:
+        state: dict[str, Any]
+        if self.state == "running":
+            state = {"running": {"startedAt": self.started_at}}
+        elif self.state == "terminated":
+            state = {"terminated": _drop_none({
+                "exitCode": self.exit_code, "reason": self.reason, "message": self.message,
+                "startedAt": self.started_at, "finishedAt": self.finished_at,
+                "containerID": self.container_id,
+            })}
+        else:
+            state = {"waiting": _drop_none({"reason": self.reason, "message": self.message})}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "image": self.spec.image or "",
+            "imageID": "",
+            "ready": self.state == "running" and not self.init,
+            "started": self.state == "running",
+            "restartCount": self.restart_count,
+            "state": state,
+            "lastState": self.last_state or {},
+        }
+        if self.container_id:
+            out["containerID"] = self.container_id
+        return out
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+@dataclass
+class Tools:
+    unshare: str
+    sh: str
+
+    @classmethod
+    def find(cls) -> Tools:
+        unshare = shutil.which("unshare")
+        sh = shutil.which("sh") or "/bin/sh"
+        if unshare is None:
+            raise RuntimeError("util-linux `unshare` is needed to run pods")
+        for tool in ("mount", "hostname"):
+            if shutil.which(tool) is None:
+                raise RuntimeError(f"`{tool}` is needed to run pods")
+        return cls(unshare=unshare, sh=sh)
+
+
+@dataclass
+class PodRun:
+    """One pod's processes and the status the vnode reports for it."""
+
+    pod: Pod
+    ip: str
+    host_ip: str
+    directory: Path
+    tools: Tools | None  # None: fake-run (report Running, start nothing)
+    lookup: Lookup
+    node_allocatable: dict[str, str]
+    extra_env: dict[str, str] = field(default_factory=dict)
+    init: list[ContainerRun] = field(default_factory=list)
+    main: list[ContainerRun] = field(default_factory=list)
+    start_time: str = field(default_factory=now_rfc3339)
+    terminating: bool = False
+    kill_deadline: float | None = None
+    killed: bool = False
+    init_failed: bool = False
+    gone: bool = False  # the pod object no longer exists in the API
+
+    def __post_init__(self) -> None:
+        spec = self.pod.spec
+        assert spec is not None
+        self.init = [ContainerRun(c, init=True) for c in spec.initContainers or []]
+        self.main = [ContainerRun(c, init=False) for c in spec.containers]
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.tools is None:
+            stamp = now_rfc3339()
+            for c in self.init:
+                c.state, c.reason, c.exit_code = "terminated", "Completed", 0
+                c.started_at = c.finished_at = stamp
+            for c in self.main:
+                c.state, c.started_at, c.reason = "running", stamp, ""
+                c.container_id = f"rayscale://fake/{self.uid}/{c.name}"
+
+    # ------------------------------------------------------------- identity
+
+    @property
+    def uid(self) -> str:
+        assert self.pod.metadata is not None and self.pod.metadata.uid is not None
+        return self.pod.metadata.uid
+
+    @property
+    def name(self) -> str:
+        assert self.pod.metadata is not None
+        return self.pod.metadata.name or ""
+
+    @property
+    def namespace(self) -> str:
+        assert self.pod.metadata is not None
+        return self.pod.metadata.namespace or "default"
+
+    @property
+    def hosts_file(self) -> Path:
+        return self.directory / "hosts"
+
+    @property
+    def resolv_file(self) -> Path:
+        return self.directory / "resolv.conf"
+
+    @property
+    def restart_policy(self) -> str:
+        assert self.pod.spec is not None
+        return self.pod.spec.restartPolicy or "Always"
+
+    def containers(self) -> Iterator[ContainerRun]:
+        yield from self.init
+        yield from self.main
+
+    # ------------------------------------------------------------ lifecycle
+
+    def step(self, now: float) -> None:
+        """Reap exits, apply restart policy, start what is due."""
+        for c in self.containers():
+            self._reap(c)
+        if self.tools is None or self.terminating:
+            return
+        if self.init_failed:
+            return
+        for c in self.init:
+            if c.state == "terminated" and c.exit_code == 0:
+                continue
+            if c.state == "running":
+                return
+            if c.state == "terminated":  # failed init container
+                if self.restart_policy == "Never":
+                    self.init_failed = True
+                    return
+                self._schedule_restart(c, now)
+            if c.next_start <= now:
+                self._start(c)
+            return
+        for c in self.main:
+            if c.state == "running":
+                continue
+            if c.state == "terminated":
+                if not self._should_restart(c):
+                    continue
+                self._schedule_restart(c, now)
+            if c.next_start <= now:
+                self._start(c)
+
+    def _should_restart(self, c: ContainerRun) -> bool:
+        policy = self.restart_policy
+        return policy == "Always" or (policy == "OnFailure" and c.exit_code != 0)
+
+    def _schedule_restart(self, c: ContainerRun, now: float) -> None:
+        """Move a terminated container to waiting (CrashLoopBackOff) with a backoff."""
+        c.last_state = c.status()["state"]
+        c.restart_count += 1
+        delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** (c.restart_count - 1))
+        c.next_start = now + delay
+        c.state, c.reason, c.message = "waiting", "CrashLoopBackOff", None
+        c.exit_code = None
+
+    def _start(self, c: ContainerRun) -> None:
+        assert self.tools is not None
+        base = {
+            "PATH": base_path(),
+            "HOME": os.environ.get("HOME", "/root"),
+            "HOSTNAME": self.name,
+            "LANG": "C.UTF-8",
+            **self.extra_env,
+        }
+        try:
+            env = container_env(self.pod, c.spec, self.ip, self.host_ip, base, self.lookup,
+                                self.node_allocatable)
+        except ConfigError as e:
+            c.state, c.reason, c.message = "waiting", "CreateContainerConfigError", str(e)
+            c.next_start = time.monotonic() + 2.0
+            return
+        env[MARKER] = f"{self.uid}/{c.name}"
+        argv = [expand(a, env) for a in (c.spec.command or [])]
+        argv += [expand(a, env) for a in (c.spec.args or [])]
+        if not argv:
+            c.state, c.reason, c.exit_code = "terminated", "StartError", 128
+            c.message = "no command: the vnode ignores images, so containers need `command`"
+            c.started_at = c.finished_at = now_rfc3339()
+            return
+        mounts = self._mounts(c)
+        workdir = c.spec.workingDir or str(self.directory)
+        setup = [self.tools.unshare, "--mount", "--uts", "--propagation", "private", "--",
+                 self.tools.sh, "-c", _SETUP, "sh", str(self.hosts_file), str(self.resolv_file),
+                 self.name[:63], workdir, str(len(mounts))]
+        for src, dst in mounts:
+            setup += [src, dst]
+        log = self.directory / f"{c.name}.log"
+        try:
+            proc = procs.spawn([*setup, *argv], env, log, cwd=self.directory)
+        except OSError as e:
+            c.state, c.reason, c.exit_code, c.message = "terminated", "StartError", 128, str(e)
+            c.started_at = c.finished_at = now_rfc3339()
+            return
+        c.proc, c.pgid = proc, proc.pid
+        c.state, c.reason, c.message, c.exit_code = "running", "", None, None
+        c.started_at, c.finished_at = now_rfc3339(), None
+        c.container_id = f"rayscale://{proc.pid}"
+
+    def _mounts(self, c: ContainerRun) -> list[tuple[str, str]]:
+        assert self.pod.spec is not None
+        volumes = {v.name: v for v in self.pod.spec.volumes or []}
+        out = []
+        for vm in c.spec.volumeMounts or []:
+            vol = volumes.get(vm.name)
+            if vol is None or vm.subPath:
+                continue
+            if vol.emptyDir is not None:
+                src = self.directory / "volumes" / vm.name
+                src.mkdir(parents=True, exist_ok=True)
+                out.append((str(src), vm.mountPath))
+            elif vol.hostPath is not None:
+                out.append((vol.hostPath.path, vm.mountPath))
+        return out
+
+    def _reap(self, c: ContainerRun) -> None:
+        if c.proc is None:
+            return
+        code = c.proc.poll()
+        if code is None:
+            return
+        # the container is its process tree: what it left behind goes too
+        if c.pgid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(c.pgid, signal.SIGKILL)
+        _signal_marked({f"{self.uid}/{c.name}"}, signal.SIGKILL)
+        c.proc = None
+        c.state, c.finished_at = "terminated", now_rfc3339()
+        c.exit_code = code if code >= 0 else 128 - code
+        c.reason = "Completed" if c.exit_code == 0 else "Error"
+        if self.terminating:
+            c.reason = "Completed" if c.exit_code == 0 else "Error"
+
+    def begin_termination(self, grace_s: float, now: float) -> None:
+        """SIGTERM every container (group and marked escapees); SIGKILL after the grace."""
+        if self.terminating:
+            if self.kill_deadline is not None:
+                self.kill_deadline = min(self.kill_deadline, now + grace_s)
+            return
+        self.terminating = True
+        self.kill_deadline = now + grace_s
+        for c in self.containers():
+            if c.state == "waiting":
+                c.reason = "ContainerCreating"
+            if c.pgid is not None and c.proc is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(c.pgid, signal.SIGTERM)
+        _signal_marked(self._markers(), signal.SIGTERM)
+
+    def _markers(self) -> set[str]:
+        return {f"{self.uid}/{c.name}" for c in self.containers()}
+
+    def finished_terminating(self, now: float) -> bool:
+        """True once nothing of the pod runs any more (SIGKILLs after the deadline)."""
+        for c in self.containers():
+            self._reap(c)
+        if self.tools is None:
+            return True
+        running = [c for c in self.containers() if c.proc is not None]
+        left = marked_pids(self._markers())
+        if not running and not left:
+            return True
+        if self.kill_deadline is not None and now >= self.kill_deadline and not self.killed:
+            self.killed = True
+            for c in running:
+                if c.pgid is not None:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(c.pgid, signal.SIGKILL)
+            _signal_marked(self._markers(), signal.SIGKILL)
+        return False
+
+    def kill_now(self) -> None:
+        """Stop everything at once (vnode shutdown or a pod that vanished)."""
+        self.begin_termination(0.0, time.monotonic())
+        deadline = time.monotonic() + 10.0
+        while not self.finished_terminating(time.monotonic()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    # --------------------------------------------------------------- status
+
+    def phase(self) -> str:
+        if self.tools is None:
+            return "Running"
+        if self.init_failed:
+            return "Failed"
+        if any(not (c.state == "terminated" and c.exit_code == 0) for c in self.init):
+            return "Pending"
+        states = [c.state for c in self.main]
+        if "running" in states:
+            return "Running"
+        if all(s == "terminated" for s in states):
+            if any(self._should_restart(c) for c in self.main) and not self.terminating:
+                return "Running"
+            return "Succeeded" if all(c.exit_code == 0 for c in self.main) else "Failed"
+        if any(c.restart_count > 0 for c in self.main):
+            return "Running"
+        return "Pending"
+
+    def status(self) -> dict[str, Any]:
+        phase = self.phase()
+        initialized = all(c.state == "terminated" and c.exit_code == 0 for c in self.init)
+        ready = (phase == "Running" and not self.terminating
+                 and all(c.state == "running" for c in self.main))
+        stamp = now_rfc3339()
+
+        def cond(kind: str, ok: bool, reason: str | None = None) -> dict[str, Any]:
+            return _drop_none({"type": kind, "status": "True" if ok else "False",
+                               "lastProbeTime": None, "lastTransitionTime": stamp,
+                               "reason": None if ok else reason})
+
+        conditions = [
+            cond("PodReadyToStartContainers", True),
+            cond("Initialized", initialized, "ContainersNotInitialized"),
+            cond("ContainersReady", ready, "ContainersNotReady"),
+            cond("Ready", ready, "ContainersNotReady"),
+            cond("PodScheduled", True),
+        ]
+        status: dict[str, Any] = {
+            "phase": phase,
+            "hostIP": self.host_ip,
+            "hostIPs": [{"ip": self.host_ip}],
+            "podIP": self.ip,
+            "podIPs": [{"ip": self.ip}],
+            "startTime": self.start_time,
+            "conditions": conditions,
+            "containerStatuses": [c.status() for c in self.main],
+            "qosClass": _qos(self.pod),
+        }
+        if self.init:
+            status["initContainerStatuses"] = [c.status() for c in self.init]
+        return status
+
+    def comparable_status(self) -> dict[str, Any]:
+        """The status without timestamps that change on every call (for change detection)."""
+        status = self.status()
+        for c in status["conditions"]:
+            c.pop("lastTransitionTime", None)
+        return status
+
+
+def _qos(pod: Pod) -> str:
+    assert pod.spec is not None
+    requests = limits = False
+    guaranteed = True
+    for c in pod.spec.containers:
+        res = c.resources
+        req = (res.requests or {}) if res is not None else {}
+        lim = (res.limits or {}) if res is not None else {}
+        requests = requests or bool(req)
+        limits = limits or bool(lim)
+        for name in ("cpu", "memory"):
+            if name not in lim or req.get(name, lim[name]) != lim[name]:
+                guaranteed = False
+    if guaranteed:
+        return "Guaranteed"
+    return "Burstable" if requests or limits else "BestEffort"
+
+
+def marked_pids(markers: set[str]) -> list[int]:
+    """Live processes whose environment carries one of these container markers."""
+    if not markers:
+        return []
+    prefix = MARKER.encode() + b"="
+    wanted = {prefix + m.encode() for m in markers}
+    out = []
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            raw = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if any(item in wanted for item in raw.split(b"\0")) and procs.is_alive(int(entry.name)):
+            out.append(int(entry.name))
+    return out
+
+
+def _signal_marked(markers: set[str], sig: signal.Signals) -> None:
+    for pid in marked_pids(markers):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
