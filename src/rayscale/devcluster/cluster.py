@@ -317,6 +317,17 @@ class DevCluster:
         except (OSError, urllib.error.URLError):
             return False
 
+    def version(self) -> dict[str, str]:
+        """The API server's ``/version`` (gitVersion, gitMajor, gitMinor, ...)."""
+        state = self.load_state()
+        if state is None:
+            raise RuntimeError(f"no dev cluster state in {self.state_dir}")
+        opener = urllib.request.build_opener(_NO_PROXY,
+                                             urllib.request.HTTPSHandler(context=self._admin_ssl()))
+        with opener.open(f"https://127.0.0.1:{state.ports.apiserver}/version", timeout=5) as r:
+            data: dict[str, str] = json.loads(r.read())
+            return data
+
     def _healthz(self, port: int) -> bool:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
