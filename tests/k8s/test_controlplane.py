@@ -38,7 +38,7 @@ def test_control_plane_serves_and_stops(k8s_bin_dir: Path, tmp_path: Path) -> No
         assert cluster.ready()
         version = cluster.version()
         assert version["gitVersion"].startswith("v1.34."), version
-        assert version["gitMajor"] == "1" and version["gitMinor"] == "34"
+        assert version["major"] == "1" and version["minor"] == "34"
 
         with cluster.client() as kube:
             names = {ns.metadata.name for ns in kube.list(Namespace) if ns.metadata}

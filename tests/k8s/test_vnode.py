@@ -27,6 +27,7 @@ def test_nodes_registered_with_pools(kube: Client, vnode: VNodeProcess) -> None:
         node = kube.get(Node, name)
         assert node.status is not None and node.metadata is not None
         labels = node.metadata.labels or {}
+        assert labels["rayscale.io/vnode"] == prefix
         ready = [c for c in node.status.conditions or [] if c.type == "Ready"]
         assert ready and ready[0].status == "True"
         lease = kube.get(Lease, name, namespace="kube-node-lease")

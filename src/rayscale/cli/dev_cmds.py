@@ -105,6 +105,7 @@ def vnode_command(
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     cfg = load_config(config)
     updates: dict[str, object] = {}
     if name:

@@ -268,7 +268,11 @@ class DevCluster:
             f"--cluster-signing-cert-file={pki.ca_cert}",
             f"--cluster-signing-key-file={pki.ca_key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--use-service-account-credentials=false",
+            "--use-service-account-credentials=true",  # per-controller identities, as kubeadm
+            # pod addresses are loopback, which Endpoints/EndpointSlice validation rejects:
+            # these controllers could only fail (the vnode resolves services itself)
+            "--controllers=*,-endpoints-controller,-endpointslice-controller,"
+            "-endpointslice-mirroring-controller",
         ], ident
 
     def _spawn(self, state: State, comp: str, bins: Path) -> None:

@@ -142,6 +142,9 @@ def start_vnode(
                 conds = (node.status.conditions or []) if node.status else []
                 if not any(c.type == "Ready" and c.status == "True" for c in conds):
                     return False
+                taints = (node.spec.taints or []) if node.spec else []
+                if any(t.key.startswith("node.kubernetes.io/") for t in taints):
+                    return False  # not-ready/unreachable: the lifecycle controller lags
             return True
 
         wait_for(ready, timeout_s, "vnode Nodes Ready")

@@ -3,25 +3,31 @@
 Every pod process runs in its own mount namespace where the vnode has
 bind-mounted a pod-specific hosts file over ``/etc/hosts`` (and a resolv.conf
 naming only 127.0.0.1, so no lookup ever leaves loopback). The vnode rewrites
-these files in place whenever EndpointSlices change, so
+these files in place whenever Services or pods change, so
 ``<svc>.<ns>.svc.cluster.local``, ``<svc>.<ns>.svc``, ``<svc>.<ns>`` and, from
-the same namespace, ``<svc>`` resolve to the ready endpoint pods' addresses,
-exactly what cluster DNS returns for a headless Service. Services with a
-ClusterIP resolve the same way (to their endpoints): there is no kube-proxy,
-and a ClusterIP lies outside loopback, so ports are not translated.
-Endpoints with a hostname also get ``<hostname>.<svc>.<ns>.svc.cluster.local``.
+the same namespace, ``<svc>`` resolve to the addresses of the ready pods the
+Service selects (all selected pods with ``publishNotReadyAddresses``), exactly
+what cluster DNS returns for a headless Service. Pods with ``hostname`` and a
+``subdomain`` naming the Service also get
+``<hostname>.<svc>.<ns>.svc.cluster.local``.
+
+Why not EndpointSlices: the API server rejects loopback endpoint addresses
+(``may not be in the loopback range``), and pod addresses here are loopback,
+so the vnode selects endpoints itself from the Services and pods it watches,
+the way the endpoints controller would. Services with a ClusterIP resolve the
+same way (to their endpoints): there is no kube-proxy, and a ClusterIP lies
+outside loopback, so ports are not translated.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lightkube.resources.discovery_v1 import EndpointSlice
+from lightkube.resources.core_v1 import Pod, Service
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 CLUSTER_DOMAIN = "cluster.local"
 
 
@@ -31,49 +37,78 @@ class Endpoint:
     hostname: str | None = None
 
 
+@dataclass(frozen=True)
+class _PodView:
+    namespace: str
+    labels: tuple[tuple[str, str], ...]
+    ip: str
+    ready: bool
+    hostname: str | None
+    subdomain: str | None
+
+
+@dataclass(frozen=True)
+class _SvcView:
+    selector: tuple[tuple[str, str], ...]
+    publish_not_ready: bool
+
+
 @dataclass
 class ServiceTable:
-    """(namespace, service) -> endpoint addresses, merged over a service's slices."""
+    """Services and pod addresses, reduced to (namespace, service) -> endpoints."""
 
-    slices: dict[tuple[str, str], tuple[str, str, list[Endpoint]]] = field(default_factory=dict)
+    svcs: dict[tuple[str, str], _SvcView] = field(default_factory=dict)
+    pods: dict[str, _PodView] = field(default_factory=dict)
 
-    def update(self, op: str, eps: EndpointSlice) -> bool:
-        """Apply a watch event; True when the table changed."""
-        meta = eps.metadata
+    def update_service(self, op: str, svc: Service) -> bool:
+        """Apply a Service watch event; True when name resolution may have changed."""
+        meta = svc.metadata
         if meta is None or meta.name is None or meta.namespace is None:
             return False
         key = (meta.namespace, meta.name)
-        if op == "DELETED":
-            return self.slices.pop(key, None) is not None
-        service = (meta.labels or {}).get(SERVICE_NAME_LABEL)
-        if not service:
-            return self.slices.pop(key, None) is not None
-        endpoints: list[Endpoint] = []
-        if eps.addressType == "IPv4":
-            for ep in eps.endpoints or []:
-                ready = ep.conditions.ready if ep.conditions is not None else None
-                if ready is False:
-                    continue
-                endpoints.extend(Endpoint(ip, ep.hostname) for ip in ep.addresses)
-        entry = (meta.namespace, service, endpoints)
-        if self.slices.get(key) == entry:
+        selector = (svc.spec.selector or {}) if svc.spec is not None else {}
+        if op == "DELETED" or not selector:
+            return self.svcs.pop(key, None) is not None
+        view = _SvcView(tuple(sorted(selector.items())),
+                        bool(svc.spec and svc.spec.publishNotReadyAddresses))
+        if self.svcs.get(key) == view:
             return False
-        self.slices[key] = entry
+        self.svcs[key] = view
         return True
 
-    def replace_all(self, items: Iterable[EndpointSlice]) -> bool:
-        before = dict(self.slices)
-        self.slices.clear()
-        for eps in items:
-            self.update("ADDED", eps)
-        return before != self.slices
+    def update_pod(self, op: str, pod: Pod) -> bool:
+        """Apply a Pod watch event; True when name resolution may have changed."""
+        meta = pod.metadata
+        if meta is None or meta.uid is None:
+            return False
+        ip = pod.status.podIP if pod.status is not None else None
+        if op == "DELETED" or not ip or meta.deletionTimestamp is not None:
+            return self.pods.pop(meta.uid, None) is not None
+        conditions = (pod.status.conditions or []) if pod.status is not None else []
+        ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
+        view = _PodView(meta.namespace or "default", tuple(sorted((meta.labels or {}).items())),
+                        ip, ready, pod.spec.hostname if pod.spec else None,
+                        pod.spec.subdomain if pod.spec else None)
+        if self.pods.get(meta.uid) == view:
+            return False
+        self.pods[meta.uid] = view
+        return True
 
     def services(self) -> dict[tuple[str, str], list[Endpoint]]:
+        by_ns: dict[str, list[_PodView]] = {}
+        for p in self.pods.values():
+            by_ns.setdefault(p.namespace, []).append(p)
         out: dict[tuple[str, str], list[Endpoint]] = {}
-        for ns, svc, endpoints in self.slices.values():
-            out.setdefault((ns, svc), []).extend(endpoints)
-        for eps in out.values():
-            eps.sort(key=lambda e: (e.ip, e.hostname or ""))
+        for (ns, name), svc in self.svcs.items():
+            eps = []
+            for p in by_ns.get(ns, []):
+                labels = dict(p.labels)
+                if all(labels.get(k) == v for k, v in svc.selector) and (
+                        p.ready or svc.publish_not_ready):
+                    host = p.hostname if p.hostname and p.subdomain == name else None
+                    eps.append(Endpoint(p.ip, host))
+            if eps:
+                out[(ns, name)] = sorted(eps, key=lambda e: (e.ip, e.hostname or ""))
         return out
 
 

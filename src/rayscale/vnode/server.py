@@ -1,12 +1,12 @@
 """The virtual node: a kubelet stand-in serving one or more Node objects.
 
 One loop owns all state (no locks): watch threads only feed a queue with Pod
-and EndpointSlice events; the loop registers and heartbeats the Nodes
+and Service events; the loop registers and heartbeats the Nodes
 (Lease renewals in ``kube-node-lease`` every ``renew_interval_s``, a
 ``Ready`` status every ``status_interval_s``), turns pods bound to its Nodes
 into :class:`~rayscale.vnode.runtime.PodRun` s, steps their processes,
 pushes each status when it changes, rewrites pods' hosts files when
-endpoints change, and resyncs from a full list every 30 s in case a watch
+service endpoints change, and resyncs from a full list every 30 s in case a watch
 missed something. A pod being deleted gets SIGTERM, SIGKILL after its grace
 period, and is then removed with a zero-grace delete, as a kubelet does.
 """
@@ -31,8 +31,7 @@ from urllib.parse import urlparse
 import httpx2
 from lightkube import ALL_NS, ApiError, Client, KubeConfig
 from lightkube.resources.coordination_v1 import Lease
-from lightkube.resources.core_v1 import ConfigMap, Node, Pod, Secret
-from lightkube.resources.discovery_v1 import EndpointSlice
+from lightkube.resources.core_v1 import ConfigMap, Node, Pod, Secret, Service
 from lightkube.types import OnErrorAction, OnErrorResult, PatchType
 
 from rayscale.vnode.config import POOL_LABEL, VNODE_LABEL, Pool, VNodeConfig
@@ -197,8 +196,11 @@ class VirtualNode:
             except ApiError as e:
                 if e.status.code != 404:
                     raise
+                # with its status (Ready) at once, so the node lifecycle controller
+                # has no reason to taint it not-ready
                 body = {"apiVersion": "v1", "kind": "Node", "metadata": meta,
-                        "spec": {"taints": taints} if taints else {}}
+                        "spec": {"taints": taints} if taints else {},
+                        "status": self._node_status(info)}
                 self.client.create(cast(Node, Node.from_dict(body)))
             self._push_node_status(info, time.monotonic())
             self._renew_lease(info, time.monotonic())
@@ -228,9 +230,11 @@ class VirtualNode:
                                                   "name": info.name,
                                                   "uid": node.metadata.uid}]},
                 "spec": {"holderIdentity": info.name,
-                         "leaseDurationSeconds": self.config.lease_seconds,
-                         "renewTime": renew},
+                         "leaseDurationSeconds": self.config.lease_seconds},
             })))
+            # renewTime is a MicroTime: patched as a string, the model would drop the micros
+            self.client.patch(Lease, info.name, {"spec": {"renewTime": renew}},
+                              namespace=LEASE_NAMESPACE, patch_type=PatchType.MERGE)
         info.last_renew = now
 
     def _heartbeat(self, now: float) -> None:
@@ -254,7 +258,7 @@ class VirtualNode:
                     stream = client.watch(Pod, namespace=ALL_NS, server_timeout=20,
                                           on_error=_watch_errors(self.stop_event))
                 else:
-                    stream = client.watch(EndpointSlice, namespace=ALL_NS, server_timeout=20,
+                    stream = client.watch(Service, namespace=ALL_NS, server_timeout=20,
                                           on_error=_watch_errors(self.stop_event))
                 for op, obj in stream:
                     if self.stop_event.is_set():
@@ -388,7 +392,7 @@ class VirtualNode:
         self.last_resync = now
         try:
             pods = list(self.client.list(Pod, namespace=ALL_NS))
-            slices = list(self.client.list(EndpointSlice, namespace=ALL_NS))
+            services = list(self.client.list(Service, namespace=ALL_NS))
         except (ApiError, httpx2.HTTPError) as e:
             log.warning("resync failed: %s", e)
             return
@@ -401,8 +405,16 @@ class VirtualNode:
             if uid not in seen:
                 run.begin_termination(0.0, now)
                 self._mark_gone(run)
-        if self.services.replace_all(slices):
+        table = ServiceTable()
+        for svc in services:
+            table.update_service("ADDED", svc)
+        for pod in pods:
+            table.update_pod("ADDED", pod)
+        if table.services() != self.services.services():
+            self.services = table
             self._write_all_hosts()
+        else:
+            self.services = table
 
     # ------------------------------------------------------------------ loop
 
@@ -410,7 +422,7 @@ class VirtualNode:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.register_nodes()
         threads = [threading.Thread(target=self._watch, args=(k,), daemon=True,
-                                    name=f"watch-{k}") for k in ("pod", "eps")]
+                                    name=f"watch-{k}") for k in ("pod", "svc")]
         for t in threads:
             t.start()
         try:
@@ -425,8 +437,9 @@ class VirtualNode:
                     except queue.Empty:
                         break
                     if kind == "pod":
+                        hosts_dirty |= self.services.update_pod(op, obj)
                         self.on_pod(op, obj, time.monotonic())
-                    elif self.services.update(op, obj):
+                    elif self.services.update_service(op, obj):
                         hosts_dirty = True
                     if self.events.empty():
                         break
