@@ -42,7 +42,7 @@ class Observer(Protocol):
 
 @dataclass(frozen=True)
 class LoopOptions:
-    tick_s: float = 0.5
+    tick_s: float = 0.25
     launch_timeout_s: float = 60.0  # a launch that has not registered by then failed
     backoff_s: float = 10.0  # first backoff after a failed launch; doubles, max 5 min
     drain_deadline_s: float = 30.0

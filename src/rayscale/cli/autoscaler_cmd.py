@@ -26,7 +26,7 @@ def _env_float(name: str, default: float) -> float:
 
 def autoscaler_command(
     cluster: str = typer.Option(..., "--cluster", help="Name of the local cluster"),
-    tick: float = typer.Option(0.5, help="Seconds between rounds"),
+    tick: float = typer.Option(0.25, help="Seconds between rounds"),
     launch_timeout: float = typer.Option(
         None, help="Seconds a launch may take to register [env RAYSCALE_LAUNCH_TIMEOUT_S, 60]"
     ),
