@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rayscale.local import procs
 from rayscale.local.store import ClusterDir, ClusterRecord, free_port, free_slot, head_ip, now
@@ -149,18 +150,15 @@ def _wait_ready(
     progress: Callable[[str], None],
 ) -> None:
     """Ready: the autoscaler reports, and every group has its min workers running."""
-    started = time.time()
-    while time.monotonic() < deadline:
-        if record.autoscaler_pid is None or not procs.is_alive(record.autoscaler_pid):
-            raise ClusterError("the autoscaler exited while starting; see its log")
-        status = cluster.read_status()
-        if status is not None and status.get("updated_at", 0) >= started:
-            groups = status["groups"]
-            if all(groups[g.name]["running"] >= g.min_replicas
-                   for g in spec.worker_groups if not g.suspend):
-                return
-        time.sleep(0.3)
-    raise ClusterError("the cluster did not become ready in time; see the logs")
+
+    def mins_running(status: dict[str, Any]) -> bool:
+        groups = status["groups"]
+        return all(groups[g.name]["running"] >= g.min_replicas
+                   for g in spec.worker_groups if not g.suspend)
+
+    if any(g.min_replicas for g in spec.worker_groups):
+        progress("waiting for every group's minReplicas to register")
+    _wait_status(cluster, record, deadline, mins_running, "the cluster did not become ready")
 
 
 def resume(name: str, wait_s: float = 60.0) -> ClusterRecord:
@@ -176,20 +174,28 @@ def resume(name: str, wait_s: float = 60.0) -> ClusterRecord:
     if record.autoscaler_pid is not None and procs.is_alive(record.autoscaler_pid):
         raise ClusterError(f"the autoscaler of {name!r} is running (pid {record.autoscaler_pid})")
     _start_autoscaler(cluster, record)
-    _wait_reporting(cluster, record, time.monotonic() + wait_s)
+    _wait_status(cluster, record, time.monotonic() + wait_s, lambda _: True,
+                 "the autoscaler did not report")
     return cluster.load()
 
 
-def _wait_reporting(cluster: ClusterDir, record: ClusterRecord, deadline: float) -> None:
+def _wait_status(
+    cluster: ClusterDir,
+    record: ClusterRecord,
+    deadline: float,
+    done: Callable[[dict[str, Any]], bool],
+    failure: str,
+) -> None:
+    """Until the autoscaler (alive) writes a status newer than now that satisfies ``done``."""
     started = time.time()
     while time.monotonic() < deadline:
         if record.autoscaler_pid is None or not procs.is_alive(record.autoscaler_pid):
             raise ClusterError("the autoscaler exited while starting; see its log")
         status = cluster.read_status()
-        if status is not None and status.get("updated_at", 0) >= started:
+        if status is not None and status.get("updated_at", 0) >= started and done(status):
             return
-        time.sleep(0.2)
-    raise ClusterError("the autoscaler did not report in time; see its log")
+        time.sleep(0.3)
+    raise ClusterError(f"{failure} in time; see the logs in {cluster.logs}")
 
 
 def down(name: str) -> list[int]:
