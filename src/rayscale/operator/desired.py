@@ -1,0 +1,159 @@
+"""What a RayCluster should own: a head pod, a headless head Service, worker pods.
+
+Pure functions from the parsed spec (and the raw pod templates) to manifests,
+as plain dicts ready for the API. The `ray start` command comes from the one
+builder (:mod:`rayscale.raystart`) as an argument list, with resources from
+the spec's one derivation, so Ray, the planner and the pod agree.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from rayscale.raystart import GROUP_LABEL, NODE_LABEL, RayStart, ray_start_argv
+from rayscale.spec import ClusterSpec, WorkerGroupSpec
+
+CLUSTER_LABEL = "ray.io/cluster"
+NODE_TYPE_LABEL = "ray.io/node-type"
+GROUP_LABEL_K8S = "ray.io/group"
+IS_RAY_NODE_LABEL = "ray.io/is-ray-node"
+HEAD_GROUP = "headgroup"
+MANAGED_BY = "app.kubernetes.io/created-by"
+
+DEFAULT_HEAD_PORTS = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "metrics": 8080,
+                      "serve": 8000}
+GCS_PORT = 6379
+
+
+@dataclass(frozen=True)
+class PodSettings:
+    """How pods run. ``shared_network``: every pod shares one network namespace (the
+    dev cluster's virtual node gives each its own loopback IP), so Ray must bind
+    the pod IP and take no fixed port it would otherwise share."""
+
+    shared_network: bool = False
+    ray_executable: str = "ray"
+
+
+def head_service_name(cluster: str) -> str:
+    return f"{cluster}-head-svc"
+
+
+def head_address(spec: ClusterSpec) -> str:
+    return f"{head_service_name(spec.name)}.{spec.namespace}.svc.cluster.local:{GCS_PORT}"
+
+
+def cluster_labels(spec: ClusterSpec) -> dict[str, str]:
+    return {CLUSTER_LABEL: spec.name}
+
+
+def head_labels(spec: ClusterSpec) -> dict[str, str]:
+    return {**cluster_labels(spec), NODE_TYPE_LABEL: "head", GROUP_LABEL_K8S: HEAD_GROUP,
+            IS_RAY_NODE_LABEL: "yes", MANAGED_BY: "rayscale"}
+
+
+def worker_labels(spec: ClusterSpec, group: str) -> dict[str, str]:
+    return {**cluster_labels(spec), NODE_TYPE_LABEL: "worker", GROUP_LABEL_K8S: group,
+            IS_RAY_NODE_LABEL: "yes", MANAGED_BY: "rayscale"}
+
+
+def head_pod(spec: ClusterSpec, settings: PodSettings) -> dict[str, Any]:
+    overrides = {"dashboard-host": "$(POD_IP)"} if settings.shared_network else {}
+    start = RayStart(
+        node_ip="$(POD_IP)",
+        resources=spec.head.resources,
+        gcs_port=GCS_PORT,
+        labels={GROUP_LABEL: HEAD_GROUP},
+        overrides={**overrides, **_shared_network_ports(settings)},
+    )
+    argv = ray_start_argv(settings.ray_executable, spec.head.ray_start_params, start)
+    return _pod(spec.head.template, f"{spec.name}-head-", head_labels(spec), argv,
+                ports=_head_ports(spec), restart="Always")
+
+
+def worker_pod(spec: ClusterSpec, group: WorkerGroupSpec, settings: PodSettings) -> dict[str, Any]:
+    start = RayStart(
+        node_ip="$(POD_IP)",
+        resources=group.resources,
+        address=head_address(spec),
+        labels={GROUP_LABEL: group.name, NODE_LABEL: "$(POD_NAME)"},
+        overrides=_shared_network_ports(settings),
+    )
+    argv = ray_start_argv(settings.ray_executable, group.ray_start_params, start)
+    # a worker that exits (drained, or crashed) is replaced by the operator, not restarted
+    # in place: an in-place restart would rejoin Ray behind the autoscaler's back
+    return _pod(group.template, f"{spec.name}-{group.name}-worker-",
+                worker_labels(spec, group.name), argv, ports=None, restart="Never")
+
+
+def head_service(spec: ClusterSpec) -> dict[str, Any]:
+    ports = [{"name": name, "port": port, "targetPort": port, "protocol": "TCP"}
+             for name, port in _head_ports(spec).items()]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": head_service_name(spec.name), "namespace": spec.namespace,
+                     "labels": {**cluster_labels(spec), MANAGED_BY: "rayscale"}},
+        "spec": {
+            "clusterIP": "None",  # headless: DNS answers with the head pod's IP
+            "publishNotReadyAddresses": True,  # workers may resolve it before Ray is up
+            "selector": {CLUSTER_LABEL: spec.name, NODE_TYPE_LABEL: "head"},
+            "ports": ports,
+        },
+    }
+
+
+def _shared_network_ports(settings: PodSettings) -> dict[str, str]:
+    # Ray's dashboard agent binds a fixed port (52365) on every node otherwise
+    return {"dashboard-agent-listen-port": "0"} if settings.shared_network else {}
+
+
+def _head_ports(spec: ClusterSpec) -> dict[str, int]:
+    """The head container's named ports, or KubeRay's defaults when it names none."""
+    containers = spec.head.template.get("spec", {}).get("containers", [])
+    named = {p["name"]: int(p["containerPort"]) for p in (containers[0].get("ports") or [])
+             if containers and p.get("name") and p.get("containerPort")} if containers else {}
+    return named or dict(DEFAULT_HEAD_PORTS)
+
+
+def _pod(
+    template: dict[str, Any],
+    generate_name: str,
+    labels: dict[str, str],
+    argv: list[str],
+    ports: dict[str, int] | None,
+    restart: str,
+) -> dict[str, Any]:
+    template = copy.deepcopy(template)
+    meta = template.get("metadata") or {}
+    spec = template.get("spec") or {}
+    containers = spec.get("containers") or [{"name": "ray"}]
+    ray = containers[0]
+    # rayscale runs Ray itself: the container's command is `ray start`, as a list
+    ray["command"] = argv
+    ray.pop("args", None)
+    env = [e for e in ray.get("env", []) if e.get("name") not in ("POD_IP", "POD_NAME")]
+    env += [
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+    if not any(e.get("name") == "RAY_AUTH_MODE" for e in env):
+        env.append({"name": "RAY_AUTH_MODE", "value": "disabled"})
+    ray["env"] = env
+    if ports is not None and not ray.get("ports"):
+        ray["ports"] = [{"name": n, "containerPort": p} for n, p in ports.items()]
+    containers[0] = ray
+    spec["containers"] = containers
+    spec.setdefault("restartPolicy", restart)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": generate_name,
+            "labels": {**(meta.get("labels") or {}), **labels},
+            "annotations": dict(meta.get("annotations") or {}),
+        },
+        "spec": spec,
+    }

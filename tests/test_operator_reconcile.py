@@ -1,0 +1,120 @@
+"""The operator's pure core: manifests and reconcile decisions, rule by rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from rayscale.operator.desired import PodSettings, head_service, worker_pod
+from rayscale.operator.reconcile import ObservedPod, reconcile
+from rayscale.spec import ClusterSpec, parse_cluster_spec
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "seeds-autoscaler.yaml"
+
+
+def spec(**changes: object) -> ClusterSpec:
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    group = doc["spec"]["workerGroupSpecs"][0]
+    for key, value in changes.items():
+        if key == "suspend":
+            doc["spec"]["suspend"] = value
+        elif key == "autoscaling":
+            doc["spec"]["enableInTreeAutoscaling"] = value
+        else:
+            group[key] = value
+    return parse_cluster_spec(doc)
+
+
+def head(phase: str = "Running") -> ObservedPod:
+    return ObservedPod("c-head-x", "headgroup", phase, ready=True, pod_ip="127.20.0.5")
+
+
+def worker(name: str, phase: str = "Running", created: str = "2026-01-01T00:00:00Z"
+           ) -> ObservedPod:
+    return ObservedPod(name, "small-group", phase, created=created)
+
+
+SETTINGS = PodSettings(shared_network=True)
+
+
+def test_worker_pod_runs_ray_start_as_an_argument_list() -> None:
+    s = spec()
+    pod = worker_pod(s, s.worker_groups[0], SETTINGS)
+    argv = pod["spec"]["containers"][0]["command"]
+    assert argv[:3] == ["ray", "start",
+                        "--address=raycluster-autoscaler-head-svc.default.svc.cluster.local:6379"]
+    assert "--node-ip-address=$(POD_IP)" in argv and "--num-cpus=1" in argv
+    assert "--memory=1073741824" in argv and argv[-1] == "--block"
+    assert "--labels=rayscale.io/group=small-group,rayscale.io/node=$(POD_NAME)" in argv
+    labels = pod["metadata"]["labels"]
+    assert labels["ray.io/cluster"] == "raycluster-autoscaler"
+    assert labels["ray.io/group"] == "small-group" and labels["ray.io/node-type"] == "worker"
+    assert labels["ray.io/is-ray-node"] == "yes"
+    assert pod["spec"]["restartPolicy"] == "Never"
+
+
+def test_head_service_is_headless_with_the_head_ports() -> None:
+    svc = head_service(spec())
+    assert svc["spec"]["clusterIP"] == "None"
+    assert {p["port"] for p in svc["spec"]["ports"]} == {6379, 8265, 10001}
+
+
+def test_new_cluster_creates_head_and_min_replicas() -> None:
+    s = spec(replicas=2, minReplicas=2)
+    actions = reconcile(s, [], SETTINGS, {}, {})
+    kinds = [p["metadata"]["generateName"] for p in actions.create]
+    assert kinds.count("raycluster-autoscaler-head-") == 1
+    assert kinds.count("raycluster-autoscaler-small-group-worker-") == 2
+
+
+def test_replicas_clamped_and_reported() -> None:
+    s = spec(replicas=50)  # max is 4
+    actions = reconcile(s, [head()], SETTINGS, {}, {"small-group": 50})
+    assert len(actions.create) == 4
+    assert any(e.reason == "ReplicasOutOfBounds" for e in actions.events)
+
+
+def test_workers_to_delete_are_deleted_and_failed_ones_replaced() -> None:
+    s = spec(replicas=2)
+    pods = [head(), worker("w-a"), worker("w-b", phase="Failed"), worker("w-c")]
+    actions = reconcile(s, pods, SETTINGS, {"small-group": ["w-a"]}, {})
+    assert sorted(actions.delete) == ["w-a", "w-b"]
+    assert len(actions.create) == 1  # w-c stays; one more to reach 2
+
+
+def test_with_autoscaling_the_operator_never_picks_pods_itself() -> None:
+    s = spec(replicas=1, autoscaling=True)
+    actions = reconcile(s, [head(), worker("w-a"), worker("w-b")], SETTINGS, {}, {})
+    assert actions.delete == []
+    assert any(e.reason == "WaitingForWorkersToDelete" for e in actions.events)
+
+
+def test_without_autoscaling_scale_down_removes_pending_then_newest() -> None:
+    s = spec(replicas=1, autoscaling=False)
+    pods = [head(), worker("old", created="2026-01-01T00:00:00Z"),
+            worker("new", created="2026-01-02T00:00:00Z"), worker("pending", phase="Pending")]
+    actions = reconcile(s, pods, SETTINGS, {}, {})
+    assert sorted(actions.delete) == ["new", "pending"]
+
+
+def test_suspend_removes_every_pod_and_failed_head_is_replaced() -> None:
+    s = spec(suspend=True)
+    actions = reconcile(s, [head(), worker("w-a")], SETTINGS, {}, {})
+    assert sorted(actions.delete) == ["c-head-x", "w-a"] and not actions.create
+    assert actions.status["state"] == "suspended"
+    actions = reconcile(spec(), [head("Failed")], SETTINGS, {}, {})
+    assert actions.delete == ["c-head-x"]
+    created = [p["metadata"]["generateName"] for p in actions.create]
+    assert created == ["raycluster-autoscaler-head-"]
+
+
+def test_status_like_kuberay() -> None:
+    s = spec(replicas=2)
+    status = reconcile(s, [head(), worker("a"), worker("b")], SETTINGS, {}, {}).status
+    assert status["state"] == "ready"
+    assert status["desiredWorkerReplicas"] == 2 and status["availableWorkerReplicas"] == 2
+    assert status["minWorkerReplicas"] == 0 and status["maxWorkerReplicas"] == 4
+    assert status["desiredCPU"] == "2"  # head num-cpus 0 + 2 x 1
+    assert status["head"]["podIP"] == "127.20.0.5"
+    assert status["head"]["serviceName"] == "raycluster-autoscaler-head-svc"
