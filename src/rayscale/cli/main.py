@@ -12,6 +12,7 @@ from rayscale.cli.local_cmds import (
     submit_command,
     up_command,
 )
+from rayscale.cli.operator_cmd import operator_command
 from rayscale.cli.plan_cmd import plan_command
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app.command("resume")(resume_command)
 app.command("submit", context_settings={"allow_interspersed_args": False})(submit_command)
 app.command("plan")(plan_command)
 app.command("autoscaler")(autoscaler_command)
+app.command("operator")(operator_command)
 
 
 @app.callback()

@@ -1,0 +1,55 @@
+"""`rayscale operator`: reconcile ray.io/v1 RayClusters (kopf + lightkube)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+
+def operator_command(
+    kubeconfig: Path = typer.Option(None, help="kubeconfig (default: in-cluster, $KUBECONFIG)"),
+    namespace: list[str] = typer.Option(None, help="Watch only these namespaces (repeatable)"),
+    shared_pod_network: bool = typer.Option(
+        False, help="Pods share one network namespace (the dev cluster's virtual node): bind Ray "
+        "to the pod IP and avoid fixed ports"),
+    metrics_host: str = typer.Option("127.0.0.1", help="Address of the /metrics endpoint"),
+    metrics_port: int = typer.Option(0, help="Port of the /metrics endpoint (0: any)"),
+    sidecar_kubeconfig: Path = typer.Option(
+        None, help="kubeconfig for autoscaler sidecars (the dev cluster has no service accounts "
+        "mounted into pods)"),
+) -> None:
+    """Run the operator until interrupted."""
+    import kopf
+    from lightkube import Client, KubeConfig
+
+    from rayscale.operator import handlers
+    from rayscale.operator.desired import PodSettings
+    from rayscale.operator.metrics import OperatorMetrics
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if kubeconfig is not None:
+        os.environ["KUBECONFIG"] = str(kubeconfig)
+        client = Client(KubeConfig.from_file(kubeconfig), field_manager="rayscale-operator")
+    else:
+        client = Client(field_manager="rayscale-operator")
+    metrics = OperatorMetrics()
+    port = metrics.serve(metrics_host, metrics_port)
+    logging.info("operator metrics on http://%s:%s/metrics", metrics_host, port)
+    sidecar_env: dict[str, str] = {"RAYSCALE_PYTHON": sys.executable}
+    if sidecar_kubeconfig is not None:
+        sidecar_env["KUBECONFIG"] = str(sidecar_kubeconfig.resolve())
+    handlers.CONTEXT = handlers.OperatorContext(
+        client=client,
+        settings=PodSettings(shared_network=shared_pod_network),
+        metrics=metrics,
+        sidecar_env=sidecar_env,
+    )
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespace,
+        namespaces=namespace or [],
+    )
