@@ -25,6 +25,18 @@ from rayscale.devcluster import DevCluster, binaries
 from rayscale.devcluster.testing import VNodeProcess, start_vnode, wait_for
 from rayscale.vnode.config import Pool, Taint, VNodeConfig
 
+COLD_BUILD_TIMEOUT_S = 3600
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A cold build of the control plane runs inside the first test's setup: allow for it."""
+    if binaries.missing() and binaries.can_build() is None:
+        here = Path(__file__).parent
+        for item in items:
+            if here in Path(str(item.fspath)).parents:
+                item.add_marker(pytest.mark.timeout(COLD_BUILD_TIMEOUT_S))
+
+
 ELASTIC_TAINT = Taint(key="virtual-kubelet.io/provider", value="rayscale", effect="NoSchedule")
 
 

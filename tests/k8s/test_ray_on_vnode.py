@@ -18,8 +18,8 @@ RAY_ENV: list[dict[str, Any]] = [
     {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
     {"name": "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "value": "0"},
 ]
-LIGHT = ["--temp-dir=/tmp/ray", "--include-dashboard=false",
-         "--dashboard-agent-listen-port=0", "--object-store-memory=100000000"]
+LIGHT = ["--temp-dir=/tmp/ray", "--dashboard-agent-listen-port=0",
+         "--object-store-memory=100000000"]
 RAY_CONTAINER: dict[str, Any] = {
     "image": "rayproject/ray:2.60.0",  # ignored by the vnode
     "volumeMounts": [{"name": "ray-logs", "mountPath": "/tmp/ray"}],
@@ -63,7 +63,8 @@ def test_head_and_worker_form_one_ray_cluster(kube: Client, vnode: VNodeProcess,
         env=RAY_ENV, extra_spec=RAY_VOLUMES,
         container={**RAY_CONTAINER, "args": [
             "start", "--head", "--block", "--node-ip-address=$(POD_IP)", f"--port={port}",
-            "--num-cpus=0", f"--ray-client-server-port={free_port()}", *LIGHT]},
+            "--num-cpus=0", f"--ray-client-server-port={free_port()}",
+            "--include-dashboard=false", *LIGHT]},
     )
     worker = pod_body(
         "raycluster-worker-0", namespace, ["ray"], cpu="1", memory="2Gi",

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
+import random
+import uuid
+from pathlib import Path
 from typing import cast
 
 from lightkube import ApiError, Client
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node, Pod, Service
 
-from rayscale.devcluster.testing import VNodeProcess, wait_for
+from rayscale.devcluster import DevCluster
+from rayscale.devcluster.testing import VNodeProcess, start_vnode, wait_for
 from rayscale.local import procs
+from rayscale.vnode.config import Pool, VNodeConfig
 from tests.k8s.helpers import PY, events_for, main_pid, pod_body, pod_log, wait_phase
 
 
@@ -206,3 +212,35 @@ def test_headless_service_names_resolve_in_pods(kube: Client, vnode: VNodeProces
     ip = backend.status.podIP
     assert out.splitlines()[0] == f"{ip} {ip} {ip}", out
     assert "host client" in out
+
+
+def test_fake_run_reports_running_without_processes(kube: Client, dev_cluster: DevCluster,
+                                                   tmp_path: Path, namespace: str) -> None:
+    cfg = VNodeConfig(name=f"fake{uuid.uuid4().hex[:4]}", fake_run=True,
+                      pod_cidr=f"127.{random.randint(251, 254)}.{random.randint(0, 255)}.0/24",
+                      pools=[Pool(name="bench", count=1, capacity={"cpu": "1000",
+                                                                   "memory": "4000Gi"},
+                                  labels={"bench": "yes"})])
+    fake = start_vnode(dev_cluster.kubeconfig, tmp_path / "fake", cfg)
+    try:
+        for i in range(5):
+            kube.create(pod_body(f"bench-{i}", namespace, ["/does/not/exist"],
+                                 node_selector={"bench": "yes"}))
+        for i in range(5):
+            pod = wait_phase(kube, f"bench-{i}", namespace, {"Running"})
+            assert pod.status is not None and pod.status.podIP
+            cs = pod.status.containerStatuses or []
+            assert cs and cs[0].ready and (cs[0].containerID or "").startswith("rayscale://fake/")
+        assert fake.leftover_processes() == []
+        kube.delete(Pod, "bench-0", namespace=namespace)
+
+        def gone() -> bool:
+            return all(p.metadata is None or p.metadata.name != "bench-0"
+                       for p in kube.list(Pod, namespace=namespace))
+
+        wait_for(gone, 20, "fake pod finalized")
+    finally:
+        for i in range(5):
+            with contextlib.suppress(ApiError):
+                kube.delete(Pod, f"bench-{i}", namespace=namespace, grace_period=0)
+        assert fake.stop() == []

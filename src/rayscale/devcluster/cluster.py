@@ -231,6 +231,13 @@ class DevCluster:
                 f"--secure-port={p.apiserver}",
                 ident, f"--tls-private-key-file={pki.serving_key}",
                 f"--client-ca-file={pki.ca_cert}",
+                # front-proxy settings as kubeadm writes them (keeps the aggregation layer
+                # and the components' delegated authentication quiet)
+                f"--requestheader-client-ca-file={pki.ca_cert}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 f"--service-account-key-file={pki.sa_pub}",
                 f"--service-account-signing-key-file={pki.sa_key}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -240,6 +247,9 @@ class DevCluster:
                 f"--cert-dir={d / 'apiserver-certs'}",
                 "--profiling=false",
                 "--enable-priority-and-fairness=false",
+                # the `kubernetes` Service's Endpoints would be 127.0.0.1, which validation
+                # rejects; in-pod clients get KUBERNETES_SERVICE_HOST from the vnode instead
+                "--endpoint-reconciler-type=none",
                 "--event-ttl=1h",
                 "--v=1",
             ]
