@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -45,8 +46,11 @@ class Event:
 class EventLog:
     """Events in memory (the recent ones) and appended to a file (all of them)."""
 
-    def __init__(self, path: Path | None, keep: int = 200) -> None:
+    def __init__(
+        self, path: Path | None, keep: int = 200, echo: Callable[[Event], None] | None = None
+    ) -> None:
         self.path = path
+        self.echo = echo
         self.recent: deque[Event] = deque(maxlen=keep)
         if path is not None and path.exists():
             for entry in read_events(path, keep):
@@ -54,6 +58,8 @@ class EventLog:
 
     def add(self, event: Event) -> Event:
         self.recent.append(event)
+        if self.echo is not None:
+            self.echo(event)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a") as out:

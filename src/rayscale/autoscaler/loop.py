@@ -82,6 +82,7 @@ class Autoscaler:
         options: LoopOptions | None = None,
         memory_probe: Callable[[list[str]], dict[str, float]] | None = None,
         on_status: Callable[[dict[str, Any]], None] | None = None,
+        refresh_spec: Callable[[], ClusterSpec] | None = None,
     ) -> None:
         self.spec = spec
         self.provider = provider
@@ -92,6 +93,7 @@ class Autoscaler:
         self.options = options or LoopOptions()
         self.memory_probe = memory_probe
         self.on_status = on_status
+        self.refresh_spec = refresh_spec  # Kubernetes: the CR may change at any time
         self.state = LoopState()
         self._stops = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rayscale-stop")
         self._stop = threading.Event()
@@ -129,6 +131,8 @@ class Autoscaler:
     # ------------------------------------------------------------------ a round
 
     def tick(self) -> Plan:
+        if self.refresh_spec is not None:
+            self.spec = self.refresh_spec()
         observation = self.observer.observe()
         provider_nodes = self.provider.nodes()
         self._settle_dead(provider_nodes, observation)

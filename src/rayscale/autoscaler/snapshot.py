@@ -65,15 +65,20 @@ def join(
     """One NodeView per live node; provider nodes that died are left to the caller."""
     memory = memory or {}
     ray_by_id: dict[str, RayNode] = {}
-    others: list[RayNode] = []
+    unlabelled: dict[str, RayNode] = {}
     for ray_node in observation.alive():
         node_id = ray_node.labels.get(NODE_LABEL)
         if node_id:
             ray_by_id[node_id] = ray_node
         else:
-            others.append(ray_node)
+            unlabelled[ray_node.ip] = ray_node
+    # Pods created by another operator (KubeRay) carry no rayscale label: their
+    # Ray node is the one at the pod's IP.
+    for p in provider_nodes:
+        if p.id not in ray_by_id and p.ip and p.ip != head_ip and p.ip in unlabelled:
+            ray_by_id[p.id] = unlabelled.pop(p.ip)
     views: list[NodeView] = []
-    for ray_node in others:
+    for ray_node in unlabelled.values():
         group = HEAD_GROUP if ray_node.ip == head_ip else EXTERNAL_GROUP
         views.append(_from_ray(ray_node.node_id, group, "running", ray_node, None, memory))
     known = set()

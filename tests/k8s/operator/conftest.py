@@ -1,0 +1,93 @@
+"""Operator fixtures: the RayCluster CRD installed, the operator running, namespaces cleaned."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from lightkube import ApiError, Client, codecs
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+from lightkube.resources.core_v1 import Pod
+
+from rayscale.devcluster import DevCluster
+from rayscale.devcluster.testing import wait_for
+from rayscale.local import procs
+
+ROOT = Path(__file__).parent.parent.parent.parent
+CRD = ROOT / "deploy" / "crds" / "ray.io_rayclusters.yaml"
+RayCluster = create_namespaced_resource("ray.io", "v1", "RayCluster", "rayclusters")
+
+
+@pytest.fixture(scope="session")
+def crd(kube: Client) -> None:
+    obj = codecs.from_dict(yaml.safe_load(CRD.read_text()))
+    try:
+        kube.create(obj)  # type: ignore[arg-type]
+    except ApiError as exc:
+        if exc.status.code != 409:
+            raise
+    wait_for(lambda: _established(kube), 30, "the RayCluster CRD to be established")
+
+
+def _established(kube: Client) -> bool:
+    crd = kube.get(CustomResourceDefinition, "rayclusters.ray.io")
+    conditions = (crd.status.conditions if crd.status else None) or []
+    return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+
+@pytest.fixture(scope="session")
+def operator(dev_cluster: DevCluster, crd: None, vnode: Any,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    env = {**os.environ, procs.MARKER: "rayscale-test-operator"}
+    proc = procs.spawn(
+        [sys.executable, "-m", "rayscale.cli.main", "operator",
+         "--kubeconfig", str(dev_cluster.kubeconfig), "--shared-pod-network",
+         "--sidecar-kubeconfig", str(dev_cluster.kubeconfig)],
+        env, log,
+    )
+    try:
+        yield proc
+    finally:
+        procs.stop_group(proc.pid, grace_s=10)
+        proc.wait(timeout=10)
+        if proc.returncode not in (0, -15, 143):
+            print(log.read_text()[-5000:])
+
+
+@pytest.fixture
+def ns(kube: Client, namespace: str) -> Iterator[str]:
+    """A test namespace whose RayClusters are deleted (and their pods collected) first."""
+    yield namespace
+    for obj in kube.list(RayCluster, namespace=namespace):
+        kube.delete(RayCluster, obj["metadata"]["name"], namespace=namespace)
+    wait_for(lambda: not list(kube.list(Pod, namespace=namespace,
+                                        labels={"ray.io/is-ray-node": "yes"})), 90,
+             "Ray pods collected after their RayClusters were deleted")
+
+
+def manifest(name: str, replicas: int = 1, autoscaling: bool = False) -> dict[str, Any]:
+    doc = yaml.safe_load((ROOT / "examples" / "seeds-autoscaler.yaml").read_text())
+    doc["metadata"]["name"] = name
+    doc["spec"]["enableInTreeAutoscaling"] = autoscaling
+    group = doc["spec"]["workerGroupSpecs"][0]
+    group["replicas"] = replicas
+    return dict(doc)
+
+
+def pods(kube: Client, ns: str, name: str, node_type: str) -> list[Pod]:
+    return [p for p in kube.list(Pod, namespace=ns,
+                                 labels={"ray.io/cluster": name, "ray.io/node-type": node_type})
+            if p.metadata and not p.metadata.deletionTimestamp]
+
+
+def running(kube: Client, ns: str, name: str, node_type: str) -> int:
+    return sum(1 for p in pods(kube, ns, name, node_type)
+               if p.status is not None and p.status.phase == "Running")
