@@ -244,3 +244,16 @@ def test_fake_run_reports_running_without_processes(kube: Client, dev_cluster: D
             with contextlib.suppress(ApiError):
                 kube.delete(Pod, f"bench-{i}", namespace=namespace, grace_period=0)
         assert fake.stop() == []
+
+
+def test_login_shell_finds_the_venv_ray(kube: Client, vnode: VNodeProcess,
+                                        namespace: str) -> None:
+    """KubeRay runs `/bin/bash -lc -- "ulimit ...; ray start ..."`: ray must stay on PATH."""
+    kube.create(pod_body("login", namespace, ["/bin/bash", "-lc", "--"],
+                         container={"args": ["ulimit -n 65536; command -v ray; echo home=$HOME"]}))
+    pod = wait_phase(kube, "login", namespace, {"Succeeded", "Failed"})
+    out = pod_log(vnode, pod)
+    assert pod.status is not None and pod.status.phase == "Succeeded", out
+    # (ulimit may be refused here; as in KubeRay's command, that is not fatal)
+    assert f"{PY.rsplit('/', 1)[0]}/ray" in out.splitlines(), out
+    assert "home=/" in out and "/home" in out

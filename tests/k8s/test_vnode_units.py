@@ -59,3 +59,39 @@ def test_hosts_file_names() -> None:
 def test_var_expansion() -> None:
     env = {"A": "1", "B": "x"}
     assert expand("$(A)-$(B)-$(C)-$$(A)", env) == "1-x-$(C)-$(A)"
+
+
+def test_service_table_selects_ready_pods() -> None:
+    from typing import Any, cast
+
+    from lightkube.resources.core_v1 import Pod, Service
+
+    from rayscale.vnode.hosts import ServiceTable
+
+    def pod(name: str, ip: str, ready: bool, labels: dict[str, str], **spec: Any) -> Pod:
+        return cast(Pod, Pod.from_dict({
+            "metadata": {"name": name, "namespace": "ns", "uid": name, "labels": labels},
+            "spec": {"containers": [{"name": "c"}], **spec},
+            "status": {"podIP": ip, "conditions": [
+                {"type": "Ready", "status": "True" if ready else "False"}]},
+        }))
+
+    def svc(name: str, publish: bool = False) -> Service:
+        return cast(Service, Service.from_dict({
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"selector": {"app": "a"}, "publishNotReadyAddresses": publish},
+        }))
+
+    table = ServiceTable()
+    assert table.update_service("ADDED", svc("s"))
+    assert table.update_service("ADDED", svc("all", publish=True))
+    assert table.update_pod("ADDED", pod("p1", "127.9.0.2", True, {"app": "a"},
+                                         hostname="h1", subdomain="s"))
+    assert table.update_pod("ADDED", pod("p2", "127.9.0.3", False, {"app": "a"}))
+    assert table.update_pod("ADDED", pod("p3", "127.9.0.4", True, {"app": "b"}))
+    assert not table.update_pod("MODIFIED", pod("p3", "127.9.0.4", True, {"app": "b"}))
+    got = table.services()
+    assert got[("ns", "s")] == [Endpoint("127.9.0.2", "h1")]
+    assert [e.ip for e in got[("ns", "all")]] == ["127.9.0.2", "127.9.0.3"]
+    assert table.update_pod("DELETED", pod("p1", "127.9.0.2", True, {"app": "a"}))
+    assert ("ns", "s") not in table.services()

@@ -42,6 +42,17 @@ ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 _NO_PROXY = urllib.request.ProxyHandler({})  # loopback only: never via a proxy
 
 
+_PORT_KEYS = {"etcd": ("etcd_client", "etcd_peer"), "kube-apiserver": ("apiserver",),
+              "kube-controller-manager": ("controller_manager",),
+              "kube-scheduler": ("scheduler",)}
+
+
+class PortInUse(RuntimeError):
+    def __init__(self, comp: str, message: str) -> None:
+        super().__init__(message)
+        self.comp = comp
+
+
 class Ports(BaseModel):
     etcd_client: int
     etcd_peer: int
@@ -157,35 +168,61 @@ class DevCluster:
             raise RuntimeError(f"missing control-plane binaries in {bins}: {missing}")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
-        pki = ensure_pki(self.pki.dir, SERVICE_IP)
+        ensure_pki(self.pki.dir, SERVICE_IP)
         state = self._state_with_ports()
-        server = f"https://127.0.0.1:{state.ports.apiserver}"
-        write_kubeconfig(self.kubeconfig, pki, server, "admin", self.name)
-        for who in ("kube-scheduler", "kube-controller-manager"):
-            write_kubeconfig(self.state_dir / f"{who}.kubeconfig", pki, server, who, self.name)
-
+        self._write_kubeconfigs(state)
         alive = self.running()
         deadline = t0 + timeout_s
         try:
-            if not alive["etcd"]:
-                self._spawn(state, "etcd", bins)
-            self._wait(lambda: self._etcd_healthy(state), deadline, "etcd", state)
-            if not alive["kube-apiserver"]:
-                self._spawn(state, "kube-apiserver", bins)
-            self._wait(lambda: self._apiserver_ready(state), deadline, "kube-apiserver", state)
-            for comp in ("kube-controller-manager", "kube-scheduler"):
-                if not alive[comp]:
-                    self._spawn(state, comp, bins)
-            port_of = {"kube-controller-manager": state.ports.controller_manager,
-                       "kube-scheduler": state.ports.scheduler}
-            for comp, port in port_of.items():
-                self._wait(functools.partial(self._healthz, port), deadline, comp, state)
+            self._bring_up(["etcd"], state, bins, deadline, alive)
+            self._bring_up(["kube-apiserver"], state, bins, deadline, alive)
+            self._bring_up(["kube-controller-manager", "kube-scheduler"], state, bins, deadline,
+                           alive)
         except BaseException:
             self.stop()
             raise
         state.started_at = time.time()
         self._save(state)
         return time.monotonic() - t0
+
+    def _write_kubeconfigs(self, state: State) -> None:
+        server = f"https://127.0.0.1:{state.ports.apiserver}"
+        write_kubeconfig(self.kubeconfig, self.pki, server, "admin", self.name)
+        for who in ("kube-scheduler", "kube-controller-manager"):
+            write_kubeconfig(self.state_dir / f"{who}.kubeconfig", self.pki, server, who,
+                             self.name)
+
+    def _probe(self, comp: str, state: State) -> Callable[[], bool]:
+        if comp == "etcd":
+            return functools.partial(self._etcd_healthy, state)
+        if comp == "kube-apiserver":
+            return functools.partial(self._apiserver_ready, state)
+        port = (state.ports.controller_manager if comp == "kube-controller-manager"
+                else state.ports.scheduler)
+        return functools.partial(self._healthz, port)
+
+    def _bring_up(self, comps: list[str], state: State, bins: Path, deadline: float,
+                  alive: dict[str, bool]) -> None:
+        """Spawn what is not running, wait until healthy; a port someone took between
+        picking and binding (free ports are picked, then bound) is re-picked, twice."""
+        for attempt in range(3):
+            for comp in comps:
+                if not alive[comp]:
+                    self._spawn(state, comp, bins)
+                    alive[comp] = True
+            try:
+                for comp in comps:
+                    self._wait(self._probe(comp, state), deadline, comp, state)
+                return
+            except PortInUse as e:
+                if attempt == 2:
+                    raise
+                alive[e.comp] = False
+                for key in _PORT_KEYS[e.comp]:
+                    setattr(state.ports, key, free_port())
+                self._save(state)
+                if e.comp == "kube-apiserver":
+                    self._write_kubeconfigs(state)
 
     def _state_with_ports(self) -> State:
         state = self.load_state()
@@ -299,8 +336,11 @@ class DevCluster:
                 return
             proc = state.procs.get(comp)
             if proc is None or not procs.is_alive(proc.pid, proc.identity):
-                raise RuntimeError(f"{comp} exited during start; see {self.logs / (comp + '.log')}"
-                                   f"\n{_tail(self.logs / (comp + '.log'))}")
+                tail = _tail(self.logs / (comp + ".log"))
+                message = f"{comp} exited during start; see {self.logs / (comp + '.log')}\n{tail}"
+                if "address already in use" in tail:
+                    raise PortInUse(comp, message)
+                raise RuntimeError(message)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{comp} not healthy in time; see {self.logs}")
             time.sleep(0.2)

@@ -12,7 +12,9 @@ Isolation is just enough to look like a pod:
 
 * ``unshare --mount --uts``: a private mount namespace where the pod's own
   hosts file and resolv.conf are bind-mounted over ``/etc/hosts`` and
-  ``/etc/resolv.conf`` (see :mod:`rayscale.vnode.hosts`), ``emptyDir`` and
+  ``/etc/resolv.conf`` (see :mod:`rayscale.vnode.hosts`), an ``/etc/profile``
+  that puts the venv's bin back first for login shells (``bash -lc``), with
+  ``HOME`` a directory of the pod's own (so no host ``~/.profile``), ``emptyDir`` and
   ``hostPath`` volumes are bind-mounted at their mount paths, and the
   hostname is the pod's.
 * A session of its own (process group = the container's PID) and an
@@ -61,8 +63,9 @@ _SETUP = r"""
 set -e
 mount --bind "$1" /etc/hosts
 mount --bind "$2" /etc/resolv.conf
-hostname "$3"
-workdir="$4"; n="$5"; shift 5
+if [ -n "$3" ] && [ -e /etc/profile ]; then mount --bind "$3" /etc/profile; fi
+hostname "$4"
+workdir="$5"; n="$6"; shift 6
 while [ "$n" -gt 0 ]; do
   mkdir -p "$2"; mount --bind "$1" "$2"; shift 2; n=$((n - 1))
 done
@@ -302,6 +305,9 @@ class PodRun:
         self.init = [ContainerRun(c, init=True) for c in spec.initContainers or []]
         self.main = [ContainerRun(c, init=False) for c in spec.containers]
         self.directory.mkdir(parents=True, exist_ok=True)
+        if self.tools is not None:
+            self.home.mkdir(exist_ok=True)
+            self._write_profile()
         if self.tools is None:
             stamp = now_rfc3339()
             for c in self.init:
@@ -335,6 +341,26 @@ class PodRun:
     @property
     def resolv_file(self) -> Path:
         return self.directory / "resolv.conf"
+
+    @property
+    def profile_file(self) -> Path:
+        return self.directory / "profile"
+
+    @property
+    def home(self) -> Path:
+        return self.directory / "home"
+
+    def _write_profile(self) -> None:
+        """/etc/profile for login shells (`bash -lc`, as KubeRay's pods use): the host's,
+        then the venv's bin first again, since the host's resets PATH."""
+        try:
+            host = Path("/etc/profile").read_text()
+        except OSError:
+            host = ""
+        self.profile_file.write_text(
+            host + "\n# rayscale vnode: the pod image's PATH (this venv first)\n"
+            f'PATH="{venv_bin()}:$PATH"\nexport PATH\n'
+        )
 
     @property
     def restart_policy(self) -> str:
@@ -395,7 +421,7 @@ class PodRun:
         assert self.tools is not None
         base = {
             "PATH": base_path(),
-            "HOME": os.environ.get("HOME", "/root"),
+            "HOME": str(self.home),  # the pod's own, as a container's is in its image
             "HOSTNAME": self.name,
             "LANG": "C.UTF-8",
             **self.extra_env,
@@ -419,7 +445,7 @@ class PodRun:
         workdir = c.spec.workingDir or str(self.directory)
         setup = [self.tools.unshare, "--mount", "--uts", "--propagation", "private", "--",
                  self.tools.sh, "-c", _SETUP, "sh", str(self.hosts_file), str(self.resolv_file),
-                 self.name[:63], workdir, str(len(mounts))]
+                 str(self.profile_file), self.name[:63], workdir, str(len(mounts))]
         for src, dst in mounts:
             setup += [src, dst]
         log = self.directory / f"{c.name}.log"
