@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -42,24 +43,45 @@ def _established(kube: Client) -> bool:
     return any(c.type == "Established" and c.status == "True" for c in conditions)
 
 
+class OperatorProcess:
+    """The operator under test, as a process the tests may kill and start again."""
+
+    def __init__(self, kubeconfig: Path, log: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, procs.MARKER: "rayscale-test-operator"}
+        self.proc = procs.spawn(
+            [sys.executable, "-m", "rayscale.cli.main", "operator",
+             "--kubeconfig", str(self.kubeconfig), "--shared-pod-network",
+             "--sidecar-kubeconfig", str(self.kubeconfig)],
+            env, self.log,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL, the way a crash or an OOM kill ends it."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            procs.stop_group(self.proc.pid, grace_s=10)
+            self.proc.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def operator(dev_cluster: DevCluster, crd: None, vnode: Any,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    env = {**os.environ, procs.MARKER: "rayscale-test-operator"}
-    proc = procs.spawn(
-        [sys.executable, "-m", "rayscale.cli.main", "operator",
-         "--kubeconfig", str(dev_cluster.kubeconfig), "--shared-pod-network",
-         "--sidecar-kubeconfig", str(dev_cluster.kubeconfig)],
-        env, log,
-    )
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    handle = OperatorProcess(dev_cluster.kubeconfig,
+                             tmp_path_factory.mktemp("operator") / "operator.log")
+    handle.start()
     try:
-        yield proc
+        yield handle
     finally:
-        procs.stop_group(proc.pid, grace_s=10)
-        proc.wait(timeout=10)
-        if proc.returncode not in (0, -15, 143):
-            print(log.read_text()[-5000:])
+        handle.stop()
 
 
 @pytest.fixture
