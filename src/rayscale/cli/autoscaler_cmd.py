@@ -13,15 +13,13 @@ import signal
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
-from rayscale.autoscaler.events import Event, EventLog
-from rayscale.autoscaler.loop import Autoscaler, LoopOptions
-from rayscale.autoscaler.metrics import AutoscalerMetrics
-from rayscale.observe.memory import DashboardMemoryProbe
-from rayscale.observe.ray_state import RayObserver
+if TYPE_CHECKING:
+    from rayscale.autoscaler.loop import Autoscaler, LoopOptions
+    from rayscale.observe.ray_state import RayObserver
 
 log = logging.getLogger("rayscale.autoscaler")
 T = TypeVar("T")
@@ -46,6 +44,8 @@ def autoscaler_command(
     ),
 ) -> None:
     """Run the autoscaler loop until SIGTERM."""
+    from rayscale.autoscaler.loop import LoopOptions
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     options = LoopOptions(
         tick_s=tick,
@@ -67,7 +67,12 @@ def autoscaler_command(
 
 
 def _local_loop(cluster: str, options: LoopOptions) -> Autoscaler:
+    from rayscale.autoscaler.events import EventLog
+    from rayscale.autoscaler.loop import Autoscaler
+    from rayscale.autoscaler.metrics import AutoscalerMetrics
     from rayscale.local.store import ClusterDir
+    from rayscale.observe.memory import DashboardMemoryProbe
+    from rayscale.observe.ray_state import RayObserver
     from rayscale.providers.local import LocalProvider
     from rayscale.spec import load_cluster_spec
 
@@ -103,6 +108,9 @@ def _kubernetes_loop(
 ) -> Autoscaler:
     from lightkube import Client
 
+    from rayscale.autoscaler.events import Event, EventLog
+    from rayscale.autoscaler.loop import Autoscaler
+    from rayscale.autoscaler.metrics import AutoscalerMetrics
     from rayscale.providers.kuberay import KubeRayProvider
 
     provider = KubeRayProvider(Client(field_manager="rayscale-autoscaler"), cluster, namespace)
@@ -118,6 +126,8 @@ def _kubernetes_loop(
     def echo(event: Event) -> None:
         log.info("%s %s", event.kind, event.message)
 
+    from rayscale.observe.memory import DashboardMemoryProbe
+
     return Autoscaler(
         spec,
         provider,
@@ -132,6 +142,8 @@ def _kubernetes_loop(
 
 
 def _ready_observer(address: str) -> RayObserver:
+    from rayscale.observe.ray_state import RayObserver
+
     observer = RayObserver(address)
     observer.observe()
     return observer

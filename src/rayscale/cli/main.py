@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from rayscale.cli.autoscaler_cmd import autoscaler_command
+from rayscale.cli.dev_cmds import dev_cluster_app, vnode_command
 from rayscale.cli.local_cmds import (
     down_command,
     resume_command,
@@ -30,6 +31,8 @@ app.command("submit", context_settings={"allow_interspersed_args": False})(submi
 app.command("plan")(plan_command)
 app.command("autoscaler")(autoscaler_command)
 app.command("operator")(operator_command)
+app.add_typer(dev_cluster_app, name="dev-cluster")
+app.command("vnode")(vnode_command)
 
 
 @app.callback()
