@@ -3,14 +3,15 @@
 # kube-apiserver, kube-controller-manager, kube-scheduler (k8s.io/kubernetes)
 # and etcd (go.etcd.io/etcd/server/v3), from the wrapper module in k8s/.
 #
-# Output: $RAYSCALE_K8S_CACHE/bin (default <repo>/.cache/k8s/bin, git-ignored).
+# Output: $RAYSCALE_K8S_CACHE/bin (default ~/.cache/rayscale/k8s/bin: outside the
+# work tree, so a fresh clone on the same machine, such as CI's, reuses it).
 # Idempotent: a stamp file keyed on the pinned versions, k8s/go.mod, k8s/go.sum
 # and the Go version makes a second run a no-op. Concurrent runs serialise on a
 # lock file. A cold build takes tens of minutes on 2 cores; it runs under
 # `nice -n 10` so other work keeps its CPU share.
 #
 # Environment:
-#   RAYSCALE_K8S_CACHE  cache root (default <repo>/.cache/k8s)
+#   RAYSCALE_K8S_CACHE  cache root (default ${XDG_CACHE_HOME:-~/.cache}/rayscale/k8s)
 #   GO                  go binary (default: `go` on PATH, else /usr/local/go/bin/go)
 #   GOMODCACHE/GOCACHE  honoured when set; otherwise kept under the cache root
 #   FORCE=1             rebuild even if the stamp matches
@@ -23,7 +24,7 @@ ETCD_VERSION="v3.6.4"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MODDIR="$ROOT/k8s"
-CACHE="${RAYSCALE_K8S_CACHE:-$ROOT/.cache/k8s}"
+CACHE="${RAYSCALE_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rayscale/k8s}"
 BIN="$CACHE/bin"
 STAMP="$BIN/.stamp"
 BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler)

@@ -1,7 +1,9 @@
 """Where the control-plane binaries live, and building them when they are missing.
 
 They are built from source by ``scripts/build-k8s.sh`` (through the Go module
-proxy) into ``<repo>/.cache/k8s/bin``; ``RAYSCALE_K8S_BIN`` points elsewhere.
+proxy) into ``~/.cache/rayscale/k8s/bin`` (outside the work tree, so every clone on
+a machine shares one build); ``RAYSCALE_K8S_CACHE`` moves the cache root and
+``RAYSCALE_K8S_BIN`` points at binaries elsewhere.
 """
 
 from __future__ import annotations
@@ -21,8 +23,16 @@ def bin_dir() -> Path:
     env = os.environ.get("RAYSCALE_K8S_BIN")
     if env:
         return Path(env)
-    cache = os.environ.get("RAYSCALE_K8S_CACHE")
-    return Path(cache) / "bin" if cache else REPO_ROOT / ".cache" / "k8s" / "bin"
+    return cache_root() / "bin"
+
+
+def cache_root() -> Path:
+    """The same default as scripts/build-k8s.sh."""
+    explicit = os.environ.get("RAYSCALE_K8S_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rayscale" / "k8s"
 
 
 def missing(directory: Path | None = None) -> list[str]:

@@ -139,8 +139,11 @@ def _pod(
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
-    if not any(e.get("name") == "RAY_AUTH_MODE" for e in env):
-        env.append({"name": "RAY_AUTH_MODE", "value": "disabled"})
+    # Defaults a user's template may override: no token auth inside the cluster
+    # network (as KubeRay before authOptions) and no usage reports leaving it.
+    for name, value in (("RAY_AUTH_MODE", "disabled"), ("RAY_USAGE_STATS_ENABLED", "0")):
+        if not any(e.get("name") == name for e in env):
+            env.append({"name": name, "value": value})
     ray["env"] = env
     if ports is not None and not ray.get("ports"):
         ray["ports"] = [{"name": n, "containerPort": p} for n, p in ports.items()]
