@@ -61,6 +61,8 @@ def worker_labels(spec: ClusterSpec, group: str) -> dict[str, str]:
 
 def head_pod(spec: ClusterSpec, settings: PodSettings) -> dict[str, Any]:
     overrides = {"dashboard-host": "$(POD_IP)"} if settings.shared_network else {}
+    # rayscale's sidecar is the autoscaler: Ray's built-in monitor is not started
+    overrides["no-monitor"] = "true"
     start = RayStart(
         node_ip="$(POD_IP)",
         resources=spec.head.resources,
