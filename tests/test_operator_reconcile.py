@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from rayscale.operator.desired import PodSettings, head_service, worker_pod
+from rayscale.operator.desired import PodSettings, gcs_port, head_service, worker_pod
 from rayscale.operator.reconcile import ObservedPod, reconcile
 from rayscale.spec import ClusterSpec, parse_cluster_spec
 
@@ -42,8 +42,11 @@ def test_worker_pod_runs_ray_start_as_an_argument_list() -> None:
     s = spec()
     pod = worker_pod(s, s.worker_groups[0], SETTINGS)
     argv = pod["spec"]["containers"][0]["command"]
+    port = gcs_port(s, SETTINGS)  # per cluster on a shared pod network
     assert argv[:3] == ["ray", "start",
-                        "--address=raycluster-autoscaler-head-svc.default.svc.cluster.local:6379"]
+                        f"--address=raycluster-autoscaler-head-svc.default.svc.cluster.local:{port}"]
+    plain = worker_pod(s, s.worker_groups[0], PodSettings())["spec"]["containers"][0]["command"]
+    assert plain[2].endswith(":6379")
     assert "--node-ip-address=$(POD_IP)" in argv and "--num-cpus=1" in argv
     assert "--memory=1073741824" in argv and argv[-1] == "--block"
     assert "--labels=rayscale.io/group=small-group,rayscale.io/node=$(POD_NAME)" in argv
@@ -55,9 +58,11 @@ def test_worker_pod_runs_ray_start_as_an_argument_list() -> None:
 
 
 def test_head_service_is_headless_with_the_head_ports() -> None:
-    svc = head_service(spec())
+    svc = head_service(spec(), PodSettings())
     assert svc["spec"]["clusterIP"] == "None"
     assert {p["port"] for p in svc["spec"]["ports"]} == {6379, 8265, 10001}
+    shared = {p["name"]: p["port"] for p in head_service(spec(), SETTINGS)["spec"]["ports"]}
+    assert shared["gcs-server"] != 6379 and shared["client"] == shared["gcs-server"] + 1
 
 
 def test_new_cluster_creates_head_and_min_replicas() -> None:

@@ -9,6 +9,7 @@ the spec's one derivation, so Ray, the planner and the pod agree.
 from __future__ import annotations
 
 import copy
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ MANAGED_BY = "app.kubernetes.io/created-by"
 DEFAULT_HEAD_PORTS = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "metrics": 8080,
                       "serve": 8000}
 GCS_PORT = 6379
+SHARED_PORT_BASE = 20000  # shared-network mode: per-cluster ports from here (even, +1)
+SHARED_PORT_PAIRS = 5000
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,32 @@ def head_service_name(cluster: str) -> str:
     return f"{cluster}-head-svc"
 
 
-def head_address(spec: ClusterSpec) -> str:
-    return f"{head_service_name(spec.name)}.{spec.namespace}.svc.cluster.local:{GCS_PORT}"
+def head_ports(spec: ClusterSpec, settings: PodSettings) -> dict[str, int]:
+    """The head's named ports: the container's own, else KubeRay's defaults.
+
+    With a shared pod network, Ray's GCS and client server listen on every
+    address, so two clusters' heads would collide on 6379 / 10001: each
+    cluster gets its own pair, derived from its uid (stable across restarts).
+    """
+    containers = spec.head.template.get("spec", {}).get("containers") or []
+    declared = containers[0].get("ports") or [] if containers else []
+    ports = {p["name"]: int(p["containerPort"]) for p in declared
+             if p.get("name") and p.get("containerPort")} or dict(DEFAULT_HEAD_PORTS)
+    if settings.shared_network:
+        uid = str(spec.raw.get("metadata", {}).get("uid") or spec.namespace + "/" + spec.name)
+        pair = int(hashlib.sha256(uid.encode()).hexdigest(), 16) % SHARED_PORT_PAIRS
+        ports["gcs-server"] = SHARED_PORT_BASE + 2 * pair
+        ports["client"] = SHARED_PORT_BASE + 2 * pair + 1
+    return ports
+
+
+def gcs_port(spec: ClusterSpec, settings: PodSettings) -> int:
+    return head_ports(spec, settings).get("gcs-server", GCS_PORT)
+
+
+def head_address(spec: ClusterSpec, settings: PodSettings) -> str:
+    service = f"{head_service_name(spec.name)}.{spec.namespace}.svc.cluster.local"
+    return f"{service}:{gcs_port(spec, settings)}"
 
 
 def cluster_labels(spec: ClusterSpec) -> dict[str, str]:
@@ -60,26 +87,28 @@ def worker_labels(spec: ClusterSpec, group: str) -> dict[str, str]:
 
 
 def head_pod(spec: ClusterSpec, settings: PodSettings) -> dict[str, Any]:
-    overrides = {"dashboard-host": "$(POD_IP)"} if settings.shared_network else {}
+    ports = head_ports(spec, settings)
+    overrides = {"dashboard-host": "$(POD_IP)",
+                 "ray-client-server-port": str(ports["client"])} if settings.shared_network else {}
     # rayscale's sidecar is the autoscaler: Ray's built-in monitor is not started
     overrides["no-monitor"] = "true"
     start = RayStart(
         node_ip="$(POD_IP)",
         resources=spec.head.resources,
-        gcs_port=GCS_PORT,
+        gcs_port=ports.get("gcs-server", GCS_PORT),
         labels={GROUP_LABEL: HEAD_GROUP},
         overrides={**overrides, **_shared_network_ports(settings)},
     )
     argv = ray_start_argv(settings.ray_executable, spec.head.ray_start_params, start)
     return _pod(spec.head.template, f"{spec.name}-head-", head_labels(spec), argv,
-                ports=_head_ports(spec), restart="Always")
+                ports=ports, restart="Always")
 
 
 def worker_pod(spec: ClusterSpec, group: WorkerGroupSpec, settings: PodSettings) -> dict[str, Any]:
     start = RayStart(
         node_ip="$(POD_IP)",
         resources=group.resources,
-        address=head_address(spec),
+        address=head_address(spec, settings),
         labels={GROUP_LABEL: group.name, NODE_LABEL: "$(POD_NAME)"},
         overrides=_shared_network_ports(settings),
     )
@@ -90,9 +119,9 @@ def worker_pod(spec: ClusterSpec, group: WorkerGroupSpec, settings: PodSettings)
                 worker_labels(spec, group.name), argv, ports=None, restart="Never")
 
 
-def head_service(spec: ClusterSpec) -> dict[str, Any]:
+def head_service(spec: ClusterSpec, settings: PodSettings) -> dict[str, Any]:
     ports = [{"name": name, "port": port, "targetPort": port, "protocol": "TCP"}
-             for name, port in _head_ports(spec).items()]
+             for name, port in head_ports(spec, settings).items()]
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -112,12 +141,6 @@ def _shared_network_ports(settings: PodSettings) -> dict[str, str]:
     return {"dashboard-agent-listen-port": "0"} if settings.shared_network else {}
 
 
-def _head_ports(spec: ClusterSpec) -> dict[str, int]:
-    """The head container's named ports, or KubeRay's defaults when it names none."""
-    containers = spec.head.template.get("spec", {}).get("containers", [])
-    named = {p["name"]: int(p["containerPort"]) for p in (containers[0].get("ports") or [])
-             if containers and p.get("name") and p.get("containerPort")} if containers else {}
-    return named or dict(DEFAULT_HEAD_PORTS)
 
 
 def _pod(

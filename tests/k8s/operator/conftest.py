@@ -20,6 +20,7 @@ from lightkube.resources.core_v1 import Pod
 from rayscale.devcluster import DevCluster
 from rayscale.devcluster.testing import wait_for
 from rayscale.local import procs
+from rayscale.local.store import free_port
 
 ROOT = Path(__file__).parent.parent.parent.parent
 CRD = ROOT / "deploy" / "crds" / "ray.io_rayclusters.yaml"
@@ -50,13 +51,19 @@ class OperatorProcess:
         self.kubeconfig = kubeconfig
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
+        self.metrics_port = free_port("127.0.0.1")
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def start(self) -> None:
         env = {**os.environ, procs.MARKER: "rayscale-test-operator"}
         self.proc = procs.spawn(
             [sys.executable, "-m", "rayscale.cli.main", "operator",
              "--kubeconfig", str(self.kubeconfig), "--shared-pod-network",
-             "--sidecar-kubeconfig", str(self.kubeconfig)],
+             "--sidecar-kubeconfig", str(self.kubeconfig),
+             "--metrics-port", str(self.metrics_port)],
             env, self.log,
         )
 
@@ -113,3 +120,12 @@ def pods(kube: Client, ns: str, name: str, node_type: str) -> list[Pod]:
 def running(kube: Client, ns: str, name: str, node_type: str) -> int:
     return sum(1 for p in pods(kube, ns, name, node_type)
                if p.status is not None and p.status.phase == "Running")
+
+
+def gcs_address(kube: Client, ns: str, name: str, pod_ip: str) -> str:
+    """The head's GCS address; the port is per cluster on the shared dev network."""
+    def port() -> str | None:
+        status = kube.get(RayCluster, name, namespace=ns).get("status") or {}
+        return (status.get("endpoints") or {}).get("gcs-server")
+
+    return f"{pod_ip}:{wait_for(port, 60, 'the gcs-server endpoint in status')}"

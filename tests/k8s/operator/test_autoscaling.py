@@ -16,7 +16,7 @@ from lightkube import Client
 from lightkube.resources.core_v1 import Pod
 
 from rayscale.devcluster.testing import wait_for
-from tests.k8s.operator.conftest import RayCluster, manifest
+from tests.k8s.operator.conftest import RayCluster, gcs_address, manifest
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +62,7 @@ def test_seeds_scenario_overflows_to_elastic_and_scales_back_through_workers_to_
         if p.status and p.status.phase == "Running" and p.status.podIP), None), 120, "head pod")
     assert head.status is not None and head.spec is not None
     assert [c.name for c in head.spec.containers] == ["ray-head", "autoscaler"]
-    address = f"{head.status.podIP}:6379"
+    address = gcs_address(kube, ns, "seeds", head.status.podIP)
 
     peaks: Counter[str] = Counter()
     seen_running: Counter[str] = Counter()

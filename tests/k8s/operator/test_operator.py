@@ -11,7 +11,7 @@ from lightkube.resources.core_v1 import Pod, Service
 from lightkube.types import PatchType
 
 from rayscale.devcluster.testing import wait_for
-from tests.k8s.operator.conftest import RayCluster, manifest, pods, running
+from tests.k8s.operator.conftest import RayCluster, gcs_address, manifest, pods, running
 
 
 def test_kuberay_manifest_becomes_a_working_ray_cluster(
@@ -25,7 +25,7 @@ def test_kuberay_manifest_becomes_a_working_ray_cluster(
     assert svc.spec is not None and svc.spec.clusterIP == "None"
     head = pods(kube, ns, "applied", "head")[0]
     assert head.status is not None and head.status.podIP
-    gcs = f"{head.status.podIP}:6379"
+    gcs = gcs_address(kube, ns, "applied", head.status.podIP)
 
     def ray_nodes() -> int:
         from ray._raylet import GcsClient
@@ -43,6 +43,19 @@ def test_kuberay_manifest_becomes_a_working_ray_cluster(
     assert status["desiredWorkerReplicas"] == 1 and status["availableWorkerReplicas"] == 1
     assert status["head"]["podIP"] == head.status.podIP
     assert status["observedGeneration"] >= 1
+    metrics = _scrape(operator.metrics_url)
+    assert metrics["rayscale_operator_reconciles_total"] > 0
+    assert metrics['rayscale_operator_clusters{state="ready"}'] >= 1
+    assert "rayscale_operator_errors_total" in metrics
+
+
+def _scrape(url: str) -> dict[str, float]:
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    text = opener.open(url, timeout=10).read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line and not line.startswith("#")}
 
 
 def _status(kube: Client, ns: str, name: str) -> dict[str, Any]:

@@ -15,7 +15,14 @@ from lightkube import Client
 
 from rayscale.devcluster.testing import wait_for
 from rayscale.local import procs
-from tests.k8s.operator.conftest import OperatorProcess, RayCluster, manifest, pods, running
+from tests.k8s.operator.conftest import (
+    OperatorProcess,
+    RayCluster,
+    gcs_address,
+    manifest,
+    pods,
+    running,
+)
 
 
 def _set_replicas(kube: Client, ns: str, name: str, replicas: int) -> None:
@@ -67,6 +74,7 @@ def test_autoscaler_killed_mid_scale_up_converges_without_duplicates(
                     "head pod")
     assert head.status is not None
     first = wait_for(lambda: _sidecar_pid("ascrash", ns), 60, "the autoscaler sidecar")
+    address = gcs_address(kube, ns, "ascrash", head.status.podIP)
     peak = [0]
     stop = threading.Event()
 
@@ -80,7 +88,7 @@ def test_autoscaler_killed_mid_scale_up_converges_without_duplicates(
     driver = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import ray, time
-            ray.init(address="{head.status.podIP}:6379", _node_ip_address="{head.status.podIP}")
+            ray.init(address="{address}", _node_ip_address="{head.status.podIP}")
             @ray.remote(num_cpus=1)
             def work():
                 time.sleep(10)
