@@ -22,7 +22,13 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.core_v1 import Pod, Service
 from lightkube.types import PatchType
 
-from rayscale.operator.desired import CLUSTER_LABEL, PodSettings, head_service
+from rayscale.operator.desired import (
+    CLUSTER_LABEL,
+    PodSettings,
+    gcs_port,
+    head_ports,
+    head_service,
+)
 from rayscale.operator.metrics import OperatorMetrics
 from rayscale.operator.rbac import ensure_autoscaler_rbac, use_autoscaler_account
 from rayscale.operator.reconcile import ObservedPod, reconcile
@@ -124,8 +130,7 @@ def _reconcile_locked(ctx: OperatorContext, body: dict[str, Any]) -> None:
         "apiVersion": "ray.io/v1", "kind": "RayCluster", "name": name, "uid": meta["uid"],
         "controller": True, "blockOwnerDeletion": True,
     }
-    _ensure_service(ctx, spec_service := head_service(spec), owner, ns)
-    del spec_service
+    _ensure_service(ctx, head_service(spec, ctx.settings), owner, ns)
     if spec.enable_in_tree_autoscaling:  # the sidecar's ServiceAccount and RoleBinding
         ensure_autoscaler_rbac(ctx.client, body, owner)
     pods = [p.to_dict() for p in ctx.client.list(Pod, namespace=ns, labels={CLUSTER_LABEL: name})]
@@ -143,7 +148,8 @@ def _reconcile_locked(ctx: OperatorContext, body: dict[str, Any]) -> None:
         manifest["metadata"]["ownerReferences"] = [owner]
         if ctx.sidecar_env and manifest["metadata"]["labels"].get("ray.io/node-type") == "head":
             _add_autoscaler_sidecar(manifest, spec.name, ns, ctx.sidecar_env,
-                                    spec.enable_in_tree_autoscaling)
+                                    spec.enable_in_tree_autoscaling,
+                                    gcs_port(spec, ctx.settings))
             if spec.enable_in_tree_autoscaling:
                 use_autoscaler_account(manifest, spec.name)
         ctx.client.create(cast(Pod, Pod.from_dict(manifest)), namespace=ns)
@@ -159,26 +165,13 @@ def _reconcile_locked(ctx: OperatorContext, body: dict[str, Any]) -> None:
             _say_once(ctx, body, event.type, event.reason, event.message, always=changed)
     status = dict(actions.status)
     status["observedGeneration"] = meta.get("generation")
-    status["endpoints"] = _endpoints(spec_ports(body))
+    status["endpoints"] = {n: str(p) for n, p in head_ports(spec, ctx.settings).items()}
     old = {k: v for k, v in (body.get("status") or {}).items() if k != "lastUpdateTime"}
     if {k: v for k, v in status.items()} != {k: old.get(k) for k in status}:
         status["lastUpdateTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         _patch_status(ctx, body, status)
     ctx.states[key] = status.get("state") or "provisioning"
     ctx.metrics.set_states(ctx.states)
-
-
-def spec_ports(body: dict[str, Any]) -> dict[str, int]:
-    containers = (body.get("spec", {}).get("headGroupSpec", {}).get("template", {})
-                  .get("spec", {}).get("containers") or [])
-    ports = (containers[0].get("ports") or []) if containers else []
-    named = {p["name"]: int(p["containerPort"]) for p in ports if p.get("name")}
-    return named or {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "metrics": 8080,
-                     "serve": 8000}
-
-
-def _endpoints(ports: dict[str, int]) -> dict[str, str]:
-    return {name: str(port) for name, port in ports.items()}
 
 
 def _ensure_service(ctx: OperatorContext, manifest: dict[str, Any], owner: dict[str, Any],
@@ -212,11 +205,11 @@ def _say_once(ctx: OperatorContext, body: dict[str, Any], kind: str, reason: str
 
 
 def _add_autoscaler_sidecar(pod: dict[str, Any], cluster: str, ns: str, env: dict[str, str],
-                            enabled: bool) -> None:
+                            enabled: bool, port: int) -> None:
     if not enabled:
         return
     command = [env.get("RAYSCALE_PYTHON", "python"), "-m", "rayscale.cli.main", "autoscaler",
-               "--cluster", cluster, "--namespace", ns, "--gcs-address", "$(POD_IP):6379"]
+               "--cluster", cluster, "--namespace", ns, "--gcs-address", f"$(POD_IP):{port}"]
     sidecar_env: list[dict[str, Any]] = [
         {"name": k, "value": v} for k, v in sorted(env.items()) if k != "RAYSCALE_PYTHON"
     ]
