@@ -21,6 +21,9 @@ def operator_command(
     sidecar_kubeconfig: Path = typer.Option(
         None, help="kubeconfig for autoscaler sidecars (the dev cluster has no service accounts "
         "mounted into pods)"),
+    autoscaler_image: str = typer.Option(
+        None, help="Image of the autoscaler sidecar (default: the head's Ray image, which then "
+        "needs rayscale installed)"),
 ) -> None:
     """Run the operator until interrupted."""
     import kopf
@@ -39,14 +42,17 @@ def operator_command(
     metrics = OperatorMetrics()
     port = metrics.serve(metrics_host, metrics_port)
     logging.info("operator metrics on http://%s:%s/metrics", metrics_host, port)
-    sidecar_env: dict[str, str] = {"RAYSCALE_PYTHON": sys.executable}
+    sidecar_env = {k: v for k, v in os.environ.items()
+                   if k in ("RAYSCALE_BACKOFF_S", "RAYSCALE_LAUNCH_TIMEOUT_S")}
     if sidecar_kubeconfig is not None:
         sidecar_env["KUBECONFIG"] = str(sidecar_kubeconfig.resolve())
+    # dev cluster pods are processes of this machine: run this very installation
+    command = [sys.executable, "-m", "rayscale.cli.main"] if shared_pod_network else ["rayscale"]
     handlers.CONTEXT = handlers.OperatorContext(
         client=client,
         settings=PodSettings(shared_network=shared_pod_network),
         metrics=metrics,
-        sidecar_env=sidecar_env,
+        sidecar=handlers.SidecarSettings(command, autoscaler_image, sidecar_env),
     )
     kopf.run(
         standalone=True,

@@ -39,12 +39,22 @@ log = logging.getLogger(__name__)
 RayCluster = create_namespaced_resource("ray.io", "v1", "RayCluster", "rayclusters")
 
 
+@dataclass(frozen=True)
+class SidecarSettings:
+    """How the autoscaler sidecar runs: ``rayscale`` in the Ray image (or ``image``);
+    on the dev cluster, whose pods are local processes, this Python's module."""
+
+    command: list[str] = field(default_factory=lambda: ["rayscale"])
+    image: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class OperatorContext:
     client: Client
     settings: PodSettings
     metrics: OperatorMetrics
-    sidecar_env: dict[str, str] = field(default_factory=dict)
+    sidecar: SidecarSettings = field(default_factory=SidecarSettings)
     locks: dict[str, threading.Lock] = field(default_factory=dict)
     said: dict[str, set[str]] = field(default_factory=dict)  # warnings already posted
     states: dict[str, str] = field(default_factory=dict)
@@ -146,8 +156,8 @@ def _reconcile_locked(ctx: OperatorContext, body: dict[str, Any]) -> None:
     for manifest in actions.create:
         manifest["metadata"]["namespace"] = ns
         manifest["metadata"]["ownerReferences"] = [owner]
-        if ctx.sidecar_env and manifest["metadata"]["labels"].get("ray.io/node-type") == "head":
-            _add_autoscaler_sidecar(manifest, spec.name, ns, ctx.sidecar_env,
+        if manifest["metadata"]["labels"].get("ray.io/node-type") == "head":
+            _add_autoscaler_sidecar(manifest, spec.name, ns, ctx.sidecar,
                                     spec.enable_in_tree_autoscaling,
                                     gcs_port(spec, ctx.settings))
             if spec.enable_in_tree_autoscaling:
@@ -204,20 +214,20 @@ def _say_once(ctx: OperatorContext, body: dict[str, Any], kind: str, reason: str
     post(cast(kopf.Body, body), reason=reason, message=message)
 
 
-def _add_autoscaler_sidecar(pod: dict[str, Any], cluster: str, ns: str, env: dict[str, str],
+def _add_autoscaler_sidecar(pod: dict[str, Any], cluster: str, ns: str, sidecar: SidecarSettings,
                             enabled: bool, port: int) -> None:
     if not enabled:
         return
-    command = [env.get("RAYSCALE_PYTHON", "python"), "-m", "rayscale.cli.main", "autoscaler",
-               "--cluster", cluster, "--namespace", ns, "--gcs-address", f"$(POD_IP):{port}"]
+    command = [*sidecar.command, "autoscaler", "--cluster", cluster, "--namespace", ns,
+               "--gcs-address", f"$(POD_IP):{port}"]
     sidecar_env: list[dict[str, Any]] = [
-        {"name": k, "value": v} for k, v in sorted(env.items()) if k != "RAYSCALE_PYTHON"
+        {"name": k, "value": v} for k, v in sorted(sidecar.env.items())
     ]
     sidecar_env.append({"name": "POD_IP",
                         "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     pod["spec"]["containers"].append({
         "name": "autoscaler",
-        "image": pod["spec"]["containers"][0].get("image", "rayscale"),
+        "image": sidecar.image or pod["spec"]["containers"][0].get("image", "rayscale"),
         "command": command,
         "env": sidecar_env,
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
