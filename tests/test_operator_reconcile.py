@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from rayscale.operator.desired import PodSettings, gcs_port, head_service, worker_pod
-from rayscale.operator.reconcile import ObservedPod, reconcile
+from rayscale.operator.reconcile import ObservedPod, conditions, reconcile
 from rayscale.spec import ClusterSpec, parse_cluster_spec
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "seeds-autoscaler.yaml"
@@ -123,3 +123,18 @@ def test_status_like_kuberay() -> None:
     assert status["desiredCPU"] == "2"  # head num-cpus 0 + 2 x 1
     assert status["head"]["podIP"] == "127.20.0.5"
     assert status["head"]["serviceName"] == "raycluster-autoscaler-head-svc"
+
+
+def test_conditions_like_kuberay_keep_their_transition_time() -> None:
+    s = spec(replicas=1)
+    ready = reconcile(s, [head(), worker("a")], SETTINGS, {}, {}).status
+    first = conditions(ready, False, [], "2026-11-22T01:00:00Z")
+    by_type = {c["type"]: c for c in first}
+    assert by_type["HeadPodReady"]["status"] == "True"
+    assert by_type["RayClusterProvisioned"]["status"] == "True"
+    assert by_type["RayClusterSuspended"]["status"] == "False"
+    later = conditions(ready, False, first, "2026-11-22T02:00:00Z")
+    assert later == first  # nothing changed: nothing to write
+    starting = reconcile(s, [head("Pending")], SETTINGS, {}, {}).status
+    again = {c["type"]: c for c in conditions(starting, False, first, "2026-11-22T03:00:00Z")}
+    assert again["RayClusterProvisioned"]["status"] == "True"  # provisioned once stays so

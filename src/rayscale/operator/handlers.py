@@ -31,7 +31,7 @@ from rayscale.operator.desired import (
 )
 from rayscale.operator.metrics import OperatorMetrics
 from rayscale.operator.rbac import ensure_autoscaler_rbac, use_autoscaler_account
-from rayscale.operator.reconcile import ObservedPod, reconcile
+from rayscale.operator.reconcile import ObservedPod, conditions, reconcile
 from rayscale.spec import SpecError, parse_cluster_spec
 
 log = logging.getLogger(__name__)
@@ -176,9 +176,12 @@ def _reconcile_locked(ctx: OperatorContext, body: dict[str, Any]) -> None:
     status = dict(actions.status)
     status["observedGeneration"] = meta.get("generation")
     status["endpoints"] = {n: str(p) for n, p in head_ports(spec, ctx.settings).items()}
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    previous = (body.get("status") or {}).get("conditions") or []
+    status["conditions"] = conditions(status, spec.suspend, previous, now)
     old = {k: v for k, v in (body.get("status") or {}).items() if k != "lastUpdateTime"}
     if {k: v for k, v in status.items()} != {k: old.get(k) for k in status}:
-        status["lastUpdateTime"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        status["lastUpdateTime"] = now
         _patch_status(ctx, body, status)
     ctx.states[key] = status.get("state") or "provisioning"
     ctx.metrics.set_states(ctx.states)

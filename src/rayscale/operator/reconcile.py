@@ -150,6 +150,31 @@ def reconcile(
     return actions
 
 
+def conditions(
+    status: dict[str, Any], suspended: bool, previous: list[dict[str, Any]], now: str
+) -> list[dict[str, Any]]:
+    """KubeRay's conditions; a condition keeps its transition time while it holds."""
+    before = {c.get("type"): c for c in previous}
+    head_ready = bool(status.get("head", {}).get("podIP")) and status.get("state") != "suspended"
+    provisioned = status.get("state") == "ready" or (
+        before.get("RayClusterProvisioned", {}).get("status") == "True"  # never flips back
+    )
+    wanted = [
+        ("HeadPodReady", head_ready, "HeadPodRunningAndReady", "HeadPodNotFound"),
+        ("RayClusterProvisioned", provisioned, "AllPodRunningAndReadyFirstTime",
+         "RayClusterPodsProvisioning"),
+        ("RayClusterSuspended", suspended, "Suspended", "NotSuspended"),
+    ]
+    out = []
+    for kind, ok, yes, no in wanted:
+        value = "True" if ok else "False"
+        old = before.get(kind)
+        since = old["lastTransitionTime"] if old and old.get("status") == value else now
+        out.append({"type": kind, "status": value, "reason": yes if ok else no,
+                    "message": "", "lastTransitionTime": since})
+    return out
+
+
 def _epoch(created: str) -> float:
     try:
         return datetime.fromisoformat(created).timestamp()

@@ -43,6 +43,9 @@ def test_kuberay_manifest_becomes_a_working_ray_cluster(
     assert status["desiredWorkerReplicas"] == 1 and status["availableWorkerReplicas"] == 1
     assert status["head"]["podIP"] == head.status.podIP
     assert status["observedGeneration"] >= 1
+    kinds = {c["type"]: c["status"] for c in status["conditions"]}
+    assert kinds == {"HeadPodReady": "True", "RayClusterProvisioned": "True",
+                     "RayClusterSuspended": "False"}
     metrics = _scrape(operator.metrics_url)
     assert metrics["rayscale_operator_reconciles_total"] > 0
     assert metrics['rayscale_operator_clusters{state="ready"}'] >= 1
