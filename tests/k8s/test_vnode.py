@@ -6,6 +6,7 @@ import contextlib
 import ipaddress
 import json
 import random
+import time
 import uuid
 from pathlib import Path
 from typing import cast
@@ -222,12 +223,13 @@ def test_fake_run_reports_running_without_processes(kube: Client, dev_cluster: D
                                                                    "memory": "4000Gi"},
                                   labels={"bench": "yes"})])
     fake = start_vnode(dev_cluster.kubeconfig, tmp_path / "fake", cfg)
+    time.sleep(1)  # let the scheduler's cache see the new node (under load it lags)
     try:
         for i in range(5):
             kube.create(pod_body(f"bench-{i}", namespace, ["/does/not/exist"],
                                  node_selector={"bench": "yes"}))
         for i in range(5):
-            pod = wait_phase(kube, f"bench-{i}", namespace, {"Running"})
+            pod = wait_phase(kube, f"bench-{i}", namespace, {"Running"}, timeout_s=120)
             assert pod.status is not None and pod.status.podIP
             cs = pod.status.containerStatuses or []
             assert cs and cs[0].ready and (cs[0].containerID or "").startswith("rayscale://fake/")

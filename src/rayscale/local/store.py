@@ -183,8 +183,15 @@ def worker_ip(slot: int, index: int) -> str:
 
 
 def free_port(ip: str) -> int:
+    """A port free on every address, not only on ``ip``.
+
+    Ray binds some of its servers (the GCS among them) to all addresses, so a
+    port that is free on the node's loopback IP but bound on another loopback
+    IP would still make it fail. The probe binds briefly and never listens.
+    """
+    del ip  # the probe must cover every address
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((ip, 0))
+        sock.bind(("", 0))
         port: int = sock.getsockname()[1]
         return port
 
