@@ -47,6 +47,10 @@ def test_worker_pod_runs_ray_start_as_an_argument_list() -> None:
                         f"--address=raycluster-autoscaler-head-svc.default.svc.cluster.local:{port}"]
     plain = worker_pod(s, s.worker_groups[0], PodSettings())["spec"]["containers"][0]["command"]
     assert plain[2].endswith(":6379")
+    # pods sharing a machine each get their own /tmp/ray (raylets race for socket names)
+    mounts = pod["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "rayscale-ray-tmp", "mountPath": "/tmp/ray"} in mounts
+    assert {"name": "rayscale-ray-tmp", "emptyDir": {}} in pod["spec"]["volumes"]
     assert "--node-ip-address=$(POD_IP)" in argv and "--num-cpus=1" in argv
     assert "--memory=1073741824" in argv and argv[-1] == "--block"
     assert "--labels=rayscale.io/group=small-group,rayscale.io/node=$(POD_NAME)" in argv

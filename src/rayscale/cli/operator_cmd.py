@@ -54,6 +54,7 @@ def operator_command(
         metrics=metrics,
         sidecar=handlers.SidecarSettings(command, autoscaler_image, sidecar_env),
     )
+    handlers.warm_up_decoders()
     kopf.run(
         standalone=True,
         clusterwide=not namespace,

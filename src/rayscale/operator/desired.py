@@ -101,7 +101,7 @@ def head_pod(spec: ClusterSpec, settings: PodSettings) -> dict[str, Any]:
     )
     argv = ray_start_argv(settings.ray_executable, spec.head.ray_start_params, start)
     return _pod(spec.head.template, f"{spec.name}-head-", head_labels(spec), argv,
-                ports=ports, restart="Always")
+                ports=ports, restart="Always", private_tmp=settings.shared_network)
 
 
 def worker_pod(spec: ClusterSpec, group: WorkerGroupSpec, settings: PodSettings) -> dict[str, Any]:
@@ -116,7 +116,8 @@ def worker_pod(spec: ClusterSpec, group: WorkerGroupSpec, settings: PodSettings)
     # a worker that exits (drained, or crashed) is replaced by the operator, not restarted
     # in place: an in-place restart would rejoin Ray behind the autoscaler's back
     return _pod(group.template, f"{spec.name}-{group.name}-worker-",
-                worker_labels(spec, group.name), argv, ports=None, restart="Never")
+                worker_labels(spec, group.name), argv, ports=None, restart="Never",
+                private_tmp=settings.shared_network)
 
 
 def head_service(spec: ClusterSpec, settings: PodSettings) -> dict[str, Any]:
@@ -136,6 +137,23 @@ def head_service(spec: ClusterSpec, settings: PodSettings) -> dict[str, Any]:
     }
 
 
+RAY_TMP = "/tmp/ray"
+
+
+def _private_ray_tmp(pod_spec: dict[str, Any], container: dict[str, Any]) -> None:
+    """Give Ray its own /tmp/ray when pods share a machine's file system.
+
+    Raylets started at the same moment in one temp dir race for the same socket
+    names and abort; an emptyDir there is each pod's own (as on a real node).
+    """
+    mounts = container.setdefault("volumeMounts", [])
+    if any(m.get("mountPath") == RAY_TMP for m in mounts):
+        return
+    volumes = pod_spec.setdefault("volumes", [])
+    volumes.append({"name": "rayscale-ray-tmp", "emptyDir": {}})
+    mounts.append({"name": "rayscale-ray-tmp", "mountPath": RAY_TMP})
+
+
 def _shared_network_ports(settings: PodSettings) -> dict[str, str]:
     # Ray's dashboard agent binds a fixed port (52365) on every node otherwise
     return {"dashboard-agent-listen-port": "0"} if settings.shared_network else {}
@@ -150,6 +168,7 @@ def _pod(
     argv: list[str],
     ports: dict[str, int] | None,
     restart: str,
+    private_tmp: bool,
 ) -> dict[str, Any]:
     template = copy.deepcopy(template)
     meta = template.get("metadata") or {}
@@ -172,6 +191,8 @@ def _pod(
     ray["env"] = env
     if ports is not None and not ray.get("ports"):
         ray["ports"] = [{"name": n, "containerPort": p} for n, p in ports.items()]
+    if private_tmp:
+        _private_ray_tmp(spec, ray)
     containers[0] = ray
     spec["containers"] = containers
     spec.setdefault("restartPolicy", restart)

@@ -22,6 +22,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.core_v1 import Pod, Service
 from lightkube.types import PatchType
 
+from rayscale.kubedecode import warm_up
 from rayscale.operator.desired import (
     CLUSTER_LABEL,
     PodSettings,
@@ -66,6 +67,14 @@ CONTEXT: OperatorContext | None = None
 def _ctx() -> OperatorContext:
     assert CONTEXT is not None, "the operator context is set before kopf runs"
     return CONTEXT
+
+
+def warm_up_decoders() -> None:
+    """Compile lightkube's decoders on this thread before kopf's workers (see kubedecode)."""
+    from lightkube.resources.core_v1 import ServiceAccount
+    from lightkube.resources.rbac_authorization_v1 import RoleBinding
+
+    warm_up((Pod, Service, ServiceAccount, RoleBinding, RayCluster, RayCluster.Status))
 
 
 @kopf.on.login()

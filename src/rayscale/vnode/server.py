@@ -34,6 +34,7 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import ConfigMap, Node, Pod, Secret, Service
 from lightkube.types import OnErrorAction, OnErrorResult, PatchType
 
+from rayscale.kubedecode import warm_up
 from rayscale.vnode.config import POOL_LABEL, VNODE_LABEL, Pool, VNodeConfig
 from rayscale.vnode.hosts import ServiceTable, hosts_content, resolv_content, write_in_place
 from rayscale.vnode.runtime import PodRun, Tools, now_rfc3339
@@ -420,6 +421,8 @@ class VirtualNode:
 
     def run(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # the watch threads must not be the first to decode a type (see kubedecode)
+        warm_up((Node, Pod, Service, Lease, ConfigMap, Secret))
         self.register_nodes()
         threads = [threading.Thread(target=self._watch, args=(k,), daemon=True,
                                     name=f"watch-{k}") for k in ("pod", "svc")]

@@ -129,3 +129,41 @@ def gcs_address(kube: Client, ns: str, name: str, pod_ip: str) -> str:
         return (status.get("endpoints") or {}).get("gcs-server")
 
     return f"{pod_ip}:{wait_for(port, 60, 'the gcs-server endpoint in status')}"
+
+
+def run_job(kube: Client, ns: str, name: str, pod_ip: str, code: str,
+            timeout_s: float = 600) -> str:
+    """Run ``code`` as a Ray job on the cluster's head (its driver runs inside the head
+    pod, as KubeRay users submit work); return its logs, failing if it did not succeed."""
+    import shlex
+    import textwrap
+    import time
+
+    from ray.job_submission import JobStatus
+
+    def port() -> str | None:
+        status = kube.get(RayCluster, name, namespace=ns).get("status") or {}
+        return (status.get("endpoints") or {}).get("dashboard")
+
+    url = f"http://{pod_ip}:{wait_for(port, 60, 'the dashboard endpoint in status')}"
+    client = wait_for(lambda: _job_client(url), 120, "the head's job API")
+    body = "import ray\nray.init()\n" + textwrap.dedent(code)
+    job = client.submit_job(entrypoint=shlex.join(["python", "-c", body]))
+    deadline = time.monotonic() + timeout_s
+    while not client.get_job_status(job).is_terminal():
+        assert time.monotonic() < deadline, f"job {job} still running after {timeout_s}s"
+        time.sleep(1)
+    logs: str = client.get_job_logs(job)
+    assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-3000:]
+    return logs
+
+
+def _job_client(url: str) -> object | None:
+    from ray.job_submission import JobSubmissionClient
+
+    try:
+        client = JobSubmissionClient(url)
+        client.list_jobs()
+        return client
+    except Exception:
+        return None

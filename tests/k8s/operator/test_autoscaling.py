@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from collections import Counter
@@ -16,7 +12,7 @@ from lightkube import Client
 from lightkube.resources.core_v1 import Pod
 
 from rayscale.devcluster.testing import wait_for
-from tests.k8s.operator.conftest import RayCluster, gcs_address, manifest
+from tests.k8s.operator.conftest import RayCluster, manifest, run_job
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +58,6 @@ def test_seeds_scenario_overflows_to_elastic_and_scales_back_through_workers_to_
         if p.status and p.status.phase == "Running" and p.status.podIP), None), 120, "head pod")
     assert head.status is not None and head.spec is not None
     assert [c.name for c in head.spec.containers] == ["ray-head", "autoscaler"]
-    address = gcs_address(kube, ns, "seeds", head.status.podIP)
 
     peaks: Counter[str] = Counter()
     seen_running: Counter[str] = Counter()
@@ -83,23 +78,17 @@ def test_seeds_scenario_overflows_to_elastic_and_scales_back_through_workers_to_
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        driver = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(f"""
-                import ray, time
-                ray.init(address="{address}", _node_ip_address="{head.status.podIP}")
-                @ray.remote(num_cpus=1)
-                def work(i):
-                    time.sleep(15)
-                    return ray.get_runtime_context().get_node_labels()["rayscale.io/group"]
-                groups = ray.get([work.remote(i) for i in range(15)], timeout=600)
-                print("DONE", len(groups), sorted(set(groups)))
-            """)],
-            env={**os.environ, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True,
-            timeout=720,
-        )
-        assert driver.returncode == 0, driver.stderr[-3000:]
-        assert "DONE 15" in driver.stdout, "no task lost"
-        assert "elastic" in driver.stdout and "regular" in driver.stdout
+        out = run_job(kube, ns, "seeds", head.status.podIP, """
+            import time
+            @ray.remote(num_cpus=1)
+            def work(i):
+                time.sleep(15)
+                return ray.get_runtime_context().get_node_labels()["rayscale.io/group"]
+            groups = ray.get([work.remote(i) for i in range(15)], timeout=600)
+            print("DONE", len(groups), sorted(set(groups)))
+        """, timeout_s=720)
+        assert "DONE 15" in out, "no task lost"
+        assert "elastic" in out and "regular" in out
         assert seen_running["elastic"] > 0, "demand overflowed to the elastic pool"
         # after the idle timeout every worker goes, through workersToDelete
         wait_for(lambda: not worker_pods(kube, ns, "seeds"), 240, "workers back to min (0)")

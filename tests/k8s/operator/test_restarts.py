@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -18,9 +15,9 @@ from rayscale.local import procs
 from tests.k8s.operator.conftest import (
     OperatorProcess,
     RayCluster,
-    gcs_address,
     manifest,
     pods,
+    run_job,
     running,
 )
 
@@ -74,7 +71,6 @@ def test_autoscaler_killed_mid_scale_up_converges_without_duplicates(
                     "head pod")
     assert head.status is not None
     first = wait_for(lambda: _sidecar_pid("ascrash", ns), 60, "the autoscaler sidecar")
-    address = gcs_address(kube, ns, "ascrash", head.status.podIP)
     peak = [0]
     stop = threading.Event()
 
@@ -85,30 +81,26 @@ def test_autoscaler_killed_mid_scale_up_converges_without_duplicates(
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    driver = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import ray, time
-            ray.init(address="{address}", _node_ip_address="{head.status.podIP}")
-            @ray.remote(num_cpus=1)
-            def work():
-                time.sleep(10)
-            ray.get([work.remote() for _ in range(3)], timeout=600)
-            print("DONE")
-        """)],
-        env={**os.environ, "RAY_AUTH_MODE": "disabled"}, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )
+    result: list[str] = []
+    job = threading.Thread(target=lambda: result.append(run_job(kube, ns, "ascrash",
+                                                                head.status.podIP, """
+        import time
+        @ray.remote(num_cpus=1)
+        def work():
+            time.sleep(10)
+        ray.get([work.remote() for _ in range(3)], timeout=600)
+        print("DONE")
+    """)))
+    job.start()
     try:
-        wait_for(lambda: pods(kube, ns, "ascrash", "worker"), 60, "the first launch")
+        wait_for(lambda: pods(kube, ns, "ascrash", "worker"), 120, "the first launch")
         os.kill(first, signal.SIGKILL)
         # the head pod's restart policy brings the sidecar back; it adopts what exists
         wait_for(lambda: (pid := _sidecar_pid("ascrash", ns)) and pid != first, 90,
                  "the autoscaler restarted")
-        out, err = driver.communicate(timeout=600)
-        assert "DONE" in out, err[-3000:]
+        job.join(timeout=600)
+        assert result and "DONE" in result[0], "the job finished"
     finally:
         stop.set()
         watcher.join()
-        if driver.poll() is None:
-            driver.kill()
     assert peak[0] == 3, f"exactly the three workers the demand needs, no duplicates: {peak}"
