@@ -48,3 +48,20 @@ def test_is_alive_checks_a_whole_argument(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
     assert not procs.is_alive(proc.pid)
+
+
+def test_a_member_ignoring_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    proc = procs.spawn([sys.executable, "-c", code], dict(os.environ), tmp_path / "log")
+    try:
+        import time
+
+        time.sleep(0.5)  # let it install the handler
+        started = time.monotonic()
+        procs.stop_group(proc.pid, grace_s=1)
+        assert time.monotonic() - started >= 1  # SIGTERM was ignored for the whole grace
+        proc.wait(timeout=5)
+        assert not procs.is_alive(proc.pid)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -92,7 +92,13 @@ def pids_with_marker(marker: str) -> list[int]:
 
 
 def stop_group(pgid: int, grace_s: float = 10.0) -> None:
-    """SIGTERM a process group, then SIGKILL what is left after ``grace_s``."""
+    """SIGTERM a process group, then SIGKILL its members left after ``grace_s``.
+
+    PIDs are reused quickly (pid_max may be 32768): the SIGKILL goes only to
+    members that already existed when the stop began, never to a process that
+    took the number (or the group id) since.
+    """
+    began = {pid: _start_time(pid) for pid in _group_members(pgid)}
     if not _signal_group(pgid, signal.SIGTERM):
         return
     deadline = time.monotonic() + grace_s
@@ -100,20 +106,37 @@ def stop_group(pgid: int, grace_s: float = 10.0) -> None:
         if not any(True for _ in _group_members(pgid)):
             return
         time.sleep(0.1)
-    _signal_group(pgid, signal.SIGKILL)
-    _wait_gone(list(_group_members(pgid)), 5.0)
-
-
-def stop_pids(pids: Sequence[int], grace_s: float = 5.0) -> None:
-    """SIGTERM, then SIGKILL, a set of single processes (the sweep after groups)."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-    left = _wait_gone(pids, grace_s)
+    left = [pid for pid in _group_members(pgid)
+            if pid in began and _start_time(pid) == began[pid]]
     for pid in left:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     _wait_gone(left, 5.0)
+
+
+def stop_pids(pids: Sequence[int], grace_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL, a set of single processes (the sweep after groups).
+
+    Like :func:`stop_group`, the SIGKILL spares a process that reused a PID.
+    """
+    began = {pid: _start_time(pid) for pid in pids}
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    left = [pid for pid in _wait_gone(pids, grace_s) if _start_time(pid) == began[pid]]
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    _wait_gone(left, 5.0)
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot): a reused PID has another."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[-1].split()[19])
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> bool:
