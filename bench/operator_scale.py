@@ -65,10 +65,10 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Namespace, Pod
 
+from rayscale import procs
 from rayscale.devcluster import DevCluster, binaries
-from rayscale.devcluster.testing import VNodeProcess, start_vnode, wait_for
-from rayscale.local import procs
 from rayscale.vnode.config import Pool, VNodeConfig
+from tests.devtools import VNodeProcess, start_vnode, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD = ROOT / "deploy" / "crds" / "ray.io_rayclusters.yaml"

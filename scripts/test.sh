@@ -8,6 +8,7 @@ bash scripts/build-k8s.sh
 export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0
 .venv/bin/ruff check .
 .venv/bin/mypy
+.venv/bin/lint-imports
 if [ "$#" -gt 0 ]; then
   exec .venv/bin/python -m pytest -q "$@"
 fi

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from rayscale.local import procs
+from rayscale import procs
 
 
 def test_stop_group_stops_the_whole_group_and_the_marker_finds_it(tmp_path: Path) -> None:

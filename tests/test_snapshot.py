@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from rayscale.autoscaler.snapshot import EXTERNAL_GROUP, HEAD_GROUP, cluster_state, join
+from rayscale.autoscaler.snapshot import cluster_state, join
+from rayscale.labels import EXTERNAL_GROUP, HEAD_GROUP
 from rayscale.observe.ray_state import Observation, RayNode, ShapeCount
 from rayscale.planner import plan_json
 from rayscale.providers.base import ProviderNode

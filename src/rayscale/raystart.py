@@ -21,8 +21,6 @@ MANAGED_PARAMS = frozenset(
 )
 _PARAM_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
-NODE_LABEL = "rayscale.io/node"
-GROUP_LABEL = "rayscale.io/group"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from rayscale.local import procs
+from rayscale import procs
 from rayscale.local.store import ClusterDir
 
 RAYSCALE = [sys.executable, "-m", "rayscale.cli.main"]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from rayscale.local import procs
+from rayscale import procs
 from rayscale.observe.ray_state import RayObserver
 from tests.e2e.conftest import Cluster, cluster_spec, wait_for, worker_group
 

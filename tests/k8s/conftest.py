@@ -22,8 +22,8 @@ from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Namespace, Pod
 
 from rayscale.devcluster import DevCluster, binaries
-from rayscale.devcluster.testing import VNodeProcess, start_vnode, wait_for
 from rayscale.vnode.config import Pool, Taint, VNodeConfig
+from tests.devtools import VNodeProcess, start_vnode, wait_for
 
 COLD_BUILD_TIMEOUT_S = 3600
 

@@ -8,7 +8,7 @@ from typing import Any, cast
 from lightkube import Client
 from lightkube.resources.core_v1 import Event, Pod
 
-from rayscale.devcluster.testing import VNodeProcess, wait_for
+from tests.devtools import VNodeProcess, wait_for
 
 PY = sys.executable
 

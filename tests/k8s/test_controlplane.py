@@ -9,10 +9,10 @@ from pathlib import Path
 
 from lightkube.resources.core_v1 import ConfigMap, Namespace, ServiceAccount
 
+from rayscale import procs
 from rayscale.devcluster import DevCluster
 from rayscale.devcluster.cluster import ORDER
-from rayscale.devcluster.testing import wait_for
-from rayscale.local import procs
+from tests.devtools import wait_for
 
 
 def _sockets(pids: set[int]) -> list[tuple[str, str, str]]:

@@ -8,8 +8,8 @@ from typing import Any, cast
 from lightkube import Client
 from lightkube.resources.core_v1 import Pod, Service
 
-from rayscale.devcluster.cluster import free_port
-from rayscale.devcluster.testing import VNodeProcess, wait_for
+from rayscale.ports import free_port
+from tests.devtools import VNodeProcess, wait_for
 from tests.k8s.helpers import pod_body, pod_log, wait_phase
 
 RAY_ENV: list[dict[str, Any]] = [

@@ -15,10 +15,10 @@ from lightkube import ApiError, Client
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node, Pod, Service
 
+from rayscale import procs
 from rayscale.devcluster import DevCluster
-from rayscale.devcluster.testing import VNodeProcess, start_vnode, wait_for
-from rayscale.local import procs
 from rayscale.vnode.config import Pool, VNodeConfig
+from tests.devtools import VNodeProcess, start_vnode, wait_for
 from tests.k8s.helpers import PY, events_for, main_pid, pod_body, pod_log, wait_phase
 
 

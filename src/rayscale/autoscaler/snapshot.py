@@ -11,13 +11,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from rayscale.labels import EXTERNAL_GROUP, GROUP_LABEL, HEAD_GROUP, NODE_LABEL
 from rayscale.observe.ray_state import Observation, RayNode
 from rayscale.providers.base import ProviderNode
-from rayscale.raystart import GROUP_LABEL, NODE_LABEL
 from rayscale.spec import ClusterSpec
-
-HEAD_GROUP = "headgroup"  # reserved by the spec: no worker group can take it
-EXTERNAL_GROUP = "external"
 
 NodeStatus = Literal["running", "pending", "terminating"]
 

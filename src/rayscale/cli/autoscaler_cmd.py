@@ -10,19 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
-from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
-if TYPE_CHECKING:
-    from rayscale.autoscaler.loop import Autoscaler, LoopOptions
-    from rayscale.observe.ray_state import RayObserver
-
 log = logging.getLogger("rayscale.autoscaler")
-T = TypeVar("T")
 
 
 def _env_float(name: str, default: float) -> float:
@@ -53,9 +45,13 @@ def autoscaler_command(
         backoff_s=backoff or _env_float("RAYSCALE_BACKOFF_S", 10.0),
     )
     if namespace:
-        loop = _kubernetes_loop(cluster, namespace, gcs_address, metrics_port, options)
+        from rayscale.autoscaler.sidecar import kubernetes_autoscaler
+
+        loop = kubernetes_autoscaler(cluster, namespace, gcs_address, metrics_port, options)
     else:
-        loop = _local_loop(cluster, options)
+        from rayscale.local.autoscaler import local_autoscaler
+
+        loop = local_autoscaler(cluster, options)
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         loop.request_stop()
@@ -66,96 +62,3 @@ def autoscaler_command(
     loop.close()
 
 
-def _local_loop(cluster: str, options: LoopOptions) -> Autoscaler:
-    from rayscale.autoscaler.events import EventLog
-    from rayscale.autoscaler.loop import Autoscaler
-    from rayscale.autoscaler.metrics import AutoscalerMetrics
-    from rayscale.local.store import ClusterDir
-    from rayscale.observe.memory import DashboardMemoryProbe
-    from rayscale.observe.ray_state import RayObserver
-    from rayscale.providers.local import LocalProvider
-    from rayscale.spec import load_cluster_spec
-
-    cdir = ClusterDir(cluster)
-    record = cdir.load()
-    spec = load_cluster_spec(cdir.spec_copy)
-    metrics = AutoscalerMetrics()
-    record.metrics_port = metrics.serve(record.head_ip, 0)
-    cdir.save(record)
-    log.info("autoscaler for %s: metrics on %s:%s", cluster, record.head_ip, record.metrics_port)
-
-    def publish(status: dict[str, object]) -> None:
-        status["metrics"] = f"http://{record.head_ip}:{record.metrics_port}/metrics"
-        status["autoscaler_pid"] = os.getpid()
-        cdir.write_status(status)
-
-    return Autoscaler(
-        spec,
-        LocalProvider(spec, cdir),
-        RayObserver(record.address),
-        head_ip=record.head_ip,
-        events=EventLog(cdir.events_file),
-        metrics=metrics,
-        options=options,
-        memory_probe=DashboardMemoryProbe(record.dashboard_url),
-        on_status=publish,
-    )
-
-
-def _kubernetes_loop(
-    cluster: str, namespace: str, gcs_address: str | None, metrics_port: int,
-    options: LoopOptions,
-) -> Autoscaler:
-    from lightkube import Client
-
-    from rayscale.autoscaler.events import Event, EventLog
-    from rayscale.autoscaler.loop import Autoscaler
-    from rayscale.autoscaler.metrics import AutoscalerMetrics
-    from rayscale.providers.kuberay import KubeRayProvider
-
-    provider = KubeRayProvider(Client(field_manager="rayscale-autoscaler"), cluster, namespace)
-    spec = _retry(provider.spec, "the RayCluster")
-    address = gcs_address or f"{provider.cluster()['status']['head']['podIP']}:6379"
-    head_ip = address.rsplit(":", 1)[0]
-    observer = _retry(lambda: _ready_observer(address), f"the GCS at {address}")
-    metrics = AutoscalerMetrics()
-    port = metrics.serve(head_ip, metrics_port)
-    log.info("autoscaler for %s/%s: GCS %s, metrics on %s:%s", namespace, cluster, address,
-             head_ip, port)
-
-    def echo(event: Event) -> None:
-        log.info("%s %s", event.kind, event.message)
-
-    from rayscale.observe.memory import DashboardMemoryProbe
-
-    return Autoscaler(
-        spec,
-        provider,
-        observer,
-        head_ip=head_ip,
-        events=EventLog(None, echo=echo),
-        metrics=metrics,
-        options=options,
-        memory_probe=DashboardMemoryProbe(f"http://{head_ip}:8265"),
-        refresh_spec=provider.spec,
-    )
-
-
-def _ready_observer(address: str) -> RayObserver:
-    from rayscale.observe.ray_state import RayObserver
-
-    observer = RayObserver(address)
-    observer.observe()
-    return observer
-
-
-def _retry(make: Callable[[], T], what: str, timeout_s: float = 300.0) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return make()
-        except Exception as exc:
-            if time.monotonic() > deadline:
-                raise
-            log.info("waiting for %s (%r)", what, exc)
-            time.sleep(2)

@@ -7,7 +7,6 @@ Nodes and runs their pods as local processes (:mod:`rayscale.vnode`).
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import typer
@@ -99,25 +98,10 @@ def vnode_command(
     verbose: bool = typer.Option(False, "-v", "--verbose"),
 ) -> None:
     """Run a virtual node (kubelet stand-in): Nodes from the config, pods as local processes."""
-    from rayscale.local.store import rayscale_home
-    from rayscale.vnode.config import load_config
-    from rayscale.vnode.server import serve
+    from rayscale.vnode.main import run_vnode
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("httpx2").setLevel(logging.WARNING)
-    cfg = load_config(config)
-    updates: dict[str, object] = {}
-    if name:
-        updates["name"] = name
-    if pod_cidr:
-        updates["pod_cidr"] = pod_cidr
-    if fake_run:
-        updates["fake_run"] = True
-    if updates:
-        cfg = cfg.model_validate({**cfg.model_dump(), **updates})
     kc = kubeconfig or DevCluster(default_state_dir(cluster)).kubeconfig
     if not kc.exists():
         typer.echo(f"kubeconfig {kc} not found (start `rayscale dev-cluster up` first)", err=True)
         raise typer.Exit(1)
-    serve(cfg, kc, state_dir or rayscale_home() / "vnode" / cfg.name)
+    run_vnode(kc, config, name, state_dir, pod_cidr, fake_run, verbose)

@@ -14,8 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rayscale import procs
 from rayscale.autoscaler.events import read_events
-from rayscale.local import procs
 from rayscale.local.cluster import ClusterError, down, is_running, resume, up
 from rayscale.local.store import ClusterDir
 from rayscale.spec import SpecError

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import socket
 import ssl
 import time
 import urllib.error
@@ -30,11 +29,12 @@ import httpx2
 from lightkube import Client, KubeConfig
 from pydantic import BaseModel
 
+from rayscale import procs
 from rayscale.devcluster import binaries
 from rayscale.devcluster.certs import Pki, ensure_pki
 from rayscale.devcluster.kubeconfig import write_kubeconfig
-from rayscale.local import procs
-from rayscale.local.store import rayscale_home
+from rayscale.paths import rayscale_home
+from rayscale.ports import free_port, port_free
 
 SERVICE_CIDR = "10.96.0.0/12"
 SERVICE_IP = "10.96.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
@@ -75,23 +75,6 @@ class State(BaseModel):
 
 def default_state_dir(name: str = "default") -> Path:
     return rayscale_home() / "devcluster" / name
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 @dataclass
@@ -234,7 +217,7 @@ class DevCluster:
                      "controller_manager": "kube-controller-manager",
                      "scheduler": "kube-scheduler"}
             for key, port in ports.items():
-                if not running[owner[key]] and not _port_free(port):
+                if not running[owner[key]] and not port_free(port):
                     ports[key] = free_port()
             state.ports = Ports(**ports)
             return state

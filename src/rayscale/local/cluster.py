@@ -16,9 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rayscale.local import procs
-from rayscale.local.store import ClusterDir, ClusterRecord, free_port, free_slot, head_ip, now
-from rayscale.providers.local import local_overrides, node_env, ray_executable
+from rayscale import procs
+from rayscale.local.provider import local_overrides, node_env, ray_executable
+from rayscale.local.store import ClusterDir, ClusterRecord, free_slot, head_ip, now
+from rayscale.ports import free_port
 from rayscale.raystart import RayStart, ray_start_argv
 from rayscale.spec import ClusterSpec, load_cluster_spec
 
@@ -64,9 +65,9 @@ def up(
         spec_file=str(spec_file.resolve()),
         slot=slot,
         head_ip=ip,
-        gcs_port=free_port(ip),
-        dashboard_port=free_port(ip),
-        client_port=free_port(ip),
+        gcs_port=free_port(),
+        dashboard_port=free_port(),
+        client_port=free_port(),
         temp_dir=str(TEMP_ROOT / marker[:10]),
         created=now(),
     )
@@ -111,8 +112,8 @@ def _start_head(spec: ClusterSpec, cluster: ClusterDir, record: ClusterRecord) -
     )
     env = node_env(record)
     # the dashboard's own metric ports default to fixed numbers: two clusters clash
-    env["AUTOSCALER_METRIC_PORT"] = str(free_port(record.head_ip))
-    env["DASHBOARD_METRIC_PORT"] = str(free_port(record.head_ip))
+    env["AUTOSCALER_METRIC_PORT"] = str(free_port())
+    env["DASHBOARD_METRIC_PORT"] = str(free_port())
     proc = procs.spawn(argv, env, cluster.logs / "head.log")
     record.head_pid = proc.pid
     cluster.save(record)

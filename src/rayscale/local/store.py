@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +24,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from rayscale.paths import rayscale_home
+
 NodeState = Literal["launching", "started", "stopping"]
 
 
-def rayscale_home() -> Path:
-    return Path(os.environ.get("RAYSCALE_HOME", str(Path.home() / ".rayscale")))
 
 
 class ClusterRecord(BaseModel):
@@ -181,19 +180,6 @@ def worker_ip(slot: int, index: int) -> str:
     """The n-th worker's own address: 127.<slot>.<1 + n // 250>.<2 + n % 250>."""
     return f"127.{slot}.{1 + index // 250}.{2 + index % 250}"
 
-
-def free_port(ip: str) -> int:
-    """A port free on every address, not only on ``ip``.
-
-    Ray binds some of its servers (the GCS among them) to all addresses, so a
-    port that is free on the node's loopback IP but bound on another loopback
-    IP would still make it fail. The probe binds briefly and never listens.
-    """
-    del ip  # the probe must cover every address
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def now() -> float:

@@ -13,14 +13,18 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from rayscale.raystart import GROUP_LABEL, NODE_LABEL, RayStart, ray_start_argv
+from rayscale.labels import (
+    CLUSTER_LABEL,
+    GROUP_LABEL,
+    GROUP_LABEL_K8S,
+    HEAD_GROUP,
+    IS_RAY_NODE_LABEL,
+    NODE_LABEL,
+    NODE_TYPE_LABEL,
+)
+from rayscale.raystart import RayStart, ray_start_argv
 from rayscale.spec import ClusterSpec, WorkerGroupSpec
 
-CLUSTER_LABEL = "ray.io/cluster"
-NODE_TYPE_LABEL = "ray.io/node-type"
-GROUP_LABEL_K8S = "ray.io/group"
-IS_RAY_NODE_LABEL = "ray.io/is-ray-node"
-HEAD_GROUP = "headgroup"
 MANAGED_BY = "app.kubernetes.io/created-by"
 
 DEFAULT_HEAD_PORTS = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "metrics": 8080,

@@ -23,8 +23,8 @@ from lightkube.resources.core_v1 import Pod, Service
 from lightkube.types import PatchType
 
 from rayscale.kubedecode import warm_up
+from rayscale.labels import CLUSTER_LABEL, NODE_TYPE_HEAD, NODE_TYPE_LABEL
 from rayscale.operator.desired import (
-    CLUSTER_LABEL,
     PodSettings,
     gcs_port,
     head_ports,
@@ -165,7 +165,7 @@ def _reconcile_locked(ctx: OperatorContext, body: dict[str, Any]) -> None:
     for manifest in actions.create:
         manifest["metadata"]["namespace"] = ns
         manifest["metadata"]["ownerReferences"] = [owner]
-        if manifest["metadata"]["labels"].get("ray.io/node-type") == "head":
+        if manifest["metadata"]["labels"].get(NODE_TYPE_LABEL) == NODE_TYPE_HEAD:
             _add_autoscaler_sidecar(manifest, spec.name, ns, ctx.sidecar,
                                     spec.enable_in_tree_autoscaling,
                                     gcs_port(spec, ctx.settings))

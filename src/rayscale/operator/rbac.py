@@ -36,6 +36,8 @@ from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import ServiceAccount
 from lightkube.resources.rbac_authorization_v1 import RoleBinding
 
+from rayscale.labels import CLUSTER_LABEL
+
 DEFAULT_CLUSTER_ROLE = "rayscale-autoscaler"
 CLUSTER_ROLE_ENV = "RAYSCALE_AUTOSCALER_CLUSTER_ROLE"
 RECHECK_S = 60.0
@@ -80,7 +82,7 @@ def service_account_manifest(body: dict[str, Any], owner: dict[str, Any]) -> dic
         "metadata": {
             "name": autoscaler_account_name(meta["name"]),
             "namespace": meta["namespace"],
-            "labels": {**LABELS, "ray.io/cluster": meta["name"]},
+            "labels": {**LABELS, CLUSTER_LABEL: meta["name"]},
             "ownerReferences": [owner],
         },
     }
@@ -94,7 +96,7 @@ def role_binding_manifest(body: dict[str, Any], owner: dict[str, Any]) -> dict[s
         "metadata": {
             "name": autoscaler_account_name(meta["name"]),
             "namespace": meta["namespace"],
-            "labels": {**LABELS, "ray.io/cluster": meta["name"]},
+            "labels": {**LABELS, CLUSTER_LABEL: meta["name"]},
             "ownerReferences": [owner],
         },
         "roleRef": {

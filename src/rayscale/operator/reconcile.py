@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from rayscale.labels import GROUP_LABEL_K8S, HEAD_GROUP
 from rayscale.operator.desired import (
-    GROUP_LABEL_K8S,
-    HEAD_GROUP,
     PodSettings,
     head_pod,
     head_service_name,

@@ -26,6 +26,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
+from rayscale.labels import CLUSTER_LABEL, GROUP_LABEL_K8S, NODE_TYPE_LABEL, NODE_TYPE_WORKER
 from rayscale.providers.base import ProviderNode, ProviderState
 from rayscale.spec import ClusterSpec, parse_cluster_spec
 
@@ -52,7 +53,7 @@ class KubeRayProvider:
     def _pods(self) -> list[dict[str, Any]]:
         return [p.to_dict() for p in self.client.list(
             Pod, namespace=self.namespace,
-            labels={"ray.io/cluster": self.name, "ray.io/node-type": "worker"},
+            labels={CLUSTER_LABEL: self.name, NODE_TYPE_LABEL: NODE_TYPE_WORKER},
         )]
 
     def nodes(self) -> list[ProviderNode]:
@@ -141,7 +142,7 @@ class KubeRayProvider:
 
 def _group_of(pod: dict[str, Any]) -> str | None:
     labels: dict[str, str] = pod["metadata"].get("labels") or {}
-    return labels.get("ray.io/group")
+    return labels.get(GROUP_LABEL_K8S)
 
 
 def _state(pod: dict[str, Any], doomed: set[str]) -> ProviderState:

@@ -27,6 +27,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from rayscale.labels import HEAD_GROUP
+
 from .errors import ErrorList, SpecError, describe, index_path, key_path
 from .fields import (
     as_mapping,
@@ -55,7 +57,7 @@ API_VERSIONS = ("ray.io/v1", "ray.io/v1alpha1")
 KIND = "RayCluster"
 UPSCALING_MODES: tuple[UpscalingMode, ...] = ("Default", "Conservative", "Aggressive")
 # Ray's KubeRay autoscaler names the head node type this way.
-RESERVED_GROUP_NAME = "headgroup"
+RESERVED_GROUP_NAME = HEAD_GROUP
 
 _DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")

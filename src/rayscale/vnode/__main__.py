@@ -1,8 +1,6 @@
-"""``python -m rayscale.vnode``: the same as ``rayscale vnode``."""
+"""``python -m rayscale.vnode``: the same as ``rayscale vnode --kubeconfig PATH``."""
 
-import typer
-
-from rayscale.cli.dev_cmds import vnode_command
+from rayscale.vnode.main import main
 
 if __name__ == "__main__":
-    typer.run(vnode_command)
+    main()

@@ -34,9 +34,6 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-POOL_LABEL = "rayscale.io/pool"
-VNODE_LABEL = "rayscale.io/vnode"
-
 
 class Taint(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -49,7 +49,7 @@ from lightkube.models.core_v1 import Container
 from lightkube.resources.core_v1 import Pod
 from lightkube.utils.quantity import parse_quantity
 
-from rayscale.local import procs
+from rayscale import procs
 
 MARKER = "RAYSCALE_VNODE_CONTAINER"
 BACKOFF_BASE_S = 1.0

@@ -35,7 +35,8 @@ from lightkube.resources.core_v1 import ConfigMap, Node, Pod, Secret, Service
 from lightkube.types import OnErrorAction, OnErrorResult, PatchType
 
 from rayscale.kubedecode import warm_up
-from rayscale.vnode.config import POOL_LABEL, VNODE_LABEL, Pool, VNodeConfig
+from rayscale.labels import POOL_LABEL, VNODE_LABEL
+from rayscale.vnode.config import Pool, VNodeConfig
 from rayscale.vnode.hosts import ServiceTable, hosts_content, resolv_content, write_in_place
 from rayscale.vnode.runtime import PodRun, Tools, now_rfc3339
 

@@ -17,10 +17,10 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Pod
 
+from rayscale import procs
 from rayscale.devcluster import DevCluster
-from rayscale.devcluster.testing import wait_for
-from rayscale.local import procs
-from rayscale.local.store import free_port
+from rayscale.ports import free_port
+from tests.devtools import wait_for
 
 ROOT = Path(__file__).parent.parent.parent.parent
 CRD = ROOT / "deploy" / "crds" / "ray.io_rayclusters.yaml"
@@ -51,7 +51,7 @@ class OperatorProcess:
         self.kubeconfig = kubeconfig
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
-        self.metrics_port = free_port("127.0.0.1")
+        self.metrics_port = free_port()
 
     @property
     def metrics_url(self) -> str:

@@ -11,7 +11,7 @@ import pytest
 from lightkube import Client
 from lightkube.resources.core_v1 import Pod
 
-from rayscale.devcluster.testing import wait_for
+from tests.devtools import wait_for
 from tests.k8s.operator.conftest import RayCluster, manifest, run_job
 
 pytestmark = pytest.mark.e2e

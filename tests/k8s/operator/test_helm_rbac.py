@@ -48,8 +48,8 @@ from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding, RoleBi
 from lightkube.types import PatchType
 
 from rayscale.devcluster import DevCluster
-from rayscale.devcluster.testing import wait_for
 from rayscale.operator import rbac
+from tests.devtools import wait_for
 from tests.k8s.operator.conftest import ROOT, RayCluster, manifest, pods
 
 HELM_VERSION = "v3.21.4"

@@ -10,7 +10,7 @@ from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Pod, Service
 from lightkube.types import PatchType
 
-from rayscale.devcluster.testing import wait_for
+from tests.devtools import wait_for
 from tests.k8s.operator.conftest import RayCluster, gcs_address, manifest, pods, running
 
 

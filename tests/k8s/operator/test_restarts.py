@@ -10,8 +10,8 @@ from pathlib import Path
 
 from lightkube import Client
 
-from rayscale.devcluster.testing import wait_for
-from rayscale.local import procs
+from rayscale import procs
+from tests.devtools import wait_for
 from tests.k8s.operator.conftest import (
     OperatorProcess,
     RayCluster,

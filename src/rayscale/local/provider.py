@@ -14,10 +14,12 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from rayscale.local import procs
-from rayscale.local.store import ClusterDir, ClusterRecord, NodeRecord, free_port, now, worker_ip
+from rayscale import procs
+from rayscale.labels import GROUP_LABEL, NODE_LABEL
+from rayscale.local.store import ClusterDir, ClusterRecord, NodeRecord, now, worker_ip
+from rayscale.ports import free_port
 from rayscale.providers.base import ProviderNode, ProviderState
-from rayscale.raystart import GROUP_LABEL, NODE_LABEL, RayStart, ray_start_argv
+from rayscale.raystart import RayStart, ray_start_argv
 from rayscale.spec import ClusterSpec
 
 
@@ -51,8 +53,8 @@ LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024  # per node unless the spec sets on
 def local_overrides(ip: str, resources: Mapping[str, float]) -> dict[str, str]:
     """Ports that default to fixed numbers get free ones; a modest object store."""
     out = {
-        "dashboard-agent-listen-port": str(free_port(ip)),
-        "metrics-export-port": str(free_port(ip)),
+        "dashboard-agent-listen-port": str(free_port()),
+        "metrics-export-port": str(free_port()),
     }
     if "object_store_memory" not in resources:
         out["object-store-memory"] = str(LOCAL_OBJECT_STORE_BYTES)

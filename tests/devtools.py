@@ -25,8 +25,8 @@ import yaml
 from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Node
 
+from rayscale import procs
 from rayscale.devcluster.cluster import DevCluster, admin_client
-from rayscale.local import procs
 from rayscale.vnode.config import VNodeConfig
 from rayscale.vnode.runtime import MARKER
 

@@ -1,0 +1,76 @@
+"""The autoscaler sidecar of a RayCluster on Kubernetes: the loop wired to the CR provider.
+
+The operator runs ``rayscale autoscaler --cluster NAME --namespace NS
+--gcs-address IP:PORT`` in the head pod; the loop acts only through the
+RayCluster (``replicas`` and ``scaleStrategy.workersToDelete``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from lightkube import Client
+
+from rayscale.autoscaler.events import Event, EventLog
+from rayscale.autoscaler.loop import Autoscaler, LoopOptions
+from rayscale.autoscaler.metrics import AutoscalerMetrics
+from rayscale.observe.memory import DashboardMemoryProbe
+from rayscale.observe.ray_state import RayObserver
+from rayscale.providers.kuberay import KubeRayProvider
+
+log = logging.getLogger("rayscale.autoscaler")
+T = TypeVar("T")
+
+
+def kubernetes_autoscaler(
+    cluster: str, namespace: str, gcs_address: str | None, metrics_port: int,
+    options: LoopOptions,
+) -> Autoscaler:
+
+    provider = KubeRayProvider(Client(field_manager="rayscale-autoscaler"), cluster, namespace)
+    spec = _retry(provider.spec, "the RayCluster")
+    address = gcs_address or f"{provider.cluster()['status']['head']['podIP']}:6379"
+    head_ip = address.rsplit(":", 1)[0]
+    observer = _retry(lambda: _ready_observer(address), f"the GCS at {address}")
+    metrics = AutoscalerMetrics()
+    port = metrics.serve(head_ip, metrics_port)
+    log.info("autoscaler for %s/%s: GCS %s, metrics on %s:%s", namespace, cluster, address,
+             head_ip, port)
+
+    def echo(event: Event) -> None:
+        log.info("%s %s", event.kind, event.message)
+
+
+    return Autoscaler(
+        spec,
+        provider,
+        observer,
+        head_ip=head_ip,
+        events=EventLog(None, echo=echo),
+        metrics=metrics,
+        options=options,
+        memory_probe=DashboardMemoryProbe(f"http://{head_ip}:8265"),
+        refresh_spec=provider.spec,
+    )
+
+
+def _ready_observer(address: str) -> RayObserver:
+
+    observer = RayObserver(address)
+    observer.observe()
+    return observer
+
+
+def _retry(make: Callable[[], T], what: str, timeout_s: float = 300.0) -> T:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return make()
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.info("waiting for %s (%r)", what, exc)
+            time.sleep(2)

@@ -1,0 +1,38 @@
+"""Label keys, reserved names and limits shared by every part of rayscale.
+
+One place for the strings KubeRay, Ray and rayscale agree on, so that no two
+modules spell them differently.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- KubeRay's labels on the pods and services it (and our operator) creates
+CLUSTER_LABEL: Final = "ray.io/cluster"
+NODE_TYPE_LABEL: Final = "ray.io/node-type"  # "head" or "worker"
+GROUP_LABEL_K8S: Final = "ray.io/group"
+IS_RAY_NODE_LABEL: Final = "ray.io/is-ray-node"
+NODE_TYPE_HEAD: Final = "head"
+NODE_TYPE_WORKER: Final = "worker"
+
+# --- rayscale's labels on Ray nodes (``ray start --labels``) and virtual nodes
+NODE_LABEL: Final = "rayscale.io/node"
+GROUP_LABEL: Final = "rayscale.io/group"
+POOL_LABEL: Final = "rayscale.io/pool"
+VNODE_LABEL: Final = "rayscale.io/vnode"
+
+# --- group names
+#: The head's group: Ray's KubeRay autoscaler names the head node type so, and
+#: no worker group may take it.
+HEAD_GROUP: Final = "headgroup"
+#: Ray nodes no provider of ours started (another tool's, or an older rayscale's).
+EXTERNAL_GROUP: Final = "external"
+
+# --- the API group
+RAY_API_GROUP: Final = "ray.io"
+RAY_API_VERSION: Final = "ray.io/v1"
+
+#: KubeRay's default ``maxReplicas`` (int32 max), the one spelling of "no upper
+#: bound" in a spec. The planner's state says the same with ``max: null``.
+UNBOUNDED_REPLICAS: Final = 2_147_483_647

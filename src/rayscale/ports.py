@@ -1,0 +1,34 @@
+"""Free TCP ports for the servers rayscale starts (Ray, the dev control plane).
+
+A probe binds port 0 briefly and never listens: the kernel picks a port that
+is free at that moment. Callers bind soon after and retry if another process
+took it in between.
+"""
+
+from __future__ import annotations
+
+import socket
+
+
+def free_port() -> int:
+    """A port free on every address, not only on one loopback IP.
+
+    Ray binds some of its servers (the GCS among them) to all addresses, so a
+    port that is free on a node's loopback IP but bound on another loopback IP
+    would still make it fail.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether ``port`` can be bound on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
