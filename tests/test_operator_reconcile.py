@@ -6,14 +6,15 @@ from pathlib import Path
 
 import yaml
 
+from rayscale.api import RayCluster
 from rayscale.operator.desired import PodSettings, gcs_port, head_service, worker_pod
 from rayscale.operator.reconcile import ObservedPod, conditions, reconcile
-from rayscale.spec import ClusterSpec, parse_cluster_spec
+from rayscale.spec import parse_cluster_spec
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "seeds-autoscaler.yaml"
 
 
-def spec(**changes: object) -> ClusterSpec:
+def spec(**changes: object) -> RayCluster:
     doc = yaml.safe_load(EXAMPLE.read_text())
     group = doc["spec"]["workerGroupSpecs"][0]
     for key, value in changes.items():
@@ -21,6 +22,8 @@ def spec(**changes: object) -> ClusterSpec:
             doc["spec"]["suspend"] = value
         elif key == "autoscaling":
             doc["spec"]["enableInTreeAutoscaling"] = value
+        elif key == "workersToDelete":
+            group["scaleStrategy"] = {"workersToDelete": value}
         else:
             group[key] = value
     return parse_cluster_spec(doc)
@@ -71,7 +74,7 @@ def test_head_service_is_headless_with_the_head_ports() -> None:
 
 def test_new_cluster_creates_head_and_min_replicas() -> None:
     s = spec(replicas=2, minReplicas=2)
-    actions = reconcile(s, [], SETTINGS, {}, {})
+    actions = reconcile(s, [], SETTINGS)
     kinds = [p["metadata"]["generateName"] for p in actions.create]
     assert kinds.count("raycluster-autoscaler-head-") == 1
     assert kinds.count("raycluster-autoscaler-small-group-worker-") == 2
@@ -79,22 +82,22 @@ def test_new_cluster_creates_head_and_min_replicas() -> None:
 
 def test_replicas_clamped_and_reported() -> None:
     s = spec(replicas=50)  # max is 4
-    actions = reconcile(s, [head()], SETTINGS, {}, {"small-group": 50})
+    actions = reconcile(s, [head()], SETTINGS)
     assert len(actions.create) == 4
     assert any(e.reason == "ReplicasOutOfBounds" for e in actions.events)
 
 
 def test_workers_to_delete_are_deleted_and_failed_ones_replaced() -> None:
-    s = spec(replicas=2)
+    s = spec(replicas=2, workersToDelete=["w-a"])
     pods = [head(), worker("w-a"), worker("w-b", phase="Failed"), worker("w-c")]
-    actions = reconcile(s, pods, SETTINGS, {"small-group": ["w-a"]}, {})
+    actions = reconcile(s, pods, SETTINGS)
     assert sorted(actions.delete) == ["w-a", "w-b"]
     assert len(actions.create) == 1  # w-c stays; one more to reach 2
 
 
 def test_with_autoscaling_the_operator_never_picks_pods_itself() -> None:
     s = spec(replicas=1, autoscaling=True)
-    actions = reconcile(s, [head(), worker("w-a"), worker("w-b")], SETTINGS, {}, {})
+    actions = reconcile(s, [head(), worker("w-a"), worker("w-b")], SETTINGS)
     assert actions.delete == []
     assert any(e.reason == "WaitingForWorkersToDelete" for e in actions.events)
 
@@ -103,16 +106,16 @@ def test_without_autoscaling_scale_down_removes_pending_then_newest() -> None:
     s = spec(replicas=1, autoscaling=False)
     pods = [head(), worker("old", created="2026-01-01T00:00:00Z"),
             worker("new", created="2026-01-02T00:00:00Z"), worker("pending", phase="Pending")]
-    actions = reconcile(s, pods, SETTINGS, {}, {})
+    actions = reconcile(s, pods, SETTINGS)
     assert sorted(actions.delete) == ["new", "pending"]
 
 
 def test_suspend_removes_every_pod_and_failed_head_is_replaced() -> None:
     s = spec(suspend=True)
-    actions = reconcile(s, [head(), worker("w-a")], SETTINGS, {}, {})
+    actions = reconcile(s, [head(), worker("w-a")], SETTINGS)
     assert sorted(actions.delete) == ["c-head-x", "w-a"] and not actions.create
     assert actions.status["state"] == "suspended"
-    actions = reconcile(spec(), [head("Failed")], SETTINGS, {}, {})
+    actions = reconcile(spec(), [head("Failed")], SETTINGS)
     assert actions.delete == ["c-head-x"]
     created = [p["metadata"]["generateName"] for p in actions.create]
     assert created == ["raycluster-autoscaler-head-"]
@@ -120,7 +123,7 @@ def test_suspend_removes_every_pod_and_failed_head_is_replaced() -> None:
 
 def test_status_like_kuberay() -> None:
     s = spec(replicas=2)
-    status = reconcile(s, [head(), worker("a"), worker("b")], SETTINGS, {}, {}).status
+    status = reconcile(s, [head(), worker("a"), worker("b")], SETTINGS).status
     assert status["state"] == "ready"
     assert status["desiredWorkerReplicas"] == 2 and status["availableWorkerReplicas"] == 2
     assert status["minWorkerReplicas"] == 0 and status["maxWorkerReplicas"] == 4
@@ -131,7 +134,7 @@ def test_status_like_kuberay() -> None:
 
 def test_conditions_like_kuberay_keep_their_transition_time() -> None:
     s = spec(replicas=1)
-    ready = reconcile(s, [head(), worker("a")], SETTINGS, {}, {}).status
+    ready = reconcile(s, [head(), worker("a")], SETTINGS).status
     first = conditions(ready, False, [], "2026-11-22T01:00:00Z")
     by_type = {c["type"]: c for c in first}
     assert by_type["HeadPodReady"]["status"] == "True"
@@ -139,6 +142,6 @@ def test_conditions_like_kuberay_keep_their_transition_time() -> None:
     assert by_type["RayClusterSuspended"]["status"] == "False"
     later = conditions(ready, False, first, "2026-11-22T02:00:00Z")
     assert later == first  # nothing changed: nothing to write
-    starting = reconcile(s, [head("Pending")], SETTINGS, {}, {}).status
+    starting = reconcile(s, [head("Pending")], SETTINGS).status
     again = {c["type"]: c for c in conditions(starting, False, first, "2026-11-22T03:00:00Z")}
     assert again["RayClusterProvisioned"]["status"] == "True"  # provisioned once stays so

@@ -14,17 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from rayscale.spec import (
-    ClusterSpec,
-    HeadGroupSpec,
+from rayscale.api import (
     QuantityError,
+    RayCluster,
     SpecError,
     WorkerGroupSpec,
-    load_cluster_spec,
-    parse_cluster_spec,
     parse_quantity,
-    ray_resources,
 )
+from rayscale.spec import load_cluster_spec, parse_cluster_spec, ray_resources
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 GI = 1024**3
@@ -113,33 +110,34 @@ def group_doc(*, params: dict[str, Any] | None = None, **resources: Any) -> dict
 def test_every_example_loads(path: Path) -> None:
     spec = load_cluster_spec(path)
     assert spec.worker_groups
-    assert spec.raw["kind"] == "RayCluster"
+    assert spec.to_manifest()["kind"] == "RayCluster"
 
 
 def test_example_seeds_autoscaler() -> None:
     spec = load_cluster_spec(EXAMPLES / "seeds-autoscaler.yaml")
     assert spec.name == "raycluster-autoscaler"
     assert spec.namespace == "default"
-    assert spec.enable_in_tree_autoscaling is True
+    assert spec.spec.enable_in_tree_autoscaling is True
     assert spec.upscaling_mode == "Default"
     assert spec.idle_timeout_s == 15
-    assert spec.ray_version == "2.60.0"
-    assert spec.head.resources == {"CPU": 0, "memory": 2 * GI}
-    assert spec.head.ray_start_params == {"num-cpus": "0", "dashboard-host": "0.0.0.0"}
+    assert spec.spec.ray_version == "2.60.0"
+    assert spec.spec.head_group_spec.ray_resources == {"CPU": 0, "memory": 2 * GI}
+    head = spec.spec.head_group_spec
+    assert head.ray_start_params == {"num-cpus": "0", "dashboard-host": "0.0.0.0"}
     (group,) = spec.worker_groups
     assert group is spec.group("small-group")
-    assert (group.replicas, group.min_replicas, group.max_replicas) == (0, 0, 4)
-    assert group.resources == {"CPU": 1, "memory": GI}
+    assert (group.desired_replicas, group.min_replicas, group.max_replicas) == (0, 0, 4)
+    assert group.ray_resources == {"CPU": 1, "memory": GI}
 
 
 def test_example_heterogeneous() -> None:
     spec = load_cluster_spec(EXAMPLES / "heterogeneous.yaml")
     assert spec.name == "hetero"
-    assert [g.name for g in spec.worker_groups] == ["small", "large"]
+    assert [g.group_name for g in spec.worker_groups] == ["small", "large"]
     small, large = spec.group("small"), spec.group("large")
-    assert small.resources == {"CPU": 1, "memory": GI}
+    assert small.ray_resources == {"CPU": 1, "memory": GI}
     assert (small.max_replicas, small.priority) == (3, 10)
-    assert large.resources == {"CPU": 2, "memory": 2 * GI, "custom": 1}
+    assert large.ray_resources == {"CPU": 2, "memory": 2 * GI, "custom": 1}
     assert (large.max_replicas, large.priority) == (2, 0)
 
 
@@ -149,10 +147,11 @@ def test_example_fallback() -> None:
     regular, elastic = spec.group("regular"), spec.group("elastic")
     assert (regular.priority, regular.max_replicas) == (10, 2)
     assert (elastic.priority, elastic.max_replicas) == (0, 4)
-    assert regular.resources["CPU"] == elastic.resources["CPU"] == 1
-    assert elastic.labels["alibabacloud.com/eci"] == "true"
-    assert regular.labels == {}
-    assert elastic.tolerations and elastic.tolerations[0]["operator"] == "Exists"
+    assert regular.ray_resources["CPU"] == elastic.ray_resources["CPU"] == 1
+    assert elastic.pod_labels["alibabacloud.com/eci"] == "true"
+    assert regular.pod_labels == {}
+    tolerations = elastic.template.spec.tolerations
+    assert tolerations and tolerations[0].operator == "Exists"
 
 
 # --- the model ------------------------------------------------------------
@@ -166,14 +165,14 @@ def test_defaults() -> None:
     for key in ("replicas", "minReplicas", "maxReplicas"):
         del group[key]
     spec = parse_cluster_spec(doc)
-    assert spec.enable_in_tree_autoscaling is False
+    assert spec.spec.enable_in_tree_autoscaling is False
     assert spec.upscaling_mode == "Default"
     assert spec.idle_timeout_s == 60
-    assert spec.suspend is False
+    assert spec.spec.suspend is False
     worker = spec.group("small")
-    assert (worker.replicas, worker.min_replicas, worker.max_replicas) == (0, 0, 2147483647)
+    assert (worker.desired_replicas, worker.min_replicas, worker.max_replicas) == (0, 0, 2147483647)
     assert worker.priority == 0
-    assert worker.idle_timeout_s is None
+    assert worker.idle_timeout_seconds is None
     assert worker.memory_target_fraction is None
     assert worker.num_of_hosts == 1
 
@@ -193,16 +192,16 @@ def test_group_fields() -> None:
     doc["spec"]["suspend"] = True
     spec = parse_cluster_spec(doc)
     worker = spec.group("small")
-    assert worker.idle_timeout_s == 5
+    assert worker.idle_timeout_seconds == 5
     assert worker.priority == -3
     assert worker.memory_target_fraction == 0.8
     assert worker.suspend is True
     assert worker.num_of_hosts == 2
-    assert worker.node_selector == {"pool": "spot"}
-    assert worker.labels == {"alibabacloud.com/eci": "true"}
-    assert worker.template["spec"]["containers"][0]["name"] == "ray-worker"
+    assert worker.template.spec.node_selector == {"pool": "spot"}
+    assert worker.pod_labels == {"alibabacloud.com/eci": "true"}
+    assert worker.template.spec.containers[0].name == "ray-worker"
     assert spec.namespace == "ml"
-    assert spec.suspend is True
+    assert spec.spec.suspend is True
 
 
 def test_upscaling_modes_and_v1alpha1() -> None:
@@ -226,7 +225,7 @@ def test_replicas_default_to_min_and_are_clamped(replicas: int | None, expected:
         del group["replicas"]
     else:
         group["replicas"] = replicas
-    assert parse_cluster_spec(doc).group("small").replicas == expected
+    assert parse_cluster_spec(doc).group("small").desired_replicas == expected
 
 
 def test_ray_start_params_are_stored_as_strings() -> None:
@@ -245,23 +244,33 @@ def test_group_lookup_error_names_known_groups() -> None:
 def test_models_are_frozen_and_checked() -> None:
     spec = parse_cluster_spec(base_doc())
     with pytest.raises(ValidationError):
-        spec.name = "other"  # type: ignore[misc]
+        spec.spec = spec.spec  # type: ignore[misc]
+    template = {"spec": {"containers": [{"name": "ray"}]}}
     with pytest.raises(ValidationError):
-        WorkerGroupSpec(name="g", min_replicas=3, max_replicas=2, replicas=3)
-    built = ClusterSpec(
-        name="c",
-        head=HeadGroupSpec(),
-        worker_groups=[WorkerGroupSpec(name="g", resources={"CPU": 1})],
-    )
-    assert built.group("g").resources == {"CPU": 1.0}
+        WorkerGroupSpec.model_validate({
+            "groupName": "g", "minReplicas": 3, "maxReplicas": 2, "replicas": 3,
+            "rayStartParams": {"num-cpus": "1"}, "template": template,
+        })
+    built = RayCluster.model_validate({
+        "apiVersion": "ray.io/v1",
+        "kind": "RayCluster",
+        "metadata": {"name": "c"},
+        "spec": {
+            "headGroupSpec": {"template": template},
+            "workerGroupSpecs": [{"groupName": "g", "resources": {"CPU": "1"},
+                                  "template": template}],
+        },
+    })
+    assert built.group("g").ray_resources == {"CPU": 1.0}
 
 
 def test_raw_is_a_copy_of_the_document() -> None:
     doc = base_doc()
     spec = parse_cluster_spec(doc)
     doc["spec"]["workerGroupSpecs"][0]["maxReplicas"] = 99
-    assert spec.raw["spec"]["workerGroupSpecs"][0]["maxReplicas"] == 4
-    assert spec.raw["metadata"] == {"name": "test-cluster"}
+    manifest = spec.to_manifest()
+    assert manifest["spec"]["workerGroupSpecs"][0]["maxReplicas"] == 4
+    assert manifest["metadata"] == {"name": "test-cluster"}
 
 
 # --- Ray resources --------------------------------------------------------
@@ -771,7 +780,9 @@ def test_unknown_fields_are_allowed() -> None:
     doc["spec"]["headGroupSpec"]["serviceType"] = "ClusterIP"
     doc["spec"]["futureField"] = {"anything": [1, 2]}
     mutate(doc, (*W0, "scaleStrategy"), {"workersToDelete": ["pod-a"]})
-    assert parse_cluster_spec(doc).raw["spec"]["futureField"] == {"anything": [1, 2]}
+    cluster = parse_cluster_spec(doc)
+    assert cluster.to_manifest()["spec"]["futureField"] == {"anything": [1, 2]}
+    assert cluster.group("small").scale_strategy.workers_to_delete == ["pod-a"]
 
 
 # --- files ----------------------------------------------------------------
@@ -866,4 +877,4 @@ def test_any_edit_gives_a_spec_or_a_spec_error(edits: list[tuple[tuple[Any, ...]
         assert error.errors
         assert all(": " in message for message in error.errors)
     else:
-        assert isinstance(spec, ClusterSpec)
+        assert isinstance(spec, RayCluster)

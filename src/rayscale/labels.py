@@ -29,6 +29,11 @@ HEAD_GROUP: Final = "headgroup"
 #: Ray nodes no provider of ours started (another tool's, or an older rayscale's).
 EXTERNAL_GROUP: Final = "external"
 
+# --- KubeRay's default head ports (named container ports of the Ray head)
+DEFAULT_HEAD_PORTS: Final = {
+    "gcs-server": 6379, "dashboard": 8265, "client": 10001, "metrics": 8080, "serve": 8000,
+}
+
 # --- the API group
 RAY_API_GROUP: Final = "ray.io"
 RAY_API_VERSION: Final = "ray.io/v1"

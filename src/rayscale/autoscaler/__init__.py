@@ -1,1 +1,1 @@
-"""The autoscaler loop: observe -> plan -> act, with launch tracking, backoff and drain-before-stop."""
+"""The autoscaler loop: observe -> plan -> act; launch tracking, backoff, drain-then-stop."""

@@ -23,13 +23,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from rayscale.api import RayCluster
 from rayscale.autoscaler.events import Event, EventLog
 from rayscale.autoscaler.metrics import AutoscalerMetrics
 from rayscale.autoscaler.snapshot import NodeView, Snapshot, cluster_state, join
 from rayscale.observe.ray_state import Observation
 from rayscale.planner import Plan, parse_state, plan
 from rayscale.providers.base import NodeProvider, ProviderNode
-from rayscale.spec import ClusterSpec
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class LoopState:
 class Autoscaler:
     def __init__(
         self,
-        spec: ClusterSpec,
+        spec: RayCluster,
         provider: NodeProvider,
         observer: Observer,
         head_ip: str,
@@ -82,7 +82,7 @@ class Autoscaler:
         options: LoopOptions | None = None,
         memory_probe: Callable[[list[str]], dict[str, float]] | None = None,
         on_status: Callable[[dict[str, Any]], None] | None = None,
-        refresh_spec: Callable[[], ClusterSpec] | None = None,
+        refresh_spec: Callable[[], RayCluster] | None = None,
     ) -> None:
         self.spec = spec
         self.provider = provider
@@ -224,7 +224,7 @@ class Autoscaler:
         ))
 
     def _stop_suspended(self, snapshot: Snapshot) -> None:
-        suspended = {g.name for g in self.spec.worker_groups if g.suspend}
+        suspended = {g.group_name for g in self.spec.worker_groups if g.suspend}
         for view in snapshot.nodes:
             if view.group in suspended and view.status != "terminating":
                 self._stop_async(view, "suspended", drain=view.status == "running")
@@ -313,7 +313,9 @@ class Autoscaler:
                 counts[key] = counts.get(key, 0) + 1
         for g in self.spec.worker_groups:
             for status in ("running", "pending", "terminating"):
-                self.metrics.nodes.labels(g.name, status).set(counts.get((g.name, status), 0))
+                self.metrics.nodes.labels(g.group_name, status).set(
+                    counts.get((g.group_name, status), 0)
+                )
         obs = snapshot.observation
         self.metrics.pending_demand.labels("tasks").set(sum(s.count for s in obs.tasks))
         self.metrics.pending_demand.labels("gangs").set(sum(g.count for g in obs.gangs))
@@ -325,16 +327,16 @@ class Autoscaler:
         not_launchable = self._not_launchable()
         groups = {}
         for g in self.spec.worker_groups:
-            views = snapshot.of_group(g.name)
-            groups[g.name] = {
+            views = snapshot.of_group(g.group_name)
+            groups[g.group_name] = {
                 "running": sum(1 for v in views if v.status == "running"),
                 "pending": sum(1 for v in views if v.status == "pending"),
                 "terminating": sum(1 for v in views if v.status == "terminating"),
                 "idle": sum(1 for v in views if v.status == "running" and v.idle_s > 0),
                 "min": g.min_replicas,
                 "max": g.max_replicas,
-                "launchable": g.name not in not_launchable,
-                "resources": dict(g.resources),
+                "launchable": g.group_name not in not_launchable,
+                "resources": g.ray_resources,
             }
         total: dict[str, float] = {}
         available: dict[str, float] = {}

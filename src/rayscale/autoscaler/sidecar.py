@@ -17,6 +17,7 @@ from lightkube import Client
 from rayscale.autoscaler.events import Event, EventLog
 from rayscale.autoscaler.loop import Autoscaler, LoopOptions
 from rayscale.autoscaler.metrics import AutoscalerMetrics
+from rayscale.labels import DEFAULT_HEAD_PORTS
 from rayscale.observe.memory import DashboardMemoryProbe
 from rayscale.observe.ray_state import RayObserver
 from rayscale.providers.kuberay import KubeRayProvider
@@ -31,8 +32,8 @@ def kubernetes_autoscaler(
 ) -> Autoscaler:
 
     provider = KubeRayProvider(Client(field_manager="rayscale-autoscaler"), cluster, namespace)
-    spec = _retry(provider.spec, "the RayCluster")
-    address = gcs_address or f"{provider.cluster()['status']['head']['podIP']}:6379"
+    spec = _retry(provider.cluster, "the RayCluster")
+    address = gcs_address or _retry(provider.head_gcs_address, "the head pod's address")
     head_ip = address.rsplit(":", 1)[0]
     observer = _retry(lambda: _ready_observer(address), f"the GCS at {address}")
     metrics = AutoscalerMetrics()
@@ -52,8 +53,8 @@ def kubernetes_autoscaler(
         events=EventLog(None, echo=echo),
         metrics=metrics,
         options=options,
-        memory_probe=DashboardMemoryProbe(f"http://{head_ip}:8265"),
-        refresh_spec=provider.spec,
+        memory_probe=DashboardMemoryProbe(f"http://{head_ip}:{DEFAULT_HEAD_PORTS['dashboard']}"),
+        refresh_spec=provider.cluster,
     )
 
 

@@ -11,10 +11,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from rayscale.api import RayCluster
 from rayscale.labels import EXTERNAL_GROUP, GROUP_LABEL, HEAD_GROUP, NODE_LABEL
 from rayscale.observe.ray_state import Observation, RayNode
 from rayscale.providers.base import ProviderNode
-from rayscale.spec import ClusterSpec
 
 NodeStatus = Literal["running", "pending", "terminating"]
 
@@ -125,19 +125,19 @@ def _from_ray(
 
 
 def cluster_state(
-    spec: ClusterSpec, snapshot: Snapshot, not_launchable: set[str]
+    spec: RayCluster, snapshot: Snapshot, not_launchable: set[str]
 ) -> dict[str, Any]:
     """The planner's ClusterState document (plan-format.md) for this moment."""
     groups = {
-        g.name: {
-            "resources": dict(g.resources),
+        g.group_name: {
+            "resources": g.ray_resources,
             "min": g.min_replicas,
             "max": g.max_replicas,
-            "idle_timeout_s": g.idle_timeout_s,
+            "idle_timeout_s": g.idle_timeout_seconds,
             "priority": g.priority,
-            "launchable": g.name not in not_launchable,
+            "launchable": g.group_name not in not_launchable,
             "memory_target_fraction": g.memory_target_fraction,
-            "labels": dict(g.labels),
+            "labels": g.pod_labels,
         }
         for g in spec.worker_groups
         if not g.suspend

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from rayscale import procs
+from rayscale.api import RayCluster
 from rayscale.local.provider import local_overrides, node_env, ray_executable
 from rayscale.local.store import ClusterDir, ClusterRecord, free_slot, head_ip, now
 from rayscale.ports import free_port
 from rayscale.raystart import RayStart, ray_start_argv
-from rayscale.spec import ClusterSpec, load_cluster_spec
+from rayscale.spec import load_cluster_spec
 
 # Short: Ray puts unix sockets under it and their paths are limited to 107 bytes.
 TEMP_ROOT = Path("/tmp/rs")
@@ -43,7 +44,7 @@ def up(
     spec_file: Path,
     wait_s: float = 180.0,
     progress: Callable[[str], None] = lambda _: None,
-) -> tuple[ClusterSpec, ClusterRecord]:
+) -> tuple[RayCluster, ClusterRecord]:
     """Start head and autoscaler; return once the cluster is ready (min workers joined)."""
     spec = load_cluster_spec(spec_file)  # SpecError: nothing started
     cluster = ClusterDir(spec.name)
@@ -87,8 +88,8 @@ def up(
     return spec, cluster.load()
 
 
-def _start_head(spec: ClusterSpec, cluster: ClusterDir, record: ClusterRecord) -> None:
-    resources = dict(spec.head.resources)
+def _start_head(spec: RayCluster, cluster: ClusterDir, record: ClusterRecord) -> None:
+    resources = spec.head.ray_resources
     overrides = local_overrides(record.head_ip, resources)
     overrides.update({
         "dashboard-host": record.head_ip,
@@ -144,7 +145,7 @@ def _start_autoscaler(cluster: ClusterDir, record: ClusterRecord) -> None:
 
 
 def _wait_ready(
-    spec: ClusterSpec,
+    spec: RayCluster,
     cluster: ClusterDir,
     record: ClusterRecord,
     deadline: float,
@@ -154,7 +155,7 @@ def _wait_ready(
 
     def mins_running(status: dict[str, Any]) -> bool:
         groups = status["groups"]
-        return all(groups[g.name]["running"] >= g.min_replicas
+        return all(groups[g.group_name]["running"] >= g.min_replicas
                    for g in spec.worker_groups if not g.suspend)
 
     if any(g.min_replicas for g in spec.worker_groups):

@@ -15,12 +15,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from rayscale import procs
+from rayscale.api import RayCluster
 from rayscale.labels import GROUP_LABEL, NODE_LABEL
 from rayscale.local.store import ClusterDir, ClusterRecord, NodeRecord, now, worker_ip
 from rayscale.ports import free_port
 from rayscale.providers.base import ProviderNode, ProviderState
 from rayscale.raystart import RayStart, ray_start_argv
-from rayscale.spec import ClusterSpec
 
 
 def ray_executable() -> str:
@@ -69,7 +69,7 @@ def labels_arg(group: str, node_id: str) -> str:
 class LocalProvider:
     """Launch and stop worker nodes of one local cluster."""
 
-    def __init__(self, spec: ClusterSpec, cluster: ClusterDir) -> None:
+    def __init__(self, spec: RayCluster, cluster: ClusterDir) -> None:
         self.spec = spec
         self.cluster = cluster
         self._children: dict[str, subprocess.Popen[bytes]] = {}
@@ -101,11 +101,11 @@ class LocalProvider:
         group = self.spec.group(node.group)
         start = RayStart(
             node_ip=node.ip,
-            resources=group.resources,
+            resources=group.ray_resources,
             address=record.address,
             temp_dir=record.node_temp_dir(f"w{node.index}"),
             labels={GROUP_LABEL: node.group, NODE_LABEL: node.id},
-            overrides=local_overrides(node.ip, group.resources),
+            overrides=local_overrides(node.ip, group.ray_resources),
         )
         argv = ray_start_argv(ray_executable(), group.ray_start_params, start)
         assert labels_arg(node.group, node.id) in argv

@@ -13,8 +13,10 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from rayscale.api import RayCluster, WorkerGroupSpec
 from rayscale.labels import (
     CLUSTER_LABEL,
+    DEFAULT_HEAD_PORTS,
     GROUP_LABEL,
     GROUP_LABEL_K8S,
     HEAD_GROUP,
@@ -23,13 +25,9 @@ from rayscale.labels import (
     NODE_TYPE_LABEL,
 )
 from rayscale.raystart import RayStart, ray_start_argv
-from rayscale.spec import ClusterSpec, WorkerGroupSpec
 
 MANAGED_BY = "app.kubernetes.io/created-by"
 
-DEFAULT_HEAD_PORTS = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "metrics": 8080,
-                      "serve": 8000}
-GCS_PORT = 6379
 SHARED_PORT_BASE = 20000  # shared-network mode: per-cluster ports from here (even, +1)
 SHARED_PORT_PAIRS = 5000
 
@@ -48,49 +46,47 @@ def head_service_name(cluster: str) -> str:
     return f"{cluster}-head-svc"
 
 
-def head_ports(spec: ClusterSpec, settings: PodSettings) -> dict[str, int]:
+def head_ports(spec: RayCluster, settings: PodSettings) -> dict[str, int]:
     """The head's named ports: the container's own, else KubeRay's defaults.
 
     With a shared pod network, Ray's GCS and client server listen on every
     address, so two clusters' heads would collide on 6379 / 10001: each
     cluster gets its own pair, derived from its uid (stable across restarts).
     """
-    containers = spec.head.template.get("spec", {}).get("containers") or []
-    declared = containers[0].get("ports") or [] if containers else []
-    ports = {p["name"]: int(p["containerPort"]) for p in declared
-             if p.get("name") and p.get("containerPort")} or dict(DEFAULT_HEAD_PORTS)
+    declared = spec.head.template.spec.ray_container.ports
+    ports = {p.name: p.container_port for p in declared if p.name} or dict(DEFAULT_HEAD_PORTS)
     if settings.shared_network:
-        uid = str(spec.raw.get("metadata", {}).get("uid") or spec.namespace + "/" + spec.name)
+        uid = spec.metadata.uid or f"{spec.namespace}/{spec.name}"
         pair = int(hashlib.sha256(uid.encode()).hexdigest(), 16) % SHARED_PORT_PAIRS
         ports["gcs-server"] = SHARED_PORT_BASE + 2 * pair
         ports["client"] = SHARED_PORT_BASE + 2 * pair + 1
     return ports
 
 
-def gcs_port(spec: ClusterSpec, settings: PodSettings) -> int:
-    return head_ports(spec, settings).get("gcs-server", GCS_PORT)
+def gcs_port(spec: RayCluster, settings: PodSettings) -> int:
+    return head_ports(spec, settings).get("gcs-server", DEFAULT_HEAD_PORTS["gcs-server"])
 
 
-def head_address(spec: ClusterSpec, settings: PodSettings) -> str:
+def head_address(spec: RayCluster, settings: PodSettings) -> str:
     service = f"{head_service_name(spec.name)}.{spec.namespace}.svc.cluster.local"
     return f"{service}:{gcs_port(spec, settings)}"
 
 
-def cluster_labels(spec: ClusterSpec) -> dict[str, str]:
+def cluster_labels(spec: RayCluster) -> dict[str, str]:
     return {CLUSTER_LABEL: spec.name}
 
 
-def head_labels(spec: ClusterSpec) -> dict[str, str]:
+def head_labels(spec: RayCluster) -> dict[str, str]:
     return {**cluster_labels(spec), NODE_TYPE_LABEL: "head", GROUP_LABEL_K8S: HEAD_GROUP,
             IS_RAY_NODE_LABEL: "yes", MANAGED_BY: "rayscale"}
 
 
-def worker_labels(spec: ClusterSpec, group: str) -> dict[str, str]:
+def worker_labels(spec: RayCluster, group: str) -> dict[str, str]:
     return {**cluster_labels(spec), NODE_TYPE_LABEL: "worker", GROUP_LABEL_K8S: group,
             IS_RAY_NODE_LABEL: "yes", MANAGED_BY: "rayscale"}
 
 
-def head_pod(spec: ClusterSpec, settings: PodSettings) -> dict[str, Any]:
+def head_pod(spec: RayCluster, settings: PodSettings) -> dict[str, Any]:
     ports = head_ports(spec, settings)
     overrides = {"dashboard-host": "$(POD_IP)",
                  "ray-client-server-port": str(ports["client"])} if settings.shared_network else {}
@@ -98,33 +94,33 @@ def head_pod(spec: ClusterSpec, settings: PodSettings) -> dict[str, Any]:
     overrides["no-monitor"] = "true"
     start = RayStart(
         node_ip="$(POD_IP)",
-        resources=spec.head.resources,
-        gcs_port=ports.get("gcs-server", GCS_PORT),
+        resources=spec.head.ray_resources,
+        gcs_port=ports.get("gcs-server", DEFAULT_HEAD_PORTS["gcs-server"]),
         labels={GROUP_LABEL: HEAD_GROUP},
         overrides={**overrides, **_shared_network_ports(settings)},
     )
     argv = ray_start_argv(settings.ray_executable, spec.head.ray_start_params, start)
-    return _pod(spec.head.template, f"{spec.name}-head-", head_labels(spec), argv,
+    return _pod(spec.head.template.to_manifest(), f"{spec.name}-head-", head_labels(spec), argv,
                 ports=ports, restart="Always", private_tmp=settings.shared_network)
 
 
-def worker_pod(spec: ClusterSpec, group: WorkerGroupSpec, settings: PodSettings) -> dict[str, Any]:
+def worker_pod(spec: RayCluster, group: WorkerGroupSpec, settings: PodSettings) -> dict[str, Any]:
     start = RayStart(
         node_ip="$(POD_IP)",
-        resources=group.resources,
+        resources=group.ray_resources,
         address=head_address(spec, settings),
-        labels={GROUP_LABEL: group.name, NODE_LABEL: "$(POD_NAME)"},
+        labels={GROUP_LABEL: group.group_name, NODE_LABEL: "$(POD_NAME)"},
         overrides=_shared_network_ports(settings),
     )
     argv = ray_start_argv(settings.ray_executable, group.ray_start_params, start)
     # a worker that exits (drained, or crashed) is replaced by the operator, not restarted
     # in place: an in-place restart would rejoin Ray behind the autoscaler's back
-    return _pod(group.template, f"{spec.name}-{group.name}-worker-",
-                worker_labels(spec, group.name), argv, ports=None, restart="Never",
+    return _pod(group.template.to_manifest(), f"{spec.name}-{group.group_name}-worker-",
+                worker_labels(spec, group.group_name), argv, ports=None, restart="Never",
                 private_tmp=settings.shared_network)
 
 
-def head_service(spec: ClusterSpec, settings: PodSettings) -> dict[str, Any]:
+def head_service(spec: RayCluster, settings: PodSettings) -> dict[str, Any]:
     ports = [{"name": name, "port": port, "targetPort": port, "protocol": "TCP"}
              for name, port in head_ports(spec, settings).items()]
     return {

@@ -18,7 +18,6 @@ from typing import Any, cast
 
 import kopf
 from lightkube import ApiError, Client
-from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.core_v1 import Pod, Service
 from lightkube.types import PatchType
 
@@ -33,11 +32,11 @@ from rayscale.operator.desired import (
 from rayscale.operator.metrics import OperatorMetrics
 from rayscale.operator.rbac import ensure_autoscaler_rbac, use_autoscaler_account
 from rayscale.operator.reconcile import ObservedPod, conditions, reconcile
+from rayscale.providers.kuberay import RayClusterResource
 from rayscale.spec import SpecError, parse_cluster_spec
 
 log = logging.getLogger(__name__)
 
-RayCluster = create_namespaced_resource("ray.io", "v1", "RayCluster", "rayclusters")
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,8 @@ def warm_up_decoders() -> None:
     from lightkube.resources.core_v1 import ServiceAccount
     from lightkube.resources.rbac_authorization_v1 import RoleBinding
 
-    warm_up((Pod, Service, ServiceAccount, RoleBinding, RayCluster, RayCluster.Status))
+    warm_up((Pod, Service, ServiceAccount, RoleBinding, RayClusterResource,
+             RayClusterResource.Status))
 
 
 @kopf.on.login()
@@ -150,26 +150,20 @@ def _reconcile_locked(ctx: OperatorContext, body: dict[str, Any]) -> None:
         "controller": True, "blockOwnerDeletion": True,
     }
     _ensure_service(ctx, head_service(spec, ctx.settings), owner, ns)
-    if spec.enable_in_tree_autoscaling:  # the sidecar's ServiceAccount and RoleBinding
+    if spec.spec.enable_in_tree_autoscaling:  # the sidecar's ServiceAccount and RoleBinding
         ensure_autoscaler_rbac(ctx.client, body, owner)
     pods = [p.to_dict() for p in ctx.client.list(Pod, namespace=ns, labels={CLUSTER_LABEL: name})]
     observed = [ObservedPod.from_pod(p) for p in pods]
-    groups = body.get("spec", {}).get("workerGroupSpecs") or []
-    workers_to_delete = {
-        g["groupName"]: list((g.get("scaleStrategy") or {}).get("workersToDelete") or [])
-        for g in groups
-    }
-    raw_replicas = {g["groupName"]: g.get("replicas") for g in groups}
-    actions = reconcile(spec, observed, ctx.settings, workers_to_delete, raw_replicas)
+    actions = reconcile(spec, observed, ctx.settings)
 
     for manifest in actions.create:
         manifest["metadata"]["namespace"] = ns
         manifest["metadata"]["ownerReferences"] = [owner]
         if manifest["metadata"]["labels"].get(NODE_TYPE_LABEL) == NODE_TYPE_HEAD:
             _add_autoscaler_sidecar(manifest, spec.name, ns, ctx.sidecar,
-                                    spec.enable_in_tree_autoscaling,
+                                    spec.spec.enable_in_tree_autoscaling,
                                     gcs_port(spec, ctx.settings))
-            if spec.enable_in_tree_autoscaling:
+            if spec.spec.enable_in_tree_autoscaling:
                 use_autoscaler_account(manifest, spec.name)
         ctx.client.create(cast(Pod, Pod.from_dict(manifest)), namespace=ns)
     for pod_name in actions.delete:
@@ -187,7 +181,7 @@ def _reconcile_locked(ctx: OperatorContext, body: dict[str, Any]) -> None:
     status["endpoints"] = {n: str(p) for n, p in head_ports(spec, ctx.settings).items()}
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     previous = (body.get("status") or {}).get("conditions") or []
-    status["conditions"] = conditions(status, spec.suspend, previous, now)
+    status["conditions"] = conditions(status, spec.spec.suspend, previous, now)
     old = {k: v for k, v in (body.get("status") or {}).items() if k != "lastUpdateTime"}
     if {k: v for k, v in status.items()} != {k: old.get(k) for k in status}:
         status["lastUpdateTime"] = now
@@ -210,7 +204,7 @@ def _ensure_service(ctx: OperatorContext, manifest: dict[str, Any], owner: dict[
 
 def _patch_status(ctx: OperatorContext, body: dict[str, Any], status: dict[str, Any]) -> None:
     meta = body["metadata"]
-    ctx.client.patch(RayCluster.Status, meta["name"], {"status": status},
+    ctx.client.patch(RayClusterResource.Status, meta["name"], {"status": status},
                      namespace=meta["namespace"], patch_type=PatchType.MERGE)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from rayscale.api import RayCluster
 from rayscale.labels import GROUP_LABEL_K8S, HEAD_GROUP
 from rayscale.operator.desired import (
     PodSettings,
@@ -25,7 +26,6 @@ from rayscale.operator.desired import (
     head_service_name,
     worker_pod,
 )
-from rayscale.spec import ClusterSpec
 
 EventType = Literal["Normal", "Warning"]
 
@@ -75,22 +75,20 @@ class Actions:
     status: dict[str, Any] = field(default_factory=dict)
 
 
-def desired_replicas(spec: ClusterSpec) -> dict[str, int]:
-    if spec.suspend:
-        return {g.name: 0 for g in spec.worker_groups}
-    return {g.name: 0 if g.suspend else g.replicas for g in spec.worker_groups}
+def desired_replicas(spec: RayCluster) -> dict[str, int]:
+    if spec.spec.suspend:
+        return {g.group_name: 0 for g in spec.worker_groups}
+    return {g.group_name: 0 if g.suspend else g.desired_replicas for g in spec.worker_groups}
 
 
 def reconcile(
-    spec: ClusterSpec,
+    spec: RayCluster,
     pods: list[ObservedPod],
     settings: PodSettings,
-    workers_to_delete: dict[str, list[str]],
-    raw_replicas: dict[str, int | None],
 ) -> Actions:
     actions = Actions()
     live = [p for p in pods if not p.deleting]
-    if spec.suspend:
+    if spec.spec.suspend:
         actions.delete = [p.name for p in live]
         actions.status = _status(spec, pods, "suspended")
         return actions
@@ -106,16 +104,16 @@ def reconcile(
 
     wanted = desired_replicas(spec)
     for group in spec.worker_groups:
-        raw = raw_replicas.get(group.name)
-        if raw is not None and raw != group.replicas and not spec.suspend:
+        raw = group.replicas
+        if raw is not None and raw != group.desired_replicas:
             actions.events.append(Event(
                 "Warning", "ReplicasOutOfBounds",
-                f"group {group.name}: replicas {raw} is outside [{group.min_replicas}, "
-                f"{group.max_replicas}]; using {group.replicas}",
+                f"group {group.group_name}: replicas {raw} is outside [{group.min_replicas}, "
+                f"{group.max_replicas}]; using {group.desired_replicas}",
             ))
-        members = [p for p in live if p.group == group.name]
+        members = [p for p in live if p.group == group.group_name]
         keep = []
-        named = set(workers_to_delete.get(group.name, []))
+        named = set(group.scale_strategy.workers_to_delete)
         for pod in members:
             if pod.name in named:
                 actions.delete.append(pod.name)
@@ -127,15 +125,16 @@ def reconcile(
                                             f"worker {pod.name} {pod.phase.lower()}; replacing"))
             else:
                 keep.append(pod)
-        diff = wanted[group.name] - len(keep)
+        diff = wanted[group.group_name] - len(keep)
         if diff > 0:
             actions.create += [worker_pod(spec, group, settings) for _ in range(diff)]
             actions.events.append(Event("Normal", "CreatedWorkers",
-                                        f"creating {diff} {group.name} worker pod(s)"))
-        elif diff < 0 and spec.enable_in_tree_autoscaling:
+                                        f"creating {diff} {group.group_name} worker pod(s)"))
+        elif diff < 0 and spec.spec.enable_in_tree_autoscaling:
             actions.events.append(Event(
                 "Warning", "WaitingForWorkersToDelete",
-                f"group {group.name} has {-diff} worker(s) above replicas; with autoscaling on, "
+                f"group {group.group_name} has {-diff} worker(s) above replicas; "
+                "with autoscaling on, "
                 "only pods named in workersToDelete are deleted",
             ))
         elif diff < 0:
@@ -144,7 +143,7 @@ def reconcile(
             victims = victims[:-diff]
             actions.delete += [p.name for p in victims]
             actions.events.append(Event("Normal", "DeletedWorkers",
-                                        f"deleting {-diff} {group.name} worker pod(s)"))
+                                        f"deleting {-diff} {group.group_name} worker pod(s)"))
     actions.status = _status(spec, pods, None)
     return actions
 
@@ -181,20 +180,21 @@ def _epoch(created: str) -> float:
         return 0.0
 
 
-def _status(spec: ClusterSpec, pods: list[ObservedPod], forced_state: str | None) -> dict[str, Any]:
+def _status(spec: RayCluster, pods: list[ObservedPod], forced_state: str | None) -> dict[str, Any]:
     live = [p for p in pods if not p.deleting and not p.finished]
     workers = [p for p in live if p.group != HEAD_GROUP]
     head = next((p for p in live if p.group == HEAD_GROUP), None)
     wanted = desired_replicas(spec)
-    hosts = {g.name: g.num_of_hosts for g in spec.worker_groups}
+    hosts = {g.group_name: g.num_of_hosts for g in spec.worker_groups}
     desired = sum(wanted[g] * hosts[g] for g in wanted)
     totals: dict[str, float] = {}
-    if not spec.suspend:
-        for name, amount in spec.head.resources.items():
+    if not spec.spec.suspend:
+        for name, amount in spec.head.ray_resources.items():
             totals[name] = totals.get(name, 0.0) + amount
         for g in spec.worker_groups:
-            for name, amount in g.resources.items():
-                totals[name] = totals.get(name, 0.0) + amount * wanted[g.name] * g.num_of_hosts
+            for name, amount in g.ray_resources.items():
+                nodes = wanted[g.group_name] * g.num_of_hosts
+                totals[name] = totals.get(name, 0.0) + amount * nodes
     available = sum(1 for p in workers if p.phase == "Running")
     ready = sum(1 for p in workers if p.ready)
     head_running = head is not None and head.phase == "Running"

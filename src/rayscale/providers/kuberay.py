@@ -16,23 +16,31 @@ demand moves to the next group at once.
 
 from __future__ import annotations
 
-import copy
 import time
-from datetime import datetime
-from typing import Any
+from collections.abc import Callable
 
 from lightkube import ApiError, Client
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
-from rayscale.labels import CLUSTER_LABEL, GROUP_LABEL_K8S, NODE_TYPE_LABEL, NODE_TYPE_WORKER
+from rayscale.api import RayCluster, WorkerGroupSpec
+from rayscale.labels import (
+    CLUSTER_LABEL,
+    DEFAULT_HEAD_PORTS,
+    GROUP_LABEL_K8S,
+    NODE_TYPE_LABEL,
+    NODE_TYPE_WORKER,
+    RAY_API_GROUP,
+)
 from rayscale.providers.base import ProviderNode, ProviderState
-from rayscale.spec import ClusterSpec, parse_cluster_spec
+from rayscale.spec import parse_cluster_spec
 
-RayCluster = create_namespaced_resource("ray.io", "v1", "RayCluster", "rayclusters")
+#: The RayCluster resource for lightkube's client (the model is :class:`rayscale.api.RayCluster`).
+RayClusterResource = create_namespaced_resource(RAY_API_GROUP, "v1", "RayCluster", "rayclusters")
 PENDING_PREFIX = "pending:"
 _RETRIES = 8
+GroupChange = Callable[[WorkerGroupSpec], WorkerGroupSpec]
 
 
 class KubeRayProvider:
@@ -43,39 +51,48 @@ class KubeRayProvider:
 
     # ------------------------------------------------------------ reading
 
-    def cluster(self) -> dict[str, Any]:
-        obj = self.client.get(RayCluster, self.name, namespace=self.namespace)
-        return dict(obj.to_dict())  # type: ignore[no-untyped-call]
+    def cluster(self) -> RayCluster:
+        """The RayCluster as it is now, validated (a SpecError if it is unusable)."""
+        obj = self.client.get(RayClusterResource, self.name, namespace=self.namespace)
+        return parse_cluster_spec(obj.to_dict())  # type: ignore[no-untyped-call]
 
-    def spec(self) -> ClusterSpec:
-        return parse_cluster_spec(self.cluster())
+    def head_gcs_address(self) -> str:
+        """``podIP:port`` of the head's GCS, from the CR's status and the head's ports."""
+        cluster = self.cluster()
+        ip = cluster.status.head.pod_ip if cluster.status else None
+        if not ip:
+            raise RuntimeError(f"RayCluster {self.name} has no head pod IP in its status yet")
+        ports = {p.name: p.container_port for p in cluster.head.template.spec.ray_container.ports}
+        return f"{ip}:{ports.get('gcs-server', DEFAULT_HEAD_PORTS['gcs-server'])}"
 
-    def _pods(self) -> list[dict[str, Any]]:
-        return [p.to_dict() for p in self.client.list(
+    def _pods(self) -> list[Pod]:
+        return list(self.client.list(
             Pod, namespace=self.namespace,
             labels={CLUSTER_LABEL: self.name, NODE_TYPE_LABEL: NODE_TYPE_WORKER},
-        )]
+        ))
 
     def nodes(self) -> list[ProviderNode]:
         cluster = self.cluster()
-        groups = cluster.get("spec", {}).get("workerGroupSpecs") or []
         pods = self._pods()
         out: list[ProviderNode] = []
-        for group in groups:
-            name = group["groupName"]
-            doomed = set((group.get("scaleStrategy") or {}).get("workersToDelete") or [])
-            members = [p for p in pods if _group_of(p) == name]
+        for group in cluster.worker_groups:
+            name = group.group_name
+            doomed = set(group.scale_strategy.workers_to_delete)
             counted = 0
-            for pod in members:
+            for pod in pods:
+                if _group_of(pod) != name:
+                    continue
                 state = _state(pod, doomed)
                 if state in ("launching", "started"):
                     counted += 1
+                meta = pod.metadata
+                created = meta.creationTimestamp if meta else None
                 out.append(ProviderNode(
-                    id=pod["metadata"]["name"], group=name, state=state,
-                    launched_at=_epoch(pod["metadata"].get("creationTimestamp")),
-                    ip=(pod.get("status") or {}).get("podIP"),
+                    id=_name(pod), group=name, state=state,
+                    launched_at=created.timestamp() if created else time.time(),
+                    ip=pod.status.podIP if pod.status else None,
                 ))
-            missing = int(group.get("replicas") or 0) - counted
+            missing = (group.replicas or 0) - counted
             out += [ProviderNode(f"{PENDING_PREFIX}{name}:{k}", name, "launching", time.time())
                     for k in range(max(0, missing))]
         return out
@@ -83,34 +100,32 @@ class KubeRayProvider:
     # ------------------------------------------------------------- acting
 
     def launch(self, group: str, count: int) -> list[str]:
-        def change(g: dict[str, Any]) -> None:
-            g["replicas"] = int(g.get("replicas") or 0) + count
-
-        self._update_group(group, change)
+        self._update_group(
+            group, lambda g: g.model_copy(update={"replicas": (g.replicas or 0) + count})
+        )
         return [f"{PENDING_PREFIX}{group}:+{k}" for k in range(count)]
 
     def terminate(self, node_id: str) -> None:
         if node_id.startswith(PENDING_PREFIX):
             group = node_id[len(PENDING_PREFIX):].split(":", 1)[0]
-
-            def fewer(g: dict[str, Any]) -> None:
-                g["replicas"] = max(0, int(g.get("replicas") or 0) - 1)
-
-            self._update_group(group, fewer)
+            self._update_group(
+                group, lambda g: g.model_copy(update={"replicas": max(0, (g.replicas or 0) - 1)})
+            )
             return
-        pod_groups = {p["metadata"]["name"]: _group_of(p) for p in self._pods()}
+        pod_groups = {_name(p): _group_of(p) for p in self._pods()}
         pod_group = pod_groups.get(node_id)
         if pod_group is None:
             return  # already gone
         live = set(pod_groups)
 
-        def delete(g: dict[str, Any]) -> None:
-            strategy = g.setdefault("scaleStrategy", {})
-            names = [n for n in (strategy.get("workersToDelete") or []) if n in live]
+        def delete(g: WorkerGroupSpec) -> WorkerGroupSpec:
+            names = [n for n in g.scale_strategy.workers_to_delete if n in live]
+            replicas = g.replicas or 0
             if node_id not in names:
                 names.append(node_id)
-                g["replicas"] = max(0, int(g.get("replicas") or 0) - 1)
-            strategy["workersToDelete"] = names
+                replicas = max(0, replicas - 1)
+            strategy = g.scale_strategy.model_copy(update={"workers_to_delete": names})
+            return g.model_copy(update={"scale_strategy": strategy, "replicas": replicas})
 
         self._update_group(pod_group, delete)
 
@@ -118,21 +133,21 @@ class KubeRayProvider:
         """A dead or unschedulable pod: take it out of the desired count and delete it."""
         self.terminate(node_id)
 
-    def _update_group(self, group: str, change: Any) -> None:
+    def _update_group(self, group: str, change: GroupChange) -> None:
         for _ in range(_RETRIES):
             cluster = self.cluster()
-            groups = copy.deepcopy(cluster["spec"].get("workerGroupSpecs") or [])
-            target = next((g for g in groups if g["groupName"] == group), None)
-            if target is None:
-                raise KeyError(f"RayCluster {self.name} has no worker group {group!r}")
-            change(target)
+            cluster.group(group)  # KeyError naming the known groups
+            groups = [
+                (change(g) if g.group_name == group else g).to_manifest()
+                for g in cluster.worker_groups
+            ]
             patch = {
-                "metadata": {"resourceVersion": cluster["metadata"]["resourceVersion"]},
+                "metadata": {"resourceVersion": cluster.metadata.resource_version},
                 "spec": {"workerGroupSpecs": groups},
             }
             try:
-                self.client.patch(RayCluster, self.name, patch, namespace=self.namespace,
-                                  patch_type=PatchType.MERGE)
+                self.client.patch(RayClusterResource, self.name, patch,
+                                  namespace=self.namespace, patch_type=PatchType.MERGE)
                 return
             except ApiError as exc:
                 if exc.status.code != 409:
@@ -140,31 +155,26 @@ class KubeRayProvider:
         raise RuntimeError(f"could not update RayCluster {self.name}: too many conflicts")
 
 
-def _group_of(pod: dict[str, Any]) -> str | None:
-    labels: dict[str, str] = pod["metadata"].get("labels") or {}
+def _name(pod: Pod) -> str:
+    return (pod.metadata.name if pod.metadata else None) or ""
+
+
+def _group_of(pod: Pod) -> str | None:
+    labels = (pod.metadata.labels if pod.metadata else None) or {}
     return labels.get(GROUP_LABEL_K8S)
 
 
-def _state(pod: dict[str, Any], doomed: set[str]) -> ProviderState:
-    meta, status = pod["metadata"], pod.get("status") or {}
-    if meta.get("deletionTimestamp") or meta["name"] in doomed:
+def _state(pod: Pod, doomed: set[str]) -> ProviderState:
+    meta, status = pod.metadata, pod.status
+    if meta is None or meta.deletionTimestamp or _name(pod) in doomed:
         return "stopping"
-    phase = status.get("phase", "Pending")
+    phase = (status.phase if status else None) or "Pending"
     if phase in ("Failed", "Succeeded"):
         return "dead"
     if phase == "Running":
         return "started"
-    for cond in status.get("conditions") or []:
-        if (cond.get("type") == "PodScheduled" and cond.get("status") == "False"
-                and cond.get("reason") == "Unschedulable"):
+    for cond in (status.conditions if status else None) or []:
+        unschedulable = cond.status == "False" and cond.reason == "Unschedulable"
+        if cond.type == "PodScheduled" and unschedulable:
             return "dead"
     return "launching"
-
-
-def _epoch(stamp: str | None) -> float:
-    if not stamp:
-        return time.time()
-    try:
-        return datetime.fromisoformat(str(stamp)).timestamp()
-    except ValueError:
-        return time.time()

@@ -13,12 +13,12 @@ from typing import Any
 
 import yaml
 
-from .errors import SpecError, describe
-from .model import ClusterSpec
+from rayscale.api import RayCluster, SpecError, describe
+
 from .parse import parse_cluster_spec
 
 
-def load_cluster_spec(path: str | Path) -> ClusterSpec:
+def load_cluster_spec(path: str | Path) -> RayCluster:
     """Load and validate the RayCluster manifest at ``path``."""
     return parse_cluster_spec(_read_document(Path(path)))
 

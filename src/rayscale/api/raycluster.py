@@ -1,0 +1,485 @@
+"""KubeRay's ``ray.io/v1`` RayCluster: spec and status, with KubeRay's names and defaults.
+
+Beyond KubeRay, a worker group may carry rayscale's two extensions:
+``priority`` (higher is preferred when several groups can hold the same
+demand: ordered fallback between pools) and ``memoryTargetFraction`` (scale
+up when the group's mean physical memory use exceeds it).
+
+Validation rules beyond plain types, and why:
+
+- ``metadata.name`` must be a DNS-1035 label (at most 63 lower-case letters,
+  digits and ``-``, starting with a letter), the rule KubeRay's
+  ``ValidateRayClusterMetadata`` enforces because the name prefixes service
+  names.
+- ``groupName`` must be a DNS-1123 label (it becomes part of pod names and a
+  label value), unique, and not ``headgroup``, which Ray's autoscaler uses
+  for the head.
+- ``replicas`` outside ``[minReplicas, maxReplicas]`` is not an error: KubeRay
+  clamps it (:attr:`WorkerGroupSpec.desired_replicas`).
+  ``maxReplicas < minReplicas`` is an error.
+- A worker group whose nodes would have no CPU, GPU, memory or custom
+  resource could never run anything: an error.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
+
+from rayscale.api.base import (
+    Condition,
+    KubeModel,
+    NonNegFloat,
+    NonNegInt32,
+    ObjectMeta,
+    Quantity,
+)
+from rayscale.api.errors import describe, field_errors, own_error
+from rayscale.api.pod import PodTemplateSpec
+from rayscale.api.resources import can_run_work, check_ray_start_params, derive_ray_resources
+from rayscale.labels import HEAD_GROUP, RAY_API_VERSION, UNBOUNDED_REPLICAS
+
+API_VERSIONS = (RAY_API_VERSION, "ray.io/v1alpha1")
+UpscalingMode = Literal["Default", "Conservative", "Aggressive"]
+AutoscalerVersion = Literal["v1", "v2"]
+AuthMode = Literal["disabled", "token"]
+#: KubeRay / Ray default ``autoscalerOptions.idleTimeoutSeconds``.
+DEFAULT_IDLE_TIMEOUT_S = 60.0
+
+#: Stands for a header field the document left out (``null`` counts as absent).
+_ABSENT = object()
+_DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+def _param_text(value: Any) -> Any:
+    """KubeRay declares rayStartParams values as strings; YAML users often write
+    numbers or booleans unquoted, so scalars are stored as strings (booleans as
+    ``"true"``/``"false"``, null as ``""``)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+#: ``rayStartParams``: a map of ``ray start`` flag (without ``--``) to value.
+RayStartParams = dict[str, Annotated[str, BeforeValidator(_param_text)]]
+
+
+def check_params(params: RayStartParams) -> RayStartParams:
+    """The resource params a group sets (``num-cpus``...) are usable, or errors by key."""
+    problems = check_ray_start_params(params)
+    if problems:
+        raise field_errors("rayStartParams", problems)
+    return params
+
+
+# --------------------------------------------------------------------- spec
+
+
+class ScaleStrategy(KubeModel):
+    """``workerGroupSpecs[].scaleStrategy``: the pods to delete, by name."""
+
+    workers_to_delete: list[str] = Field(default_factory=list)
+
+
+class AutoscalerOptions(KubeModel):
+    upscaling_mode: UpscalingMode | None = None
+    idle_timeout_seconds: NonNegFloat | None = None
+    #: ``v1`` or ``v2``: which Ray autoscaler KubeRay would run (rayscale runs its own).
+    version: AutoscalerVersion | None = None
+    image: str | None = None
+    image_pull_policy: str | None = None
+    resources: dict[str, Any] | None = None
+    security_context: dict[str, Any] | None = None
+    env: list[dict[str, Any]] | None = None
+    env_from: list[dict[str, Any]] | None = None
+    volume_mounts: list[dict[str, Any]] | None = None
+    command: list[str] | None = None
+    args: list[str] | None = None
+
+
+class RedisCredential(KubeModel):
+    """A Redis user name or password: a literal value or a reference to a Secret."""
+
+    value: str | None = None
+    value_from: dict[str, Any] | None = None
+
+
+GcsFaultToleranceBackend = Literal["redis", "rocksdb"]
+
+
+class GcsFaultToleranceOptions(KubeModel):
+    """GCS fault tolerance: Redis (``redisAddress``) or, from KubeRay v1.7, embedded RocksDB."""
+
+    backend: GcsFaultToleranceBackend | None = None
+    redis_address: str | None = None
+    redis_username: RedisCredential | None = None
+    redis_password: RedisCredential | None = None
+    external_storage_namespace: str | None = None
+    #: RocksDB backend: the volume that keeps the GCS tables.
+    storage: dict[str, Any] | None = None
+
+
+class AuthOptions(KubeModel):
+    """Ray's token authentication (KubeRay v1.5+). KubeRay documents ``token`` as the
+    default mode; the CRD itself sets none."""
+
+    mode: AuthMode | None = None
+    secret_name: str | None = None
+    enable_k8s_token_auth: bool | None = Field(default=None, alias="enableK8sTokenAuth")
+
+
+UpgradeType = Literal["Recreate", "None"]
+
+
+class UpgradeStrategy(KubeModel):
+    type: UpgradeType | None = None
+
+
+class _GroupBase(KubeModel):
+    """What the head and worker groups share: the derived Ray resources."""
+
+    _ray_resources: dict[str, float] = PrivateAttr(default_factory=dict)
+
+    @property
+    def ray_resources(self) -> dict[str, float]:
+        """The Ray resources of one node of this group (see :mod:`rayscale.api.resources`)."""
+        return dict(self._ray_resources)
+
+    def _derive(self) -> dict[str, float]:
+        params: RayStartParams = getattr(self, "ray_start_params")  # noqa: B009
+        resources: dict[str, Any] = getattr(self, "resources")  # noqa: B009
+        template: PodTemplateSpec = getattr(self, "template")  # noqa: B009
+        self._ray_resources = derive_ray_resources(params, template.spec.ray_container, resources)
+        return self._ray_resources
+
+
+class HeadGroupSpec(_GroupBase):
+    """``spec.headGroupSpec``."""
+
+    ray_start_params: RayStartParams = Field(default_factory=dict)
+    template: PodTemplateSpec
+    service_type: str | None = None
+    enable_ingress: bool | None = None
+    head_service: dict[str, Any] | None = None
+    ingress_options: dict[str, Any] | None = None
+    #: KubeRay v1.5: Ray resources of the head, overriding the container's.
+    resources: dict[str, Quantity] = Field(default_factory=dict)
+    #: KubeRay v1.5: Ray node labels of the head.
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    _params = field_validator("ray_start_params")(check_params)
+
+    @model_validator(mode="after")
+    def _resources(self) -> HeadGroupSpec:
+        self._derive()
+        return self
+
+
+class WorkerGroupSpec(_GroupBase):
+    """One entry of ``spec.workerGroupSpecs``."""
+
+    group_name: str
+    min_replicas: NonNegInt32 = 0
+    max_replicas: NonNegInt32 = UNBOUNDED_REPLICAS
+    #: Desired replicas; absent means ``minReplicas`` (see :attr:`desired_replicas`).
+    replicas: NonNegInt32 | None = None
+    #: Ray nodes (pods) per replica, for multi-host TPU slices.
+    num_of_hosts: Annotated[int, Field(ge=1, le=UNBOUNDED_REPLICAS)] = 1
+    #: None: the cluster's ``autoscalerOptions.idleTimeoutSeconds``.
+    idle_timeout_seconds: NonNegFloat | None = None
+    #: rayscale: higher is preferred when several groups can hold the same demand.
+    priority: Annotated[int, Field(ge=-UNBOUNDED_REPLICAS - 1, le=UNBOUNDED_REPLICAS)] = 0
+    #: rayscale: scale up when the group's mean physical memory use exceeds it.
+    memory_target_fraction: float | None = None
+    #: KubeRay deletes the group's pods while true.
+    suspend: bool = False
+    ray_start_params: RayStartParams = Field(default_factory=dict)
+    template: PodTemplateSpec
+    scale_strategy: ScaleStrategy = Field(default_factory=ScaleStrategy)
+    #: KubeRay v1.5: Ray resources of one node, overriding the container's.
+    resources: dict[str, Quantity] = Field(default_factory=dict)
+    #: KubeRay v1.5: Ray node labels.
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("group_name")
+    @classmethod
+    def _group_name(cls, name: str) -> str:
+        if not _DNS1123_LABEL.fullmatch(name):
+            raise ValueError(
+                "must be a DNS-1123 label (at most 63 lower-case letters, digits and '-', "
+                f"starting and ending with a letter or digit), got {name!r}"
+            )
+        if name == HEAD_GROUP:
+            raise ValueError(f"{name!r} is reserved for the head group")
+        return name
+
+    @field_validator("max_replicas")
+    @classmethod
+    def _max_at_least_min(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_replicas")
+        if low is not None and value < low:
+            raise ValueError(f"must be >= minReplicas ({value} < {low})")
+        return value
+
+    @field_validator("memory_target_fraction")
+    @classmethod
+    def _fraction(cls, value: float | None) -> float | None:
+        if value is not None and not 0 < value <= 1:
+            raise ValueError(f"must be in (0, 1], got {value:g}")
+        return value
+
+    _params = field_validator("ray_start_params")(check_params)
+
+    @model_validator(mode="after")
+    def _resources(self) -> WorkerGroupSpec:
+        if not can_run_work(self._derive()):
+            raise ValueError(
+                f"group {self.group_name!r} has no CPU, GPU, memory or custom resources, so "
+                "it could never run anything; set rayStartParams num-cpus or the container's "
+                "resources.limits"
+            )
+        return self
+
+    @property
+    def desired_replicas(self) -> int:
+        """``replicas`` (absent: ``minReplicas``) clamped into [min, max], as KubeRay does."""
+        wanted = self.min_replicas if self.replicas is None else self.replicas
+        return min(max(wanted, self.min_replicas), self.max_replicas)
+
+    @property
+    def pod_labels(self) -> dict[str, str]:
+        """The pod template's ``metadata.labels``."""
+        return dict(self.template.metadata.labels)
+
+
+def _duplicate_names(groups: Any) -> list[tuple[int, str, int]]:
+    """``(index, name, first index)`` of each repeated groupName in the raw list."""
+    if not isinstance(groups, list):
+        return []
+    first: dict[str, int] = {}
+    out = []
+    for i, group in enumerate(groups):
+        name = group.get("groupName") if isinstance(group, dict) else None
+        if isinstance(group, WorkerGroupSpec):
+            name = group.group_name
+        if not isinstance(name, str) or not name:
+            continue
+        if name in first:
+            out.append((i, name, first[name]))
+        first.setdefault(name, i)
+    return out
+
+
+class RayClusterSpec(KubeModel):
+    """``spec`` of a RayCluster."""
+
+    ray_version: str | None = None
+    suspend: bool = False
+    managed_by: str | None = None
+    enable_in_tree_autoscaling: bool = False
+    autoscaler_options: AutoscalerOptions = Field(default_factory=AutoscalerOptions)
+    upgrade_strategy: UpgradeStrategy | None = None
+    auth_options: AuthOptions | None = None
+    gcs_fault_tolerance_options: GcsFaultToleranceOptions | None = None
+    history_server_options: dict[str, Any] | None = None
+    network_policy: dict[str, Any] | None = None
+    tls_options: dict[str, Any] | None = None
+    head_service_annotations: dict[str, str] = Field(default_factory=dict)
+    head_group_spec: HeadGroupSpec
+    worker_group_specs: list[WorkerGroupSpec] = Field(default_factory=list)
+
+    @field_validator("worker_group_specs", mode="wrap")
+    @classmethod
+    def _unique_group_names(
+        cls, groups: Any, handler: ValidatorFunctionWrapHandler
+    ) -> list[WorkerGroupSpec]:
+        """Duplicates are reported even when a group is bad in other ways too."""
+        duplicates = _duplicate_names(groups)
+        found: list[InitErrorDetails] = []
+        result: list[WorkerGroupSpec] = []
+        try:
+            result = handler(groups)
+        except ValidationError as exc:
+            found = _details(exc)
+        if not duplicates and not found:
+            return result
+        for index, name, first in duplicates:
+            detail = InitErrorDetails(
+                type=own_error(
+                    f"duplicate group name {name!r} (also workerGroupSpecs[{first}])"
+                ),
+                loc=(index, "groupName"),
+                input=name,
+            )
+            # after the group's own problems, before the next group's
+            at = next((k for k, d in enumerate(found) if _index(d) > index), len(found))
+            found.insert(at, detail)
+        raise ValidationError.from_exception_data("workerGroupSpecs", found)
+
+
+def _details(exc: ValidationError) -> list[InitErrorDetails]:
+    """The errors of ``exc`` as input for a new ValidationError (to add more to them)."""
+    out: list[InitErrorDetails] = []
+    for err in exc.errors(include_url=False):
+        ctx = err.get("ctx") or {}
+        detail = InitErrorDetails(
+            type=own_error(ctx["message"]) if err["type"] == "rayscale" else err["type"],
+            loc=err["loc"],
+            input=err.get("input"),
+        )
+        if err["type"] != "rayscale" and ctx:
+            detail["ctx"] = ctx
+        out.append(detail)
+    return out
+
+
+def _index(detail: InitErrorDetails) -> int:
+    loc = detail.get("loc") or ()
+    return loc[0] if loc and isinstance(loc[0], int) else -1
+
+
+# ------------------------------------------------------------------- status
+
+
+class HeadInfo(KubeModel):
+    pod_ip: str | None = Field(default=None, alias="podIP")
+    pod_name: str | None = None
+    service_ip: str | None = Field(default=None, alias="serviceIP")
+    service_name: str | None = None
+
+
+RayClusterState = Literal["ready", "suspended", "failed"]
+RayClusterConditionType = Literal[
+    "RayClusterProvisioned", "HeadPodReady", "ReplicaFailure",
+    "RayClusterSuspending", "RayClusterSuspended",
+]
+
+
+class RayClusterStatus(KubeModel):
+    """``status`` of a RayCluster, as KubeRay writes it."""
+
+    state: RayClusterState | None = None
+    reason: str | None = None
+    desired_cpu: str | None = Field(default=None, alias="desiredCPU")
+    desired_memory: str | None = None
+    desired_gpu: str | None = Field(default=None, alias="desiredGPU")
+    desired_tpu: str | None = Field(default=None, alias="desiredTPU")
+    ready_worker_replicas: int | None = None
+    available_worker_replicas: int | None = None
+    desired_worker_replicas: int | None = None
+    min_worker_replicas: int | None = None
+    max_worker_replicas: int | None = None
+    observed_generation: int | None = None
+    last_update_time: str | None = None
+    state_transition_times: dict[str, str] | None = None
+    endpoints: dict[str, str] = Field(default_factory=dict)
+    head: HeadInfo = Field(default_factory=HeadInfo)
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+# ----------------------------------------------------------------- resource
+
+
+class RayCluster(KubeModel):
+    """A ``ray.io/v1`` RayCluster."""
+
+    api_version: str
+    kind: str
+    metadata: ObjectMeta
+    spec: RayClusterSpec
+    status: RayClusterStatus | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _header_present(cls, data: Any) -> Any:
+        # A missing apiVersion/kind gets a message that says what to write, and
+        # the rest of the document is still checked.
+        if isinstance(data, dict):
+            data = {"apiVersion": _ABSENT, "kind": _ABSENT, **data}
+        return data
+
+    @field_validator("api_version", mode="before")
+    @classmethod
+    def _api_version(cls, value: Any) -> Any:
+        if value is _ABSENT:
+            raise ValueError(f"required (expected {API_VERSIONS[0]!r})")
+        if value not in API_VERSIONS:
+            expected = " or ".join(repr(v) for v in API_VERSIONS)
+            raise ValueError(f"must be {expected}, got {describe(value)}")
+        return value
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _kind(cls, value: Any) -> Any:
+        if value is _ABSENT:
+            raise ValueError("required (expected 'RayCluster')")
+        if value != "RayCluster":
+            raise ValueError(f"must be 'RayCluster', got {describe(value)}")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _name(cls, metadata: ObjectMeta) -> ObjectMeta:
+        name = metadata.name
+        if name is None:
+            raise field_errors("metadata", [(("name",), "required", None)])
+        if not _DNS1035_LABEL.fullmatch(name):
+            raise field_errors("metadata", [((("name",)), (
+                "must be a DNS-1035 label (at most 63 lower-case letters, digits and '-', "
+                f"starting with a letter and ending with a letter or digit), got {name!r}"
+            ), name)])
+        return metadata
+
+    # ---- what rayscale reads most, named once
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name or ""
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace or "default"
+
+    @property
+    def head(self) -> HeadGroupSpec:
+        return self.spec.head_group_spec
+
+    @property
+    def worker_groups(self) -> list[WorkerGroupSpec]:
+        return self.spec.worker_group_specs
+
+    @property
+    def upscaling_mode(self) -> UpscalingMode:
+        return self.spec.autoscaler_options.upscaling_mode or "Default"
+
+    @property
+    def idle_timeout_s(self) -> float:
+        """``autoscalerOptions.idleTimeoutSeconds``, default 60 s as in Ray."""
+        value = self.spec.autoscaler_options.idle_timeout_seconds
+        return DEFAULT_IDLE_TIMEOUT_S if value is None else value
+
+    def group(self, name: str) -> WorkerGroupSpec:
+        """The worker group called ``name``; KeyError if there is none."""
+        for group in self.spec.worker_group_specs:
+            if group.group_name == name:
+                return group
+        known = ", ".join(g.group_name for g in self.spec.worker_group_specs) or "none"
+        raise KeyError(f"no worker group {name!r} in cluster {self.name!r} (groups: {known})")
+

@@ -1,0 +1,218 @@
+"""The one place that turns a group spec into the Ray resources of its nodes.
+
+Sources, highest priority first, for each of CPU, GPU and memory:
+
+1. the group's top-level ``resources`` map (KubeRay v1.5+; Ray 2.60's KubeRay
+   autoscaler reads it first too),
+2. ``rayStartParams`` (``num-cpus``, ``num-gpus``, ``memory`` in bytes),
+3. the Ray container's ``resources.limits``,
+4. the Ray container's ``resources.requests``.
+
+This is the order of Ray's own KubeRay autoscaler
+(``_get_num_cpus`` / ``_get_num_gpus`` / ``_get_memory`` in
+``ray/autoscaler/_private/kuberay/autoscaling_config.py``), so a group is the
+same size to us as to Ray. Like Ray, container quantities are rounded *up*
+to whole units: a ``cpu: 500m`` limit is 1 CPU (KubeRay's pod.go does the
+same when it writes ``--num-cpus`` from the limit, via ``Quantity.Value()``,
+which rounds up), and memory is a whole number of bytes.
+
+GPUs come from the first limit (then request) whose name ends in ``gpu`` and
+is positive (``nvidia.com/gpu``, ``amd.com/gpu``); TPUs from
+``google.com/tpu``. Custom resources come from the ``resources`` rayStartParam,
+a JSON object. KubeRay documents it wrapped in an extra pair of quotes with
+escaped inner quotes (``'"{\\"TPU\\": 4}"'``) because it is pasted into a shell
+command; both that and plain JSON (``'{"TPU": 4}'``) are accepted.
+``object-store-memory`` becomes ``object_store_memory``.
+
+Zero-valued entries are left out, except ``CPU``: when any source states the
+CPU count it is kept even if 0, so a head with ``num-cpus: "0"`` shows
+``{"CPU": 0}`` (it schedules no tasks) rather than looking unspecified. With
+no CPU source at all ``CPU`` is absent, and ``ray start`` would detect the
+machine's CPUs.
+
+The inputs are already validated by the models (quantities parse and are not
+negative; numeric rayStartParams are integers; the custom-resources JSON is
+an object of non-negative numbers): :func:`check_ray_start_params` is that
+validation, so deriving never fails.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+
+from rayscale.api.errors import Loc, describe
+from rayscale.api.pod import Container
+from rayscale.api.quantity import parse_quantity, round_up
+
+CPU = "CPU"
+GPU = "GPU"
+TPU = "TPU"
+MEMORY = "memory"
+OBJECT_STORE_MEMORY = "object_store_memory"
+
+# Resources that only describe a node and cannot make it do work.
+_NON_WORK = frozenset({OBJECT_STORE_MEMORY})
+# Names Ray refuses as custom resources in ``ray start --resources``.
+_RESERVED = {
+    CPU: "num-cpus",
+    GPU: "num-gpus",
+    MEMORY: "memory",
+    OBJECT_STORE_MEMORY: "object-store-memory",
+}
+# Names of the group ``resources`` map that are not custom resources.
+_GROUP_STANDARD = frozenset({CPU, GPU, TPU, MEMORY})
+_TPU_KEY = "google.com/tpu"
+_NON_NEGATIVE_INT = re.compile(r"\s*\+?\d+\s*")
+_INTEGER_PARAMS = ("num-cpus", "num-gpus", "memory", "object-store-memory")
+_CUSTOM_PARAM = "resources"
+
+
+def check_ray_start_params(params: Mapping[str, str]) -> list[tuple[Loc, str, str]]:
+    """Problems of the resource params, as ``(key, message, value)``; [] when usable."""
+    problems: list[tuple[Loc, str, str]] = []
+    for name in _INTEGER_PARAMS:
+        value = params.get(name)
+        if value is not None and not _NON_NEGATIVE_INT.fullmatch(value):
+            unit = " (bytes)" if "memory" in name else ""
+            problems.append(
+                ((name,), f"must be a non-negative integer{unit}, got {value!r}", value)
+            )
+    custom = params.get(_CUSTOM_PARAM)
+    if custom is not None:
+        try:
+            parsed = parse_custom_resources(custom)
+        except ValueError as exc:
+            problems.append(((_CUSTOM_PARAM,), str(exc), custom))
+        else:
+            for resource, flag in _RESERVED.items():
+                if resource in parsed:
+                    problems.append((
+                        (_CUSTOM_PARAM,),
+                        f"{resource!r} cannot be a custom resource; use the {flag!r} param",
+                        custom,
+                    ))
+    return problems
+
+
+def derive_ray_resources(
+    ray_start_params: Mapping[str, str],
+    container: Container,
+    group_resources: Mapping[str, str | int | float] | None = None,
+) -> dict[str, float]:
+    """The Ray resources of one node of a group (see the module docstring)."""
+    group = {k: _whole(v) for k, v in (group_resources or {}).items()}
+    num_cpus = _int_param(ray_start_params, "num-cpus")
+    num_gpus = _int_param(ray_start_params, "num-gpus")
+    param_memory = _int_param(ray_start_params, "memory")
+    object_store = _int_param(ray_start_params, "object-store-memory")
+    limits = {k: _whole(v) for k, v in container.resources.limits.items()}
+    requests = {k: _whole(v) for k, v in container.resources.requests.items()}
+
+    cpu = _first(group.get(CPU), num_cpus, limits.get("cpu"), requests.get("cpu"))
+    gpu = _first(group.get(GPU), num_gpus, _gpu(limits), _gpu(requests))
+    memory = _first(group.get(MEMORY), param_memory, limits.get("memory"), requests.get("memory"))
+    # Like Ray, a group ``resources`` map replaces the rayStartParam entirely.
+    if group_resources:
+        custom = {k: v for k, v in group.items() if k not in _GROUP_STANDARD}
+    else:
+        custom = _custom_param(ray_start_params)
+    tpu = _first(
+        group.get(TPU),
+        custom.pop(TPU, None),
+        _positive(limits, _TPU_KEY),
+        _positive(requests, _TPU_KEY),
+    )
+
+    result: dict[str, float] = {}
+    if cpu is not None:
+        result[CPU] = float(cpu)
+    for name, amount in ((GPU, gpu), (MEMORY, memory), (TPU, tpu)):
+        if amount is not None and amount > 0:
+            result[name] = float(amount)
+    for name, amount in sorted(custom.items()):
+        if amount > 0:
+            result[name] = float(amount)
+    if object_store is not None and object_store > 0:
+        result[OBJECT_STORE_MEMORY] = float(object_store)
+    return result
+
+
+def can_run_work(resources: Mapping[str, float]) -> bool:
+    """Whether a node with these resources could ever run a task or actor."""
+    return any(value > 0 for name, value in resources.items() if name not in _NON_WORK)
+
+
+def parse_custom_resources(text: str) -> dict[str, Decimal]:
+    """Parse the ``resources`` rayStartParam: a JSON object of name to amount.
+
+    Accepts plain JSON and KubeRay's shell-quoted form ``"{\\"TPU\\": 4}"``
+    (outer quotes dropped and backslashes removed, as Ray's KubeRay
+    autoscaler does). Raises ValueError with a user-facing reason.
+    """
+    example = """like '{"custom": 1}'"""
+    body = text.strip()
+    if len(body) >= 2 and body[0] == body[-1] and body[0] in "\"'":
+        body = body[1:-1].replace("\\", "")
+    elif '\\"' in body:
+        body = body.replace('\\"', '"')
+    try:
+        parsed = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"must be a JSON object {example}: {exc.msg} in {text!r}") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"must be a JSON object {example}, got {describe(parsed)}")
+    result: dict[str, Decimal] = {}
+    for name, amount in parsed.items():
+        if not name:
+            raise ValueError("resource names must not be empty")
+        if (
+            isinstance(amount, bool)
+            or not isinstance(amount, int | float)
+            or not math.isfinite(amount)
+            or amount < 0
+        ):
+            raise ValueError(
+                f"resource {name!r} must be a non-negative number, got {describe(amount)}"
+            )
+        result[name] = Decimal(repr(amount)) if isinstance(amount, float) else Decimal(amount)
+    return result
+
+
+def _whole(quantity: str | int | float) -> Decimal:
+    return Decimal(round_up(parse_quantity(quantity)))
+
+
+def _int_param(params: Mapping[str, str], name: str) -> Decimal | None:
+    value = params.get(name)
+    if value is None or not _NON_NEGATIVE_INT.fullmatch(value):
+        return None
+    return Decimal(int(value))
+
+
+def _custom_param(params: Mapping[str, str]) -> dict[str, Decimal]:
+    value = params.get(_CUSTOM_PARAM)
+    if value is None:
+        return {}
+    try:
+        parsed = parse_custom_resources(value)
+    except ValueError:
+        return {}
+    return {k: v for k, v in parsed.items() if k not in _RESERVED}
+
+
+def _first(*candidates: Decimal | None) -> Decimal | None:
+    return next((c for c in candidates if c is not None), None)
+
+
+def _gpu(quantities: Mapping[str, Decimal]) -> Decimal | None:
+    """The first positive quantity named ``*gpu`` (Ray supports one GPU type per node)."""
+    return next((v for k, v in quantities.items() if k.endswith("gpu") and v > 0), None)
+
+
+def _positive(quantities: Mapping[str, Decimal], key: str) -> Decimal | None:
+    value = quantities.get(key)
+    return value if value is not None and value > 0 else None
