@@ -56,6 +56,8 @@ class KubeModel(BaseModel):
         frozen=True,
         strict=True,
         serialize_by_alias=True,
+        # built on first use, so importing the vocabulary (every CLI start) stays cheap
+        defer_build=True,
     )
 
     @model_validator(mode="before")

@@ -8,10 +8,12 @@ Nodes and runs their pods as local processes (:mod:`rayscale.vnode`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from rayscale.devcluster import DevCluster, default_state_dir
+if TYPE_CHECKING:  # imported when a command runs: `rayscale plan` stays light
+    from rayscale.devcluster import DevCluster
 
 dev_cluster_app = typer.Typer(
     name="dev-cluster",
@@ -26,6 +28,8 @@ _DIR = typer.Option(None, "--state-dir", help="State directory (overrides --name
 
 
 def _cluster(name: str, state_dir: Path | None) -> DevCluster:
+    from rayscale.devcluster import DevCluster, default_state_dir
+
     return DevCluster(state_dir or default_state_dir(name), name=f"rayscale-{name}")
 
 
@@ -100,7 +104,7 @@ def vnode_command(
     """Run a virtual node (kubelet stand-in): Nodes from the config, pods as local processes."""
     from rayscale.vnode.main import run_vnode
 
-    kc = kubeconfig or DevCluster(default_state_dir(cluster)).kubeconfig
+    kc = kubeconfig or _cluster(cluster, None).kubeconfig
     if not kc.exists():
         typer.echo(f"kubeconfig {kc} not found (start `rayscale dev-cluster up` first)", err=True)
         raise typer.Exit(1)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -21,6 +23,20 @@ from rayscale.local.store import ClusterDir
 from rayscale.spec import SpecError
 
 err = Console(stderr=True)
+
+
+def _fail(exc: ClusterError) -> NoReturn:
+    err.print(str(exc), style="red", markup=False, highlight=False)
+    raise typer.Exit(1) from None
+
+
+@contextlib.contextmanager
+def _cluster_errors() -> Iterator[None]:
+    """A ClusterError is the user's to read: its message and exit 1, no traceback."""
+    try:
+        yield
+    except ClusterError as exc:
+        _fail(exc)
 
 
 def up_command(
@@ -36,8 +52,7 @@ def up_command(
             err.print(f"  {line}", markup=False, highlight=False)
         raise typer.Exit(2) from None
     except ClusterError as exc:
-        err.print(f"[red]{exc}", markup=False)
-        raise typer.Exit(1) from None
+        _fail(exc)
     err.print(f"[green]cluster {spec.name} is up[/green]: dashboard {record.dashboard_url}")
     for key, value in driver_env(record.address, record.head_ip, record.dashboard_url).items():
         typer.echo(f"{key}={value}")
@@ -54,21 +69,15 @@ def driver_env(address: str, node_ip: str, dashboard: str) -> dict[str, str]:
 
 def down_command(name: str = typer.Argument(..., help="Cluster name (metadata.name)")) -> None:
     """Stop everything `up` started for this cluster, by PID."""
-    try:
+    with _cluster_errors():
         stopped = down(name)
-    except ClusterError as exc:
-        err.print(f"[red]{exc}", markup=False)
-        raise typer.Exit(1) from None
     err.print(f"cluster {name} is down ({len(stopped)} process group(s) stopped)")
 
 
 def resume_command(name: str = typer.Argument(..., help="Cluster name")) -> None:
     """Restart a dead autoscaler; it adopts the running nodes (no duplicates)."""
-    try:
+    with _cluster_errors():
         record = resume(name)
-    except ClusterError as exc:
-        err.print(f"[red]{exc}", markup=False)
-        raise typer.Exit(1) from None
     err.print(f"autoscaler of {name} running again (pid {record.autoscaler_pid})")
 
 
