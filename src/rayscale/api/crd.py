@@ -282,14 +282,13 @@ class _Converter:
 
     def _any_of(self, node: dict[str, Any]) -> dict[str, Any]:
         options = [o for o in node.pop("anyOf") if o != {"type": "null"}]
-        if options == _QUANTITY_TYPES:
-            rest = self.convert(node) if set(node) - _DROPPED else {}
-            return {**rest, "x-kubernetes-int-or-string": True}
+        # the field's own keys (constraints written on the field) apply to the one type
+        siblings = {k: v for k, v in node.items() if k not in _DROPPED}
+        if options == _QUANTITY_TYPES and not siblings:
+            return {"x-kubernetes-int-or-string": True}
         if len(options) != 1:
             raise ValueError(f"a union has no structural CRD schema: {options}")
         (option,) = options
-        # the field's own keys (constraints written on the field) apply to the one type
-        siblings = {k: v for k, v in node.items() if k not in _DROPPED}
         return self.convert({**option, **siblings})
 
     def _object(self, out: dict[str, Any], extra: dict[str, Any],
