@@ -9,7 +9,8 @@ them (``rayscale crds``). Pure: no I/O.
 Modules: ``base`` (shared config and object types), ``errors`` (validation
 errors named by field path), ``quantity`` (Kubernetes quantities), ``pod``
 (the pod template parts rayscale reads), ``resources`` (a group's Ray
-resources), ``raycluster``, ``rayjob``, ``raycronjob``, ``rayservice``.
+resources), ``raycluster``, ``rayjob``, ``raycronjob``, ``rayservice``, ``crd``
+(their CustomResourceDefinitions).
 """
 
 from rayscale.api.base import Condition, KubeModel, ObjectMeta, Resources

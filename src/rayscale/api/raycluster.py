@@ -60,8 +60,12 @@ DEFAULT_IDLE_TIMEOUT_S = 60.0
 
 #: Stands for a header field the document left out (``null`` counts as absent).
 _ABSENT = object()
-_DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
-_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+#: A RayCluster's name (KubeRay's ``ValidateRayClusterMetadata``).
+DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+#: A worker group's name.
+DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+DNS1035_PATTERN = f"^{DNS1035_LABEL.pattern}$"
+DNS1123_PATTERN = f"^{DNS1123_LABEL.pattern}$"
 
 
 def _param_text(value: Any) -> Any:
@@ -195,7 +199,8 @@ class HeadGroupSpec(_GroupBase):
 class WorkerGroupSpec(_GroupBase):
     """One entry of ``spec.workerGroupSpecs``."""
 
-    group_name: str
+    #: The JSON schema states the rule ``_group_name`` checks (the CRD is made from it).
+    group_name: str = Field(json_schema_extra={"maxLength": 63, "pattern": DNS1123_PATTERN})
     min_replicas: NonNegInt32 = 0
     max_replicas: NonNegInt32 = UNBOUNDED_REPLICAS
     #: Desired replicas; absent means ``minReplicas`` (see :attr:`desired_replicas`).
@@ -207,7 +212,9 @@ class WorkerGroupSpec(_GroupBase):
     #: rayscale: higher is preferred when several groups can hold the same demand.
     priority: Annotated[int, Field(ge=-UNBOUNDED_REPLICAS - 1, le=UNBOUNDED_REPLICAS)] = 0
     #: rayscale: scale up when the group's mean physical memory use exceeds it.
-    memory_target_fraction: float | None = None
+    memory_target_fraction: float | None = Field(
+        default=None, json_schema_extra={"exclusiveMinimum": 0, "maximum": 1}  # see _fraction
+    )
     #: KubeRay deletes the group's pods while true.
     suspend: bool = False
     ray_start_params: RayStartParams = Field(default_factory=dict)
@@ -221,7 +228,7 @@ class WorkerGroupSpec(_GroupBase):
     @field_validator("group_name")
     @classmethod
     def _group_name(cls, name: str) -> str:
-        if not _DNS1123_LABEL.fullmatch(name):
+        if not DNS1123_LABEL.fullmatch(name):
             raise ValueError(
                 "must be a DNS-1123 label (at most 63 lower-case letters, digits and '-', "
                 f"starting and ending with a letter or digit), got {name!r}"
@@ -440,7 +447,7 @@ class RayCluster(KubeModel):
         name = metadata.name
         if name is None:
             raise field_errors("metadata", [(("name",), "required", None)])
-        if not _DNS1035_LABEL.fullmatch(name):
+        if not DNS1035_LABEL.fullmatch(name):
             raise field_errors("metadata", [((("name",)), (
                 "must be a DNS-1035 label (at most 63 lower-case letters, digits and '-', "
                 f"starting with a letter and ending with a letter or digit), got {name!r}"

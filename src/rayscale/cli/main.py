@@ -1,10 +1,11 @@
-"""Entry point: `rayscale up | down | status | submit | plan | autoscaler`."""
+"""Entry point: `rayscale up | down | status | submit | plan | autoscaler | operator | crds`."""
 
 from __future__ import annotations
 
 import typer
 
 from rayscale.cli.autoscaler_cmd import autoscaler_command
+from rayscale.cli.crd_cmd import crds_command
 from rayscale.cli.dev_cmds import dev_cluster_app, vnode_command
 from rayscale.cli.local_cmds import (
     down_command,
@@ -31,6 +32,7 @@ app.command("submit", context_settings={"allow_interspersed_args": False})(submi
 app.command("plan")(plan_command)
 app.command("autoscaler")(autoscaler_command)
 app.command("operator")(operator_command)
+app.command("crds")(crds_command)
 app.add_typer(dev_cluster_app, name="dev-cluster")
 app.command("vnode")(vnode_command)
 

@@ -72,6 +72,8 @@ def _status(kube: Client, ns: str, name: str) -> dict[str, Any]:
         (lambda g: g.update(minReplicas=3, maxReplicas=1), "maxReplicas must be >= minReplicas"),
         (lambda g: g.update(groupName="Bad_Name"), "groupName"),
         (lambda g: g.update(replicas=-1), "replicas"),
+        (lambda g: g.update(memoryTargetFraction=0), "memoryTargetFraction"),
+        (lambda g: g.update(memoryTargetFraction=1.5), "memoryTargetFraction"),
     ],
 )
 def test_bad_manifests_are_rejected_by_the_api(
