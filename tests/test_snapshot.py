@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from rayscale.autoscaler.snapshot import EXTERNAL_GROUP, HEAD_GROUP, cluster_state, join
-from rayscale.observe.ray_state import Observation, RayNode, ShapeCount
+from rayscale.observe.ray_state import Observation, RayNode
 from rayscale.planner import plan_json
+from rayscale.planner.state import Shape
 from rayscale.providers.base import ProviderNode
 from rayscale.spec import parse_cluster_spec
 
@@ -37,7 +38,7 @@ def test_join_marks_pending_running_terminating_and_head() -> None:
             ray_node("dd", "127.10.1.9", {}, status="dead"),
             ray_node("ee", "127.99.0.1", {}, cpu=0),
         ],
-        tasks=[ShapeCount({"CPU": 1}, 3)],
+        tasks=[Shape(resources={"CPU": 1}, count=3)],
     )
     provider = [
         ProviderNode("w-0", "w", "started", 1.0, "127.10.1.2", 100),
