@@ -257,18 +257,17 @@ class Autoscaler:
                 if now - first < self.options.pending_grace_s:
                     continue
             self._stop_async(view, term.reason, drain=view.status == "running")
-        for kind in ("tasks", "gangs", "floor"):
-            self.metrics.infeasible_demand.labels(kind).set(
-                sum(e["count"] for e in decision.infeasible[kind])
-            )
+        for kind, count in decision.infeasible.counts().items():
+            self.metrics.infeasible_demand.labels(kind).set(count)
         self._report_infeasible(decision)
 
     def _report_infeasible(self, decision: Plan) -> None:
         """Say once (not every round) when demand appears that no group can ever hold."""
+        infeasible = decision.infeasible.to_dict()
         shapes = sorted(
             json.dumps(e.get("resources") or e.get("bundles"), sort_keys=True)
             for kind in ("tasks", "gangs", "floor")
-            for e in decision.infeasible[kind]
+            for e in infeasible[kind]
         )
         if shapes and shapes != self.state.infeasible_seen:
             self.events.add(Event(
