@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rayscale.autoscaler.snapshot import EXTERNAL_GROUP, HEAD_GROUP, cluster_state, join
 from rayscale.observe.ray_state import Observation, RayNode
-from rayscale.planner import plan_json
+from rayscale.planner import parse_state, plan, plan_json
 from rayscale.planner.state import Shape
 from rayscale.providers.base import ProviderNode
 from rayscale.spec import parse_cluster_spec
@@ -55,9 +55,14 @@ def test_join_marks_pending_running_terminating_and_head() -> None:
     assert by_id["w-2"].status == "pending"
     assert "w-3" not in by_id and "dd" not in by_id
 
-    document = cluster_state(SPEC, snap, not_launchable=set())
-    plan = plan_json(document)
+    state = cluster_state(SPEC, snap, not_launchable=set())
     # 3 one-CPU tasks: idle w-0 takes one, pending w-2 another, one more launch
-    assert plan["launch"] == {"w": 1}
-    assert document["groups"]["w"]["max"] == 4
-    assert cluster_state(SPEC, snap, {"w"})["groups"]["w"]["launchable"] is False
+    assert plan(state).launch == {"w": 1}
+    assert state.groups["w"].max == 4
+    assert cluster_state(SPEC, snap, {"w"}).groups["w"].launchable is False
+    # the typed state is a valid plan-format document, and plans the same as one
+    document = state.model_dump(mode="json")
+    assert parse_state(document).model_dump(mode="json") == document
+    assert plan_json(document)["launch"] == {"w": 1}
+    assert [n["id"] for n in document["nodes"]] == ["aa", "ee", "w-0", "w-1", "w-2"]
+    assert document["demand"]["tasks"] == [{"resources": {"CPU": 1.0}, "count": 3}]

@@ -27,7 +27,7 @@ from rayscale.autoscaler.events import Event, EventLog
 from rayscale.autoscaler.metrics import AutoscalerMetrics
 from rayscale.autoscaler.snapshot import NodeView, Snapshot, cluster_state, join
 from rayscale.observe.ray_state import Observation
-from rayscale.planner import Plan, parse_state, plan
+from rayscale.planner import Plan, plan
 from rayscale.providers.base import NodeProvider, ProviderNode
 from rayscale.spec import ClusterSpec
 
@@ -141,9 +141,9 @@ class Autoscaler:
         self._watch_launches(snapshot)
         self._stop_suspended(snapshot)
 
-        document = cluster_state(self.spec, snapshot, self._not_launchable())
+        state = cluster_state(self.spec, snapshot, self._not_launchable())
         started = time.perf_counter()
-        decision = plan(parse_state(document))
+        decision = plan(state)
         self.metrics.plan_seconds.observe(time.perf_counter() - started)
 
         self._act(decision, snapshot)
@@ -329,7 +329,7 @@ class Autoscaler:
                 "running": sum(1 for v in views if v.status == "running"),
                 "pending": sum(1 for v in views if v.status == "pending"),
                 "terminating": sum(1 for v in views if v.status == "terminating"),
-                "idle": sum(1 for v in views if v.status == "running" and v.idle_s > 0),
+                "idle": sum(1 for v in views if v.status == "running" and (v.idle_s or 0.0) > 0),
                 "min": g.min_replicas,
                 "max": g.max_replicas,
                 "launchable": g.name not in not_launchable,
