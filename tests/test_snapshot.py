@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from rayscale.autoscaler.snapshot import cluster_state, join
 from rayscale.labels import EXTERNAL_GROUP, HEAD_GROUP
-from rayscale.observe.ray_state import Observation, RayNode, ShapeCount
-from rayscale.planner import plan_json
+from rayscale.observe.ray_state import Observation, RayNode
+from rayscale.planner import parse_state, plan, plan_json
+from rayscale.planner.state import Shape
 from rayscale.providers.base import ProviderNode
 from rayscale.spec import parse_cluster_spec
 
@@ -38,7 +39,7 @@ def test_join_marks_pending_running_terminating_and_head() -> None:
             ray_node("dd", "127.10.1.9", {}, status="dead"),
             ray_node("ee", "127.99.0.1", {}, cpu=0),
         ],
-        tasks=[ShapeCount({"CPU": 1}, 3)],
+        tasks=[Shape(resources={"CPU": 1}, count=3)],
     )
     provider = [
         ProviderNode("w-0", "w", "started", 1.0, "127.10.1.2", 100),
@@ -55,9 +56,14 @@ def test_join_marks_pending_running_terminating_and_head() -> None:
     assert by_id["w-2"].status == "pending"
     assert "w-3" not in by_id and "dd" not in by_id
 
-    document = cluster_state(SPEC, snap, not_launchable=set())
-    plan = plan_json(document)
+    state = cluster_state(SPEC, snap, not_launchable=set())
     # 3 one-CPU tasks: idle w-0 takes one, pending w-2 another, one more launch
-    assert plan["launch"] == {"w": 1}
-    assert document["groups"]["w"]["max"] == 4
-    assert cluster_state(SPEC, snap, {"w"})["groups"]["w"]["launchable"] is False
+    assert plan(state).launch == {"w": 1}
+    assert state.groups["w"].max == 4
+    assert cluster_state(SPEC, snap, {"w"}).groups["w"].launchable is False
+    # the typed state is a valid plan-format document, and plans the same as one
+    document = state.model_dump(mode="json")
+    assert parse_state(document).model_dump(mode="json") == document
+    assert plan_json(document)["launch"] == {"w": 1}
+    assert [n["id"] for n in document["nodes"]] == ["aa", "ee", "w-0", "w-1", "w-2"]
+    assert document["demand"]["tasks"] == [{"resources": {"CPU": 1.0}, "count": 3}]

@@ -3,8 +3,14 @@
 State lives in the provider (what was launched) and in Ray (what registered),
 never only in this process: a restarted loop lists the provider's nodes, joins
 them with Ray's, and goes on without launching duplicates. What it keeps in
-memory is only advisory: per-group failure backoff and which nodes it has
-already announced as registered.
+memory is only advisory (tracking.py): each node's lifecycle phase, which
+nodes were already announced as registered, and per-group failure backoff.
+
+One round (:meth:`Autoscaler.tick`): observe Ray and list the provider's
+nodes; settle nodes that exited; join both into a snapshot (snapshot.py);
+follow registrations and launch timeouts; build the planner's ClusterState
+from the spec and the snapshot (typed, no JSON in between) and plan; act;
+publish the status document and gauges (status.py).
 
 Stopping a node is drain-then-stop: Ray's GCS must accept an idle-termination
 drain first (it refuses for a node that got work in the meantime, and the node
@@ -19,16 +25,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rayscale.api import RayCluster
 from rayscale.autoscaler.events import Event, EventLog
 from rayscale.autoscaler.metrics import AutoscalerMetrics
 from rayscale.autoscaler.snapshot import NodeView, Snapshot, cluster_state, join
+from rayscale.autoscaler.status import publish_gauges, status_document
+from rayscale.autoscaler.tracking import GroupBackoff, NodeTracker
 from rayscale.observe.ray_state import Observation
-from rayscale.planner import Plan, parse_state, plan
+from rayscale.planner import Plan, plan
 from rayscale.providers.base import NodeProvider, ProviderNode
 
 log = logging.getLogger(__name__)
@@ -49,25 +57,6 @@ class LoopOptions:
     # Ray's demand dips for a moment while tasks move to new nodes: a pending node
     # is cancelled only after the planner found it unneeded for this long.
     pending_grace_s: float = 5.0
-
-
-@dataclass
-class _Backoff:
-    failures: int = 0
-    until: float = 0.0
-
-
-@dataclass
-class LoopState:
-    """Advisory, in-memory only; everything else is rebuilt from provider + Ray."""
-
-    backoff: dict[str, _Backoff] = field(default_factory=dict)
-    announced: set[str] = field(default_factory=set)
-    stopping: dict[str, Future[None]] = field(default_factory=dict)
-    unneeded_since: dict[str, float] = field(default_factory=dict)
-    infeasible_seen: list[str] = field(default_factory=list)
-    last_plan: Plan | None = None
-    last_snapshot: Snapshot | None = None
 
 
 class Autoscaler:
@@ -94,7 +83,11 @@ class Autoscaler:
         self.memory_probe = memory_probe
         self.on_status = on_status
         self.refresh_spec = refresh_spec  # Kubernetes: the CR may change at any time
-        self.state = LoopState()
+        self.tracker = NodeTracker(self.options.launch_timeout_s)
+        self.backoff = GroupBackoff(self.options.backoff_s)
+        self.infeasible_seen: list[str] = []
+        self.last_plan: Plan | None = None
+        self.last_snapshot: Snapshot | None = None
         self._stops = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rayscale-stop")
         self._stop = threading.Event()
         self._adopt()
@@ -135,32 +128,31 @@ class Autoscaler:
             self.spec = self.refresh_spec()
         observation = self.observer.observe()
         provider_nodes = self.provider.nodes()
-        self._settle_dead(provider_nodes, observation)
+        now = time.time()
+        self._settle_dead(provider_nodes, now)
         memory = self._memory(observation)
         snapshot = join(provider_nodes, observation, self.head_ip, memory)
-        self._watch_launches(snapshot)
-        self._stop_suspended(snapshot)
+        self._follow(snapshot, provider_nodes, now)
+        self._stop_suspended(snapshot, now)
 
-        document = cluster_state(self.spec, snapshot, self._not_launchable())
+        not_launchable = self.backoff.blocked(now)
+        state = cluster_state(self.spec, snapshot, not_launchable)
         started = time.perf_counter()
-        decision = plan(parse_state(document))
+        decision = plan(state)
         self.metrics.plan_seconds.observe(time.perf_counter() - started)
 
-        self._act(decision, snapshot)
-        self.state.last_plan = decision
-        self.state.last_snapshot = snapshot
-        self._publish(snapshot, decision)
+        self._act(decision, snapshot, now)
+        self.last_plan = decision
+        self.last_snapshot = snapshot
+        publish_gauges(self.metrics, self.spec, snapshot, decision, not_launchable)
+        if self.on_status is not None:
+            self.on_status(self.status(snapshot, decision))
         return decision
 
-    def _not_launchable(self) -> set[str]:
-        now = time.time()
-        out = set()
-        for group, b in self.state.backoff.items():
-            backing_off = b.until > now
-            self.metrics.backoff.labels(group).set(1 if backing_off else 0)
-            if backing_off:
-                out.add(group)
-        return out
+    def status(self, snapshot: Snapshot, decision: Plan) -> dict[str, Any]:
+        """The status document (`rayscale status`) for a round."""
+        not_launchable = self.backoff.blocked(time.time())
+        return status_document(self.spec, snapshot, decision, not_launchable, self.events.recent)
 
     def _memory(self, observation: Observation) -> dict[str, float]:
         if self.memory_probe is None:
@@ -175,63 +167,55 @@ class Autoscaler:
 
     # ------------------------------------------------------- launch tracking
 
-    def _settle_dead(self, provider_nodes: list[ProviderNode], observation: Observation) -> None:
+    def _settle_dead(self, provider_nodes: list[ProviderNode], now: float) -> None:
         """Processes that exited: a failed launch if they never registered."""
         for node in provider_nodes:
-            if node.state != "dead" or node.id in self.state.stopping:
+            if node.state != "dead" or self.tracker.stop_under_way(node.id):
                 continue
-            if node.id in self.state.announced:
+            was = self.tracker.exited(node.id)
+            if was is not None and was.phase == "stopping":
+                pass  # our stop has returned: the exit was ours
+            elif was is not None and was.registered:
                 self.events.add(Event("lost", f"node {node.id} exited", node.group, node.id))
             else:
-                self._launch_failed(node.group, node.id, "process exited before registering")
+                self._launch_failed(node.group, node.id, "process exited before registering", now)
             self.provider.forget(node.id)
 
-    def _watch_launches(self, snapshot: Snapshot) -> None:
-        now = time.time()
-        for view in snapshot.nodes:
-            if not view.scalable or view.id in self.state.stopping:
-                continue
-            if view.status == "running" and view.id not in self.state.announced:
-                self.state.announced.add(view.id)
-                took = now - view.launched_at if view.launched_at else None
-                self.state.backoff.pop(view.group, None)
-                self.events.add(Event(
-                    "registered",
-                    f"node {view.id} registered with Ray"
-                    + (f" {took:.1f}s after launch" if took is not None else ""),
-                    view.group, view.id,
-                ))
-            elif (
-                view.status == "pending"
-                and view.launched_at is not None
-                and now - view.launched_at > self.options.launch_timeout_s
-            ):
-                self._launch_failed(view.group, view.id, "did not register in time")
-                self._stop_async(view, "launch_failed", drain=False)
+    def _follow(self, snapshot: Snapshot, provider_nodes: list[ProviderNode], now: float) -> None:
+        """Announce registrations; a launch that did not register in time failed."""
+        observed = self.tracker.observe(snapshot.nodes, {p.id for p in provider_nodes}, now)
+        for view in observed.registered:
+            took = now - view.launched_at if view.launched_at else None
+            self.backoff.succeeded(view.group)
+            self.events.add(Event(
+                "registered",
+                f"node {view.id} registered with Ray"
+                + (f" {took:.1f}s after launch" if took is not None else ""),
+                view.group, view.id,
+            ))
+        for view in observed.timed_out:
+            self._launch_failed(view.group, view.id, "did not register in time", now)
+            self._stop_node(view, "launch_failed", now)
 
-    def _launch_failed(self, group: str, node_id: str, why: str) -> None:
+    def _launch_failed(self, group: str, node_id: str, why: str, now: float) -> None:
         self.metrics.failed_launches.labels(group).inc()
         self.events.add(Event("launch_failed", f"node {node_id}: {why}", group, node_id))
-        b = self.state.backoff.setdefault(group, _Backoff())
-        if b.until > time.time():
-            return  # the same outage: nodes of one batch fail together
-        b.failures += 1
-        delay = min(300.0, self.options.backoff_s * 2 ** (b.failures - 1))
-        b.until = time.time() + delay
-        self.events.add(Event(
-            "backoff", f"group {group} not launchable for {delay:.0f}s; demand falls through "
-            "to the next group by priority", group,
-        ))
+        delay = self.backoff.failed(group, now)
+        if delay is not None:
+            self.events.add(Event(
+                "backoff", f"group {group} not launchable for {delay:.0f}s; demand falls "
+                "through to the next group by priority", group,
+            ))
 
-    def _stop_suspended(self, snapshot: Snapshot) -> None:
+    def _stop_suspended(self, snapshot: Snapshot, now: float) -> None:
         suspended = {g.group_name for g in self.spec.worker_groups if g.suspend}
         for view in snapshot.nodes:
             if view.group in suspended and view.status != "terminating":
-                self._stop_async(view, "suspended", drain=view.status == "running")
+                self._stop_node(view, "suspended", now)
 
     # --------------------------------------------------------------------- act
 
-    def _act(self, decision: Plan, snapshot: Snapshot) -> None:
+    def _act(self, decision: Plan, snapshot: Snapshot, now: float) -> None:
         for group, count in decision.launch.items():
             ids = self.provider.launch(group, count)
             reasons = decision.why.get(group, [])
@@ -242,44 +226,34 @@ class Autoscaler:
                 + ", ".join(reasons), group, reason=",".join(reasons),
             ))
         by_id = {v.id: v for v in snapshot.nodes}
-        now = time.time()
         unneeded = {t.id for t in decision.terminate if t.reason == "unneeded_pending"}
-        since = self.state.unneeded_since
-        for node_id in list(since):
-            if node_id not in unneeded:
-                del since[node_id]
+        due = self.tracker.unneeded_for(unneeded, now, self.options.pending_grace_s)
         for term in decision.terminate:
             view = by_id.get(term.id)
-            if view is None:
+            if view is None or (term.reason == "unneeded_pending" and term.id not in due):
                 continue
-            if term.reason == "unneeded_pending":
-                first = since.setdefault(term.id, now)
-                if now - first < self.options.pending_grace_s:
-                    continue
-            self._stop_async(view, term.reason, drain=view.status == "running")
-        for kind in ("tasks", "gangs", "floor"):
-            self.metrics.infeasible_demand.labels(kind).set(
-                sum(e["count"] for e in decision.infeasible[kind])
-            )
+            self._stop_node(view, term.reason, now)
         self._report_infeasible(decision)
 
     def _report_infeasible(self, decision: Plan) -> None:
         """Say once (not every round) when demand appears that no group can ever hold."""
+        infeasible = decision.infeasible.to_dict()
         shapes = sorted(
             json.dumps(e.get("resources") or e.get("bundles"), sort_keys=True)
             for kind in ("tasks", "gangs", "floor")
-            for e in decision.infeasible[kind]
+            for e in infeasible[kind]
         )
-        if shapes and shapes != self.state.infeasible_seen:
+        if shapes and shapes != self.infeasible_seen:
             self.events.add(Event(
                 "infeasible", "no worker group can ever hold: " + "; ".join(shapes)
             ))
-        self.state.infeasible_seen = shapes
+        self.infeasible_seen = shapes
 
-    def _stop_async(self, view: NodeView, reason: str, drain: bool) -> None:
-        if view.id in self.state.stopping:
+    def _stop_node(self, view: NodeView, reason: str, now: float) -> None:
+        """Drain (if it registered) then stop, on the pool; Ray may refuse the drain."""
+        if self.tracker.stop_under_way(view.id):
             return
-        if drain:
+        if self.tracker.phase(view.id) == "running":
             assert view.ray_node_id is not None
             accepted, why = self.observer.drain(
                 view.ray_node_id, self.options.drain_deadline_s, f"rayscale: {reason}"
@@ -291,74 +265,11 @@ class Autoscaler:
                     "it stays", view.group, view.id, reason,
                 ))
                 return
+            self.tracker.drained(view.id, now)
             self.events.add(Event("drain", f"drained {view.id}", view.group, view.id, reason))
-
-        def stop() -> None:
-            self.provider.terminate(view.id)
-
-        future = self._stops.submit(stop)
-        self.state.stopping[view.id] = future
-        future.add_done_callback(lambda _: self.state.stopping.pop(view.id, None))
+        self.tracker.stopping(
+            view.id, lambda: self._stops.submit(self.provider.terminate, view.id), now
+        )
         self.metrics.terminations.labels(view.group, reason).inc()
         self.events.add(Event("stop", f"stopping {view.id} ({reason})", view.group, view.id,
                               reason))
-
-    # ------------------------------------------------------------------ status
-
-    def _publish(self, snapshot: Snapshot, decision: Plan) -> None:
-        counts: dict[tuple[str, str], int] = {}
-        for view in snapshot.nodes:
-            if view.scalable:
-                key = (view.group, view.status)
-                counts[key] = counts.get(key, 0) + 1
-        for g in self.spec.worker_groups:
-            for status in ("running", "pending", "terminating"):
-                self.metrics.nodes.labels(g.group_name, status).set(
-                    counts.get((g.group_name, status), 0)
-                )
-        obs = snapshot.observation
-        self.metrics.pending_demand.labels("tasks").set(sum(s.count for s in obs.tasks))
-        self.metrics.pending_demand.labels("gangs").set(sum(g.count for g in obs.gangs))
-        self.metrics.pending_demand.labels("floor").set(sum(s.count for s in obs.floor))
-        if self.on_status is not None:
-            self.on_status(self.status(snapshot, decision))
-
-    def status(self, snapshot: Snapshot, decision: Plan) -> dict[str, Any]:
-        not_launchable = self._not_launchable()
-        groups = {}
-        for g in self.spec.worker_groups:
-            views = snapshot.of_group(g.group_name)
-            groups[g.group_name] = {
-                "running": sum(1 for v in views if v.status == "running"),
-                "pending": sum(1 for v in views if v.status == "pending"),
-                "terminating": sum(1 for v in views if v.status == "terminating"),
-                "idle": sum(1 for v in views if v.status == "running" and v.idle_s > 0),
-                "min": g.min_replicas,
-                "max": g.max_replicas,
-                "launchable": g.group_name not in not_launchable,
-                "resources": g.ray_resources,
-            }
-        total: dict[str, float] = {}
-        available: dict[str, float] = {}
-        for view in snapshot.nodes:
-            if view.status == "running":
-                for k, v in (view.total or {}).items():
-                    total[k] = total.get(k, 0.0) + v
-                for k, v in (view.available or {}).items():
-                    available[k] = available.get(k, 0.0) + v
-        obs = snapshot.observation
-        return {
-            "updated_at": time.time(),
-            "groups": groups,
-            "nodes": [v.to_dict() for v in snapshot.nodes],
-            "usage": {k: {"used": total[k] - available.get(k, 0.0), "total": total[k]}
-                      for k in sorted(total)},
-            "demand": {
-                "tasks": [{"resources": s.resources, "count": s.count} for s in obs.tasks],
-                "gangs": [{"strategy": g.strategy, "bundles": g.bundles, "count": g.count}
-                          for g in obs.gangs],
-                "floor": [{"resources": s.resources, "count": s.count} for s in obs.floor],
-            },
-            "plan": decision.to_dict(),
-            "events": [e.to_dict() for e in list(self.events.recent)[-30:]],
-        }

@@ -2,46 +2,62 @@
 
 A launched node is ``pending`` until a Ray node carrying its label registers;
 then it is ``running``; once Ray drains it or we stop it, ``terminating``.
-The same view builds the planner's ClusterState and `rayscale status`.
+
+A :class:`NodeView` *is* the planner's :class:`~rayscale.planner.state.Node`
+plus where the node runs (pid, ip, Ray node id, launch time), so the round
+hands the views to the planner as they are: :func:`cluster_state` builds the
+planner's typed ClusterState directly from the spec and the snapshot, with no
+JSON document in between. `rayscale plan` still parses documents
+(:func:`rayscale.planner.parse_state`); here every value already holds the
+model's rules by construction: the spec was validated when loaded, Ray's
+amounts are finite and positive (observe/ray_state.py), node ids are unique
+(one view per provider node or unlabelled Ray node) and pending nodes belong
+to a scalable group (a suspended group's pending nodes are left out). The
+models' own field checks still run when a view is built (pydantic does that
+in compiled code, and it measured faster than ``model_construct``); nested
+models are passed through, not validated again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from rayscale.api import RayCluster
 from rayscale.labels import EXTERNAL_GROUP, GROUP_LABEL, HEAD_GROUP, NODE_LABEL
 from rayscale.observe.ray_state import Observation, RayNode
+from rayscale.planner.state import ClusterState, Demand, Group, Node, NodeStatus, Options
 from rayscale.providers.base import ProviderNode
 
-NodeStatus = Literal["running", "pending", "terminating"]
 
+class NodeView(Node):
+    """A node as the planner sees it (the Node fields) and where it runs."""
 
-@dataclass(frozen=True)
-class NodeView:
-    id: str
-    group: str
-    status: NodeStatus
     pid: int | None = None
     ip: str | None = None
     ray_node_id: str | None = None
-    idle_s: float = 0.0
     launched_at: float | None = None
-    total: Mapping[str, float] | None = None
-    available: Mapping[str, float] | None = None
-    memory_used_fraction: float | None = None
 
     @property
     def scalable(self) -> bool:
         return self.group not in (HEAD_GROUP, EXTERNAL_GROUP)
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["total"] = dict(self.total or {})
-        out["available"] = dict(self.available or {})
-        return out
+        """The node as `rayscale status --json` shows it."""
+        return {
+            "id": self.id,
+            "group": self.group,
+            "status": self.status,
+            "pid": self.pid,
+            "ip": self.ip,
+            "ray_node_id": self.ray_node_id,
+            "idle_s": self.idle_s or 0.0,
+            "launched_at": self.launched_at,
+            "total": dict(self.total or {}),
+            "available": dict(self.available or {}),
+            "memory_used_fraction": self.memory_used_fraction,
+        }
 
 
 @dataclass(frozen=True)
@@ -86,7 +102,8 @@ def join(
         registered = ray_by_id.get(p.id)
         if registered is None:
             status: NodeStatus = "terminating" if p.state == "stopping" else "pending"
-            views.append(NodeView(p.id, p.group, status, p.pid, p.ip, launched_at=p.launched_at))
+            views.append(NodeView(id=p.id, group=p.group, status=status, pid=p.pid, ip=p.ip,
+                                  launched_at=p.launched_at))
             continue
         stopping = p.state == "stopping" or registered.status == "draining"
         views.append(_from_ray(
@@ -124,51 +141,32 @@ def _from_ray(
     )
 
 
-def cluster_state(
-    spec: RayCluster, snapshot: Snapshot, not_launchable: set[str]
-) -> dict[str, Any]:
-    """The planner's ClusterState document (plan-format.md) for this moment."""
+def cluster_state(spec: RayCluster, snapshot: Snapshot, not_launchable: set[str]) -> ClusterState:
+    """The planner's ClusterState (plan-format.md) for this moment, typed."""
     groups = {
-        g.group_name: {
-            "resources": g.ray_resources,
-            "min": g.min_replicas,
-            "max": g.max_replicas,
-            "idle_timeout_s": g.idle_timeout_seconds,
-            "priority": g.priority,
-            "launchable": g.group_name not in not_launchable,
-            "memory_target_fraction": g.memory_target_fraction,
-            "labels": g.pod_labels,
-        }
+        g.group_name: Group(
+            resources=g.ray_resources,
+            min=g.min_replicas,
+            max=g.max_replicas,
+            idle_timeout_s=g.idle_timeout_seconds,
+            priority=g.priority,
+            launchable=g.group_name not in not_launchable,
+            memory_target_fraction=g.memory_target_fraction,
+            labels=g.pod_labels,
+        )
         for g in spec.worker_groups
         if not g.suspend
     }
-    nodes = []
-    for view in snapshot.nodes:
-        entry: dict[str, Any] = {"id": view.id, "group": view.group, "status": view.status}
-        if view.status == "pending" and view.group not in groups:
-            continue  # a suspended group's pending node: the loop stops it
-        if view.total is not None:
-            entry["total"] = dict(view.total)
-            entry["available"] = dict(view.available or {})
-            entry["idle_s"] = view.idle_s
-        if view.memory_used_fraction is not None:
-            entry["memory_used_fraction"] = view.memory_used_fraction
-        nodes.append(entry)
+    # a suspended group's pending node is left out: the loop stops it
+    nodes: list[Node] = [v for v in snapshot.nodes if v.status != "pending" or v.group in groups]
     obs = snapshot.observation
-    return {
-        "groups": groups,
-        "nodes": nodes,
-        "demand": {
-            "tasks": [{"resources": s.resources, "count": s.count} for s in obs.tasks],
-            "gangs": [
-                {"strategy": g.strategy, "bundles": g.bundles, "count": g.count}
-                for g in obs.gangs
-            ],
-            "floor": [{"resources": s.resources, "count": s.count} for s in obs.floor],
-        },
-        "options": {
-            "upscaling_mode": spec.upscaling_mode,
-            "idle_timeout_s": spec.idle_timeout_s,
-            "max_nodes": None,
-        },
-    }
+    return ClusterState(
+        groups=groups,
+        nodes=nodes,
+        demand=Demand(tasks=obs.tasks, gangs=obs.gangs, floor=obs.floor),
+        options=Options(
+            upscaling_mode=spec.upscaling_mode,
+            idle_timeout_s=spec.idle_timeout_s,
+            max_nodes=None,
+        ),
+    )

@@ -1,19 +1,35 @@
 """Read a live Ray cluster through its GCS: nodes, idle times, pending demand, floors.
 
 One call to ``ray.autoscaler.v2.sdk.get_cluster_resource_state`` gives all of
-it. Ray is imported lazily so that modules depending on this one (the CLI)
-stay light until they really talk to a cluster.
+it; :func:`observation` turns that reply into an :class:`Observation` whose
+demand is already the planner's own types (:class:`~rayscale.planner.state.Shape`
+and :class:`~rayscale.planner.state.Gang`), so the autoscaler hands it to the
+planner as it is. This is the one place where identical shapes are merged: Ray
+reports one entry per scheduling class, and many classes share a shape.
+
+Amounts Ray reports are doubles from a protobuf map; only finite positive
+ones are kept (a missing resource means 0 in plan-format.md), so every value
+satisfies the planner's model by construction and building the models here
+is the first and only check they get.
+
+Ray is imported lazily so that modules depending on this one (the CLI) stay
+light until they really talk to a cluster.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from rayscale.planner.state import Gang, GangStrategy, Shape
+
 RayNodeStatus = Literal["running", "idle", "draining", "dead"]
-_STATUS = {"RUNNING": "running", "IDLE": "idle", "DRAINING": "draining", "DEAD": "dead"}
+_STATUS: dict[str, RayNodeStatus] = {
+    "RUNNING": "running", "IDLE": "idle", "DRAINING": "draining", "DEAD": "dead",
+}
 
 
 @dataclass(frozen=True)
@@ -28,24 +44,13 @@ class RayNode:
 
 
 @dataclass(frozen=True)
-class ShapeCount:
-    resources: dict[str, float]
-    count: int
-
-
-@dataclass(frozen=True)
-class GangDemand:
-    strategy: str
-    bundles: list[dict[str, float]]
-    count: int = 1
-
-
-@dataclass(frozen=True)
 class Observation:
+    """One moment of a Ray cluster; demand with identical shapes merged."""
+
     nodes: list[RayNode]
-    tasks: list[ShapeCount] = field(default_factory=list)
-    gangs: list[GangDemand] = field(default_factory=list)
-    floor: list[ShapeCount] = field(default_factory=list)
+    tasks: list[Shape] = field(default_factory=list)
+    gangs: list[Gang] = field(default_factory=list)
+    floor: list[Shape] = field(default_factory=list)
     taken_at: float = field(default_factory=time.time)
 
     def alive(self) -> list[RayNode]:
@@ -64,20 +69,7 @@ class RayObserver:
     def observe(self) -> Observation:
         from ray.autoscaler.v2.sdk import get_cluster_resource_state
 
-        state = get_cluster_resource_state(self.gcs)
-        return Observation(
-            nodes=[_node(n) for n in state.node_states],
-            tasks=_merge(
-                (_resources(r.request.resources_bundle), int(r.count))
-                for r in state.pending_resource_requests
-            ),
-            gangs=_gangs(state.pending_gang_resource_requests),
-            floor=_merge(
-                (_resources(r.request.resources_bundle), int(r.count))
-                for c in state.cluster_resource_constraints
-                for r in c.resource_requests
-            ),
-        )
+        return observation(get_cluster_resource_state(self.gcs))
 
     def drain(self, node_id: str, deadline_s: float, message: str) -> tuple[bool, str]:
         """Ask the GCS to drain an idle node; Ray refuses if the node is busy."""
@@ -89,26 +81,44 @@ class RayObserver:
         return bool(accepted), str(rejection or "")
 
 
-def _resources(bundle: Any) -> dict[str, float]:
-    return {str(k): float(v) for k, v in dict(bundle).items() if v}
-
-
-def _node(n: Any) -> RayNode:
+def observation(state: Any) -> Observation:
+    """An Observation from a ``ClusterResourceState`` (Ray's ``autoscaler.proto``)."""
     from ray.core.generated import autoscaler_pb2
 
-    status = _STATUS.get(autoscaler_pb2.NodeStatus.Name(n.status), "dead")
-    return RayNode(
-        node_id=n.node_id.hex(),
-        ip=n.node_ip_address,
-        status=status,  # type: ignore[arg-type]
-        idle_s=n.idle_duration_ms / 1000.0 if status == "idle" else 0.0,
-        total=_resources(n.total_resources),
-        available=_resources(n.available_resources),
-        labels={str(k): str(v) for k, v in dict(n.labels).items()},
+    names = autoscaler_pb2.NodeStatus.Name
+    return Observation(
+        nodes=[_node(n, _STATUS.get(names(n.status), "dead")) for n in state.node_states],
+        tasks=_shapes(
+            (_resources(r.request.resources_bundle), int(r.count))
+            for r in state.pending_resource_requests
+        ),
+        gangs=_gangs(state.pending_gang_resource_requests),
+        floor=_shapes(
+            (_resources(r.request.resources_bundle), int(r.count))
+            for c in state.cluster_resource_constraints
+            for r in c.resource_requests
+        ),
     )
 
 
-def _merge(shapes: Iterable[tuple[dict[str, float], int]]) -> list[ShapeCount]:
+def _resources(bundle: Any) -> dict[str, float]:
+    """A resource map without zero (= missing), negative or non-finite amounts."""
+    return {k: v for k, v in bundle.items() if 0.0 < v < math.inf}  # NaN: False
+
+
+def _node(n: Any, status: RayNodeStatus) -> RayNode:
+    return RayNode(
+        node_id=n.node_id.hex(),
+        ip=n.node_ip_address,
+        status=status,
+        idle_s=n.idle_duration_ms / 1000.0 if status == "idle" else 0.0,
+        total=_resources(n.total_resources),
+        available=_resources(n.available_resources),
+        labels={str(k): str(v) for k, v in n.labels.items()},
+    )
+
+
+def _shapes(shapes: Iterable[tuple[dict[str, float], int]]) -> list[Shape]:
     """Sum counts of identical shapes (Ray reports one entry per scheduling class)."""
     merged: dict[tuple[tuple[str, float], ...], int] = {}
     for resources, count in shapes:
@@ -116,25 +126,28 @@ def _merge(shapes: Iterable[tuple[dict[str, float], int]]) -> list[ShapeCount]:
             continue
         key = tuple(sorted(resources.items()))
         merged[key] = merged.get(key, 0) + count
-    return [ShapeCount(dict(k), c) for k, c in merged.items()]
+    return [Shape(resources=dict(k), count=c) for k, c in merged.items()]
 
 
-def _gangs(requests: Iterable[Any]) -> list[GangDemand]:
-    merged: dict[tuple[str, tuple[tuple[tuple[str, float], ...], ...]], int] = {}
+def _gangs(requests: Iterable[Any]) -> list[Gang]:
+    """One Gang per distinct (strategy, bundles); count = how many placement groups."""
+    merged: dict[tuple[GangStrategy, tuple[tuple[tuple[str, float], ...], ...]], int] = {}
     for gang in requests:
         bundles = [_resources(r.resources_bundle) for r in gang.requests]
         if not bundles:
             continue
-        strategy = _strategy(gang)
-        key = (strategy, tuple(tuple(sorted(b.items())) for b in bundles))
+        key = (_strategy(gang), tuple(tuple(sorted(b.items())) for b in bundles))
         merged[key] = merged.get(key, 0) + 1
     return [
-        GangDemand(strategy, [dict(b) for b in bundles], count)
+        Gang(strategy=strategy, bundles=[dict(b) for b in bundles], count=count)
         for (strategy, bundles), count in merged.items()
     ]
 
 
-def _strategy(gang: Any) -> str:
+_STRATEGIES: tuple[GangStrategy, ...] = ("STRICT_SPREAD", "STRICT_PACK", "SPREAD", "PACK")
+
+
+def _strategy(gang: Any) -> GangStrategy:
     """Ray encodes strict strategies as placement constraints on each bundle."""
     constraints = [c for r in gang.requests for c in r.placement_constraints]
     if any(c.HasField("anti_affinity") for c in constraints):
@@ -142,7 +155,7 @@ def _strategy(gang: Any) -> str:
     if any(c.HasField("affinity") for c in constraints):
         return "STRICT_PACK"
     details = str(gang.details)
-    for name in ("STRICT_SPREAD", "STRICT_PACK", "SPREAD", "PACK"):
+    for name in _STRATEGIES:
         if name in details:
             return name
     return "PACK"

@@ -567,17 +567,11 @@ def _report_unplaced(
         for item, src, n in zip(items, sources, left, strict=True):
             if n > 0:
                 target = plan_.capped if holdable(item.shape) else plan_.infeasible
-                target[kind].append({"resources": _echo(src.resources), "count": n})
+                bucket = target.floor if kind == "floor" else target.tasks
+                bucket.append(src.model_copy(update={"count": n}))
     for gang, gsrc, n in zip(demand.gangs, demand.gang_src, result.gang_left, strict=True):
         if n <= 0:
             continue
         pieces = [gang.total] if gang.strategy == "STRICT_PACK" else list(gang.bundles)
         target = plan_.capped if all(holdable(p) for p in pieces) else plan_.infeasible
-        target["gangs"].append(
-            {"strategy": gsrc.strategy, "bundles": [_echo(b) for b in gsrc.bundles], "count": n}
-        )
-
-
-def _echo(resources: Mapping[str, float]) -> dict[str, float]:
-    """A shape as the input wrote it: whole numbers stay whole (1, not 1.0)."""
-    return {k: int(v) if float(v).is_integer() else v for k, v in resources.items()}
+        target.gangs.append(gsrc.model_copy(update={"count": n}))

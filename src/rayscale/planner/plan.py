@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from rayscale.planner.state import Gang, Shape
+
 TerminationReason = Literal["idle", "over_max", "unneeded_pending"]
 REASON_ORDER = ("min", "floor", "gangs", "tasks", "memory")
-
-
-def _unplaced() -> dict[str, list[dict[str, Any]]]:
-    return {"tasks": [], "gangs": [], "floor": []}
 
 
 @dataclass(frozen=True)
@@ -20,22 +19,58 @@ class Termination:
 
 
 @dataclass
+class Unplaced:
+    """Demand a plan leaves unplaced, by kind; each count is what is left over."""
+
+    tasks: list[Shape] = field(default_factory=list)
+    gangs: list[Gang] = field(default_factory=list)
+    floor: list[Shape] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """How many of each kind are left: {"tasks": n, "gangs": n, "floor": n}."""
+        return {
+            "tasks": sum(s.count for s in self.tasks),
+            "gangs": sum(g.count for g in self.gangs),
+            "floor": sum(s.count for s in self.floor),
+        }
+
+    def to_dict(self) -> dict[str, list[dict[str, Any]]]:
+        return {
+            "tasks": [_shape(s) for s in self.tasks],
+            "gangs": [
+                {"strategy": g.strategy, "bundles": [echo(b) for b in g.bundles], "count": g.count}
+                for g in self.gangs
+            ],
+            "floor": [_shape(s) for s in self.floor],
+        }
+
+
+@dataclass
 class Plan:
     launch: dict[str, int] = field(default_factory=dict)
     why: dict[str, list[str]] = field(default_factory=dict)
     terminate: list[Termination] = field(default_factory=list)
-    infeasible: dict[str, list[dict[str, Any]]] = field(default_factory=_unplaced)
-    capped: dict[str, list[dict[str, Any]]] = field(default_factory=_unplaced)
+    infeasible: Unplaced = field(default_factory=Unplaced)
+    capped: Unplaced = field(default_factory=Unplaced)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "launch": dict(self.launch),
             "why": {g: list(r) for g, r in self.why.items()},
             "terminate": [{"id": t.id, "reason": t.reason} for t in self.terminate],
-            "infeasible": {k: list(v) for k, v in self.infeasible.items()},
-            "capped": {k: list(v) for k, v in self.capped.items()},
+            "infeasible": self.infeasible.to_dict(),
+            "capped": self.capped.to_dict(),
         }
 
     @property
     def empty(self) -> bool:
         return not self.launch and not self.terminate
+
+
+def _shape(shape: Shape) -> dict[str, Any]:
+    return {"resources": echo(shape.resources), "count": shape.count}
+
+
+def echo(resources: Mapping[str, float]) -> dict[str, float]:
+    """A shape as the input wrote it: whole numbers stay whole (1, not 1.0)."""
+    return {k: int(v) if float(v).is_integer() else v for k, v in resources.items()}
