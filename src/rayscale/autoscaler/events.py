@@ -31,7 +31,9 @@ EventKind = Literal[
 
 
 @dataclass(frozen=True)
-class Event:
+class ScalingEvent:
+    """One scaling decision or fact (a launch, a drain, a backoff), with its reason."""
+
     kind: EventKind
     message: str
     group: str | None = None
@@ -47,16 +49,16 @@ class EventLog:
     """Events in memory (the recent ones) and appended to a file (all of them)."""
 
     def __init__(
-        self, path: Path | None, keep: int = 200, echo: Callable[[Event], None] | None = None
+        self, path: Path | None, keep: int = 200, echo: Callable[[ScalingEvent], None] | None = None
     ) -> None:
         self.path = path
         self.echo = echo
-        self.recent: deque[Event] = deque(maxlen=keep)
+        self.recent: deque[ScalingEvent] = deque(maxlen=keep)
         if path is not None and path.exists():
             for entry in read_events(path, keep):
-                self.recent.append(Event(**entry))
+                self.recent.append(ScalingEvent(**entry))
 
-    def add(self, event: Event) -> Event:
+    def add(self, event: ScalingEvent) -> ScalingEvent:
         self.recent.append(event)
         if self.echo is not None:
             self.echo(event)

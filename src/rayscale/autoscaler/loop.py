@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rayscale.api import RayCluster
-from rayscale.autoscaler.events import Event, EventLog
+from rayscale.autoscaler.events import EventLog, ScalingEvent
 from rayscale.autoscaler.metrics import AutoscalerMetrics
 from rayscale.autoscaler.snapshot import NodeView, Snapshot, cluster_state, join
 from rayscale.autoscaler.status import publish_gauges, status_document
@@ -97,7 +97,7 @@ class Autoscaler:
     def _adopt(self) -> None:
         nodes = [n for n in self.provider.nodes() if n.state != "dead"]
         if nodes:
-            self.events.add(Event("adopt", f"adopted {len(nodes)} node(s) already running: "
+            self.events.add(ScalingEvent("adopt", f"adopted {len(nodes)} node(s) already running: "
                                   + ", ".join(n.id for n in nodes)))
 
     def run(self) -> None:
@@ -107,7 +107,7 @@ class Autoscaler:
                 self.tick()
             except Exception as exc:  # the loop must outlive a bad round
                 log.exception("autoscaler round failed")
-                self.events.add(Event("error", f"round failed: {exc!r}"))
+                self.events.add(ScalingEvent("error", f"round failed: {exc!r}"))
             spent = time.monotonic() - started
             self.metrics.loop_seconds.observe(spent)
             self._stop.wait(max(0.0, self.options.tick_s - spent))
@@ -176,7 +176,7 @@ class Autoscaler:
             if was is not None and was.phase == "stopping":
                 pass  # our stop has returned: the exit was ours
             elif was is not None and was.registered:
-                self.events.add(Event("lost", f"node {node.id} exited", node.group, node.id))
+                self.events.add(ScalingEvent("lost", f"node {node.id} exited", node.group, node.id))
             else:
                 self._launch_failed(node.group, node.id, "process exited before registering", now)
             self.provider.forget(node.id)
@@ -187,7 +187,7 @@ class Autoscaler:
         for view in observed.registered:
             took = now - view.launched_at if view.launched_at else None
             self.backoff.succeeded(view.group)
-            self.events.add(Event(
+            self.events.add(ScalingEvent(
                 "registered",
                 f"node {view.id} registered with Ray"
                 + (f" {took:.1f}s after launch" if took is not None else ""),
@@ -199,10 +199,10 @@ class Autoscaler:
 
     def _launch_failed(self, group: str, node_id: str, why: str, now: float) -> None:
         self.metrics.failed_launches.labels(group).inc()
-        self.events.add(Event("launch_failed", f"node {node_id}: {why}", group, node_id))
+        self.events.add(ScalingEvent("launch_failed", f"node {node_id}: {why}", group, node_id))
         delay = self.backoff.failed(group, now)
         if delay is not None:
-            self.events.add(Event(
+            self.events.add(ScalingEvent(
                 "backoff", f"group {group} not launchable for {delay:.0f}s; demand falls "
                 "through to the next group by priority", group,
             ))
@@ -221,7 +221,7 @@ class Autoscaler:
             reasons = decision.why.get(group, [])
             # counted once, under the first reason (min, floor, gangs, tasks, memory)
             self.metrics.launches.labels(group, reasons[0] if reasons else "demand").inc(count)
-            self.events.add(Event(
+            self.events.add(ScalingEvent(
                 "launch", f"launched {count} x {group} ({', '.join(ids)}) for "
                 + ", ".join(reasons), group, reason=",".join(reasons),
             ))
@@ -244,7 +244,7 @@ class Autoscaler:
             for e in infeasible[kind]
         )
         if shapes and shapes != self.infeasible_seen:
-            self.events.add(Event(
+            self.events.add(ScalingEvent(
                 "infeasible", "no worker group can ever hold: " + "; ".join(shapes)
             ))
         self.infeasible_seen = shapes
@@ -260,16 +260,18 @@ class Autoscaler:
             )
             if not accepted:
                 self.metrics.drain_rejections.labels(view.group).inc()
-                self.events.add(Event(
+                self.events.add(ScalingEvent(
                     "drain_rejected", f"Ray refused to drain {view.id} ({why or 'busy'}); "
                     "it stays", view.group, view.id, reason,
                 ))
                 return
             self.tracker.drained(view.id, now)
-            self.events.add(Event("drain", f"drained {view.id}", view.group, view.id, reason))
+            self.events.add(
+                ScalingEvent("drain", f"drained {view.id}", view.group, view.id, reason)
+            )
         self.tracker.stopping(
             view.id, lambda: self._stops.submit(self.provider.terminate, view.id), now
         )
         self.metrics.terminations.labels(view.group, reason).inc()
-        self.events.add(Event("stop", f"stopping {view.id} ({reason})", view.group, view.id,
+        self.events.add(ScalingEvent("stop", f"stopping {view.id} ({reason})", view.group, view.id,
                               reason))

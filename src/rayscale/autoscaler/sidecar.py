@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from lightkube import Client
 
-from rayscale.autoscaler.events import Event, EventLog
+from rayscale.autoscaler.events import EventLog, ScalingEvent
 from rayscale.autoscaler.loop import Autoscaler, LoopOptions
 from rayscale.autoscaler.metrics import AutoscalerMetrics
 from rayscale.labels import DEFAULT_HEAD_PORTS
@@ -41,7 +41,7 @@ def kubernetes_autoscaler(
     log.info("autoscaler for %s/%s: GCS %s, metrics on %s:%s", namespace, cluster, address,
              head_ip, port)
 
-    def echo(event: Event) -> None:
+    def echo(event: ScalingEvent) -> None:
         log.info("%s %s", event.kind, event.message)
 
 

@@ -25,7 +25,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from rayscale.api import RayCluster
-from rayscale.labels import EXTERNAL_GROUP, GROUP_LABEL, HEAD_GROUP, NODE_LABEL
+from rayscale.labels import (
+    EXTERNAL_GROUP,
+    GROUP_LABEL,
+    HEAD_GROUP,
+    NODE_LABEL,
+    UNBOUNDED_REPLICAS,
+)
 from rayscale.observe.ray_state import Observation, RayNode
 from rayscale.planner.state import ClusterState, Demand, Group, Node, NodeStatus, Options
 from rayscale.providers.base import ProviderNode
@@ -147,7 +153,7 @@ def cluster_state(spec: RayCluster, snapshot: Snapshot, not_launchable: set[str]
         g.group_name: Group(
             resources=g.ray_resources,
             min=g.min_replicas,
-            max=g.max_replicas,
+            max=None if g.max_replicas >= UNBOUNDED_REPLICAS else g.max_replicas,
             idle_timeout_s=g.idle_timeout_seconds,
             priority=g.priority,
             launchable=g.group_name not in not_launchable,

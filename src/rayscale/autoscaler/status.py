@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rayscale.api import RayCluster
-from rayscale.autoscaler.events import Event
+from rayscale.autoscaler.events import ScalingEvent
 from rayscale.autoscaler.metrics import AutoscalerMetrics
 from rayscale.autoscaler.snapshot import Snapshot
 from rayscale.planner import Plan
@@ -27,7 +27,7 @@ def status_document(
     snapshot: Snapshot,
     decision: Plan,
     not_launchable: set[str],
-    events: Iterable[Event],
+    events: Iterable[ScalingEvent],
 ) -> dict[str, Any]:
     groups = {}
     for g in spec.worker_groups:
