@@ -22,12 +22,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from rayscale.planner.packing import (
     USED_FLOOR,
     USED_GANGS,
     USED_TASKS,
-    ExistingNode,
     ExistingNodes,
     GangItem,
     NodeTable,
@@ -37,7 +37,7 @@ from rayscale.planner.packing import (
 )
 from rayscale.planner.plan import Plan, Termination
 from rayscale.planner.resources import ResourceSpace, Vector, fit_counts
-from rayscale.planner.state import ClusterState, Gang, Group, Node, Shape
+from rayscale.planner.state import ClusterState, Gang, Group, Shape
 
 MEMORY_TOLERANCE = 1.10  # scale up when mean use exceeds the target by more than 10 %
 _EPS = 1e-9
@@ -92,8 +92,9 @@ class _Budget:
 
 def plan(state: ClusterState) -> Plan:
     space = _space(state)
-    groups, fixed, scalable, terminations = _classify(state, space)
-    scale = _scale(space, state)
+    facts = _NodeFacts.of(state, space)
+    groups, fixed, scalable, terminations = _classify(state, space, facts)
+    scale = _scale(space, state, facts)
     demand = _demand(state, space, scale)
     memory_need = {g: _memory_need(state, g, groups) for g in groups.spec}
     budget = _Budget(
@@ -104,31 +105,30 @@ def plan(state: ClusterState) -> Plan:
     lower = _lower_bounds(groups, memory_need, budget)
     budget.launched = dict(lower)
 
-    candidates = _idle_candidates(state, scalable, groups, space)
-    existing = _ordered_existing(fixed, scalable, candidates, space, groups, scale)
+    candidates = _idle_candidates(state, scalable, groups, facts)
+    existing = _ordered_existing(fixed, scalable, candidates, facts, groups, scale)
     launcher = _Launcher(budget, groups, space, scale)
+    passes = _Passes(existing, groups, demand)
 
-    result = _converge(existing, space, groups, demand, budget, launcher)
-    quota = (
+    result, converged = _converge(passes, budget, launcher)
+    passes.quota = (
         [i.count - left for i, left in zip(demand.floor, result.floor_left, strict=True)],
         [g.count - left for g, left in zip(demand.gangs, result.gang_left, strict=True)],
         [t.count - left for t, left in zip(demand.tasks, result.task_left, strict=True)],
     )
-    launched = _trim(budget.launched, lower, existing, space, groups, demand, quota, scale)
-    final = run_pass(
-        _table(existing, space, groups, launched),
-        demand.floor, demand.gangs, demand.tasks, quota, None, groups.capacity,
-    )
+    if converged:
+        # The last pass launched nothing: it placed exactly the quota on these launches.
+        passes.remember(budget.launched, result.table)
+    launched = _trim(budget.launched, lower, passes, groups, scale)
+    final = passes.check(launched)
 
-    terminations += _scale_down(
-        state, groups, existing, final, candidates, launched, memory_need
-    )
+    terminations += _scale_down(groups, existing, final, facts, candidates, launched, memory_need)
     plan_ = Plan(
         launch={g: launched[g] for g in groups.block_order if launched.get(g, 0) > 0},
         why=_reasons(final, groups, lower, memory_need, launched),
         terminate=terminations,
     )
-    _report_unplaced(plan_, demand, result, space, groups, existing)
+    _report_unplaced(plan_, demand, result, groups, existing)
     return plan_
 
 
@@ -139,9 +139,8 @@ def _space(state: ClusterState) -> ResourceSpace:
     names: set[str] = set()
     for group in state.groups.values():
         names.update(group.resources)
-    for node in state.nodes:
-        names.update(node.total or {})
-        names.update(node.available or {})
+    names = names.union(*(n.total for n in state.nodes if n.total))
+    names = names.union(*(n.available for n in state.nodes if n.available))
     for shape in (*state.demand.tasks, *state.demand.floor):
         names.update(shape.resources)
     for gang in state.demand.gangs:
@@ -150,62 +149,110 @@ def _space(state: ClusterState) -> ResourceSpace:
     return ResourceSpace(names)
 
 
+Ints = npt.NDArray[np.int64]
+_RUNNING, _PENDING, _TERMINATING = 0, 1, 2
+_STATUS = {"running": _RUNNING, "pending": _PENDING, "terminating": _TERMINATING}
+
+
+@dataclass
+class _NodeFacts:
+    """Every node of the state as arrays (document order), converted once per plan.
+
+    The planner asks the same few questions of every node (its group, its total
+    and free capacity, whether it is idle); answering them with one numpy
+    operation over all nodes, rather than one Python call per node, is most of
+    what keeps a 10,000-node plan fast.
+    """
+
+    ids: list[str]
+    groups: list[str]
+    group_names: list[str]  # sorted names of the scalable groups
+    group: npt.NDArray[np.int64]  # index into group_names, -1 for a fixed node
+    status: npt.NDArray[np.int8]
+    idle_s: npt.NDArray[np.float64]
+    has_total: npt.NDArray[np.bool_]
+    has_available: npt.NDArray[np.bool_]
+    total: npt.NDArray[np.int64]  # the node's own total (zeros when not given)
+    available: npt.NDArray[np.int64]  # the node's own available (zeros when not given)
+    effective_total: npt.NDArray[np.int64]  # own total, else its group's capacity, else 0
+    idle: npt.NDArray[np.bool_]  # Ray says idle and no work resource is in use
+
+    @classmethod
+    def of(cls, state: ClusterState, space: ResourceSpace) -> _NodeFacts:
+        nodes = state.nodes
+        n = len(nodes)
+        total = space.matrix([x.total for x in nodes])
+        available = space.matrix([x.available for x in nodes])
+        has_total = np.fromiter((x.total is not None for x in nodes), np.bool_, n)
+        has_available = np.fromiter((x.available is not None for x in nodes), np.bool_, n)
+        groups = [x.group for x in nodes]
+        names = sorted(state.groups)
+        index = {g: j for j, g in enumerate(names)}
+        group = np.fromiter((index.get(g, -1) for g in groups), np.int64, n)
+        effective = total.copy()
+        for j, name in enumerate(names):
+            effective[(group == j) & ~has_total] = space.vector(state.groups[name].resources)
+        idle_s = np.fromiter((x.idle_s or 0.0 for x in nodes), np.float64, n)
+        work = space.work_mask()
+        # A node Ray calls idle is still busy while it holds any work resource.
+        holds_nothing = np.all(available[:, work] >= effective[:, work], axis=1)
+        return cls(
+            ids=[x.id for x in nodes],
+            groups=groups,
+            group_names=names,
+            group=group,
+            status=np.fromiter((_STATUS[x.status] for x in nodes), np.int8, n),
+            idle_s=idle_s,
+            has_total=has_total,
+            has_available=has_available,
+            total=total,
+            available=available,
+            effective_total=effective,
+            idle=(idle_s != 0) & (~has_available | holds_nothing),
+        )
+
+
 def _classify(
-    state: ClusterState, space: ResourceSpace
-) -> tuple[_Groups, list[Node], list[Node], list[Termination]]:
-    """Split nodes into fixed and scalable ones, and remove those above max."""
+    state: ClusterState, space: ResourceSpace, facts: _NodeFacts
+) -> tuple[_Groups, Ints, Ints, list[Termination]]:
+    """Split nodes into fixed and scalable ones (as indices), and remove those above max."""
     capacity = {name: space.vector(g.resources) for name, g in state.groups.items()}
-    fixed = [n for n in state.nodes if n.group not in state.groups and n.status != "terminating"]
-    by_group: dict[str, list[Node]] = {g: [] for g in state.groups}
-    for node in state.nodes:
-        if node.group in state.groups and node.status != "terminating":
-            by_group[node.group].append(node)
+    live = facts.status != _TERMINATING
+    fixed = np.flatnonzero(live & (facts.group < 0))
 
     terminations: list[Termination] = []
-    scalable: list[Node] = []
-    for name in sorted(by_group):
-        nodes = by_group[name]
+    scalable: list[Ints] = []
+    running: dict[str, int] = {}
+    pending: dict[str, int] = {}
+    for j, name in enumerate(facts.group_names):
+        rows = np.flatnonzero(live & (facts.group == j))
         limit = state.groups[name].max
-        if limit is not None and len(nodes) > limit:
-            work = space.work_mask()
+        if limit is not None and rows.size > limit:
             # pending first, then idle (longest idle first), then busy ones
-            ordered = sorted(nodes, key=lambda n: _over_max_key(n, space, capacity[name], work))
-            excess = len(nodes) - limit
-            terminations += [Termination(n.id, "over_max") for n in ordered[:excess]]
-            nodes = ordered[excess:]
-        scalable += nodes
+            ordered = sorted(rows.tolist(), key=lambda i: _over_max_key(i, facts))
+            excess = rows.size - limit
+            terminations += [Termination(facts.ids[i], "over_max") for i in ordered[:excess]]
+            rows = np.array(ordered[excess:], dtype=np.int64)
+        scalable.append(rows)
+        running[name] = int(np.count_nonzero(facts.status[rows] == _RUNNING))
+        pending[name] = int(np.count_nonzero(facts.status[rows] == _PENDING))
 
     groups = _Groups(
         spec=dict(state.groups),
         capacity=capacity,
-        running={g: sum(1 for n in scalable if n.group == g and n.status == "running")
-                 for g in state.groups},
-        pending={g: sum(1 for n in scalable if n.group == g and n.status == "pending")
-                 for g in state.groups},
+        running={g: running[g] for g in state.groups},
+        pending={g: pending[g] for g in state.groups},
         block_order=sorted(state.groups, key=lambda g: (-state.groups[g].priority, g)),
     )
-    return groups, fixed, scalable, terminations
+    return groups, fixed, np.concatenate([np.zeros(0, np.int64), *scalable]), terminations
 
 
-def _over_max_key(
-    node: Node, space: ResourceSpace, capacity: Vector, work: np.ndarray
-) -> tuple[int, float, str]:
-    if node.status == "pending":
-        return (0, 0.0, node.id)
-    if _is_idle(node, space, capacity, work):
-        return (1, -(node.idle_s or 0.0), node.id)
-    return (2, 0.0, node.id)
-
-
-def _is_idle(node: Node, space: ResourceSpace, capacity: Vector, work: np.ndarray) -> bool:
-    """Ray reports idle time; a node that holds any work resource is busy regardless."""
-    if not node.idle_s:
-        return False
-    total = space.vector(node.total) if node.total is not None else capacity
-    if node.available is None:
-        return True
-    available = space.vector(node.available)
-    return bool(np.all(available[work] >= total[work]))
+def _over_max_key(i: int, facts: _NodeFacts) -> tuple[int, float, str]:
+    if facts.status[i] == _PENDING:
+        return (0, 0.0, facts.ids[i])
+    if facts.idle[i]:
+        return (1, -float(facts.idle_s[i]), facts.ids[i])
+    return (2, 0.0, facts.ids[i])
 
 
 def _demand(state: ClusterState, space: ResourceSpace, scale: np.ndarray) -> _Demand:
@@ -256,13 +303,14 @@ def _demand(state: ClusterState, space: ResourceSpace, scale: np.ndarray) -> _De
     )
 
 
-def _scale(space: ResourceSpace, state: ClusterState) -> np.ndarray:
+def _scale(space: ResourceSpace, state: ClusterState, facts: _NodeFacts) -> np.ndarray:
     """Per-dimension normaliser: the largest capacity any group or node has."""
     vectors = [space.vector(g.resources) for g in state.groups.values()]
-    vectors += [space.vector(n.total) for n in state.nodes if n.total]
-    if not vectors:
+    if not vectors and not facts.has_total.any():
         return np.ones(space.size)
-    biggest = np.max(np.stack(vectors), axis=0).astype(float)
+    biggest = np.max(
+        np.vstack([*vectors, facts.total[facts.has_total], space.zeros()[None, :]]), axis=0
+    ).astype(float)
     return np.where(biggest > 0, biggest, 1.0)
 
 
@@ -311,61 +359,60 @@ def _lower_bounds(
 
 
 def _idle_candidates(
-    state: ClusterState, scalable: list[Node], groups: _Groups, space: ResourceSpace
-) -> dict[str, Node]:
-    """Running nodes idle past their timeout: terminable unless placement needs them."""
-    work = space.work_mask()
-    out: dict[str, Node] = {}
-    for node in scalable:
-        if node.status != "running":
-            continue
-        spec = groups.spec[node.group]
-        timeout = spec.idle_timeout_s
-        if timeout is None:
-            timeout = state.options.idle_timeout_s
-        if _is_idle(node, space, groups.capacity[node.group], work) and (
-            node.idle_s or 0.0
-        ) >= timeout:
-            out[node.id] = node
-    return out
+    state: ClusterState, scalable: Ints, groups: _Groups, facts: _NodeFacts
+) -> npt.NDArray[np.bool_]:
+    """Running nodes idle past their timeout (a mask over all nodes).
+
+    They are terminated unless placement needs them.
+    """
+    timeout = np.array([
+        state.options.idle_timeout_s if spec.idle_timeout_s is None else spec.idle_timeout_s
+        for spec in (groups.spec[g] for g in facts.group_names)
+    ] or [0.0])
+    rows = scalable[facts.status[scalable] == _RUNNING]
+    rows = rows[facts.idle[rows] & (facts.idle_s[rows] >= timeout[facts.group[rows]])]
+    mask = np.zeros(len(facts.ids), dtype=np.bool_)
+    mask[rows] = True
+    return mask
 
 
 def _ordered_existing(
-    fixed: list[Node],
-    scalable: list[Node],
-    candidates: Mapping[str, Node],
-    space: ResourceSpace,
+    fixed: Ints,
+    scalable: Ints,
+    candidate: npt.NDArray[np.bool_],
+    facts: _NodeFacts,
     groups: _Groups,
     scale: np.ndarray,
 ) -> ExistingNodes:
-    """Placement order: busy/kept nodes (fullest first), idle candidates, pending."""
-    entries: list[ExistingNode] = []
-    for node in (*fixed, *scalable):
-        if node.status == "pending":
-            cap = groups.capacity[node.group]
-            entries.append(ExistingNode(node.id, node.group, cap, cap))
-            continue
-        default = groups.capacity.get(node.group, space.zeros())
-        total = space.vector(node.total) if node.total is not None else default
-        free = space.vector(node.available) if node.available is not None else total
-        entries.append(ExistingNode(node.id, node.group, free, total))
-    unordered = ExistingNodes.of(entries, space.size)
-    size = (unordered.free / scale).sum(axis=1) if entries else np.zeros(0)
-    status = {n.id: n for n in (*fixed, *scalable)}
+    """Placement order: busy/kept nodes (fullest first), idle candidates, pending.
 
-    def key(i: int) -> tuple[int, float, str]:
-        node = status[entries[i].id]
-        if node.status == "pending":
-            return (2, 0.0, node.id)
-        if node.id in candidates:
-            return (1, node.idle_s or 0.0, node.id)
-        return (0, float(size[i]), node.id)
-
-    order = sorted(range(len(entries)), key=key)
+    Sort key per node: (0, normalised free size, id) for busy and kept nodes,
+    (1, idle seconds, id) for idle candidates, (2, 0, id) for pending nodes.
+    """
+    rows = np.concatenate([fixed, scalable])
+    pending = facts.status[rows] == _PENDING
+    total = facts.effective_total[rows]
+    free = np.where(facts.has_available[rows][:, None], facts.available[rows], total)
+    for j, g in enumerate(facts.group_names):
+        # a pending node counts as the full capacity of its group, available
+        of_group = pending & (facts.group[rows] == j)
+        free[of_group] = total[of_group] = groups.capacity[g]
+    size = (free / scale).sum(axis=1) if rows.size else np.zeros(0)
+    is_candidate = candidate[rows]
+    kind = np.where(pending, 2, np.where(is_candidate, 1, 0))
+    value = np.where(pending, 0.0, np.where(is_candidate, facts.idle_s[rows], size))
+    ids = [facts.ids[i] for i in rows]
+    # ids rank by Python's string order (numpy's would drop trailing NULs)
+    rank = np.empty(rows.size, dtype=np.int64)
+    rank[sorted(range(rows.size), key=ids.__getitem__)] = np.arange(rows.size)
+    order = np.lexsort((rank, value, kind))
     return ExistingNodes(
-        [entries[i] for i in order], unordered.free[order], unordered.total[order]
+        ids=[ids[j] for j in order],
+        groups=[facts.groups[i] for i in rows[order]],
+        free=free[order],
+        total=total[order],
+        source=rows[order],
     )
-
 
 
 # ------------------------------------------------------------------ launching
@@ -409,53 +456,86 @@ class _Launcher:
         return group, nodes
 
 
-def _table(
-    existing: ExistingNodes, space: ResourceSpace, groups: _Groups, launched: dict[str, int]
-) -> NodeTable:
-    return NodeTable.build(existing, groups.block_order, groups.capacity, launched)
+class _Passes:
+    """Placement passes over "existing nodes + launched blocks", remembered by launch counts.
+
+    The trim step asks "is this launch still sufficient?" for a few launch
+    counts, and the final placement is one of those it already asked about
+    (or the converged pass itself). Each pass costs a few milliseconds at
+    10,000 nodes, so a pass is run at most once per launch counts.
+    """
+
+    def __init__(self, existing: ExistingNodes, groups: _Groups, demand: _Demand) -> None:
+        self.existing = existing
+        self.columns = existing.columns()
+        self.groups = groups
+        self.demand = demand
+        self.quota: tuple[list[int], list[int], list[int]] | None = None
+        self._seen: dict[tuple[tuple[str, int], ...], PassResult] = {}
+
+    def table(self, launched: Mapping[str, int]) -> NodeTable:
+        return NodeTable.build(
+            self.existing, self.columns, self.groups.block_order, self.groups.capacity,
+            dict(launched),
+        )
+
+    def place(self, launched: Mapping[str, int], launcher: _Launcher | None) -> PassResult:
+        """One pass over the given launches; ``launcher`` may add more."""
+        d = self.demand
+        return run_pass(
+            self.table(launched), d.floor, d.gangs, d.tasks, self.quota, launcher,
+            self.groups.capacity,
+        )
+
+    @staticmethod
+    def _key(launched: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+        return tuple(sorted((g, n) for g, n in launched.items() if n > 0))
+
+    def remember(self, launched: Mapping[str, int], table: NodeTable) -> None:
+        """Record ``table`` as the complete placement of the quota on ``launched``."""
+        d = self.demand
+        self._seen[self._key(launched)] = PassResult(
+            [0] * len(d.floor), [0] * len(d.gangs), [0] * len(d.tasks), table
+        )
+
+    def check(self, launched: Mapping[str, int]) -> PassResult:
+        """The pass (within quota, no launching) for these launches."""
+        key = self._key(launched)
+        if key not in self._seen:
+            self._seen[key] = self.place(launched, None)
+        return self._seen[key]
 
 
 def _converge(
-    existing: ExistingNodes,
-    space: ResourceSpace,
-    groups: _Groups,
-    demand: _Demand,
-    budget: _Budget,
-    launcher: _Launcher,
-) -> PassResult:
-    """Place with launching until a pass over the final node set launches nothing."""
+    passes: _Passes, budget: _Budget, launcher: _Launcher
+) -> tuple[PassResult, bool]:
+    """Place with launching until a pass over the final node set launches nothing.
+
+    Returns the last pass and whether it launched nothing.
+    """
     result: PassResult | None = None
     for _ in range(_MAX_PASSES):
         before = dict(budget.launched)
-        table = _table(existing, space, groups, before)
-        result = run_pass(
-            table, demand.floor, demand.gangs, demand.tasks, None, launcher, groups.capacity
-        )
+        result = passes.place(before, launcher)
         if budget.launched == before:
-            break
+            assert result is not None
+            return result, True
     assert result is not None
-    return result
+    return result, False
 
 
 def _trim(
     launched: dict[str, int],
     lower: Mapping[str, int],
-    existing: ExistingNodes,
-    space: ResourceSpace,
+    passes: _Passes,
     groups: _Groups,
-    demand: _Demand,
-    quota: tuple[list[int], list[int], list[int]],
     scale: np.ndarray,
 ) -> dict[str, int]:
     """Drop launched nodes the demand does not need; least preferred groups first."""
     current = dict(launched)
 
     def sufficient(counts: dict[str, int]) -> bool:
-        table = _table(existing, space, groups, counts)
-        result = run_pass(
-            table, demand.floor, demand.gangs, demand.tasks, quota, None, groups.capacity
-        )
-        return result.complete
+        return passes.check(counts).complete
 
     order = sorted(
         (g for g in groups.block_order if current.get(g, 0) > lower.get(g, 0)),
@@ -481,24 +561,24 @@ def _trim(
 
 
 def _scale_down(
-    state: ClusterState,
     groups: _Groups,
     existing: ExistingNodes,
     final: PassResult,
-    candidates: Mapping[str, Node],
+    facts: _NodeFacts,
+    candidate: npt.NDArray[np.bool_],
     launched: Mapping[str, int],
     memory_need: Mapping[str, int],
 ) -> list[Termination]:
     """Unused pending nodes first, then unused idle nodes (longest idle first), within min."""
-    used = {existing[i].id for i in range(len(existing)) if final.table.used[i]}
-    status = {n.id: n.status for n in state.nodes}
+    source = existing.source
+    unused = final.table.used[: len(existing)] == 0
+    pending = facts.status[source] == _PENDING
     out: list[Termination] = []
     for g in sorted(groups.spec):
+        j = facts.group_names.index(g)
+        of_group = unused & (facts.group[source] == j)
         allowed = groups.count(g) - groups.spec[g].min
-        pending_unused = [
-            e.id for e in existing.nodes
-            if e.group == g and e.id not in used and status[e.id] == "pending"
-        ]
+        pending_unused = [existing.ids[i] for i in np.flatnonzero(of_group & pending).tolist()]
         # pending nodes still count toward the memory target
         spare_for_memory = groups.pending[g] + launched.get(g, 0) - memory_need[g]
         cancel = max(0, min(len(pending_unused), allowed, spare_for_memory))
@@ -506,12 +586,11 @@ def _scale_down(
             if cancel else []
         allowed -= cancel
         idle = sorted(
-            (n for n in candidates.values() if n.group == g and n.id not in used),
-            key=lambda n: (-(n.idle_s or 0.0), n.id),
+            source[of_group & candidate[source]].tolist(),
+            key=lambda i: (-float(facts.idle_s[i]), facts.ids[i]),
         )
-        out += [Termination(n.id, "idle") for n in idle[: max(0, allowed)]]
+        out += [Termination(facts.ids[i], "idle") for i in idle[: max(0, allowed)]]
     return out
-
 
 
 # -------------------------------------------------------------------- reports
@@ -529,10 +608,8 @@ def _reasons(
     for g in groups.block_order:
         if launched.get(g, 0) <= 0:
             continue
-        bits = 0
-        for row in range(table.existing, len(table.groups)):
-            if table.groups[row] == g:
-                bits |= int(table.used[row])
+        start, end = table.block(g)
+        bits = int(np.bitwise_or.reduce(table.used[start:end])) if end > start else 0
         reasons = []
         if groups.spec[g].min > groups.count(g):
             reasons.append("min")
@@ -549,16 +626,16 @@ def _report_unplaced(
     plan_: Plan,
     demand: _Demand,
     result: PassResult,
-    space: ResourceSpace,
     groups: _Groups,
     existing: ExistingNodes,
 ) -> None:
     """Sort what could not be placed into infeasible (never) and capped (not now)."""
-    holders = [c for g, c in groups.capacity.items() if groups.spec[g].max != 0]
-    holders += [e.total for e in existing.nodes]
+    shapes = [c for g, c in groups.capacity.items() if groups.spec[g].max != 0]
 
     def holdable(vec: Vector) -> bool:
-        return any(bool(np.all(h >= vec)) for h in holders)
+        return any(bool(np.all(c >= vec)) for c in shapes) or bool(
+            np.any(np.all(existing.total >= vec, axis=1))
+        )
 
     for kind, items, sources, left in (
         ("floor", demand.floor, demand.floor_src, result.floor_left),

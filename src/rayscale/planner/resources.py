@@ -12,7 +12,7 @@ overflow.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,8 @@ NON_WORK_RESOURCES = frozenset({"object_store_memory"})
 # The first dimensions, in this order, whenever they appear: it keeps the
 # decreasing sort of demand shapes intuitive (GPU-heavy shapes first).
 _LEADING = ("GPU", "CPU", "memory")
+# Integers up to 2**53 convert to float and back exactly.
+_EXACT = float(2**53)
 
 
 class ResourceSpace:
@@ -66,6 +68,30 @@ class ResourceSpace:
             vec.flags.writeable = False
             self._memo[key] = vec
         return vec
+
+    def matrix(self, maps: Sequence[ResourceMap | None]) -> npt.NDArray[np.int64]:
+        """Fixed-point (len(maps) x size) matrix of many resource maps (None: a zero row).
+
+        The same numbers as :meth:`vector` row by row, built one resource at a
+        time: a cluster's 10,000 node maps are converted in a few milliseconds
+        instead of one Python call per node. Amounts too large for a float to
+        hold exactly take the row-by-row path.
+        """
+        out = np.zeros((len(maps), self.size), dtype=np.int64)
+        if not maps:
+            return out
+        for j, name in enumerate(self.names):
+            column = np.fromiter(
+                (m.get(name, 0) if m is not None else 0 for m in maps),
+                dtype=np.float64,
+                count=len(maps),
+            )
+            scale = int(self._scale[j])
+            if column.max() * scale >= _EXACT:
+                return np.stack([self.vector(m) if m else self.zeros() for m in maps])
+            # bytes round up; np.rint rounds half to even, like round()
+            out[:, j] = np.ceil(column) if scale == 1 else np.rint(column * scale)
+        return out
 
     def to_map(self, vec: Vector) -> dict[str, float]:
         """Back to a resource map, leaving out zero entries."""
