@@ -37,7 +37,7 @@ from rayscale.planner.packing import (
 )
 from rayscale.planner.plan import Plan, Termination
 from rayscale.planner.resources import ResourceSpace, Vector, fit_counts
-from rayscale.planner.state import ClusterState, Gang, Group, Shape
+from rayscale.planner.state import ClusterState, Gang, Group, Resources, Shape
 
 MEMORY_TOLERANCE = 1.10  # scale up when mean use exceeds the target by more than 10 %
 _EPS = 1e-9
@@ -91,8 +91,8 @@ class _Budget:
 
 
 def plan(state: ClusterState) -> Plan:
-    space = _space(state)
-    facts = _NodeFacts.of(state, space)
+    facts = _NodeFacts.of(state)
+    space = facts.space
     groups, fixed, scalable, terminations = _classify(state, space, facts)
     scale = _scale(space, state, facts)
     demand = _demand(state, space, scale)
@@ -135,12 +135,13 @@ def plan(state: ClusterState) -> Plan:
 # ---------------------------------------------------------------- preparation
 
 
-def _space(state: ClusterState) -> ResourceSpace:
+def _space(
+    state: ClusterState, totals: list[Resources | None], availables: list[Resources | None]
+) -> ResourceSpace:
     names: set[str] = set()
     for group in state.groups.values():
         names.update(group.resources)
-    names = names.union(*(n.total for n in state.nodes if n.total))
-    names = names.union(*(n.available for n in state.nodes if n.available))
+    names = names.union(*(m for m in totals if m), *(m for m in availables if m))
     for shape in (*state.demand.tasks, *state.demand.floor):
         names.update(shape.resources)
     for gang in state.demand.gangs:
@@ -164,6 +165,7 @@ class _NodeFacts:
     what keeps a 10,000-node plan fast.
     """
 
+    space: ResourceSpace
     ids: list[str]
     groups: list[str]
     group_names: list[str]  # sorted names of the scalable groups
@@ -178,30 +180,34 @@ class _NodeFacts:
     idle: npt.NDArray[np.bool_]  # Ray says idle and no work resource is in use
 
     @classmethod
-    def of(cls, state: ClusterState, space: ResourceSpace) -> _NodeFacts:
+    def of(cls, state: ClusterState) -> _NodeFacts:
+        """The facts, and the resource space of the whole state."""
         nodes = state.nodes
-        n = len(nodes)
-        total = space.matrix([x.total for x in nodes])
-        available = space.matrix([x.available for x in nodes])
-        has_total = np.fromiter((x.total is not None for x in nodes), np.bool_, n)
-        has_available = np.fromiter((x.available is not None for x in nodes), np.bool_, n)
+        totals = [x.total for x in nodes]
+        availables = [x.available for x in nodes]
+        space = _space(state, totals, availables)
+        total = space.matrix(totals)
+        available = space.matrix(availables)
+        has_total = np.array([m is not None for m in totals], dtype=np.bool_)
+        has_available = np.array([m is not None for m in availables], dtype=np.bool_)
         groups = [x.group for x in nodes]
         names = sorted(state.groups)
         index = {g: j for j, g in enumerate(names)}
-        group = np.fromiter((index.get(g, -1) for g in groups), np.int64, n)
+        group = np.array([index.get(g, -1) for g in groups], dtype=np.int64)
         effective = total.copy()
         for j, name in enumerate(names):
             effective[(group == j) & ~has_total] = space.vector(state.groups[name].resources)
-        idle_s = np.fromiter((x.idle_s or 0.0 for x in nodes), np.float64, n)
+        idle_s = np.array([x.idle_s or 0.0 for x in nodes], dtype=np.float64)
         work = space.work_mask()
         # A node Ray calls idle is still busy while it holds any work resource.
         holds_nothing = np.all(available[:, work] >= effective[:, work], axis=1)
         return cls(
+            space=space,
             ids=[x.id for x in nodes],
             groups=groups,
             group_names=names,
             group=group,
-            status=np.fromiter((_STATUS[x.status] for x in nodes), np.int8, n),
+            status=np.array([_STATUS[x.status] for x in nodes], dtype=np.int8),
             idle_s=idle_s,
             has_total=has_total,
             has_available=has_available,
