@@ -18,8 +18,9 @@ Order of work (each step is a small function below):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -43,7 +44,7 @@ MEMORY_TOLERANCE = 1.10  # scale up when mean use exceeds the target by more tha
 _EPS = 1e-9
 _UNBOUNDED = 1 << 62
 _STRATEGY_ORDER = {"STRICT_PACK": 0, "STRICT_SPREAD": 1, "PACK": 2, "SPREAD": 3}
-_MAX_PASSES = 8
+_MAX_PASSES = 12
 
 
 @dataclass
@@ -60,14 +61,65 @@ class _Groups:
         return self.running[group] + self.pending[group]
 
 
+ItemT = TypeVar("ItemT", TaskItem, GangItem)
+SourceT = TypeVar("SourceT", Shape, Gang)
+
+
+@dataclass
+class _Items(Generic[ItemT, SourceT]):
+    """One kind of demand (floor bundles, gangs or tasks), in the checking order.
+
+    Placement works on ``items``: runs of consecutive copies of one shape (or
+    gang) in the checking order, each made of whole document entries
+    (``runs[i]``, indices into ``counts``, in document order). Reports merge
+    identical shapes into one line each: ``line[e]`` is the line of entry
+    ``e``, ``sources[line]`` the first entry of that line as the document
+    wrote it.
+    """
+
+    items: list[ItemT]
+    runs: list[list[int]]
+    counts: list[int]
+    line: list[int]
+    sources: list[SourceT]
+
+    def quota(self, left: Sequence[int]) -> list[int]:
+        """Copies to place per run when ``left[i]`` copies of run ``i`` cannot be placed.
+
+        Which copies go unplaced is a choice: the checking order (like
+        tests/plancheck.py) counts them off the *earliest* document entries of
+        their line, so the quota does the same.
+        """
+        unplaced = [0] * len(self.sources)
+        for run, n in zip(self.runs, left, strict=True):
+            unplaced[self.line[run[0]]] += n
+        keep = list(self.counts)
+        for e in range(len(self.counts)):  # document order
+            cut = min(keep[e], unplaced[self.line[e]])
+            keep[e] -= cut
+            unplaced[self.line[e]] -= cut
+        return [sum(keep[e] for e in run) for run in self.runs]
+
+    def unplaced(self, quota: Sequence[int]) -> list[int]:
+        """Copies per report line that the quota leaves out."""
+        out = [0] * len(self.sources)
+        for item, run, q in zip(self.items, self.runs, quota, strict=True):
+            out[self.line[run[0]]] += item.count - q
+        return out
+
+
 @dataclass
 class _Demand:
-    floor: list[TaskItem]
-    floor_src: list[Shape]
-    gangs: list[GangItem]
-    gang_src: list[Gang]
-    tasks: list[TaskItem]
-    task_src: list[Shape]
+    floor: _Items[TaskItem, Shape]
+    gangs: _Items[GangItem, Gang]
+    tasks: _Items[TaskItem, Shape]
+
+    def quota(
+        self, left: tuple[Sequence[int], Sequence[int], Sequence[int]]
+    ) -> tuple[list[int], list[int], list[int]]:
+        return (
+            self.floor.quota(left[0]), self.gangs.quota(left[1]), self.tasks.quota(left[2])
+        )
 
 
 @dataclass
@@ -95,7 +147,8 @@ def plan(state: ClusterState) -> Plan:
     space = facts.space
     groups, fixed, scalable, terminations = _classify(state, space, facts)
     scale = _scale(space, state, facts)
-    demand = _demand(state, space, scale)
+    given = _given_scale(state, facts)
+    demand = _demand(state, space, given)
     memory_need = {g: _memory_need(state, g, groups) for g in groups.spec}
     budget = _Budget(
         groups,
@@ -106,16 +159,16 @@ def plan(state: ClusterState) -> Plan:
     budget.launched = dict(lower)
 
     candidates = _idle_candidates(state, scalable, groups, facts)
-    existing = _ordered_existing(fixed, scalable, candidates, facts, groups, scale)
+    existing = _ordered_existing(fixed, scalable, candidates, facts, groups, given)
     launcher = _Launcher(budget, groups, space, scale)
     passes = _Passes(existing, groups, demand)
 
     result, converged = _converge(passes, budget, launcher)
-    passes.quota = (
-        [i.count - left for i, left in zip(demand.floor, result.floor_left, strict=True)],
-        [g.count - left for g, left in zip(demand.gangs, result.gang_left, strict=True)],
-        [t.count - left for t, left in zip(demand.tasks, result.task_left, strict=True)],
-    )
+    left = (result.floor_left, result.gang_left, result.task_left)
+    quota = demand.quota(left)
+    if quota != _placed(demand, left):
+        result, converged, quota = _settle(passes, budget, launcher, quota)
+    passes.quota = quota
     if converged:
         # The last pass launched nothing: it placed exactly the quota on these launches.
         passes.remember(budget.launched, result.table)
@@ -128,7 +181,7 @@ def plan(state: ClusterState) -> Plan:
         why=_reasons(final, groups, lower, memory_need, launched),
         terminate=terminations,
     )
-    _report_unplaced(plan_, demand, result, groups, existing)
+    _report_unplaced(plan_, demand, quota, groups, existing)
     return plan_
 
 
@@ -174,8 +227,12 @@ class _NodeFacts:
     idle_s: npt.NDArray[np.float64]
     has_total: npt.NDArray[np.bool_]
     has_available: npt.NDArray[np.bool_]
+    totals: list[Resources | None]  # the maps as the document gave them
+    availables: list[Resources | None]
     total: npt.NDArray[np.int64]  # the node's own total (zeros when not given)
     available: npt.NDArray[np.int64]  # the node's own available (zeros when not given)
+    total_given: npt.NDArray[np.float64]  # the same two, as given (floats)
+    available_given: npt.NDArray[np.float64]
     effective_total: npt.NDArray[np.int64]  # own total, else its group's capacity, else 0
     idle: npt.NDArray[np.bool_]  # Ray says idle and no work resource is in use
 
@@ -186,8 +243,8 @@ class _NodeFacts:
         totals = [x.total for x in nodes]
         availables = [x.available for x in nodes]
         space = _space(state, totals, availables)
-        total = space.matrix(totals)
-        available = space.matrix(availables)
+        total, total_given = space.matrix(totals)
+        available, available_given = space.matrix(availables)
         has_total = np.array([m is not None for m in totals], dtype=np.bool_)
         has_available = np.array([m is not None for m in availables], dtype=np.bool_)
         groups = [x.group for x in nodes]
@@ -211,8 +268,12 @@ class _NodeFacts:
             idle_s=idle_s,
             has_total=has_total,
             has_available=has_available,
+            totals=totals,
+            availables=availables,
             total=total,
             available=available,
+            total_given=total_given,
+            available_given=available_given,
             effective_total=effective,
             idle=(idle_s != 0) & (~has_available | holds_nothing),
         )
@@ -261,51 +322,125 @@ def _over_max_key(i: int, facts: _NodeFacts) -> tuple[int, float, str]:
     return (2, 0.0, facts.ids[i])
 
 
-def _demand(state: ClusterState, space: ResourceSpace, scale: np.ndarray) -> _Demand:
-    """Merge identical shapes and sort everything decreasing."""
-
-    def shapes(items: Iterable[Shape]) -> tuple[list[TaskItem], list[Shape]]:
-        merged: dict[bytes, tuple[Vector, int, Shape]] = {}
-        for item in items:
-            if item.count == 0:
-                continue
-            vec = space.vector(item.resources)
-            key = vec.tobytes()
-            if key in merged:
-                v, c, src = merged[key]
-                merged[key] = (v, c + item.count, src)
-            else:
-                merged[key] = (vec, item.count, item)
-        ordered = sorted(merged.values(), key=lambda e: _size_key(e[0], scale))
-        return [TaskItem(v, c) for v, c, _ in ordered], [s for _, _, s in ordered]
-
-    floor, floor_src = shapes(state.demand.floor)
-    tasks, task_src = shapes(state.demand.tasks)
-
-    gang_merged: dict[tuple[str, bytes], tuple[GangItem, Gang]] = {}
-    for gang in state.demand.gangs:
-        if gang.count == 0:
-            continue
-        bundles = tuple(
-            sorted((space.vector(b) for b in gang.bundles), key=lambda v: _size_key(v, scale))
-        )
-        key = (gang.strategy, b"|".join(b.tobytes() for b in bundles))
-        if key in gang_merged:
-            item, src = gang_merged[key]
-            gang_merged[key] = (GangItem(item.strategy, item.bundles, item.count + gang.count), src)
-        else:
-            gang_merged[key] = (GangItem(gang.strategy, bundles, gang.count), gang)
-    gangs_sorted = sorted(
-        gang_merged.values(),
-        key=lambda e: (_STRATEGY_ORDER[e[0].strategy], *_size_key(e[0].total, scale)),
-    )
+def _demand(state: ClusterState, space: ResourceSpace, given: Mapping[str, float]) -> _Demand:
+    """Everything in the checking order, identical shapes merged into runs and lines."""
     return _Demand(
-        floor=floor,
-        floor_src=floor_src,
-        gangs=[g for g, _ in gangs_sorted],
-        gang_src=[s for _, s in gangs_sorted],
-        tasks=tasks,
-        task_src=task_src,
+        floor=_shape_items(state.demand.floor, space, given),
+        gangs=_gang_items(state.demand.gangs, space, given),
+        tasks=_shape_items(state.demand.tasks, space, given),
+    )
+
+
+def _given_scale(state: ClusterState, facts: _NodeFacts) -> dict[str, float]:
+    """The largest amount of each resource that a group or a node total has, as given.
+
+    Sizes in the checking order are computed from the amounts as the document
+    gives them, as a plain-float checker (tests/plancheck.py) would compute
+    them, so that equal sizes compare equal in both and ties keep document
+    order in both.
+    """
+    out: dict[str, float] = {}
+    for group in state.groups.values():
+        for name, amount in group.resources.items():
+            out[name] = max(out.get(name, 0.0), float(amount))
+    rows = facts.has_total & facts.total.any(axis=1)
+    if rows.any():
+        biggest = facts.total_given[rows].max(axis=0)
+        for j, name in enumerate(facts.space.names):
+            if biggest[j] > 0:
+                out[name] = max(out.get(name, 0.0), float(biggest[j]))
+    return {name: amount if amount > 0 else 1.0 for name, amount in out.items()}
+
+
+def _given_size(resources: Mapping[str, float], given: Mapping[str, float]) -> float:
+    """Normalised size, summed in the map's own order (the checking order's size)."""
+    return sum(amount / given.get(name, 1.0) for name, amount in resources.items())
+
+
+def _shape_items(
+    shapes: Sequence[Shape], space: ResourceSpace, given: Mapping[str, float]
+) -> _Items[TaskItem, Shape]:
+    """Entries decreasing by size; equal sizes keep document order (a stable sort)."""
+    entries = [s for s in shapes if s.count > 0]
+    vectors = [space.vector(s.resources) for s in entries]
+    lines: dict[bytes, int] = {}
+    sources: list[Shape] = []
+    line: list[int] = []
+    for entry, vec in zip(entries, vectors, strict=True):
+        key = vec.tobytes()
+        if key not in lines:
+            lines[key] = len(sources)
+            sources.append(entry)
+        line.append(lines[key])
+    sizes = [_given_size(s.resources, given) for s in entries]
+    runs: list[list[int]] = []
+    for e in sorted(range(len(entries)), key=lambda e: -sizes[e]):
+        if runs and line[runs[-1][-1]] == line[e]:
+            runs[-1].append(e)
+        else:
+            runs.append([e])
+    return _by_placement(_Items(
+        items=[TaskItem(vectors[r[0]], sum(entries[e].count for e in r)) for r in runs],
+        runs=runs,
+        counts=[s.count for s in entries],
+        line=line,
+        sources=sources,
+    ))
+
+
+def _gang_items(
+    gangs: Sequence[Gang], space: ResourceSpace, given: Mapping[str, float]
+) -> _Items[GangItem, Gang]:
+    """Gangs by strategy, then decreasing by size; bundles in a gang decreasing too."""
+    entries = [g for g in gangs if g.count > 0]
+    placed: list[tuple[str, tuple[Vector, ...]]] = []  # what placement sees, per entry
+    lines: dict[tuple[str, bytes], int] = {}
+    sources: list[Gang] = []
+    line: list[int] = []
+    sizes: list[float] = []
+    for gang in entries:
+        vectors = [space.vector(b) for b in gang.bundles]
+        bundle_sizes = [_given_size(b, given) for b in gang.bundles]
+        order = sorted(range(len(vectors)), key=lambda i: -bundle_sizes[i])
+        placed.append((gang.strategy, tuple(vectors[i] for i in order)))
+        key = (gang.strategy, b"|".join(v.tobytes() for v in vectors))
+        if key not in lines:
+            lines[key] = len(sources)
+            sources.append(gang)
+        line.append(lines[key])
+        sizes.append(sum(bundle_sizes))
+    runs: list[list[int]] = []
+    ordered = sorted(
+        range(len(entries)), key=lambda e: (_STRATEGY_ORDER[entries[e].strategy], -sizes[e])
+    )
+    for e in ordered:
+        last = runs[-1][-1] if runs else None
+        if last is not None and line[last] == line[e] and all(
+            np.array_equal(a, b) for a, b in zip(placed[last][1], placed[e][1], strict=True)
+        ):
+            runs[-1].append(e)
+        else:
+            runs.append([e])
+    return _by_placement(_Items(
+        items=[
+            GangItem(placed[r[0]][0], placed[r[0]][1], sum(entries[e].count for e in r))
+            for r in runs
+        ],
+        runs=runs,
+        counts=[g.count for g in entries],
+        line=line,
+        sources=sources,
+    ))
+
+
+def _by_placement(items: _Items[ItemT, SourceT]) -> _Items[ItemT, SourceT]:
+    """Number report lines in placement order (reports list the largest shapes first)."""
+    order: dict[int, int] = {}
+    for run in items.runs:
+        order.setdefault(items.line[run[0]], len(order))
+    sources = [items.sources[old] for old in order]
+    return _Items(
+        items.items, items.runs, items.counts, [order[x] for x in items.line], sources
     )
 
 
@@ -318,11 +453,6 @@ def _scale(space: ResourceSpace, state: ClusterState, facts: _NodeFacts) -> np.n
         np.vstack([*vectors, facts.total[facts.has_total], space.zeros()[None, :]]), axis=0
     ).astype(float)
     return np.where(biggest > 0, biggest, 1.0)
-
-
-def _size_key(vec: Vector, scale: np.ndarray) -> tuple[float, tuple[int, ...]]:
-    """Sort key for 'decreasing': normalised size, then the vector itself."""
-    return (-float(np.sum(vec / scale)), tuple(-int(x) for x in vec))
 
 
 def _global_room(state: ClusterState, groups: _Groups) -> int:
@@ -388,7 +518,7 @@ def _ordered_existing(
     candidate: npt.NDArray[np.bool_],
     facts: _NodeFacts,
     groups: _Groups,
-    scale: np.ndarray,
+    given: Mapping[str, float],
 ) -> ExistingNodes:
     """Placement order: busy/kept nodes (fullest first), idle candidates, pending.
 
@@ -403,10 +533,12 @@ def _ordered_existing(
         # a pending node counts as the full capacity of its group, available
         of_group = pending & (facts.group[rows] == j)
         free[of_group] = total[of_group] = groups.capacity[g]
-    size = (free / scale).sum(axis=1) if rows.size else np.zeros(0)
+    size = _free_sizes(rows[~pending], facts, groups, given)
+    value = np.zeros(rows.size)
+    value[~pending] = size
     is_candidate = candidate[rows]
     kind = np.where(pending, 2, np.where(is_candidate, 1, 0))
-    value = np.where(pending, 0.0, np.where(is_candidate, facts.idle_s[rows], size))
+    value = np.where(is_candidate, facts.idle_s[rows], value)
     ids = [facts.ids[i] for i in rows]
     # ids rank by Python's string order (numpy's would drop trailing NULs)
     rank = np.empty(rows.size, dtype=np.int64)
@@ -419,6 +551,59 @@ def _ordered_existing(
         total=total[order],
         source=rows[order],
     )
+
+
+def _free_map(i: int, facts: _NodeFacts, groups: _Groups) -> Mapping[str, float]:
+    """The map a node's free capacity comes from: available, else total, else its group's."""
+    free = facts.availables[i]
+    if free is None:
+        free = facts.totals[i]
+    if free is None:
+        spec = groups.spec.get(facts.groups[i])
+        free = spec.resources if spec is not None else {}
+    return free
+
+
+def _free_sizes(
+    rows: Ints, facts: _NodeFacts, groups: _Groups, given: Mapping[str, float]
+) -> npt.NDArray[np.float64]:
+    """Normalised free size of running nodes, as a plain-float checker computes it.
+
+    Each node's size is the sum over its free map (available, else total, else
+    its group's resources), in the map's own order, of amount / largest amount.
+    Summing in that order gives the very same floats as
+    ``sum(v / scale[k] for k, v in free.items())``, so nodes of equal size tie
+    exactly and fall back to their ids, as in tests/plancheck.py. Nodes are
+    grouped by the order of their map's keys (a cluster has a handful) and
+    each group is summed with one numpy operation per resource.
+    """
+    space = facts.space
+    size = np.zeros(rows.size)
+    picked = rows.tolist()
+    if facts.has_available[rows].all():
+        maps: list[Mapping[str, float]] = [facts.availables[i] or {} for i in picked]
+    else:
+        maps = [_free_map(i, facts, groups) for i in picked]
+    keys: dict[tuple[str, ...], list[int]] = {}
+    for k, free in enumerate(maps):
+        keys.setdefault(tuple(free), []).append(k)
+    given_free = np.where(
+        facts.has_available[rows][:, None],
+        facts.available_given[rows],
+        facts.total_given[rows],
+    )
+    for j, name in enumerate(facts.group_names):  # nodes without any map of their own
+        bare = ~facts.has_available[rows] & ~facts.has_total[rows] & (facts.group[rows] == j)
+        if bare.any():
+            resources = groups.spec[name].resources
+            given_free[bare] = [float(resources.get(n, 0)) for n in space.names]
+    for names, members in keys.items():
+        at = np.array(members, dtype=np.int64)
+        acc = np.zeros(at.size)
+        for name in names:
+            acc += given_free[at, space.index[name]] / given.get(name, 1.0)
+        size[at] = acc
+    return size
 
 
 # ------------------------------------------------------------------ launching
@@ -489,8 +674,8 @@ class _Passes:
         """One pass over the given launches; ``launcher`` may add more."""
         d = self.demand
         return run_pass(
-            self.table(launched), d.floor, d.gangs, d.tasks, self.quota, launcher,
-            self.groups.capacity,
+            self.table(launched), d.floor.items, d.gangs.items, d.tasks.items, self.quota,
+            launcher, self.groups.capacity,
         )
 
     @staticmethod
@@ -501,7 +686,7 @@ class _Passes:
         """Record ``table`` as the complete placement of the quota on ``launched``."""
         d = self.demand
         self._seen[self._key(launched)] = PassResult(
-            [0] * len(d.floor), [0] * len(d.gangs), [0] * len(d.tasks), table
+            [0] * len(d.floor.items), [0] * len(d.gangs.items), [0] * len(d.tasks.items), table
         )
 
     def check(self, launched: Mapping[str, int]) -> PassResult:
@@ -518,16 +703,83 @@ def _converge(
     """Place with launching until a pass over the final node set launches nothing.
 
     Returns the last pass and whether it launched nothing.
+
+    Launched nodes sit in blocks at fixed places, so a node launched late in
+    a pass for a small shape can land in front of nodes that larger, earlier
+    demand used; in the next pass that demand takes the new node first, and
+    the small shape asks for one more: one node per pass, for as long as the
+    larger demand can use them. When a group grows in three passes in a row,
+    it grows geometrically instead (twice, four times, ... what the pass
+    launched), so this settles in a few passes. The trim step then removes
+    whatever the demand does not need.
     """
     result: PassResult | None = None
+    streak: dict[str, int] = {}
     for _ in range(_MAX_PASSES):
         before = dict(budget.launched)
         result = passes.place(before, launcher)
         if budget.launched == before:
-            assert result is not None
             return result, True
+        for g in budget.groups.block_order:
+            grown = budget.launched.get(g, 0) - before.get(g, 0)
+            streak[g] = streak.get(g, 0) + 1 if grown > 0 else 0
+            if streak[g] >= 3:
+                extra = min(grown * (2 ** (streak[g] - 2) - 1), budget.headroom(g))
+                budget.launched[g] += extra
     assert result is not None
     return result, False
+
+
+def _placed(
+    demand: _Demand, left: tuple[Sequence[int], Sequence[int], Sequence[int]]
+) -> tuple[list[int], list[int], list[int]]:
+    """Copies per run that a pass placed, given what it left."""
+    def kind(items: Sequence[TaskItem | GangItem], out: Sequence[int]) -> list[int]:
+        return [i.count - n for i, n in zip(items, out, strict=True)]
+
+    return (
+        kind(demand.floor.items, left[0]),
+        kind(demand.gangs.items, left[1]),
+        kind(demand.tasks.items, left[2]),
+    )
+
+
+def _left_after(
+    items: Sequence[TaskItem | GangItem], quota: Sequence[int], left: Sequence[int]
+) -> list[int]:
+    """Copies per run not placed: those outside the quota and those the pass left."""
+    return [i.count - q + n for i, q, n in zip(items, quota, left, strict=True)]
+
+
+def _settle(
+    passes: _Passes,
+    budget: _Budget,
+    launcher: _Launcher,
+    quota: tuple[list[int], list[int], list[int]],
+) -> tuple[PassResult, bool, tuple[list[int], list[int], list[int]]]:
+    """Place the quota (capped copies counted off the earliest entries) until it holds.
+
+    Needed only when one shape has several document entries that equal sizes
+    of other shapes keep apart, and some of its copies are capped: the pass
+    left copies of a later entry, the checking order counts the earliest off.
+    Copies this quota still cannot place are counted off the same way.
+    """
+    demand = passes.demand
+    result: PassResult | None = None
+    for _ in range(_MAX_PASSES):
+        passes.quota = quota
+        before = dict(budget.launched)
+        result = passes.place(before, launcher)
+        if budget.launched == before and result.complete:
+            return result, True, quota
+        floor_q, gang_q, task_q = quota
+        quota = demand.quota((
+            _left_after(demand.floor.items, floor_q, result.floor_left),
+            _left_after(demand.gangs.items, gang_q, result.gang_left),
+            _left_after(demand.tasks.items, task_q, result.task_left),
+        ))
+    assert result is not None
+    return result, False, quota
 
 
 def _trim(
@@ -631,7 +883,7 @@ def _reasons(
 def _report_unplaced(
     plan_: Plan,
     demand: _Demand,
-    result: PassResult,
+    quota: tuple[list[int], list[int], list[int]],
     groups: _Groups,
     existing: ExistingNodes,
 ) -> None:
@@ -643,22 +895,28 @@ def _report_unplaced(
             np.any(np.all(existing.total >= vec, axis=1))
         )
 
-    for kind, items, sources, left in (
-        ("floor", demand.floor, demand.floor_src, result.floor_left),
-        ("tasks", demand.tasks, demand.task_src, result.task_left),
-    ):
-        for item, src, n in zip(items, sources, left, strict=True):
+    for kind, items, q in (("floor", demand.floor, quota[0]), ("tasks", demand.tasks, quota[2])):
+        for src, n in zip(items.sources, items.unplaced(q), strict=True):
             if n > 0:
-                target = plan_.capped if holdable(item.shape) else plan_.infeasible
+                vec = items.items[_first_run(items, src)].shape
+                target = plan_.capped if holdable(vec) else plan_.infeasible
                 target[kind].append({"resources": _echo(src.resources), "count": n})
-    for gang, gsrc, n in zip(demand.gangs, demand.gang_src, result.gang_left, strict=True):
+    gangs = demand.gangs
+    for gsrc, n in zip(gangs.sources, gangs.unplaced(quota[1]), strict=True):
         if n <= 0:
             continue
+        gang = gangs.items[_first_run(gangs, gsrc)]
         pieces = [gang.total] if gang.strategy == "STRICT_PACK" else list(gang.bundles)
         target = plan_.capped if all(holdable(p) for p in pieces) else plan_.infeasible
         target["gangs"].append(
             {"strategy": gsrc.strategy, "bundles": [_echo(b) for b in gsrc.bundles], "count": n}
         )
+
+
+def _first_run(items: _Items[ItemT, SourceT], source: SourceT) -> int:
+    """The first run of the report line that ``source`` starts."""
+    line = next(i for i, s in enumerate(items.sources) if s is source)
+    return next(r for r, run in enumerate(items.runs) if items.line[run[0]] == line)
 
 
 def _echo(resources: Mapping[str, float]) -> dict[str, float]:

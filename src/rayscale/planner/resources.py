@@ -69,29 +69,38 @@ class ResourceSpace:
             self._memo[key] = vec
         return vec
 
-    def matrix(self, maps: Sequence[ResourceMap | None]) -> npt.NDArray[np.int64]:
-        """Fixed-point (len(maps) x size) matrix of many resource maps (None: a zero row).
+    def matrix(
+        self, maps: Sequence[ResourceMap | None]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """Many resource maps as a (len(maps) x size) matrix, fixed-point and as given.
 
-        The same numbers as :meth:`vector` row by row, built one resource at a
-        time: a cluster's 10,000 node maps are converted in a few milliseconds
-        instead of one Python call per node. Amounts too large for a float to
-        hold exactly take the row-by-row path.
+        A None map is a row of zeros. The fixed-point rows are the same numbers
+        as :meth:`vector`, built one resource at a time: a cluster's 10,000
+        node maps are converted in a few milliseconds instead of one Python
+        call per node. Amounts too large for a float to hold exactly take the
+        row-by-row path. The second matrix holds the amounts as given (as
+        floats), for sizes that must match a plain-float computation.
         """
-        out = np.zeros((len(maps), self.size), dtype=np.int64)
+        fixed = np.zeros((len(maps), self.size), dtype=np.int64)
+        given = np.zeros((len(maps), self.size), dtype=np.float64)
         if not maps:
-            return out
+            return fixed, given
         for j, name in enumerate(self.names):
-            column = np.fromiter(
+            given[:, j] = np.fromiter(
                 (m.get(name, 0) if m is not None else 0 for m in maps),
                 dtype=np.float64,
                 count=len(maps),
             )
+        exact = all(
+            given[:, j].max() * int(self._scale[j]) < _EXACT for j in range(self.size)
+        )
+        if not exact:
+            return np.stack([self.vector(m) if m else self.zeros() for m in maps]), given
+        for j in range(self.size):
             scale = int(self._scale[j])
-            if column.max() * scale >= _EXACT:
-                return np.stack([self.vector(m) if m else self.zeros() for m in maps])
             # bytes round up; np.rint rounds half to even, like round()
-            out[:, j] = np.ceil(column) if scale == 1 else np.rint(column * scale)
-        return out
+            fixed[:, j] = np.ceil(given[:, j]) if scale == 1 else np.rint(given[:, j] * scale)
+        return fixed, given
 
     def to_map(self, vec: Vector) -> dict[str, float]:
         """Back to a resource map, leaving out zero entries."""
