@@ -77,11 +77,11 @@ def test_shapes_of_equal_size_are_placed_in_document_order() -> None:
     " (docs/planner.md, 'Waste under other packings')",
 )
 def test_no_launch_is_wasted_under_any_greedy_packing() -> None:
-    wasted = []
+    # About 1 state in 24 of packing_state (the first at seed 9), and 2 in
+    # 3,000 of test_planner_properties' strategy.
     for seed, state in _states(packcheck.packing_state, SEEDS):
         plan = plan_json(state)
-        wasted += [(seed, group, how) for group, how in packcheck.wasted(state, plan)]
-    assert not wasted
+        assert not packcheck.wasted(state, plan), (seed, plan)
 
 
 def test_small_shape_launched_in_front_of_larger_demand_still_converges() -> None:

@@ -539,14 +539,16 @@ def _ordered_existing(
     is_candidate = candidate[rows]
     kind = np.where(pending, 2, np.where(is_candidate, 1, 0))
     value = np.where(is_candidate, facts.idle_s[rows], value)
-    ids = [facts.ids[i] for i in rows]
+    # (numpy index arrays go through .tolist(): indexing a list with numpy
+    # integers is several times slower than with ints)
+    ids = [facts.ids[i] for i in rows.tolist()]
     # ids rank by Python's string order (numpy's would drop trailing NULs)
     rank = np.empty(rows.size, dtype=np.int64)
     rank[sorted(range(rows.size), key=ids.__getitem__)] = np.arange(rows.size)
     order = np.lexsort((rank, value, kind))
     return ExistingNodes(
-        ids=[ids[j] for j in order],
-        groups=[facts.groups[i] for i in rows[order]],
+        ids=[ids[j] for j in order.tolist()],
+        groups=[facts.groups[i] for i in rows[order].tolist()],
         free=free[order],
         total=total[order],
         source=rows[order],
