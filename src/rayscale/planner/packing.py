@@ -338,29 +338,50 @@ def run_pass(
     quota: tuple[Sequence[int], Sequence[int], Sequence[int]] | None,
     launcher: Launcher | None,
     capacity: dict[str, Vector],
+    give_up: bool = False,
 ) -> PassResult:
     """Place floor bundles (on totals), then gangs, then tasks (on free capacity).
 
     Items must already be sorted decreasing. ``quota`` limits how many copies
     of each item to place (the rest is known to be capped or infeasible).
+    With ``give_up``, the pass stops at the first item it cannot place whole
+    (the items after it count as not placed at all): enough to answer "does
+    it all fit?", and a failing check often fails on the first, largest items.
     """
     floor_quota, gang_quota, task_quota = quota or (
         [i.count for i in floor],
         [g.count for g in gangs],
         [t.count for t in tasks],
     )
-    floor_left = [
-        _place_shape(table, "total", item.shape, q, USED_FLOOR, launcher, capacity)
-        for item, q in zip(floor, floor_quota, strict=True)
-    ]
+    floor_left: list[int] = []
     gang_left: list[int] = []
+    task_left: list[int] = []
+
+    def stopped() -> PassResult:
+        return PassResult(
+            floor_left + list(floor_quota[len(floor_left):]),
+            gang_left + list(gang_quota[len(gang_left):]),
+            task_left + list(task_quota[len(task_left):]),
+            table,
+        )
+
+    for item, q in zip(floor, floor_quota, strict=True):
+        floor_left.append(
+            _place_shape(table, "total", item.shape, q, USED_FLOOR, launcher, capacity)
+        )
+        if give_up and floor_left[-1]:
+            return stopped()
     for gang, q in zip(gangs, gang_quota, strict=True):
         placed = 0
         while placed < q and _place_gang_once(table, gang, launcher, capacity):
             placed += 1
         gang_left.append(q - placed)
-    task_left = [
-        _place_shape(table, "free", item.shape, q, USED_TASKS, launcher, capacity)
-        for item, q in zip(tasks, task_quota, strict=True)
-    ]
+        if give_up and gang_left[-1]:
+            return stopped()
+    for item, q in zip(tasks, task_quota, strict=True):
+        task_left.append(
+            _place_shape(table, "free", item.shape, q, USED_TASKS, launcher, capacity)
+        )
+        if give_up and task_left[-1]:
+            return stopped()
     return PassResult(floor_left, gang_left, task_left, table)
