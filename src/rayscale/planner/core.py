@@ -273,14 +273,14 @@ class _NodeFacts:
         totals = [x.total for x in nodes]
         availables = [x.available for x in nodes]
         space = _space(state, totals, availables)
-        total, total_given = space.matrix(totals)
-        available, available_given = space.matrix(availables)
-        has_total = np.array([m is not None for m in totals], dtype=np.bool_)
-        has_available = np.array([m is not None for m in availables], dtype=np.bool_)
         groups = [x.group for x in nodes]
         names = sorted(state.groups)
         index = {g: j for j, g in enumerate(names)}
         group = np.array([index.get(g, -1) for g in groups], dtype=np.int64)
+        total, total_given = _totals(state, space, totals, groups, group)
+        available, available_given = space.matrix(availables)
+        has_total = np.array([m is not None for m in totals], dtype=np.bool_)
+        has_available = np.array([m is not None for m in availables], dtype=np.bool_)
         effective = total.copy()
         for j, name in enumerate(names):
             effective[(group == j) & ~has_total] = space.vector(state.groups[name].resources)
@@ -307,6 +307,37 @@ class _NodeFacts:
             effective_total=effective,
             idle=(idle_s != 0) & (~has_available | holds_nothing),
         )
+
+
+def _totals(
+    state: ClusterState,
+    space: ResourceSpace,
+    totals: list[Resources | None],
+    groups: list[str],
+    group: Ints,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """:meth:`ResourceSpace.matrix` of the node totals.
+
+    Most nodes report exactly their group's resources: those rows are copied
+    from the group (one dict comparison per node) instead of converted.
+    """
+    resources = {name: g.resources for name, g in state.groups.items()}
+    plain = np.array(
+        [t is not None and t == resources.get(g) for t, g in zip(totals, groups, strict=True)],
+        dtype=np.bool_,
+    )
+    if not plain.any():
+        return space.matrix(totals)
+    others = np.flatnonzero(~plain)
+    fixed = np.zeros((len(totals), space.size), dtype=np.int64)
+    given = np.zeros((len(totals), space.size), dtype=np.float64)
+    fixed[others], given[others] = space.matrix([totals[i] for i in others.tolist()])
+    for j, name in enumerate(sorted(resources)):  # group holds indices into sorted names
+        rows = plain & (group == j)
+        if rows.any():
+            fixed[rows] = space.vector(resources[name])
+            given[rows] = [float(resources[name].get(n, 0)) for n in space.names]
+    return fixed, given
 
 
 def _classify(
