@@ -47,6 +47,10 @@ _EPS = 1e-9
 _UNBOUNDED = 1 << 62
 _STRATEGY_ORDER = {"STRICT_PACK": 0, "STRICT_SPREAD": 1, "PACK": 2, "SPREAD": 3}
 _MAX_PASSES = 12
+# Floats that are whole multiples of _UNIT**-1 add up exactly, in any order,
+# while their sum stays below _UNITS_MAX (2**53 units).
+_UNIT = float(2**30)
+_UNITS_MAX = float(2**23)
 
 
 @dataclass
@@ -632,24 +636,19 @@ def _free_sizes(
 ) -> npt.NDArray[np.float64]:
     """Normalised free size of running nodes, as a plain-float checker computes it.
 
-    Each node's size is the sum over its free map (available, else total, else
-    its group's resources), in the map's own order, of amount / largest amount.
-    Summing in that order gives the very same floats as
-    ``sum(v / scale[k] for k, v in free.items())``, so nodes of equal size tie
-    exactly and fall back to their ids, as in tests/plancheck.py. Nodes are
-    grouped by the order of their map's keys (a cluster has a handful) and
-    each group is summed with one numpy operation per resource.
+    A node's size is the sum over its free map (available, else total, else
+    its group's resources), in the map's own key order, of amount / largest
+    amount: the very same floats as ``sum(v / scale[k] for k, v in
+    free.items())``, so that nodes of equal size tie exactly and fall back to
+    their ids, as in tests/plancheck.py.
+
+    The order of a float sum matters only when it rounds. When every term is
+    a whole multiple of 2**-30 and the total stays below 2**23, no partial sum
+    in any order rounds (typical: whole CPUs over a power-of-two largest
+    node), and one vectorised sum is exact. Other nodes are grouped by their
+    map's key order and summed in that order.
     """
     space = facts.space
-    size = np.zeros(rows.size)
-    picked = rows.tolist()
-    if facts.has_available[rows].all():
-        maps: list[Mapping[str, float]] = [facts.availables[i] or {} for i in picked]
-    else:
-        maps = [_free_map(i, facts, groups) for i in picked]
-    keys: dict[tuple[str, ...], list[int]] = {}
-    for k, free in enumerate(maps):
-        keys.setdefault(tuple(free), []).append(k)
     given_free = np.where(
         facts.has_available[rows][:, None],
         facts.available_given[rows],
@@ -660,11 +659,23 @@ def _free_sizes(
         if bare.any():
             resources = groups.spec[name].resources
             given_free[bare] = [float(resources.get(n, 0)) for n in space.names]
-    for names, members in keys.items():
-        at = np.array(members, dtype=np.int64)
+    terms = given_free / np.array([given.get(n, 1.0) for n in space.names])
+    size: npt.NDArray[np.float64] = terms.sum(axis=1)
+    units = terms * _UNIT
+    inexact = np.flatnonzero(~(np.all(units == np.floor(units), axis=1) & (size < _UNITS_MAX)))
+    if inexact.size == 0:
+        return size
+    picked = rows[inexact].tolist()
+    orders = [tuple(_free_map(i, facts, groups)) for i in picked]  # keys, in the map's order
+    distinct = {order: k for k, order in enumerate(dict.fromkeys(orders))}
+    which = np.fromiter(map(distinct.__getitem__, orders), dtype=np.int64, count=len(orders))
+    members = np.argsort(which, kind="stable")  # rows grouped by key order
+    ends = np.cumsum(np.bincount(which, minlength=len(distinct))).tolist()
+    for names, k in distinct.items():
+        at = inexact[members[(ends[k - 1] if k else 0) : ends[k]]]
         acc = np.zeros(at.size)
         for name in names:
-            acc += given_free[at, space.index[name]] / given.get(name, 1.0)
+            acc += terms[at, space.index[name]]
         size[at] = acc
     return size
 
