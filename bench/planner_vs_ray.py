@@ -15,6 +15,7 @@ launched capacity, demand left unsatisfied). No Ray cluster is started.
     .venv/bin/python bench/planner_vs_ray.py --nodes 100 --requests 1000
     .venv/bin/python bench/planner_vs_ray.py            # 1000 nodes, 10k requests
     .venv/bin/python bench/planner_vs_ray.py --skip-ray --repeat 20
+    .venv/bin/python bench/planner_vs_ray.py --nodes 10000 --requests 100000 --skip-ray
     .venv/bin/python bench/planner_vs_ray.py --json
 """
 
@@ -372,6 +373,9 @@ class Outcome:
     terminated: list[str]  # node ids
     unsatisfied: list[TaskDemand]  # task/actor requests left infeasible or capped
     unsatisfied_gangs: int
+    # rayscale only: the two halves of plan_json, timed on their own (medians)
+    parse_seconds: float | None = None  # parse_state(document)
+    plan_seconds: float | None = None  # plan(ClusterState), the state built beforehand
 
     @property
     def unsatisfied_tasks(self) -> int:
@@ -513,6 +517,30 @@ def load_planner() -> PlanFn | None:
     return plan_json  # type: ignore[no-any-return]
 
 
+def time_parts(state: dict[str, Any], repeat: int) -> tuple[float, float] | None:
+    """Medians of parse_state(document) and of plan(ClusterState) on a state built before.
+
+    plan_json is the two in a row. The autoscaler can build the ClusterState
+    itself (no document to parse), so the planning half is timed on its own.
+    None if the planner has no parse_state/plan.
+    """
+    try:
+        from rayscale.planner import parse_state, plan  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    parse_runs: list[float] = []
+    plan_runs: list[float] = []
+    for _ in range(repeat):
+        doc = copy.deepcopy(state)
+        start = time.perf_counter()
+        cluster = parse_state(doc)
+        parse_runs.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        plan(cluster)
+        plan_runs.append(time.perf_counter() - start)
+    return statistics.median(parse_runs), statistics.median(plan_runs)
+
+
 def time_rayscale(plan_fn: PlanFn, state: dict[str, Any], repeat: int) -> Outcome:
     runs: list[float] = []
     plans: list[dict[str, Any]] = []
@@ -523,7 +551,11 @@ def time_rayscale(plan_fn: PlanFn, state: dict[str, Any], repeat: int) -> Outcom
         runs.append(time.perf_counter() - start)
     if any(p != plans[0] for p in plans):
         print("warning: rayscale gave different plans for the same state", file=sys.stderr)
-    return rayscale_outcome(plans[0], runs)
+    outcome = rayscale_outcome(plans[0], runs)
+    parts = time_parts(state, repeat)
+    if parts is not None:
+        outcome.parse_seconds, outcome.plan_seconds = parts
+    return outcome
 
 
 @contextmanager
@@ -614,6 +646,11 @@ def fmt_resources(resources: Resources) -> str:
 
 def comparison_rows(sc: Scenario, outcomes: list[Outcome]) -> list[list[str]]:
     rows = [["decision time", *[fmt_seconds(o.seconds) for o in outcomes]]]
+    parts = (("  parse_state alone", "parse_seconds"), ("  plan(state) alone", "plan_seconds"))
+    for label, attr in parts:
+        cells = [getattr(o, attr) for o in outcomes]
+        if any(c is not None for c in cells):
+            rows.append([label, *["-" if c is None else fmt_seconds(c) for c in cells]])
     for group in sc.groups:
         rows.append(
             [f"launch {group.name}", *[str(o.launched.get(group.name, 0)) for o in outcomes]]

@@ -17,17 +17,20 @@ Order of work (each step is a small function below):
 
 from __future__ import annotations
 
+import gc
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from rayscale.planner.packing import (
     USED_FLOOR,
     USED_GANGS,
     USED_TASKS,
-    ExistingNode,
     ExistingNodes,
     GangItem,
     NodeTable,
@@ -37,13 +40,17 @@ from rayscale.planner.packing import (
 )
 from rayscale.planner.plan import Plan, Termination
 from rayscale.planner.resources import ResourceSpace, Vector, fit_counts
-from rayscale.planner.state import ClusterState, Gang, Group, Node, Shape
+from rayscale.planner.state import ClusterState, Gang, Group, Resources, Shape
 
 MEMORY_TOLERANCE = 1.10  # scale up when mean use exceeds the target by more than 10 %
 _EPS = 1e-9
 _UNBOUNDED = 1 << 62
 _STRATEGY_ORDER = {"STRICT_PACK": 0, "STRICT_SPREAD": 1, "PACK": 2, "SPREAD": 3}
-_MAX_PASSES = 8
+_MAX_PASSES = 12
+# Floats that are whole multiples of _UNIT**-1 add up exactly, in any order,
+# while their sum stays below _UNITS_MAX (2**53 units).
+_UNIT = float(2**30)
+_UNITS_MAX = float(2**23)
 
 
 @dataclass
@@ -60,14 +67,65 @@ class _Groups:
         return self.running[group] + self.pending[group]
 
 
+ItemT = TypeVar("ItemT", TaskItem, GangItem)
+SourceT = TypeVar("SourceT", Shape, Gang)
+
+
+@dataclass
+class _Items(Generic[ItemT, SourceT]):
+    """One kind of demand (floor bundles, gangs or tasks), in the checking order.
+
+    Placement works on ``items``: runs of consecutive copies of one shape (or
+    gang) in the checking order, each made of whole document entries
+    (``runs[i]``, indices into ``counts``, in document order). Reports merge
+    identical shapes into one line each: ``line[e]`` is the line of entry
+    ``e``, ``sources[line]`` the first entry of that line as the document
+    wrote it.
+    """
+
+    items: list[ItemT]
+    runs: list[list[int]]
+    counts: list[int]
+    line: list[int]
+    sources: list[SourceT]
+
+    def quota(self, left: Sequence[int]) -> list[int]:
+        """Copies to place per run when ``left[i]`` copies of run ``i`` cannot be placed.
+
+        Which copies go unplaced is a choice: the checking order (like
+        tests/plancheck.py) counts them off the *earliest* document entries of
+        their line, so the quota does the same.
+        """
+        unplaced = [0] * len(self.sources)
+        for run, n in zip(self.runs, left, strict=True):
+            unplaced[self.line[run[0]]] += n
+        keep = list(self.counts)
+        for e in range(len(self.counts)):  # document order
+            cut = min(keep[e], unplaced[self.line[e]])
+            keep[e] -= cut
+            unplaced[self.line[e]] -= cut
+        return [sum(keep[e] for e in run) for run in self.runs]
+
+    def unplaced(self, quota: Sequence[int]) -> list[int]:
+        """Copies per report line that the quota leaves out."""
+        out = [0] * len(self.sources)
+        for item, run, q in zip(self.items, self.runs, quota, strict=True):
+            out[self.line[run[0]]] += item.count - q
+        return out
+
+
 @dataclass
 class _Demand:
-    floor: list[TaskItem]
-    floor_src: list[Shape]
-    gangs: list[GangItem]
-    gang_src: list[Gang]
-    tasks: list[TaskItem]
-    task_src: list[Shape]
+    floor: _Items[TaskItem, Shape]
+    gangs: _Items[GangItem, Gang]
+    tasks: _Items[TaskItem, Shape]
+
+    def quota(
+        self, left: tuple[Sequence[int], Sequence[int], Sequence[int]]
+    ) -> tuple[list[int], list[int], list[int]]:
+        return (
+            self.floor.quota(left[0]), self.gangs.quota(left[1]), self.tasks.quota(left[2])
+        )
 
 
 @dataclass
@@ -91,10 +149,40 @@ class _Budget:
 
 
 def plan(state: ClusterState) -> Plan:
-    space = _space(state)
-    groups, fixed, scalable, terminations = _classify(state, space)
-    scale = _scale(space, state)
-    demand = _demand(state, space, scale)
+    """The plan for a state (plan-format.md), pure and deterministic."""
+    with _collector_paused():
+        return _plan(state)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while planning.
+
+    Planning a 10,000-node state allocates a few hundred thousand small,
+    short-lived, acyclic objects (per-node lists, tuples, ids). Every 700
+    allocations the collector runs, and now and then one of those runs walks
+    the whole heap, the caller's own data included: 20-30 ms each time, with
+    nothing to collect. With the collector paused, these objects are still
+    freed at once by reference counting; the collector runs once, later.
+    (If another thread pauses the collector meanwhile, this resumes it.)
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _plan(state: ClusterState) -> Plan:
+    facts = _NodeFacts.of(state)
+    space = facts.space
+    groups, fixed, scalable, terminations = _classify(state, space, facts)
+    scale = _scale(space, state, facts)
+    given = _given_scale(state, facts)
+    demand = _demand(state, space, given)
     memory_need = {g: _memory_need(state, g, groups) for g in groups.spec}
     budget = _Budget(
         groups,
@@ -104,44 +192,43 @@ def plan(state: ClusterState) -> Plan:
     lower = _lower_bounds(groups, memory_need, budget)
     budget.launched = dict(lower)
 
-    candidates = _idle_candidates(state, scalable, groups, space)
-    existing = _ordered_existing(fixed, scalable, candidates, space, groups, scale)
+    candidates = _idle_candidates(state, scalable, groups, facts)
+    existing = _ordered_existing(fixed, scalable, candidates, facts, groups, given)
     launcher = _Launcher(budget, groups, space, scale)
+    passes = _Passes(existing, groups, demand)
 
-    result = _converge(existing, space, groups, demand, budget, launcher)
-    quota = (
-        [i.count - left for i, left in zip(demand.floor, result.floor_left, strict=True)],
-        [g.count - left for g, left in zip(demand.gangs, result.gang_left, strict=True)],
-        [t.count - left for t, left in zip(demand.tasks, result.task_left, strict=True)],
-    )
-    launched = _trim(budget.launched, lower, existing, space, groups, demand, quota, scale)
-    final = run_pass(
-        _table(existing, space, groups, launched),
-        demand.floor, demand.gangs, demand.tasks, quota, None, groups.capacity,
-    )
+    result, converged = _converge(passes, budget, launcher)
+    left = (result.floor_left, result.gang_left, result.task_left)
+    quota = demand.quota(left)
+    if quota != _placed(demand, left):
+        result, converged, quota = _settle(passes, budget, launcher, quota)
+    passes.quota = quota
+    if converged:
+        # The last pass launched nothing: it placed exactly the quota on these launches.
+        passes.remember(budget.launched, result.table)
+    launched = _trim(budget.launched, lower, passes, groups, scale)
+    final = passes.check(launched)
 
-    terminations += _scale_down(
-        state, groups, existing, final, candidates, launched, memory_need
-    )
+    terminations += _scale_down(groups, existing, final, facts, candidates, launched, memory_need)
     plan_ = Plan(
         launch={g: launched[g] for g in groups.block_order if launched.get(g, 0) > 0},
         why=_reasons(final, groups, lower, memory_need, launched),
         terminate=terminations,
     )
-    _report_unplaced(plan_, demand, result, space, groups, existing)
+    _report_unplaced(plan_, demand, quota, groups, existing)
     return plan_
 
 
 # ---------------------------------------------------------------- preparation
 
 
-def _space(state: ClusterState) -> ResourceSpace:
+def _space(
+    state: ClusterState, totals: list[Resources | None], availables: list[Resources | None]
+) -> ResourceSpace:
     names: set[str] = set()
     for group in state.groups.values():
         names.update(group.resources)
-    for node in state.nodes:
-        names.update(node.total or {})
-        names.update(node.available or {})
+    names = names.union(*(m for m in totals if m), *(m for m in availables if m))
     for shape in (*state.demand.tasks, *state.demand.floor):
         names.update(shape.resources)
     for gang in state.demand.gangs:
@@ -150,125 +237,287 @@ def _space(state: ClusterState) -> ResourceSpace:
     return ResourceSpace(names)
 
 
+Ints = npt.NDArray[np.int64]
+_RUNNING, _PENDING, _TERMINATING = 0, 1, 2
+_STATUS = {"running": _RUNNING, "pending": _PENDING, "terminating": _TERMINATING}
+
+
+@dataclass
+class _NodeFacts:
+    """Every node of the state as arrays (document order), converted once per plan.
+
+    The planner asks the same few questions of every node (its group, its total
+    and free capacity, whether it is idle); answering them with one numpy
+    operation over all nodes, rather than one Python call per node, is most of
+    what keeps a 10,000-node plan fast.
+    """
+
+    space: ResourceSpace
+    ids: list[str]
+    groups: list[str]
+    group_names: list[str]  # sorted names of the scalable groups
+    group: npt.NDArray[np.int64]  # index into group_names, -1 for a fixed node
+    status: npt.NDArray[np.int8]
+    idle_s: npt.NDArray[np.float64]
+    has_total: npt.NDArray[np.bool_]
+    has_available: npt.NDArray[np.bool_]
+    totals: list[Resources | None]  # the maps as the document gave them
+    availables: list[Resources | None]
+    total: npt.NDArray[np.int64]  # the node's own total (zeros when not given)
+    available: npt.NDArray[np.int64]  # the node's own available (zeros when not given)
+    total_given: npt.NDArray[np.float64]  # the same two, as given (floats)
+    available_given: npt.NDArray[np.float64]
+    effective_total: npt.NDArray[np.int64]  # own total, else its group's capacity, else 0
+    idle: npt.NDArray[np.bool_]  # Ray says idle and no work resource is in use
+
+    @classmethod
+    def of(cls, state: ClusterState) -> _NodeFacts:
+        """The facts, and the resource space of the whole state."""
+        nodes = state.nodes
+        totals = [x.total for x in nodes]
+        availables = [x.available for x in nodes]
+        space = _space(state, totals, availables)
+        groups = [x.group for x in nodes]
+        names = sorted(state.groups)
+        index = {g: j for j, g in enumerate(names)}
+        group = np.array([index.get(g, -1) for g in groups], dtype=np.int64)
+        total, total_given = _totals(state, space, totals, groups, group)
+        available, available_given = space.matrix(availables)
+        has_total = np.array([m is not None for m in totals], dtype=np.bool_)
+        has_available = np.array([m is not None for m in availables], dtype=np.bool_)
+        effective = total.copy()
+        for j, name in enumerate(names):
+            effective[(group == j) & ~has_total] = space.vector(state.groups[name].resources)
+        idle_s = np.array([x.idle_s or 0.0 for x in nodes], dtype=np.float64)
+        work = space.work_mask()
+        # A node Ray calls idle is still busy while it holds any work resource.
+        holds_nothing = np.all(available[:, work] >= effective[:, work], axis=1)
+        return cls(
+            space=space,
+            ids=[x.id for x in nodes],
+            groups=groups,
+            group_names=names,
+            group=group,
+            status=np.array([_STATUS[x.status] for x in nodes], dtype=np.int8),
+            idle_s=idle_s,
+            has_total=has_total,
+            has_available=has_available,
+            totals=totals,
+            availables=availables,
+            total=total,
+            available=available,
+            total_given=total_given,
+            available_given=available_given,
+            effective_total=effective,
+            idle=(idle_s != 0) & (~has_available | holds_nothing),
+        )
+
+
+def _totals(
+    state: ClusterState,
+    space: ResourceSpace,
+    totals: list[Resources | None],
+    groups: list[str],
+    group: Ints,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """:meth:`ResourceSpace.matrix` of the node totals.
+
+    Most nodes report exactly their group's resources: those rows are copied
+    from the group (one dict comparison per node) instead of converted.
+    """
+    resources = {name: g.resources for name, g in state.groups.items()}
+    plain = np.array(
+        [t is not None and t == resources.get(g) for t, g in zip(totals, groups, strict=True)],
+        dtype=np.bool_,
+    )
+    if not plain.any():
+        return space.matrix(totals)
+    others = np.flatnonzero(~plain)
+    fixed = np.zeros((len(totals), space.size), dtype=np.int64)
+    given = np.zeros((len(totals), space.size), dtype=np.float64)
+    fixed[others], given[others] = space.matrix([totals[i] for i in others.tolist()])
+    for j, name in enumerate(sorted(resources)):  # group holds indices into sorted names
+        rows = plain & (group == j)
+        if rows.any():
+            fixed[rows] = space.vector(resources[name])
+            given[rows] = [float(resources[name].get(n, 0)) for n in space.names]
+    return fixed, given
+
+
 def _classify(
-    state: ClusterState, space: ResourceSpace
-) -> tuple[_Groups, list[Node], list[Node], list[Termination]]:
-    """Split nodes into fixed and scalable ones, and remove those above max."""
+    state: ClusterState, space: ResourceSpace, facts: _NodeFacts
+) -> tuple[_Groups, Ints, Ints, list[Termination]]:
+    """Split nodes into fixed and scalable ones (as indices), and remove those above max."""
     capacity = {name: space.vector(g.resources) for name, g in state.groups.items()}
-    fixed = [n for n in state.nodes if n.group not in state.groups and n.status != "terminating"]
-    by_group: dict[str, list[Node]] = {g: [] for g in state.groups}
-    for node in state.nodes:
-        if node.group in state.groups and node.status != "terminating":
-            by_group[node.group].append(node)
+    live = facts.status != _TERMINATING
+    fixed = np.flatnonzero(live & (facts.group < 0))
 
     terminations: list[Termination] = []
-    scalable: list[Node] = []
-    for name in sorted(by_group):
-        nodes = by_group[name]
+    scalable: list[Ints] = []
+    running: dict[str, int] = {}
+    pending: dict[str, int] = {}
+    for j, name in enumerate(facts.group_names):
+        rows = np.flatnonzero(live & (facts.group == j))
         limit = state.groups[name].max
-        if limit is not None and len(nodes) > limit:
-            work = space.work_mask()
+        if limit is not None and rows.size > limit:
             # pending first, then idle (longest idle first), then busy ones
-            ordered = sorted(nodes, key=lambda n: _over_max_key(n, space, capacity[name], work))
-            excess = len(nodes) - limit
-            terminations += [Termination(n.id, "over_max") for n in ordered[:excess]]
-            nodes = ordered[excess:]
-        scalable += nodes
+            ordered = sorted(rows.tolist(), key=lambda i: _over_max_key(i, facts))
+            excess = rows.size - limit
+            terminations += [Termination(facts.ids[i], "over_max") for i in ordered[:excess]]
+            rows = np.array(ordered[excess:], dtype=np.int64)
+        scalable.append(rows)
+        running[name] = int(np.count_nonzero(facts.status[rows] == _RUNNING))
+        pending[name] = int(np.count_nonzero(facts.status[rows] == _PENDING))
 
     groups = _Groups(
         spec=dict(state.groups),
         capacity=capacity,
-        running={g: sum(1 for n in scalable if n.group == g and n.status == "running")
-                 for g in state.groups},
-        pending={g: sum(1 for n in scalable if n.group == g and n.status == "pending")
-                 for g in state.groups},
+        running={g: running[g] for g in state.groups},
+        pending={g: pending[g] for g in state.groups},
         block_order=sorted(state.groups, key=lambda g: (-state.groups[g].priority, g)),
     )
-    return groups, fixed, scalable, terminations
+    return groups, fixed, np.concatenate([np.zeros(0, np.int64), *scalable]), terminations
 
 
-def _over_max_key(
-    node: Node, space: ResourceSpace, capacity: Vector, work: np.ndarray
-) -> tuple[int, float, str]:
-    if node.status == "pending":
-        return (0, 0.0, node.id)
-    if _is_idle(node, space, capacity, work):
-        return (1, -(node.idle_s or 0.0), node.id)
-    return (2, 0.0, node.id)
+def _over_max_key(i: int, facts: _NodeFacts) -> tuple[int, float, str]:
+    if facts.status[i] == _PENDING:
+        return (0, 0.0, facts.ids[i])
+    if facts.idle[i]:
+        return (1, -float(facts.idle_s[i]), facts.ids[i])
+    return (2, 0.0, facts.ids[i])
 
 
-def _is_idle(node: Node, space: ResourceSpace, capacity: Vector, work: np.ndarray) -> bool:
-    """Ray reports idle time; a node that holds any work resource is busy regardless."""
-    if not node.idle_s:
-        return False
-    total = space.vector(node.total) if node.total is not None else capacity
-    if node.available is None:
-        return True
-    available = space.vector(node.available)
-    return bool(np.all(available[work] >= total[work]))
-
-
-def _demand(state: ClusterState, space: ResourceSpace, scale: np.ndarray) -> _Demand:
-    """Merge identical shapes and sort everything decreasing."""
-
-    def shapes(items: Iterable[Shape]) -> tuple[list[TaskItem], list[Shape]]:
-        merged: dict[bytes, tuple[Vector, int, Shape]] = {}
-        for item in items:
-            if item.count == 0:
-                continue
-            vec = space.vector(item.resources)
-            key = vec.tobytes()
-            if key in merged:
-                v, c, src = merged[key]
-                merged[key] = (v, c + item.count, src)
-            else:
-                merged[key] = (vec, item.count, item)
-        ordered = sorted(merged.values(), key=lambda e: _size_key(e[0], scale))
-        return [TaskItem(v, c) for v, c, _ in ordered], [s for _, _, s in ordered]
-
-    floor, floor_src = shapes(state.demand.floor)
-    tasks, task_src = shapes(state.demand.tasks)
-
-    gang_merged: dict[tuple[str, bytes], tuple[GangItem, Gang]] = {}
-    for gang in state.demand.gangs:
-        if gang.count == 0:
-            continue
-        bundles = tuple(
-            sorted((space.vector(b) for b in gang.bundles), key=lambda v: _size_key(v, scale))
-        )
-        key = (gang.strategy, b"|".join(b.tobytes() for b in bundles))
-        if key in gang_merged:
-            item, src = gang_merged[key]
-            gang_merged[key] = (GangItem(item.strategy, item.bundles, item.count + gang.count), src)
-        else:
-            gang_merged[key] = (GangItem(gang.strategy, bundles, gang.count), gang)
-    gangs_sorted = sorted(
-        gang_merged.values(),
-        key=lambda e: (_STRATEGY_ORDER[e[0].strategy], *_size_key(e[0].total, scale)),
-    )
+def _demand(state: ClusterState, space: ResourceSpace, given: Mapping[str, float]) -> _Demand:
+    """Everything in the checking order, identical shapes merged into runs and lines."""
     return _Demand(
-        floor=floor,
-        floor_src=floor_src,
-        gangs=[g for g, _ in gangs_sorted],
-        gang_src=[s for _, s in gangs_sorted],
-        tasks=tasks,
-        task_src=task_src,
+        floor=_shape_items(state.demand.floor, space, given),
+        gangs=_gang_items(state.demand.gangs, space, given),
+        tasks=_shape_items(state.demand.tasks, space, given),
     )
 
 
-def _scale(space: ResourceSpace, state: ClusterState) -> np.ndarray:
+def _given_scale(state: ClusterState, facts: _NodeFacts) -> dict[str, float]:
+    """The largest amount of each resource that a group or a node total has, as given.
+
+    Sizes in the checking order are computed from the amounts as the document
+    gives them, as a plain-float checker (tests/plancheck.py) would compute
+    them, so that equal sizes compare equal in both and ties keep document
+    order in both.
+    """
+    out: dict[str, float] = {}
+    for group in state.groups.values():
+        for name, amount in group.resources.items():
+            out[name] = max(out.get(name, 0.0), float(amount))
+    rows = facts.has_total & facts.total.any(axis=1)
+    if rows.any():
+        biggest = facts.total_given[rows].max(axis=0)
+        for j, name in enumerate(facts.space.names):
+            if biggest[j] > 0:
+                out[name] = max(out.get(name, 0.0), float(biggest[j]))
+    return {name: amount if amount > 0 else 1.0 for name, amount in out.items()}
+
+
+def _given_size(resources: Mapping[str, float], given: Mapping[str, float]) -> float:
+    """Normalised size, summed in the map's own order (the checking order's size)."""
+    return sum(amount / given.get(name, 1.0) for name, amount in resources.items())
+
+
+def _shape_items(
+    shapes: Sequence[Shape], space: ResourceSpace, given: Mapping[str, float]
+) -> _Items[TaskItem, Shape]:
+    """Entries decreasing by size; equal sizes keep document order (a stable sort)."""
+    entries = [s for s in shapes if s.count > 0]
+    vectors = [space.vector(s.resources) for s in entries]
+    lines: dict[bytes, int] = {}
+    sources: list[Shape] = []
+    line: list[int] = []
+    for entry, vec in zip(entries, vectors, strict=True):
+        key = vec.tobytes()
+        if key not in lines:
+            lines[key] = len(sources)
+            sources.append(entry)
+        line.append(lines[key])
+    sizes = [_given_size(s.resources, given) for s in entries]
+    runs: list[list[int]] = []
+    for e in sorted(range(len(entries)), key=lambda e: -sizes[e]):
+        if runs and line[runs[-1][-1]] == line[e]:
+            runs[-1].append(e)
+        else:
+            runs.append([e])
+    return _by_placement(_Items(
+        items=[TaskItem(vectors[r[0]], sum(entries[e].count for e in r)) for r in runs],
+        runs=runs,
+        counts=[s.count for s in entries],
+        line=line,
+        sources=sources,
+    ))
+
+
+def _gang_items(
+    gangs: Sequence[Gang], space: ResourceSpace, given: Mapping[str, float]
+) -> _Items[GangItem, Gang]:
+    """Gangs by strategy, then decreasing by size; bundles in a gang decreasing too."""
+    entries = [g for g in gangs if g.count > 0]
+    placed: list[tuple[str, tuple[Vector, ...]]] = []  # what placement sees, per entry
+    lines: dict[tuple[str, bytes], int] = {}
+    sources: list[Gang] = []
+    line: list[int] = []
+    sizes: list[float] = []
+    for gang in entries:
+        vectors = [space.vector(b) for b in gang.bundles]
+        bundle_sizes = [_given_size(b, given) for b in gang.bundles]
+        order = sorted(range(len(vectors)), key=lambda i: -bundle_sizes[i])
+        placed.append((gang.strategy, tuple(vectors[i] for i in order)))
+        key = (gang.strategy, b"|".join(v.tobytes() for v in vectors))
+        if key not in lines:
+            lines[key] = len(sources)
+            sources.append(gang)
+        line.append(lines[key])
+        sizes.append(sum(bundle_sizes))
+    runs: list[list[int]] = []
+    ordered = sorted(
+        range(len(entries)), key=lambda e: (_STRATEGY_ORDER[entries[e].strategy], -sizes[e])
+    )
+    for e in ordered:
+        last = runs[-1][-1] if runs else None
+        if last is not None and line[last] == line[e] and all(
+            np.array_equal(a, b) for a, b in zip(placed[last][1], placed[e][1], strict=True)
+        ):
+            runs[-1].append(e)
+        else:
+            runs.append([e])
+    return _by_placement(_Items(
+        items=[
+            GangItem(placed[r[0]][0], placed[r[0]][1], sum(entries[e].count for e in r))
+            for r in runs
+        ],
+        runs=runs,
+        counts=[g.count for g in entries],
+        line=line,
+        sources=sources,
+    ))
+
+
+def _by_placement(items: _Items[ItemT, SourceT]) -> _Items[ItemT, SourceT]:
+    """Number report lines in placement order (reports list the largest shapes first)."""
+    order: dict[int, int] = {}
+    for run in items.runs:
+        order.setdefault(items.line[run[0]], len(order))
+    sources = [items.sources[old] for old in order]
+    return _Items(
+        items.items, items.runs, items.counts, [order[x] for x in items.line], sources
+    )
+
+
+def _scale(space: ResourceSpace, state: ClusterState, facts: _NodeFacts) -> np.ndarray:
     """Per-dimension normaliser: the largest capacity any group or node has."""
     vectors = [space.vector(g.resources) for g in state.groups.values()]
-    vectors += [space.vector(n.total) for n in state.nodes if n.total]
-    if not vectors:
+    if not vectors and not facts.has_total.any():
         return np.ones(space.size)
-    biggest = np.max(np.stack(vectors), axis=0).astype(float)
+    biggest = np.max(
+        np.vstack([*vectors, facts.total[facts.has_total], space.zeros()[None, :]]), axis=0
+    ).astype(float)
     return np.where(biggest > 0, biggest, 1.0)
-
-
-def _size_key(vec: Vector, scale: np.ndarray) -> tuple[float, tuple[int, ...]]:
-    """Sort key for 'decreasing': normalised size, then the vector itself."""
-    return (-float(np.sum(vec / scale)), tuple(-int(x) for x in vec))
 
 
 def _global_room(state: ClusterState, groups: _Groups) -> int:
@@ -311,61 +560,124 @@ def _lower_bounds(
 
 
 def _idle_candidates(
-    state: ClusterState, scalable: list[Node], groups: _Groups, space: ResourceSpace
-) -> dict[str, Node]:
-    """Running nodes idle past their timeout: terminable unless placement needs them."""
-    work = space.work_mask()
-    out: dict[str, Node] = {}
-    for node in scalable:
-        if node.status != "running":
-            continue
-        spec = groups.spec[node.group]
-        timeout = spec.idle_timeout_s
-        if timeout is None:
-            timeout = state.options.idle_timeout_s
-        if _is_idle(node, space, groups.capacity[node.group], work) and (
-            node.idle_s or 0.0
-        ) >= timeout:
-            out[node.id] = node
-    return out
+    state: ClusterState, scalable: Ints, groups: _Groups, facts: _NodeFacts
+) -> npt.NDArray[np.bool_]:
+    """Running nodes idle past their timeout (a mask over all nodes).
+
+    They are terminated unless placement needs them.
+    """
+    timeout = np.array([
+        state.options.idle_timeout_s if spec.idle_timeout_s is None else spec.idle_timeout_s
+        for spec in (groups.spec[g] for g in facts.group_names)
+    ] or [0.0])
+    rows = scalable[facts.status[scalable] == _RUNNING]
+    rows = rows[facts.idle[rows] & (facts.idle_s[rows] >= timeout[facts.group[rows]])]
+    mask = np.zeros(len(facts.ids), dtype=np.bool_)
+    mask[rows] = True
+    return mask
 
 
 def _ordered_existing(
-    fixed: list[Node],
-    scalable: list[Node],
-    candidates: Mapping[str, Node],
-    space: ResourceSpace,
+    fixed: Ints,
+    scalable: Ints,
+    candidate: npt.NDArray[np.bool_],
+    facts: _NodeFacts,
     groups: _Groups,
-    scale: np.ndarray,
+    given: Mapping[str, float],
 ) -> ExistingNodes:
-    """Placement order: busy/kept nodes (fullest first), idle candidates, pending."""
-    entries: list[ExistingNode] = []
-    for node in (*fixed, *scalable):
-        if node.status == "pending":
-            cap = groups.capacity[node.group]
-            entries.append(ExistingNode(node.id, node.group, cap, cap))
-            continue
-        default = groups.capacity.get(node.group, space.zeros())
-        total = space.vector(node.total) if node.total is not None else default
-        free = space.vector(node.available) if node.available is not None else total
-        entries.append(ExistingNode(node.id, node.group, free, total))
-    unordered = ExistingNodes.of(entries, space.size)
-    size = (unordered.free / scale).sum(axis=1) if entries else np.zeros(0)
-    status = {n.id: n for n in (*fixed, *scalable)}
+    """Placement order: busy/kept nodes (fullest first), idle candidates, pending.
 
-    def key(i: int) -> tuple[int, float, str]:
-        node = status[entries[i].id]
-        if node.status == "pending":
-            return (2, 0.0, node.id)
-        if node.id in candidates:
-            return (1, node.idle_s or 0.0, node.id)
-        return (0, float(size[i]), node.id)
-
-    order = sorted(range(len(entries)), key=key)
+    Sort key per node: (0, normalised free size, id) for busy and kept nodes,
+    (1, idle seconds, id) for idle candidates, (2, 0, id) for pending nodes.
+    """
+    rows = np.concatenate([fixed, scalable])
+    pending = facts.status[rows] == _PENDING
+    total = facts.effective_total[rows]
+    free = np.where(facts.has_available[rows][:, None], facts.available[rows], total)
+    for j, g in enumerate(facts.group_names):
+        # a pending node counts as the full capacity of its group, available
+        of_group = pending & (facts.group[rows] == j)
+        free[of_group] = total[of_group] = groups.capacity[g]
+    size = _free_sizes(rows[~pending], facts, groups, given)
+    value = np.zeros(rows.size)
+    value[~pending] = size
+    is_candidate = candidate[rows]
+    kind = np.where(pending, 2, np.where(is_candidate, 1, 0))
+    value = np.where(is_candidate, facts.idle_s[rows], value)
+    # (numpy index arrays go through .tolist(): indexing a list with numpy
+    # integers is several times slower than with ints)
+    ids = [facts.ids[i] for i in rows.tolist()]
+    # ids rank by Python's string order (numpy's would drop trailing NULs)
+    rank = np.empty(rows.size, dtype=np.int64)
+    rank[sorted(range(rows.size), key=ids.__getitem__)] = np.arange(rows.size)
+    order = np.lexsort((rank, value, kind))
     return ExistingNodes(
-        [entries[i] for i in order], unordered.free[order], unordered.total[order]
+        ids=[ids[j] for j in order.tolist()],
+        groups=[facts.groups[i] for i in rows[order].tolist()],
+        free=free[order],
+        total=total[order],
+        source=rows[order],
     )
 
+
+def _free_map(i: int, facts: _NodeFacts, groups: _Groups) -> Mapping[str, float]:
+    """The map a node's free capacity comes from: available, else total, else its group's."""
+    free = facts.availables[i]
+    if free is None:
+        free = facts.totals[i]
+    if free is None:
+        spec = groups.spec.get(facts.groups[i])
+        free = spec.resources if spec is not None else {}
+    return free
+
+
+def _free_sizes(
+    rows: Ints, facts: _NodeFacts, groups: _Groups, given: Mapping[str, float]
+) -> npt.NDArray[np.float64]:
+    """Normalised free size of running nodes, as a plain-float checker computes it.
+
+    A node's size is the sum over its free map (available, else total, else
+    its group's resources), in the map's own key order, of amount / largest
+    amount: the very same floats as ``sum(v / scale[k] for k, v in
+    free.items())``, so that nodes of equal size tie exactly and fall back to
+    their ids, as in tests/plancheck.py.
+
+    The order of a float sum matters only when it rounds. When every term is
+    a whole multiple of 2**-30 and the total stays below 2**23, no partial sum
+    in any order rounds (typical: whole CPUs over a power-of-two largest
+    node), and one vectorised sum is exact. Other nodes are grouped by their
+    map's key order and summed in that order.
+    """
+    space = facts.space
+    given_free = np.where(
+        facts.has_available[rows][:, None],
+        facts.available_given[rows],
+        facts.total_given[rows],
+    )
+    for j, name in enumerate(facts.group_names):  # nodes without any map of their own
+        bare = ~facts.has_available[rows] & ~facts.has_total[rows] & (facts.group[rows] == j)
+        if bare.any():
+            resources = groups.spec[name].resources
+            given_free[bare] = [float(resources.get(n, 0)) for n in space.names]
+    terms = given_free / np.array([given.get(n, 1.0) for n in space.names])
+    size: npt.NDArray[np.float64] = terms.sum(axis=1)
+    units = terms * _UNIT
+    inexact = np.flatnonzero(~(np.all(units == np.floor(units), axis=1) & (size < _UNITS_MAX)))
+    if inexact.size == 0:
+        return size
+    picked = rows[inexact].tolist()
+    orders = [tuple(_free_map(i, facts, groups)) for i in picked]  # keys, in the map's order
+    distinct = {order: k for k, order in enumerate(dict.fromkeys(orders))}
+    which = np.fromiter(map(distinct.__getitem__, orders), dtype=np.int64, count=len(orders))
+    members = np.argsort(which, kind="stable")  # rows grouped by key order
+    ends = np.cumsum(np.bincount(which, minlength=len(distinct))).tolist()
+    for names, k in distinct.items():
+        at = inexact[members[(ends[k - 1] if k else 0) : ends[k]]]
+        acc = np.zeros(at.size)
+        for name in names:
+            acc += terms[at, space.index[name]]
+        size[at] = acc
+    return size
 
 
 # ------------------------------------------------------------------ launching
@@ -409,53 +721,161 @@ class _Launcher:
         return group, nodes
 
 
-def _table(
-    existing: ExistingNodes, space: ResourceSpace, groups: _Groups, launched: dict[str, int]
-) -> NodeTable:
-    return NodeTable.build(existing, groups.block_order, groups.capacity, launched)
+class _Passes:
+    """Placement passes over "existing nodes + launched blocks", remembered by launch counts.
+
+    The trim step asks "is this launch still sufficient?" for a few launch
+    counts, and the final placement is one of those it already asked about
+    (or the converged pass itself). Each pass costs a few milliseconds at
+    10,000 nodes, so a pass is run at most once per launch counts.
+    """
+
+    def __init__(self, existing: ExistingNodes, groups: _Groups, demand: _Demand) -> None:
+        self.existing = existing
+        self.columns = existing.columns()
+        self.groups = groups
+        self.demand = demand
+        self.quota: tuple[list[int], list[int], list[int]] | None = None
+        self._seen: dict[tuple[tuple[str, int], ...], PassResult] = {}
+
+    def table(self, launched: Mapping[str, int]) -> NodeTable:
+        return NodeTable.build(
+            self.existing, self.columns, self.groups.block_order, self.groups.capacity,
+            dict(launched),
+        )
+
+    def place(
+        self, launched: Mapping[str, int], launcher: _Launcher | None, give_up: bool = False
+    ) -> PassResult:
+        """One pass over the given launches; ``launcher`` may add more."""
+        d = self.demand
+        return run_pass(
+            self.table(launched), d.floor.items, d.gangs.items, d.tasks.items, self.quota,
+            launcher, self.groups.capacity, give_up,
+        )
+
+    @staticmethod
+    def _key(launched: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+        return tuple(sorted((g, n) for g, n in launched.items() if n > 0))
+
+    def remember(self, launched: Mapping[str, int], table: NodeTable) -> None:
+        """Record ``table`` as the complete placement of the quota on ``launched``."""
+        d = self.demand
+        self._seen[self._key(launched)] = PassResult(
+            [0] * len(d.floor.items), [0] * len(d.gangs.items), [0] * len(d.tasks.items), table
+        )
+
+    def sufficient(self, launched: Mapping[str, int]) -> bool:
+        """Whether these launches hold the quota (a failing pass stops early)."""
+        key = self._key(launched)
+        if key not in self._seen:
+            self._seen[key] = self.place(launched, None, give_up=True)
+        return self._seen[key].complete
+
+    def check(self, launched: Mapping[str, int]) -> PassResult:
+        """The whole pass (within quota, no launching) for these launches."""
+        key = self._key(launched)
+        if key not in self._seen or not self._seen[key].complete:
+            self._seen[key] = self.place(launched, None)
+        return self._seen[key]
 
 
 def _converge(
-    existing: ExistingNodes,
-    space: ResourceSpace,
-    groups: _Groups,
-    demand: _Demand,
-    budget: _Budget,
-    launcher: _Launcher,
-) -> PassResult:
-    """Place with launching until a pass over the final node set launches nothing."""
+    passes: _Passes, budget: _Budget, launcher: _Launcher
+) -> tuple[PassResult, bool]:
+    """Place with launching until a pass over the final node set launches nothing.
+
+    Returns the last pass and whether it launched nothing.
+
+    Launched nodes sit in blocks at fixed places, so a node launched late in
+    a pass for a small shape can land in front of nodes that larger, earlier
+    demand used; in the next pass that demand takes the new node first, and
+    the small shape asks for one more: one node per pass, for as long as the
+    larger demand can use them. When a group grows in three passes in a row,
+    it grows geometrically instead (twice, four times, ... what the pass
+    launched), so this settles in a few passes. The trim step then removes
+    whatever the demand does not need.
+    """
     result: PassResult | None = None
+    streak: dict[str, int] = {}
     for _ in range(_MAX_PASSES):
         before = dict(budget.launched)
-        table = _table(existing, space, groups, before)
-        result = run_pass(
-            table, demand.floor, demand.gangs, demand.tasks, None, launcher, groups.capacity
-        )
+        result = passes.place(before, launcher)
         if budget.launched == before:
-            break
+            return result, True
+        for g in budget.groups.block_order:
+            grown = budget.launched.get(g, 0) - before.get(g, 0)
+            streak[g] = streak.get(g, 0) + 1 if grown > 0 else 0
+            if streak[g] >= 3:
+                extra = min(grown * (2 ** (streak[g] - 2) - 1), budget.headroom(g))
+                budget.launched[g] += extra
     assert result is not None
-    return result
+    return result, False
+
+
+def _placed(
+    demand: _Demand, left: tuple[Sequence[int], Sequence[int], Sequence[int]]
+) -> tuple[list[int], list[int], list[int]]:
+    """Copies per run that a pass placed, given what it left."""
+    def kind(items: Sequence[TaskItem | GangItem], out: Sequence[int]) -> list[int]:
+        return [i.count - n for i, n in zip(items, out, strict=True)]
+
+    return (
+        kind(demand.floor.items, left[0]),
+        kind(demand.gangs.items, left[1]),
+        kind(demand.tasks.items, left[2]),
+    )
+
+
+def _left_after(
+    items: Sequence[TaskItem | GangItem], quota: Sequence[int], left: Sequence[int]
+) -> list[int]:
+    """Copies per run not placed: those outside the quota and those the pass left."""
+    return [i.count - q + n for i, q, n in zip(items, quota, left, strict=True)]
+
+
+def _settle(
+    passes: _Passes,
+    budget: _Budget,
+    launcher: _Launcher,
+    quota: tuple[list[int], list[int], list[int]],
+) -> tuple[PassResult, bool, tuple[list[int], list[int], list[int]]]:
+    """Place the quota (capped copies counted off the earliest entries) until it holds.
+
+    Needed only when one shape has several document entries that equal sizes
+    of other shapes keep apart, and some of its copies are capped: the pass
+    left copies of a later entry, the checking order counts the earliest off.
+    Copies this quota still cannot place are counted off the same way.
+    """
+    demand = passes.demand
+    result: PassResult | None = None
+    for _ in range(_MAX_PASSES):
+        passes.quota = quota
+        before = dict(budget.launched)
+        result = passes.place(before, launcher)
+        if budget.launched == before and result.complete:
+            return result, True, quota
+        floor_q, gang_q, task_q = quota
+        quota = demand.quota((
+            _left_after(demand.floor.items, floor_q, result.floor_left),
+            _left_after(demand.gangs.items, gang_q, result.gang_left),
+            _left_after(demand.tasks.items, task_q, result.task_left),
+        ))
+    assert result is not None
+    return result, False, quota
 
 
 def _trim(
     launched: dict[str, int],
     lower: Mapping[str, int],
-    existing: ExistingNodes,
-    space: ResourceSpace,
+    passes: _Passes,
     groups: _Groups,
-    demand: _Demand,
-    quota: tuple[list[int], list[int], list[int]],
     scale: np.ndarray,
 ) -> dict[str, int]:
     """Drop launched nodes the demand does not need; least preferred groups first."""
     current = dict(launched)
 
-    def sufficient(counts: dict[str, int]) -> bool:
-        table = _table(existing, space, groups, counts)
-        result = run_pass(
-            table, demand.floor, demand.gangs, demand.tasks, quota, None, groups.capacity
-        )
-        return result.complete
+    sufficient = passes.sufficient
 
     order = sorted(
         (g for g in groups.block_order if current.get(g, 0) > lower.get(g, 0)),
@@ -481,24 +901,24 @@ def _trim(
 
 
 def _scale_down(
-    state: ClusterState,
     groups: _Groups,
     existing: ExistingNodes,
     final: PassResult,
-    candidates: Mapping[str, Node],
+    facts: _NodeFacts,
+    candidate: npt.NDArray[np.bool_],
     launched: Mapping[str, int],
     memory_need: Mapping[str, int],
 ) -> list[Termination]:
     """Unused pending nodes first, then unused idle nodes (longest idle first), within min."""
-    used = {existing[i].id for i in range(len(existing)) if final.table.used[i]}
-    status = {n.id: n.status for n in state.nodes}
+    source = existing.source
+    unused = final.table.used[: len(existing)] == 0
+    pending = facts.status[source] == _PENDING
     out: list[Termination] = []
     for g in sorted(groups.spec):
+        j = facts.group_names.index(g)
+        of_group = unused & (facts.group[source] == j)
         allowed = groups.count(g) - groups.spec[g].min
-        pending_unused = [
-            e.id for e in existing.nodes
-            if e.group == g and e.id not in used and status[e.id] == "pending"
-        ]
+        pending_unused = [existing.ids[i] for i in np.flatnonzero(of_group & pending).tolist()]
         # pending nodes still count toward the memory target
         spare_for_memory = groups.pending[g] + launched.get(g, 0) - memory_need[g]
         cancel = max(0, min(len(pending_unused), allowed, spare_for_memory))
@@ -506,12 +926,11 @@ def _scale_down(
             if cancel else []
         allowed -= cancel
         idle = sorted(
-            (n for n in candidates.values() if n.group == g and n.id not in used),
-            key=lambda n: (-(n.idle_s or 0.0), n.id),
+            source[of_group & candidate[source]].tolist(),
+            key=lambda i: (-float(facts.idle_s[i]), facts.ids[i]),
         )
-        out += [Termination(n.id, "idle") for n in idle[: max(0, allowed)]]
+        out += [Termination(facts.ids[i], "idle") for i in idle[: max(0, allowed)]]
     return out
-
 
 
 # -------------------------------------------------------------------- reports
@@ -529,10 +948,8 @@ def _reasons(
     for g in groups.block_order:
         if launched.get(g, 0) <= 0:
             continue
-        bits = 0
-        for row in range(table.existing, len(table.groups)):
-            if table.groups[row] == g:
-                bits |= int(table.used[row])
+        start, end = table.block(g)
+        bits = int(np.bitwise_or.reduce(table.used[start:end])) if end > start else 0
         reasons = []
         if groups.spec[g].min > groups.count(g):
             reasons.append("min")
@@ -548,30 +965,36 @@ def _reasons(
 def _report_unplaced(
     plan_: Plan,
     demand: _Demand,
-    result: PassResult,
-    space: ResourceSpace,
+    quota: tuple[list[int], list[int], list[int]],
     groups: _Groups,
     existing: ExistingNodes,
 ) -> None:
     """Sort what could not be placed into infeasible (never) and capped (not now)."""
-    holders = [c for g, c in groups.capacity.items() if groups.spec[g].max != 0]
-    holders += [e.total for e in existing.nodes]
+    shapes = [c for g, c in groups.capacity.items() if groups.spec[g].max != 0]
 
     def holdable(vec: Vector) -> bool:
-        return any(bool(np.all(h >= vec)) for h in holders)
+        return any(bool(np.all(c >= vec)) for c in shapes) or bool(
+            np.any(np.all(existing.total >= vec, axis=1))
+        )
 
-    for kind, items, sources, left in (
-        ("floor", demand.floor, demand.floor_src, result.floor_left),
-        ("tasks", demand.tasks, demand.task_src, result.task_left),
-    ):
-        for item, src, n in zip(items, sources, left, strict=True):
+    for kind, items, q in (("floor", demand.floor, quota[0]), ("tasks", demand.tasks, quota[2])):
+        for src, n in zip(items.sources, items.unplaced(q), strict=True):
             if n > 0:
-                target = plan_.capped if holdable(item.shape) else plan_.infeasible
+                vec = items.items[_first_run(items, src)].shape
+                target = plan_.capped if holdable(vec) else plan_.infeasible
                 bucket = target.floor if kind == "floor" else target.tasks
                 bucket.append(src.model_copy(update={"count": n}))
-    for gang, gsrc, n in zip(demand.gangs, demand.gang_src, result.gang_left, strict=True):
+    gangs = demand.gangs
+    for gsrc, n in zip(gangs.sources, gangs.unplaced(quota[1]), strict=True):
         if n <= 0:
             continue
+        gang = gangs.items[_first_run(gangs, gsrc)]
         pieces = [gang.total] if gang.strategy == "STRICT_PACK" else list(gang.bundles)
         target = plan_.capped if all(holdable(p) for p in pieces) else plan_.infeasible
         target.gangs.append(gsrc.model_copy(update={"count": n}))
+
+
+def _first_run(items: _Items[ItemT, SourceT], source: SourceT) -> int:
+    """The first run of the report line that ``source`` starts."""
+    line = next(i for i, s in enumerate(items.sources) if s is source)
+    return next(r for r, run in enumerate(items.runs) if items.line[run[0]] == line)

@@ -12,7 +12,8 @@ overflow.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +29,8 @@ NON_WORK_RESOURCES = frozenset({"object_store_memory"})
 # The first dimensions, in this order, whenever they appear: it keeps the
 # decreasing sort of demand shapes intuitive (GPU-heavy shapes first).
 _LEADING = ("GPU", "CPU", "memory")
+# Integers up to 2**53 convert to float and back exactly.
+_EXACT = float(2**53)
 
 
 class ResourceSpace:
@@ -66,6 +69,42 @@ class ResourceSpace:
             vec.flags.writeable = False
             self._memo[key] = vec
         return vec
+
+    def matrix(
+        self, maps: Sequence[ResourceMap | None]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """Many resource maps as a (len(maps) x size) matrix, fixed-point and as given.
+
+        A None map is a row of zeros. The fixed-point rows are the same numbers
+        as :meth:`vector`, built one resource at a time: a cluster's 10,000
+        node maps are converted in a few milliseconds instead of one Python
+        call per node. Amounts too large for a float to hold exactly take the
+        row-by-row path. The second matrix holds the amounts as given (as
+        floats), for sizes that must match a plain-float computation.
+        """
+        fixed = np.zeros((len(maps), self.size), dtype=np.int64)
+        given = np.zeros((len(maps), self.size), dtype=np.float64)
+        if not maps:
+            return fixed, given
+        rows: list[ResourceMap] = [{} if m is None else m for m in maps]
+        get: Callable[[ResourceMap, str, float], float] = dict.get  # type: ignore[assignment]
+        for j, name in enumerate(self.names):
+            try:  # dict.get over all rows at C speed (every map is a dict in practice)
+                values: Iterable[float] = map(get, rows, repeat(name), repeat(0.0))
+                given[:, j] = np.fromiter(values, dtype=np.float64, count=len(rows))
+            except TypeError:
+                values = (m.get(name, 0.0) for m in rows)
+                given[:, j] = np.fromiter(values, dtype=np.float64, count=len(rows))
+        exact = all(
+            given[:, j].max() * int(self._scale[j]) < _EXACT for j in range(self.size)
+        )
+        if not exact:
+            return np.stack([self.vector(m) if m else self.zeros() for m in maps]), given
+        for j in range(self.size):
+            scale = int(self._scale[j])
+            # bytes round up; np.rint rounds half to even, like round()
+            fixed[:, j] = np.ceil(given[:, j]) if scale == 1 else np.rint(given[:, j] * scale)
+        return fixed, given
 
     def to_map(self, vec: Vector) -> dict[str, float]:
         """Back to a resource map, leaving out zero entries."""
