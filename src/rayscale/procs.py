@@ -17,15 +17,26 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 MARKER = "RAYSCALE_CLUSTER_ID"
+# How long an exec may take to show its command line (it is microseconds unless the
+# machine is loaded; seen: 20 ms with two busy cores).
+EXEC_WAIT_S = 5.0
+_PF_KTHREAD = 0x00200000  # /proc/PID/stat flags: a kernel thread (no command line ever)
 
 
 def spawn(
-    argv: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path | None = None
+    argv: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.Popen[bytes]:
-    """Start ``argv`` (a list, never a shell string) in a new session, output to ``log``."""
+    """Start ``argv`` (a list, never a shell string) in a new session, output to ``log``.
+
+    Returns once the child's exec has finished (its ``/proc/PID/cmdline`` is
+    ``argv``) or the child has exited, so a check right after the start sees the
+    new program, not an exec still under way (see :func:`is_alive`).
+    ``pass_fds`` stay open in the child (e.g. a lock it must hold while it lives).
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -34,7 +45,12 @@ def spawn(
             cwd=cwd,
             start_new_session=True,
             close_fds=True,
+            pass_fds=tuple(pass_fds),
         )
+    deadline = time.monotonic() + EXEC_WAIT_S
+    while not cmdline(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return proc
 
 
 def cmdline(pid: int) -> list[str]:
@@ -63,21 +79,41 @@ def is_alive(pid: int, expect_arg: str | None = None) -> bool:
 
     The argument check guards against PID reuse; it compares whole arguments,
     so ``node=small-3`` does not match ``node=small-30``.
+
+    A live process with an empty command line is in the middle of an exec (or of
+    its exit): the kernel installs the new program's memory, and wakes a parent
+    waiting in ``Popen``, before it sets the command line. Under load that takes
+    milliseconds, and a check in that window must not call the process dead (or
+    not ours): it waits for the exec (or exit) to finish, up to ``EXEC_WAIT_S``.
     """
     if pid <= 0:
         return False
+    if expect_arg is None:
+        return _live_stat(pid) is not None
+    deadline = time.monotonic() + EXEC_WAIT_S
+    while True:
+        fields = _live_stat(pid)
+        if fields is None:
+            return False
+        args = cmdline(pid)
+        if args or int(fields[6]) & _PF_KTHREAD or time.monotonic() > deadline:
+            return expect_arg in args
+        time.sleep(0.001)
+
+
+def _live_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name; None if gone or a zombie
+    (which is reaped if it is our child)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    state = stat.rsplit(")", 1)[-1].split()[0]
-    if state in ("Z", "X"):
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    if fields[0] in ("Z", "X"):
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
-        return False
-    if expect_arg is not None:
-        return expect_arg in cmdline(pid)
-    return True
+        return None
+    return fields
 
 
 def pids_with_marker(marker: str) -> list[int]:

@@ -69,16 +69,7 @@ def dev_cluster(k8s_bin_dir: Path, tmp_path_factory: pytest.TempPathFactory
     cluster = DevCluster(tmp_path_factory.mktemp("devcluster"), name="rayscale-test",
                          bin_dir=k8s_bin_dir)
     try:
-        try:
-            cluster.start(timeout_s=180)
-        except RuntimeError as exc:
-            # Seen rarely (about 2 in 30 starts): etcd stops right after a normal
-            # start, leaving nothing in its log. Unexplained yet; one fresh retry.
-            print(f"dev cluster start failed, retrying once: {exc}")
-            cluster.stop()
-            cluster = DevCluster(tmp_path_factory.mktemp("devcluster"), name="rayscale-test",
-                                 bin_dir=k8s_bin_dir)
-            cluster.start(timeout_s=180)
+        cluster.start(timeout_s=180)
         yield cluster
     finally:
         cluster.stop()

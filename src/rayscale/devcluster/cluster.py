@@ -7,6 +7,12 @@ component runs in its own session (process group); ``stop`` signals those
 groups by the PIDs recorded at start, after checking each PID still runs our
 binary with our arguments. Nothing is ever found or stopped by name.
 
+etcd's data directory has a lock file, ``etcd.lock``: a start takes it before
+it spawns etcd and hands it to etcd, which holds it for as long as it lives. So
+a second etcd is never started on a data directory another one holds, and an
+etcd that ``state.json`` lost is still found (and stopped) as the lock's holder.
+A failed start stops every process it started, by the handles it got.
+
 There is no kubelet and no kube-proxy: Nodes come from the virtual node
 (:mod:`rayscale.vnode`). The service CIDR is only a config value; no
 component routes to it.
@@ -14,10 +20,13 @@ component routes to it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import json
 import os
 import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -61,6 +70,14 @@ class Ports(BaseModel):
     scheduler: int
 
 
+@dataclass
+class _Started:
+    """A process this start spawned: its handle, and where its log began."""
+
+    proc: subprocess.Popen[bytes]
+    log_offset: int
+
+
 class Proc(BaseModel):
     pid: int
     identity: str  # an argument only this cluster's process has (PID-reuse guard)
@@ -86,6 +103,10 @@ class DevCluster:
     bin_dir: Path | None = None
     disable_service_account_admission: bool = True  # as envtest: no wait for SA tokens
 
+    def __post_init__(self) -> None:
+        # absolute: the components run in it (cwd), and etcd's identity argument names it
+        self.state_dir = self.state_dir.absolute()
+
     @property
     def pki(self) -> Pki:
         return Pki(self.state_dir / "pki")
@@ -102,6 +123,15 @@ class DevCluster:
     @property
     def _state_file(self) -> Path:
         return self.state_dir / "state.json"
+
+    @property
+    def _etcd_identity(self) -> str:
+        return f"--data-dir={self.state_dir / 'etcd'}"
+
+    @property
+    def etcd_lock(self) -> Path:
+        """Held (inherited) by the etcd that runs on ``etcd/``, for as long as it lives."""
+        return self.state_dir / "etcd.lock"
 
     def load_state(self) -> State | None:
         try:
@@ -156,12 +186,20 @@ class DevCluster:
         self._write_kubeconfigs(state)
         alive = self.running()
         deadline = t0 + timeout_s
+        started: dict[str, _Started] = {}
         try:
-            self._bring_up(["etcd"], state, bins, deadline, alive)
-            self._bring_up(["kube-apiserver"], state, bins, deadline, alive)
+            self._bring_up(["etcd"], state, bins, deadline, alive, started)
+            self._bring_up(["kube-apiserver"], state, bins, deadline, alive, started)
             self._bring_up(["kube-controller-manager", "kube-scheduler"], state, bins, deadline,
-                           alive)
+                           alive, started)
         except BaseException:
+            # what this start spawned is stopped by its handle (an unreaped child: its PID
+            # cannot have been reused), then whatever else state.json or the lock names
+            for comp in reversed(ORDER):
+                if comp in started and started[comp].proc.poll() is None:
+                    procs.stop_group(started[comp].proc.pid)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        started[comp].proc.wait(5)
             self.stop()
             raise
         state.started_at = time.time()
@@ -185,17 +223,18 @@ class DevCluster:
         return functools.partial(self._healthz, port)
 
     def _bring_up(self, comps: list[str], state: State, bins: Path, deadline: float,
-                  alive: dict[str, bool]) -> None:
+                  alive: dict[str, bool], started: dict[str, _Started]) -> None:
         """Spawn what is not running, wait until healthy; a port someone took between
         picking and binding (free ports are picked, then bound) is re-picked, twice."""
         for attempt in range(3):
             for comp in comps:
                 if not alive[comp]:
-                    self._spawn(state, comp, bins)
+                    started[comp] = self._spawn(state, comp, bins)
                     alive[comp] = True
             try:
                 for comp in comps:
-                    self._wait(self._probe(comp, state), deadline, comp, state)
+                    self._wait(self._probe(comp, state), deadline, comp, state,
+                               started.get(comp))
                 return
             except PortInUse as e:
                 if attempt == 2:
@@ -233,7 +272,7 @@ class DevCluster:
         etcd_url = f"http://127.0.0.1:{p.etcd_client}"
         if comp == "etcd":
             peer = f"http://127.0.0.1:{p.etcd_peer}"
-            ident = f"--data-dir={d / 'etcd'}"
+            ident = self._etcd_identity
             return [
                 str(bins / "etcd"), "--name=default", ident,
                 f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
@@ -305,23 +344,79 @@ class DevCluster:
             "-endpointslice-mirroring-controller",
         ], ident
 
-    def _spawn(self, state: State, comp: str, bins: Path) -> None:
+    def _spawn(self, state: State, comp: str, bins: Path) -> _Started:
         argv, ident = self._argv(comp, state, bins)
         env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
         env["NO_PROXY"] = "127.0.0.1,localhost"
-        proc = procs.spawn(argv, env, self.logs / f"{comp}.log", cwd=self.state_dir)
+        log = self.logs / f"{comp}.log"
+        offset = log.stat().st_size if log.exists() else 0
+        lock = self._lock_etcd_data() if comp == "etcd" else None
+        try:
+            proc = procs.spawn(argv, env, log, cwd=self.state_dir,
+                               pass_fds=() if lock is None else (lock,))
+        finally:
+            if lock is not None:
+                os.close(lock)  # etcd holds it now (or, if the spawn failed, nobody)
         state.procs[comp] = Proc(pid=proc.pid, identity=ident)
         self._save(state)
+        return _Started(proc, offset)
 
-    def _wait(self, check: Callable[[], bool], deadline: float, comp: str, state: State) -> None:
+    def _lock_etcd_data(self) -> int:
+        """Take the data directory's lock (an fd for etcd to inherit), or refuse."""
+        fd = os.open(self.etcd_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RuntimeError(
+                f"etcd data dir {self.state_dir / 'etcd'} is held by process(es) "
+                f"{self.etcd_lock_holders() or '(a start under way)'}, not recorded in "
+                f"state.json: not starting a second etcd on it (`rayscale dev-cluster down` "
+                f"stops it)") from None
+        return fd
+
+    def etcd_lock_holders(self) -> list[int]:
+        """The etcds that hold the lock file open: those this cluster started (a start that
+        has the lock for a moment, before its etcd inherits it, is not one)."""
+        try:
+            lock = os.stat(self.etcd_lock)
+        except OSError:
+            return []
+        out = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                fds = list((entry / "fd").iterdir())
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    st = os.stat(fd)
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) == (lock.st_dev, lock.st_ino):
+                    if procs.is_alive(int(entry.name), self._etcd_identity):
+                        out.append(int(entry.name))
+                    break
+        return out
+
+    def _wait(self, check: Callable[[], bool], deadline: float, comp: str, state: State,
+              started: _Started | None) -> None:
+        """Until ``check`` passes; a process this start spawned is judged by its handle."""
         while True:
             if check():
                 return
             proc = state.procs.get(comp)
-            if proc is None or not procs.is_alive(proc.pid, proc.identity):
-                tail = _tail(self.logs / (comp + ".log"))
-                message = f"{comp} exited during start; see {self.logs / (comp + '.log')}\n{tail}"
-                if "address already in use" in tail:
+            if started is not None:
+                exited = started.proc.poll() is not None
+            else:
+                exited = proc is None or not procs.is_alive(proc.pid, proc.identity)
+            if exited:
+                log = self.logs / (comp + ".log")
+                tail = _tail(log, since=started.log_offset if started else 0)
+                message = f"{comp} exited during start; see {log}\n{tail}"
+                if started is not None and "address already in use" in tail:
                     raise PortInUse(comp, message)
                 raise RuntimeError(message)
             if time.monotonic() > deadline:
@@ -379,14 +474,19 @@ class DevCluster:
     # ------------------------------------------------------------------ stop
 
     def stop(self, grace_s: float = 10.0) -> None:
-        """Stop every recorded component (reverse order), by process group."""
+        """Stop every recorded component (reverse order), by process group, and any etcd
+        that holds this cluster's data lock without being recorded."""
         state = self.load_state()
+        if state is not None:
+            for comp in reversed(ORDER):
+                proc = state.procs.get(comp)
+                if proc is not None and procs.is_alive(proc.pid, proc.identity):
+                    procs.stop_group(proc.pid, grace_s)
+        # an etcd that state.json does not record (lost track of) still holds the lock
+        for pid in self.etcd_lock_holders():
+            procs.stop_group(pid, grace_s)  # its own group: spawned in a session of its own
         if state is None:
             return
-        for comp in reversed(ORDER):
-            proc = state.procs.get(comp)
-            if proc is not None and procs.is_alive(proc.pid, proc.identity):
-                procs.stop_group(proc.pid, grace_s)
         state.procs = {}
         state.started_at = None
         self._save(state)
@@ -402,8 +502,12 @@ def admin_client(kubeconfig: Path, timeout_s: float = 10.0) -> Client:
                   trust_env=False)
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def _tail(path: Path, lines: int = 15, since: int = 0) -> str:
+    """The last ``lines`` lines of what was written to ``path`` from offset ``since`` on."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        with open(path, "rb") as f:
+            f.seek(since)
+            text = f.read().decode(errors="replace")
     except OSError:
         return ""
+    return "\n".join(text.splitlines()[-lines:])
