@@ -50,6 +50,7 @@ from lightkube.resources.core_v1 import Pod
 from lightkube.utils.quantity import parse_quantity
 
 from rayscale import procs
+from rayscale.vnode.pacing import StartPacer
 
 MARKER = "RAYSCALE_VNODE_CONTAINER"
 BACKOFF_BASE_S = 1.0
@@ -290,6 +291,8 @@ class PodRun:
     lookup: Lookup
     node_allocatable: dict[str, str]
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Machine-wide pacing of container starts (None: start at once).
+    pacer: StartPacer | None = None
     init: list[ContainerRun] = field(default_factory=list)
     main: list[ContainerRun] = field(default_factory=list)
     start_time: str = field(default_factory=now_rfc3339)
@@ -391,7 +394,7 @@ class PodRun:
                     self.init_failed = True
                     return
                 self._schedule_restart(c, now)
-            if c.next_start <= now:
+            if c.next_start <= now and self._admitted(now):
                 self._start(c)
             return
         for c in self.main:
@@ -401,8 +404,11 @@ class PodRun:
                 if not self._should_restart(c):
                     continue
                 self._schedule_restart(c, now)
-            if c.next_start <= now:
+            if c.next_start <= now and self._admitted(now):
                 self._start(c)
+
+    def _admitted(self, now: float) -> bool:
+        return self.pacer is None or self.pacer.admit(now)
 
     def _should_restart(self, c: ContainerRun) -> bool:
         policy = self.restart_policy

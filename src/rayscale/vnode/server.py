@@ -38,6 +38,7 @@ from rayscale.kubedecode import warm_up
 from rayscale.labels import POOL_LABEL, VNODE_LABEL
 from rayscale.vnode.config import Pool, VNodeConfig
 from rayscale.vnode.hosts import ServiceTable, hosts_content, resolv_content, write_in_place
+from rayscale.vnode.pacing import StartPacer
 from rayscale.vnode.runtime import PodRun, Tools, now_rfc3339
 
 log = logging.getLogger("rayscale.vnode")
@@ -129,6 +130,7 @@ class VirtualNode:
         self.events: queue.Queue[tuple[str, str, Any]] = queue.Queue()
         self.stop_event = threading.Event()
         self.extra_env = self._api_env()
+        self.pacer = StartPacer.for_this_machine()
         self.last_resync = 0.0
 
     def _api_env(self) -> dict[str, str]:
@@ -320,7 +322,8 @@ class VirtualNode:
             ip = self.ips.claim(old_ip) or self.ips.allocate()
             run = PodRun(pod=pod, ip=ip, host_ip=node.ip, directory=self._pod_dir(pod),
                          tools=self.tools, lookup=self._lookup,
-                         node_allocatable=node.pool.capacity, extra_env=self.extra_env)
+                         node_allocatable=node.pool.capacity, extra_env=self.extra_env,
+                         pacer=self.pacer)
             self._write_hosts(run)
             self.runs[uid] = run
             log.info("pod %s/%s on %s: %s", run.namespace, run.name, spec.nodeName, ip)
