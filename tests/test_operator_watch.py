@@ -14,7 +14,12 @@ import yaml
 from lightkube.resources.core_v1 import Event, Pod, Service
 
 from rayscale.operator.desired import PodSettings
-from rayscale.operator.handlers import Controller, OperatorContext, classify_request
+from rayscale.operator.handlers import (
+    Controller,
+    OperatorContext,
+    classify_request,
+    warm_up_decoders,
+)
 from rayscale.operator.metrics import OperatorMetrics
 from rayscale.operator.watch import Informer, ObjectCache, WorkQueue
 from rayscale.providers.kuberay import RayClusterResource
@@ -213,9 +218,12 @@ def cluster(replicas: int) -> dict[str, Any]:
 
 @pytest.fixture
 def controller() -> Controller:
+    warm_up_decoders()  # creates run on several threads (see rayscale.kubedecode)
     fake = FakeClient()
     ctx = OperatorContext(client=fake, settings=PodSettings(), metrics=OperatorMetrics())  # type: ignore[arg-type]
-    return Controller(ctx)
+    controller = Controller(ctx)
+    controller.status_interval_s = 0.0  # every status write at once (see the coalescing test)
+    return controller
 
 
 def test_pods_created_count_at_once_so_a_second_reconcile_creates_nothing(
@@ -320,3 +328,37 @@ def test_workers_never_reconcile_one_cluster_twice_at_once() -> None:
         w.join()
     queue.shutdown()
     assert overlap == []
+
+
+def test_a_status_written_by_an_older_operator_does_not_fail_the_cluster(
+    controller: Controller,
+) -> None:
+    fake: FakeClient = controller.ctx.client  # type: ignore[assignment]
+    fake.cluster = cluster(replicas=0)
+    fake.cluster["status"] = {"state": ""}  # not a state: the typed model rejects it
+    controller.clusters.apply("ADDED", fake.cluster)
+    controller.process("ns/c")
+    assert ("create", "Pod") in fake.calls, "reconciled: the status is output, not input"
+    assert fake.cluster["status"]["state"] is None, "unset while provisioning, as KubeRay"
+
+
+def test_status_writes_of_a_burst_of_pod_changes_are_coalesced(controller: Controller) -> None:
+    controller.status_interval_s = 0.3
+    fake: FakeClient = controller.ctx.client  # type: ignore[assignment]
+    fake.cluster = cluster(replicas=3)
+    controller.clusters.apply("ADDED", fake.cluster)
+    controller.process("ns/c")
+    assert fake.calls.count(("patch", "c")) == 1
+    for n, obj in enumerate(controller.pods.indexed("ns/c")):  # turning Running, one by one
+        running = copy.deepcopy(obj)
+        running["metadata"]["resourceVersion"] = str(2000 + n)
+        running["status"] = {"phase": "Running", "podIP": f"127.0.0.{n + 2}"}
+        controller.pods.apply("MODIFIED", running)
+        controller.process("ns/c")
+    assert fake.calls.count(("patch", "c")) == 1, "written again only after the interval"
+    assert controller.queue.delayed() == 1, "a reconcile is due when the interval ends"
+    time.sleep(0.35)
+    assert controller.queue.delayed() == 0
+    controller.process("ns/c")
+    assert fake.calls.count(("patch", "c")) == 2, "one write for the whole burst"
+    assert fake.cluster["status"]["availableWorkerReplicas"] == 3

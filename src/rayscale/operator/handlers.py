@@ -12,6 +12,9 @@ reconciling is the :class:`Controller`'s, built from :mod:`rayscale.operator.wat
   per key at a time, so a reconcile makes API calls only to act (create or
   delete pods, create the Service, patch a status that changed): an idle
   cluster costs none;
+- a cluster's status is written at most every 0.25 s: an isolated change is
+  written at once, pods that change within that time (a burst of pods turning
+  Running) share one write;
 - the operator's own writes go into the caches as their responses come back
   (a created pod is counted before the create call returns: no duplicates), and
   the workers start only once every informer has listed, so a restarted
@@ -31,6 +34,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -63,6 +67,9 @@ DEFAULT_WORKERS = 8
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
 HOLD_AFTER_UNCERTAIN_CREATE_S = 5.0  # a create that may have succeeded: wait for the watch
+# at most one status write per cluster in this time: pods that change within it (a burst
+# of pods turning Running) share one write; an isolated change is written at once
+STATUS_INTERVAL_S = 0.25
 WATCH_SERVER_TIMEOUT_S = 300
 COMPONENT = "rayscale-operator"
 
@@ -117,6 +124,7 @@ def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     settings.peering.standalone = True
+    settings.scanning.disabled = True  # kopf watches nothing (not even CRDs): the informers do
     global CONTROLLER
     CONTROLLER = Controller(_ctx())
     CONTROLLER.start()
@@ -158,11 +166,15 @@ class Controller:
         self.services = ObjectCache(index=cluster_key_of, on_change=self._service_changed)
         self.failures: dict[str, int] = {}
         self.holds: dict[str, float] = {}  # key -> monotonic time before which not to act
+        self.status_written: dict[str, float] = {}  # key -> monotonic time of the last patch
+        self.status_interval_s = STATUS_INTERVAL_S
         self.foreign_services: set[tuple[str, str]] = set()  # exist, but not labelled ours
         self.informers: list[Informer] = []
         self._workers: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._states_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, ctx.workers),
+                                        thread_name_prefix="create")
         self._http: httpx.Client | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -204,6 +216,7 @@ class Controller:
             informer.stop()
         for worker in self._workers:
             worker.join(timeout=10)
+        self._pool.shutdown(wait=False, cancel_futures=True)
         if self._http is not None:
             self._http.close()
 
@@ -248,6 +261,7 @@ class Controller:
             ctx.said.pop(key, None)
             self.failures.pop(key, None)
             self.holds.pop(key, None)
+            self.status_written.pop(key, None)
             self._set_state(key, None)
             return
         hold = self.holds.get(key)
@@ -310,7 +324,13 @@ class Controller:
                                         gcs_port(spec, ctx.settings))
                 if spec.spec.enable_in_tree_autoscaling:
                     use_autoscaler_account(manifest, spec.name)
-            self._create_pod(key, manifest, ns)
+        # at once, on the shared pool: one cluster's pods do not wait for each other, and
+        # creates of all clusters together are as many at a time as there are workers
+        creates = [self._pool.submit(self._create_pod, key, m, ns) for m in actions.create]
+        for create in creates:
+            error = create.exception()  # waits for it
+            if error is not None:
+                raise error
         for pod_name in actions.delete:
             try:
                 ctx.client.delete(Pod, pod_name, namespace=ns)
@@ -338,8 +358,13 @@ class Controller:
         status["conditions"] = conditions(status, spec.spec.suspend, previous, now)
         old = {k: v for k, v in (body.get("status") or {}).items() if k != "lastUpdateTime"}
         if {k: v for k, v in status.items()} != {k: old.get(k) for k in status}:
-            status["lastUpdateTime"] = now
-            self._patch_status(body, status)
+            wait = self.status_interval_s - (time.monotonic() - self.status_written.get(key, -1e9))
+            if wait > 0:  # pods changing one after another: one write for several of them
+                self.queue.add_after(key, wait)
+            else:
+                status["lastUpdateTime"] = now
+                self._patch_status(body, status)
+                self.status_written[key] = time.monotonic()
         self._set_state(key, status.get("state") or "provisioning")
 
     def _set_state(self, key: str, state: str | None) -> None:
