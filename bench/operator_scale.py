@@ -266,8 +266,8 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def install_crd(kube: Client) -> None:
-    obj = codecs.from_dict(yaml.safe_load(CRD.read_text()))
+def install_crd(kube: Client, path: Path = CRD) -> None:
+    obj = codecs.from_dict(yaml.safe_load(path.read_text()))
     try:
         kube.create(obj)
     except ApiError as exc:
@@ -958,6 +958,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--operator-pythonpath", default=None,
                         help="PYTHONPATH of the operator process only (e.g. another checkout's "
                         "src, to compare versions on the same run)")
+    parser.add_argument("--crd", type=Path, default=CRD,
+                        help="the RayCluster CRD to install (default: this checkout's; another "
+                        "version of the operator may need its own)")
     parser.add_argument("--state-dir", type=Path, default=None,
                         help="where the control plane, vnode and operator keep files and logs "
                         "(default: a new temporary directory)")
@@ -1003,7 +1006,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"starting a fake-run vnode: {args.nodes} nodes of {capacity}")
         vnode = start_vnode(cluster.kubeconfig, state / "vnode", config)
 
-        install_crd(kube)
+        install_crd(kube, args.crd)
         apiserver = ApiServerMetrics(cluster.kubeconfig)
         operator = Operator(cluster.kubeconfig, state / "operator.log",
                             args.operator_pythonpath)
