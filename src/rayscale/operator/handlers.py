@@ -210,15 +210,16 @@ class Controller:
             self._workers.append(worker)
 
     def stop(self) -> None:
+        """Stop promptly: reconciles in flight may finish (a few seconds at most); the
+        informers' threads, blocked reading a watch, are daemons and end with the process."""
         self._stopping.set()
         self.queue.shutdown()
         for informer in self.informers:
-            informer.stop()
+            informer.stop(wait_s=0.0)
+        deadline = time.monotonic() + 5.0
         for worker in self._workers:
-            worker.join(timeout=10)
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
         self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._http is not None:
-            self._http.close()
 
     def synced(self) -> bool:
         return all(i.synced.is_set() for i in self.informers)

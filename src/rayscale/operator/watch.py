@@ -288,14 +288,14 @@ class Informer:
                                         daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, wait_s: float = 5.0) -> None:
         self._stop.set()
         response = self._response
         if response is not None:
             with contextlib.suppress(Exception):
-                response.close()  # wakes the thread blocked reading the watch
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+                response.close()  # may wake the thread blocked reading the watch
+        if self._thread is not None and wait_s > 0:
+            self._thread.join(timeout=wait_s)
 
     @property
     def url(self) -> str:
@@ -478,7 +478,7 @@ class WorkQueue:
         with self._cond:
             self._shutdown = True
             self._cond.notify_all()
-        self._timer.join(timeout=5)
+        self._timer.join(timeout=1)
 
     def _timer_loop(self) -> None:
         with self._cond:
