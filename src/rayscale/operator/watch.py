@@ -32,7 +32,6 @@ the comparison).
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import logging
 import threading
@@ -281,7 +280,6 @@ class Informer:
     stats: InformerStats = field(default_factory=InformerStats)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
-    _response: httpx.Response | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"informer-{self.name}",
@@ -289,11 +287,10 @@ class Informer:
         self._thread.start()
 
     def stop(self, wait_s: float = 5.0) -> None:
+        """Ask the thread to stop: it does at its next event or watch renewal. Its
+        response is not closed under it (a read on a socket closed by another thread can
+        spin); it is a daemon, so a process may also just exit."""
         self._stop.set()
-        response = self._response
-        if response is not None:
-            with contextlib.suppress(Exception):
-                response.close()  # may wake the thread blocked reading the watch
         if self._thread is not None and wait_s > 0:
             self._thread.join(timeout=wait_s)
 
@@ -309,8 +306,11 @@ class Informer:
                 if rv is None:
                     rv = self._list()
                     self.synced.set()
+                started = time.monotonic()
                 rv = self._watch(rv)
                 failures = 0
+                if time.monotonic() - started < 1.0:  # ended at once: never a busy loop
+                    self._stop.wait(1.0)
             except Gone:
                 log.info("%s: resourceVersion too old, listing again", self.name)
                 self.stats.relists += 1
@@ -365,25 +365,23 @@ class Informer:
         timeout = httpx.Timeout(10.0, read=self.server_timeout_s + 30.0)
         self.stats.watches += 1
         with self.http.stream("GET", self.url, params=params, timeout=timeout) as resp:
-            self._response = resp
-            try:
-                if resp.status_code == 410:
-                    raise Gone()
-                resp.raise_for_status()
-                for event in self._events(resp.iter_bytes()):
-                    kind = event.get("type")
-                    obj = event.get("object") or {}
-                    if kind == "ERROR":
-                        if obj.get("code") == 410:
-                            raise Gone()
-                        raise RuntimeError(f"watch error: {obj.get('message')}")
-                    rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
-                    if kind == "BOOKMARK":
-                        continue
-                    self.stats.events += 1
-                    self.cache.apply(str(kind), obj)
-            finally:
-                self._response = None
+            if resp.status_code == 410:
+                raise Gone()
+            resp.raise_for_status()
+            for event in self._events(resp.iter_bytes()):
+                if self._stop.is_set():
+                    break
+                kind = event.get("type")
+                obj = event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise Gone()
+                    raise RuntimeError(f"watch error: {obj.get('message')}")
+                rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
+                if kind == "BOOKMARK":
+                    continue
+                self.stats.events += 1
+                self.cache.apply(str(kind), obj)
         return rv
 
     @staticmethod
