@@ -507,7 +507,8 @@ class PodWatch:
 
     def close(self) -> None:
         self.stop.set()
-        self.client.close()
+        # not client.close(): closing the connection under the thread reading the watch made
+        # that thread spin on the closed socket (a core's worth); a daemon, it stays blocked
 
 
 class ClusterWatch:
@@ -542,7 +543,7 @@ class ClusterWatch:
             return dict(self.ready_at), sum(self.available.values())
 
     def close(self) -> None:
-        self.client.close()
+        pass  # see PodWatch.close: the reading thread is left blocked, not closed under
 
 
 def run_raw(kube: Client, kubeconfig: Path, size: Size, tag: str, threads: int,
@@ -603,54 +604,52 @@ def probe_latency(kube: Client, kubeconfig: Path, ns: str, names: list[str], wor
     shows one worker fewer available, and until it is back to all (the replacement)."""
     if workers < 1:
         return
+    # its watch threads are left blocked when done, not closed under (see PodWatch.close)
     watcher = Client(KubeConfig.from_file(kubeconfig), trust_env=False)
-    try:
-        for name in names[:probes]:
-            victim = next((p for p in kube.list(Pod, namespace=ns, labels={
-                "ray.io/cluster": name, "ray.io/node-type": "worker"})
-                if p.status is not None and p.status.phase == "Running"
-                and p.metadata is not None and not p.metadata.deletionTimestamp), None)
-            if victim is None or victim.metadata is None or victim.metadata.name is None:
-                continue
-            listed = watcher.list(RayCluster, namespace=ns,
-                                  fields={"metadata.name": name})
-            for _ in listed:
-                pass
-            seen: dict[str, float] = {}
-            stop = threading.Event()
+    for name in names[:probes]:
+        victim = next((p for p in kube.list(Pod, namespace=ns, labels={
+            "ray.io/cluster": name, "ray.io/node-type": "worker"})
+            if p.status is not None and p.status.phase == "Running"
+            and p.metadata is not None and not p.metadata.deletionTimestamp), None)
+        if victim is None or victim.metadata is None or victim.metadata.name is None:
+            continue
+        listed = watcher.list(RayCluster, namespace=ns,
+                              fields={"metadata.name": name})
+        for _ in listed:
+            pass
+        seen: dict[str, float] = {}
+        stop = threading.Event()
 
-            def watch(rv: str = listed.resourceVersion, name: str = name,
-                      seen: dict[str, float] = seen, stop: threading.Event = stop) -> None:
-                with contextlib.suppress(Exception):
-                    for _, obj in watcher.watch(RayCluster, namespace=ns,
-                                                fields={"metadata.name": name},
-                                                resource_version=rv):
-                        status = obj.get("status") or {}
-                        available = int(status.get("availableWorkerReplicas") or 0)
-                        now = time.monotonic()
-                        if available < workers:
-                            seen.setdefault("drop", now)
-                        elif "drop" in seen and status.get("state") == "ready":
-                            seen.setdefault("back", now)
-                        if "back" in seen or stop.is_set():
-                            return
+        def watch(rv: str = listed.resourceVersion, name: str = name,
+                  seen: dict[str, float] = seen, stop: threading.Event = stop) -> None:
+            with contextlib.suppress(Exception):
+                for _, obj in watcher.watch(RayCluster, namespace=ns,
+                                            fields={"metadata.name": name},
+                                            resource_version=rv):
+                    status = obj.get("status") or {}
+                    available = int(status.get("availableWorkerReplicas") or 0)
+                    now = time.monotonic()
+                    if available < workers:
+                        seen.setdefault("drop", now)
+                    elif "drop" in seen and status.get("state") == "ready":
+                        seen.setdefault("back", now)
+                    if "back" in seen or stop.is_set():
+                        return
 
-            thread = threading.Thread(target=watch, daemon=True)
-            thread.start()
-            time.sleep(0.2)  # the watch is established
-            t0 = time.monotonic()
-            kube.delete(Pod, victim.metadata.name, namespace=ns)
-            deadline = t0 + timeout_s
-            while "back" not in seen and time.monotonic() < deadline:
-                time.sleep(0.01)
-            stop.set()
-            result.probes += 1
-            if "drop" in seen:
-                result.status_drop_ms.append(1000.0 * (seen["drop"] - t0))
-            if "back" in seen:
-                result.status_back_ms.append(1000.0 * (seen["back"] - t0))
-    finally:
-        watcher.close()
+        thread = threading.Thread(target=watch, daemon=True)
+        thread.start()
+        time.sleep(0.2)  # the watch is established
+        t0 = time.monotonic()
+        kube.delete(Pod, victim.metadata.name, namespace=ns)
+        deadline = t0 + timeout_s
+        while "back" not in seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stop.set()
+        result.probes += 1
+        if "drop" in seen:
+            result.status_drop_ms.append(1000.0 * (seen["drop"] - t0))
+        if "back" in seen:
+            result.status_back_ms.append(1000.0 * (seen["back"] - t0))
 
 
 # -------------------------------------------------------------- one size
