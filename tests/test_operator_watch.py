@@ -362,3 +362,31 @@ def test_status_writes_of_a_burst_of_pod_changes_are_coalesced(controller: Contr
     controller.process("ns/c")
     assert fake.calls.count(("patch", "c")) == 2, "one write for the whole burst"
     assert fake.cluster["status"]["availableWorkerReplicas"] == 3
+
+
+def test_a_create_that_may_have_happened_holds_the_cluster_and_nothing_is_created_twice(
+    controller: Controller,
+) -> None:
+    import httpx2
+
+    fake: FakeClient = controller.ctx.client  # type: ignore[assignment]
+    fake.cluster = cluster(replicas=4)
+    create = fake.create
+    calls = itertools.count()
+
+    def flaky(obj: Any, namespace: str) -> Any:
+        if obj.to_dict()["kind"] == "Pod" and next(calls) == 2:
+            time.sleep(0.05)  # the others finish meanwhile
+            raise httpx2.ReadTimeout("no answer: created or not?")
+        return create(obj, namespace)
+
+    fake.create = flaky  # type: ignore[method-assign]
+    controller.clusters.apply("ADDED", fake.cluster)
+    controller.process("ns/c")
+    assert len(controller.pods.indexed("ns/c")) == 4, "every create but the failed one counted"
+    assert "ns/c" in controller.holds, "held until the watch may have reported that pod"
+    controller.process("ns/c")
+    assert len(controller.pods.indexed("ns/c")) == 4, "nothing created while held"
+    controller.holds["ns/c"] = 0.0  # the hold is over; the watch reported nothing
+    controller.process("ns/c")
+    assert len(controller.pods.indexed("ns/c")) == 5, "the one missing pod, once"

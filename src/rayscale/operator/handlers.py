@@ -34,7 +34,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -328,8 +328,9 @@ class Controller:
         # at once, on the shared pool: one cluster's pods do not wait for each other, and
         # creates of all clusters together are as many at a time as there are workers
         creates = [self._pool.submit(self._create_pod, key, m, ns) for m in actions.create]
+        wait(creates)  # all of them, failed or not: none may still be in flight after this
         for create in creates:
-            error = create.exception()  # waits for it
+            error = create.exception()
             if error is not None:
                 raise error
         for pod_name in actions.delete:
@@ -359,9 +360,10 @@ class Controller:
         status["conditions"] = conditions(status, spec.spec.suspend, previous, now)
         old = {k: v for k, v in (body.get("status") or {}).items() if k != "lastUpdateTime"}
         if {k: v for k, v in status.items()} != {k: old.get(k) for k in status}:
-            wait = self.status_interval_s - (time.monotonic() - self.status_written.get(key, -1e9))
-            if wait > 0:  # pods changing one after another: one write for several of them
-                self.queue.add_after(key, wait)
+            due_in = self.status_interval_s - (time.monotonic()
+                                               - self.status_written.get(key, -1e9))
+            if due_in > 0:  # pods changing one after another: one write for several of them
+                self.queue.add_after(key, due_in)
             else:
                 status["lastUpdateTime"] = now
                 self._patch_status(body, status)
