@@ -12,9 +12,9 @@ reconciling is the :class:`Controller`'s, built from :mod:`rayscale.operator.wat
   per key at a time, so a reconcile makes API calls only to act (create or
   delete pods, create the Service, patch a status that changed): an idle
   cluster costs none;
-- a cluster's status is written at most every 0.25 s: an isolated change is
-  written at once, pods that change within that time (a burst of pods turning
-  Running) share one write;
+- a cluster's status is written at most every 0.25 s: an isolated change, or
+  a change of state (ready, ...), is written at once, pods that change within
+  that time (a burst of pods turning Running) share one write;
 - the operator's own writes go into the caches as their responses come back
   (a created pod is counted before the create call returns: no duplicates), and
   the workers start only once every informer has listed, so a restarted
@@ -362,6 +362,8 @@ class Controller:
         if {k: v for k, v in status.items()} != {k: old.get(k) for k in status}:
             due_in = self.status_interval_s - (time.monotonic()
                                                - self.status_written.get(key, -1e9))
+            if status.get("state") != old.get("state"):
+                due_in = 0.0  # ready, suspended, failed: written at once
             if due_in > 0:  # pods changing one after another: one write for several of them
                 self.queue.add_after(key, due_in)
             else:
