@@ -406,3 +406,53 @@ def test_a_create_that_may_have_happened_holds_the_cluster_and_nothing_is_create
     controller.holds["ns/c"] = 0.0  # the hold is over; the watch reported nothing
     controller.process("ns/c")
     assert len(controller.pods.indexed("ns/c")) == 5, "the one missing pod, once"
+
+
+def test_informer_lists_watches_from_the_list_and_relists_after_410() -> None:
+    import json
+
+    import httpx2
+
+    requests: list[dict[str, str]] = []
+
+    def reply(request: httpx2.Request) -> httpx2.Response:
+        params = dict(request.url.params)
+        requests.append(params)
+        assert params.get("labelSelector") == "ray.io/cluster"
+        lists = sum(1 for p in requests if "watch" not in p)
+        if "watch" not in params:  # the first list has a and b; the second (after 410) only b
+            items = [pod("a", 5), pod("b", 6)] if lists == 1 else [pod("b", 25)]
+            return httpx2.Response(200, json={"metadata": {"resourceVersion": str(10 * lists)},
+                                              "items": items})
+        watches = sum(1 for p in requests if "watch" in p)
+        if watches == 1:
+            assert params["resourceVersion"] == "10" and params["allowWatchBookmarks"] == "true"
+            lines = [{"type": "ADDED", "object": pod("c", 11)},
+                     {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}}]
+        elif watches == 2:
+            assert params["resourceVersion"] == "12", "continues from the last version seen"
+            lines = [{"type": "ERROR", "object": {"code": 410, "message": "too old"}}]
+        else:
+            lines = []
+        return httpx2.Response(200, content="".join(json.dumps(x) + "\n" for x in lines))
+
+    seen = Recorder()
+    cache = ObjectCache(index=index, on_change=seen)
+    informer = Informer(name="pods", http=httpx2.Client(transport=httpx2.MockTransport(reply),
+                                                         base_url="https://api"),
+                        cache=cache, all_path="api/v1/pods", path="api/v1/namespaces/{ns}/pods",
+                        label_selector="ray.io/cluster", api_version="v1", kind="Pod")
+    informer.start()
+    try:
+        deadline = time.monotonic() + 10
+        while sum(1 for p in requests if "watch" not in p) < 2 or len(requests) < 5:
+            assert time.monotonic() < deadline, requests
+            time.sleep(0.01)
+        assert informer.synced.is_set() and informer.stats.relists == 1
+        time.sleep(0.1)
+        # a and c went while the watch was gone (410): the relist replaced the cache
+        assert sorted(k[1] for k in cache.all_keys()) == ["b"]
+        assert cache.get("ns", "b")["kind"] == "Pod"  # type: ignore[index]
+        assert ("ns/c", "11", None) in seen.changes and ("ns/c", "5", None) in seen.changes
+    finally:
+        informer.stop()
