@@ -24,6 +24,8 @@ def operator_command(
     autoscaler_image: str = typer.Option(
         None, help="Image of the autoscaler sidecar (default: the head's Ray image, which then "
         "needs rayscale installed)"),
+    workers: int = typer.Option(
+        8, min=1, help="Reconciles run at once (each of a different RayCluster)"),
 ) -> None:
     """Run the operator until interrupted."""
     import kopf
@@ -53,6 +55,8 @@ def operator_command(
         settings=PodSettings(shared_network=shared_pod_network),
         metrics=metrics,
         sidecar=handlers.SidecarSettings(command, autoscaler_image, sidecar_env),
+        namespaces=list(namespace or []),
+        workers=workers,
     )
     handlers.warm_up_decoders()
     kopf.run(

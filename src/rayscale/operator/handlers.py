@@ -1,24 +1,49 @@
-"""kopf handlers: watch RayClusters, observe their pods, apply the reconcile decision.
+"""The operator: watch RayClusters and their pods, reconcile a cluster when either changes.
 
-Every RayCluster is reconciled on create/update/resume and on a short timer
-(pod failures, workersToDelete processed), always from a fresh list of its
-pods, so a restarted operator converges without duplicates. Owned objects
-carry owner references: deleting the RayCluster lets Kubernetes' garbage
-collector remove them.
+kopf runs the process (login, settings, startup and cleanup); the watching and
+reconciling is the :class:`Controller`'s, built from :mod:`rayscale.operator.watch`:
+
+- three informers list, then watch, RayClusters, the pods labelled
+  ``ray.io/cluster`` and the Services labelled so (server-side selectors), into
+  in-memory caches indexed by RayCluster (``namespace/name``);
+- a change that matters (a RayCluster's new resourceVersion; a pod added,
+  deleted, or changed in phase, readiness, deletion or address) queues that
+  RayCluster's key; workers reconcile queued keys from the caches, one worker
+  per key at a time, so a reconcile makes API calls only to act (create or
+  delete pods, create the Service, patch a status that changed): an idle
+  cluster costs none;
+- a cluster's status is written at most every 0.25 s: an isolated change, or
+  a change of state (ready, ...), is written at once, pods that change within
+  that time (a burst of pods turning Running) share one write;
+- the operator's own writes go into the caches as their responses come back
+  (a created pod is counted before the create call returns: no duplicates), and
+  the workers start only once every informer has listed, so a restarted
+  operator reconciles from a complete, fresh view of every cluster;
+- a reconcile that failed is retried with a backoff (0.5 s doubling to 30 s),
+  on the work queue's timer, which sleeps while nothing is pending.
+
+Owned objects carry owner references: deleting the RayCluster lets Kubernetes'
+garbage collector remove them.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import httpx2 as httpx
 import kopf
 from lightkube import ApiError, Client
-from lightkube.resources.core_v1 import Pod, Service
+from lightkube.config import client_adapter
+from lightkube.resources.core_v1 import Event, Pod, Service
 from lightkube.types import PatchType
 
 from rayscale.kubedecode import warm_up
@@ -32,11 +57,21 @@ from rayscale.operator.desired import (
 from rayscale.operator.metrics import OperatorMetrics
 from rayscale.operator.rbac import ensure_autoscaler_rbac, use_autoscaler_account
 from rayscale.operator.reconcile import ObservedPod, conditions, reconcile
+from rayscale.operator.watch import Informer, Obj, ObjectCache, WorkQueue
 from rayscale.providers.kuberay import RayClusterResource
 from rayscale.spec import SpecError, parse_cluster_spec
 
 log = logging.getLogger(__name__)
 
+DEFAULT_WORKERS = 8
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
+HOLD_AFTER_UNCERTAIN_CREATE_S = 5.0  # a create that may have succeeded: wait for the watch
+# at most one status write per cluster in this time: pods that change within it (a burst
+# of pods turning Running) share one write; an isolated change is written at once
+STATUS_INTERVAL_S = 0.25
+WATCH_SERVER_TIMEOUT_S = 300
+COMPONENT = "rayscale-operator"
 
 
 @dataclass(frozen=True)
@@ -55,12 +90,14 @@ class OperatorContext:
     settings: PodSettings
     metrics: OperatorMetrics
     sidecar: SidecarSettings = field(default_factory=SidecarSettings)
-    locks: dict[str, threading.Lock] = field(default_factory=dict)
+    namespaces: list[str] = field(default_factory=list)  # empty: every namespace
+    workers: int = DEFAULT_WORKERS
     said: dict[str, set[str]] = field(default_factory=dict)  # warnings already posted
     states: dict[str, str] = field(default_factory=dict)
 
 
 CONTEXT: OperatorContext | None = None
+CONTROLLER: Controller | None = None
 
 
 def _ctx() -> OperatorContext:
@@ -69,11 +106,11 @@ def _ctx() -> OperatorContext:
 
 
 def warm_up_decoders() -> None:
-    """Compile lightkube's decoders on this thread before kopf's workers (see kubedecode)."""
+    """Compile lightkube's decoders on this thread before the workers' (see kubedecode)."""
     from lightkube.resources.core_v1 import ServiceAccount
     from lightkube.resources.rbac_authorization_v1 import RoleBinding
 
-    warm_up((Pod, Service, ServiceAccount, RoleBinding, RayClusterResource,
+    warm_up((Pod, Service, Event, ServiceAccount, RoleBinding, RayClusterResource,
              RayClusterResource.Status))
 
 
@@ -85,139 +122,382 @@ def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.startup()
 def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    settings.watching.server_timeout = 60
-    settings.watching.client_timeout = 90
-    settings.watching.connect_timeout = 10
     settings.posting.level = logging.WARNING
     settings.peering.standalone = True
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="rayscale.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="rayscale.io", key="last-handled-configuration"
-    )
+    settings.scanning.disabled = True  # kopf watches nothing (not even CRDs): the informers do
+    global CONTROLLER
+    CONTROLLER = Controller(_ctx())
+    CONTROLLER.start()
 
 
-@kopf.on.resume("ray.io", "v1", "rayclusters")
-@kopf.on.create("ray.io", "v1", "rayclusters")
-@kopf.on.update("ray.io", "v1", "rayclusters")
-def _on_change(body: kopf.Body, **_: Any) -> None:
-    reconcile_cluster(dict(body))
+@kopf.on.cleanup()
+def _stop(**_: Any) -> None:
+    if CONTROLLER is not None:
+        CONTROLLER.stop()
 
 
-@kopf.timer("ray.io", "v1", "rayclusters", interval=1.0, sharp=False)
-def _periodic(body: kopf.Body, **_: Any) -> None:
-    reconcile_cluster(dict(body))
+# ------------------------------------------------------------------ controller
 
 
-@kopf.on.delete("ray.io", "v1", "rayclusters", optional=True)
-def _on_delete(body: kopf.Body, **_: Any) -> None:
-    key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
-    ctx = _ctx()
-    ctx.states.pop(key, None)
-    ctx.metrics.set_states(ctx.states)
+def cluster_key_of(obj: Obj) -> str | None:
+    """The ``namespace/name`` of the RayCluster an owned object belongs to (its label)."""
+    meta = obj.get("metadata") or {}
+    cluster = (meta.get("labels") or {}).get(CLUSTER_LABEL)
+    return f"{meta.get('namespace')}/{cluster}" if cluster else None
 
 
-def reconcile_cluster(body: dict[str, Any]) -> None:
-    ctx = _ctx()
-    meta = body["metadata"]
-    key = f"{meta['namespace']}/{meta['name']}"
-    lock = ctx.locks.setdefault(key, threading.Lock())
-    with lock:
+def _own_key(obj: Obj) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"
+
+
+def _observed(pod: Obj | None) -> ObservedPod | None:
+    return ObservedPod.from_pod(pod) if pod is not None else None
+
+
+class Controller:
+    """Informers, caches, the work queue and the workers that reconcile from them."""
+
+    def __init__(self, ctx: OperatorContext) -> None:
+        self.ctx = ctx
+        self.queue = WorkQueue()
+        self.clusters = ObjectCache(index=_own_key, on_change=self._cluster_changed)
+        self.pods = ObjectCache(index=cluster_key_of, on_change=self._pod_changed)
+        self.services = ObjectCache(index=cluster_key_of, on_change=self._service_changed)
+        self.failures: dict[str, int] = {}
+        self.holds: dict[str, float] = {}  # key -> monotonic time before which not to act
+        self.status_written: dict[str, float] = {}  # key -> monotonic time of the last patch
+        self.status_interval_s = STATUS_INTERVAL_S
+        self.foreign_services: set[tuple[str, str]] = set()  # exist, but not labelled ours
+        self.informers: list[Informer] = []
+        self._workers: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._states_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, ctx.workers),
+                                        thread_name_prefix="create")
+        self._http: httpx.Client | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        count = count_requests(self.ctx.metrics)
+        _instrument(self.ctx.client, count)
+        self._http = client_adapter.Client(
+            self.ctx.client.config,
+            client_adapter.ConnectionParams(timeout=httpx.Timeout(10.0)),
+        )
+        self._http.event_hooks = {"request": [count], "response": []}
+        kinds = [
+            ("rayclusters", self.clusters, "apis/ray.io/v1", "rayclusters", None,
+             "ray.io/v1", "RayCluster"),
+            ("pods", self.pods, "api/v1", "pods", CLUSTER_LABEL, "v1", "Pod"),
+            ("services", self.services, "api/v1", "services", CLUSTER_LABEL, "v1", "Service"),
+        ]
+        for name, cache, prefix, plural, selector, api_version, kind in kinds:
+            scopes: list[str | None] = list(self.ctx.namespaces) or [None]
+            for ns in scopes:
+                self.informers.append(Informer(
+                    name=f"{name}@{ns or '*'}", http=self._http, cache=cache,
+                    all_path=f"{prefix}/{plural}", path=f"{prefix}/namespaces/{{ns}}/{plural}",
+                    namespace=ns, label_selector=selector,
+                    server_timeout_s=WATCH_SERVER_TIMEOUT_S, api_version=api_version, kind=kind,
+                ))
+        for informer in self.informers:
+            informer.start()
+        for index in range(max(1, self.ctx.workers)):
+            worker = threading.Thread(target=self._work, name=f"reconcile-{index}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+
+    def stop(self) -> None:
+        """Stop promptly: reconciles in flight may finish (a few seconds at most); the
+        informers' threads, blocked reading a watch, are daemons and end with the process."""
+        self._stopping.set()
+        self.queue.shutdown()
+        for informer in self.informers:
+            informer.stop(wait_s=0.0)
+        deadline = time.monotonic() + 5.0
+        for worker in self._workers:
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def synced(self) -> bool:
+        return all(i.synced.is_set() for i in self.informers)
+
+    # ------------------------------------------------------------- triggers
+
+    def _cluster_changed(self, key: str | None, old: Obj | None, new: Obj | None) -> None:
+        if key is not None:
+            self.queue.add(key)
+
+    def _pod_changed(self, key: str | None, old: Obj | None, new: Obj | None) -> None:
+        if key is not None and _observed(old) != _observed(new):
+            self.queue.add(key)
+
+    def _service_changed(self, key: str | None, old: Obj | None, new: Obj | None) -> None:
+        if key is not None and new is None:  # deleted: recreate it
+            self.queue.add(key)
+
+    # --------------------------------------------------------------- workers
+
+    def _work(self) -> None:
+        for informer in self.informers:  # reconcile only from complete caches (no duplicates)
+            while not informer.synced.wait(0.5):
+                if self._stopping.is_set():
+                    return
+        while not self._stopping.is_set():
+            key = self.queue.get()
+            if key is None:
+                return
+            try:
+                self.process(key)
+            finally:
+                self.queue.done(key)
+
+    def process(self, key: str) -> None:
+        ctx = self.ctx
+        ns, name = key.split("/", 1)
+        body = self.clusters.get(ns, name)
+        if body is None:  # deleted: forget it
+            ctx.said.pop(key, None)
+            self.failures.pop(key, None)
+            self.holds.pop(key, None)
+            self.status_written.pop(key, None)
+            self._set_state(key, None)
+            return
+        hold = self.holds.get(key)
+        if hold is not None:
+            if hold > time.monotonic():
+                self.queue.add_after(key, hold - time.monotonic())
+                return
+            del self.holds[key]
         started = time.perf_counter()
         try:
-            _reconcile_locked(ctx, body)
-        except ApiError as exc:
+            self._reconcile(body)
+            self.failures.pop(key, None)
+        except Exception as exc:
             ctx.metrics.errors.inc()
-            log.warning("reconcile of %s failed: %s", key, exc)
+            failures = self.failures[key] = self.failures.get(key, 0) + 1
+            delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (failures - 1))
+            if isinstance(exc, ApiError | httpx.HTTPError):
+                log.warning("reconcile of %s failed (retry in %.1f s): %s", key, delay, exc)
+            else:
+                log.exception("reconcile of %s failed (retry in %.1f s)", key, delay)
+            self.queue.add_after(key, delay)
         finally:
             ctx.metrics.reconciles.inc()
             ctx.metrics.reconcile_seconds.observe(time.perf_counter() - started)
 
+    # ------------------------------------------------------------- reconcile
 
-def _reconcile_locked(ctx: OperatorContext, body: dict[str, Any]) -> None:
-    meta = body["metadata"]
-    ns, name = meta["namespace"], meta["name"]
-    key = f"{ns}/{name}"
-    try:
-        spec = parse_cluster_spec(body)
-    except SpecError as exc:
-        _say_once(ctx, body, "Warning", "InvalidSpec", str(exc))
-        _patch_status(ctx, body, {"state": "failed", "reason": str(exc)[:1000]})
-        ctx.states[key] = "failed"
-        ctx.metrics.set_states(ctx.states)
-        return
-    owner = {
-        "apiVersion": "ray.io/v1", "kind": "RayCluster", "name": name, "uid": meta["uid"],
-        "controller": True, "blockOwnerDeletion": True,
-    }
-    _ensure_service(ctx, head_service(spec, ctx.settings), owner, ns)
-    if spec.spec.enable_in_tree_autoscaling:  # the sidecar's ServiceAccount and RoleBinding
-        ensure_autoscaler_rbac(ctx.client, body, owner)
-    pods = [p.to_dict() for p in ctx.client.list(Pod, namespace=ns, labels={CLUSTER_LABEL: name})]
-    observed = [ObservedPod.from_pod(p) for p in pods]
-    actions = reconcile(spec, observed, ctx.settings)
-
-    for manifest in actions.create:
-        manifest["metadata"]["namespace"] = ns
-        manifest["metadata"]["ownerReferences"] = [owner]
-        if manifest["metadata"]["labels"].get(NODE_TYPE_LABEL) == NODE_TYPE_HEAD:
-            _add_autoscaler_sidecar(manifest, spec.name, ns, ctx.sidecar,
-                                    spec.spec.enable_in_tree_autoscaling,
-                                    gcs_port(spec, ctx.settings))
-            if spec.spec.enable_in_tree_autoscaling:
-                use_autoscaler_account(manifest, spec.name)
-        ctx.client.create(cast(Pod, Pod.from_dict(manifest)), namespace=ns)
-    for pod_name in actions.delete:
+    def _reconcile(self, body: dict[str, Any]) -> None:
+        ctx = self.ctx
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        key = f"{ns}/{name}"
         try:
-            ctx.client.delete(Pod, pod_name, namespace=ns)
+            # the status is this operator's output, not its input: an old or foreign one
+            # that the typed model rejects must not fail the cluster
+            spec = parse_cluster_spec({k: v for k, v in body.items() if k != "status"})
+        except SpecError as exc:
+            _say_once(ctx, body, "Warning", "InvalidSpec", str(exc))
+            failed = {"state": "failed", "reason": str(exc)[:1000]}
+            if any((body.get("status") or {}).get(k) != v for k, v in failed.items()):
+                self._patch_status(body, failed)
+            self._set_state(key, "failed")
+            return
+        owner = {
+            "apiVersion": "ray.io/v1", "kind": "RayCluster", "name": name, "uid": meta["uid"],
+            "controller": True, "blockOwnerDeletion": True,
+        }
+        self._ensure_service(head_service(spec, ctx.settings), owner, ns)
+        if spec.spec.enable_in_tree_autoscaling:  # the sidecar's ServiceAccount and RoleBinding
+            ensure_autoscaler_rbac(ctx.client, body, owner)
+        observed = [ObservedPod.from_pod(p) for p in self.pods.indexed(key)]
+        actions = reconcile(spec, observed, ctx.settings)
+
+        for manifest in actions.create:
+            manifest["metadata"]["namespace"] = ns
+            manifest["metadata"]["ownerReferences"] = [owner]
+            if manifest["metadata"]["labels"].get(NODE_TYPE_LABEL) == NODE_TYPE_HEAD:
+                _add_autoscaler_sidecar(manifest, spec.name, ns, ctx.sidecar,
+                                        spec.spec.enable_in_tree_autoscaling,
+                                        gcs_port(spec, ctx.settings))
+                if spec.spec.enable_in_tree_autoscaling:
+                    use_autoscaler_account(manifest, spec.name)
+        # at once, on the shared pool: one cluster's pods do not wait for each other, and
+        # creates of all clusters together are as many at a time as there are workers
+        creates = [self._pool.submit(self._create_pod, key, m, ns) for m in actions.create]
+        wait(creates)  # all of them, failed or not: none may still be in flight after this
+        for create in creates:
+            error = create.exception()
+            if error is not None:
+                raise error
+        for pod_name in actions.delete:
+            try:
+                ctx.client.delete(Pod, pod_name, namespace=ns)
+            except ApiError as exc:
+                if exc.status.code != 404:
+                    raise
+            self.pods.mark_deleting(ns, pod_name)
+            ctx.metrics.pods_deleted.inc()
+        changed = bool(actions.create or actions.delete)
+        for event in actions.events:
+            if changed or event.type == "Warning":
+                _say_once(ctx, body, event.type, event.reason, event.message, always=changed)
+        status = dict(actions.status)
+        if changed:  # the status of the pods as they are now, created and deleted ones included
+            observed = [ObservedPod.from_pod(p) for p in self.pods.indexed(key)]
+            status = dict(reconcile(spec, observed, ctx.settings).status)
+        if not status.get("state"):
+            # unset while provisioning, as KubeRay leaves it: null removes it in a merge patch
+            # ("" is not a state, and the typed model, the sidecar's included, rejects it)
+            status["state"] = None
+        status["observedGeneration"] = meta.get("generation")
+        status["endpoints"] = {n: str(p) for n, p in head_ports(spec, ctx.settings).items()}
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        previous = (body.get("status") or {}).get("conditions") or []
+        status["conditions"] = conditions(status, spec.spec.suspend, previous, now)
+        old = {k: v for k, v in (body.get("status") or {}).items() if k != "lastUpdateTime"}
+        if {k: v for k, v in status.items()} != {k: old.get(k) for k in status}:
+            due_in = self.status_interval_s - (time.monotonic()
+                                               - self.status_written.get(key, -1e9))
+            if status.get("state") != old.get("state"):
+                due_in = 0.0  # ready, suspended, failed: written at once
+            if due_in > 0:  # pods changing one after another: one write for several of them
+                self.queue.add_after(key, due_in)
+            else:
+                status["lastUpdateTime"] = now
+                self._patch_status(body, status)
+                self.status_written[key] = time.monotonic()
+        self._set_state(key, status.get("state") or "provisioning")
+
+    def _set_state(self, key: str, state: str | None) -> None:
+        with self._states_lock:
+            if state is None:
+                self.ctx.states.pop(key, None)
+            else:
+                self.ctx.states[key] = state
+            self.ctx.metrics.set_states(self.ctx.states)
+
+    def _create_pod(self, key: str, manifest: dict[str, Any], ns: str) -> None:
+        try:
+            created = self.ctx.client.create(cast(Pod, Pod.from_dict(manifest)), namespace=ns)
         except ApiError as exc:
-            if exc.status.code != 404:
-                raise
-    changed = bool(actions.create or actions.delete)
-    for event in actions.events:
-        if changed or event.type == "Warning":
-            _say_once(ctx, body, event.type, event.reason, event.message, always=changed)
-    status = dict(actions.status)
-    status["observedGeneration"] = meta.get("generation")
-    status["endpoints"] = {n: str(p) for n, p in head_ports(spec, ctx.settings).items()}
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    previous = (body.get("status") or {}).get("conditions") or []
-    status["conditions"] = conditions(status, spec.spec.suspend, previous, now)
-    old = {k: v for k, v in (body.get("status") or {}).items() if k != "lastUpdateTime"}
-    if {k: v for k, v in status.items()} != {k: old.get(k) for k in status}:
-        status["lastUpdateTime"] = now
-        _patch_status(ctx, body, status)
-    ctx.states[key] = status.get("state") or "provisioning"
-    ctx.metrics.set_states(ctx.states)
-
-
-def _ensure_service(ctx: OperatorContext, manifest: dict[str, Any], owner: dict[str, Any],
-                    ns: str) -> None:
-    try:
-        ctx.client.get(Service, manifest["metadata"]["name"], namespace=ns)
-        return
-    except ApiError as exc:
-        if exc.status.code != 404:
+            if exc.status.code is None or exc.status.code >= 500:
+                self._hold(key)
             raise
-    manifest["metadata"]["ownerReferences"] = [owner]
-    ctx.client.create(cast(Service, Service.from_dict(manifest)), namespace=ns)
+        except httpx.TransportError:
+            self._hold(key)
+            raise
+        # counted from now on, whatever the watch has delivered yet
+        self.pods.upsert(created.to_dict())
+        self.ctx.metrics.pods_created.inc()
+
+    def _hold(self, key: str) -> None:
+        """A create failed in a way that may still have created the pod: act on this
+        cluster again only once the watch has had time to report it."""
+        self.holds[key] = time.monotonic() + HOLD_AFTER_UNCERTAIN_CREATE_S
+
+    def _ensure_service(self, manifest: dict[str, Any], owner: dict[str, Any], ns: str) -> None:
+        name = manifest["metadata"]["name"]
+        if self.services.get(ns, name) is not None or (ns, name) in self.foreign_services:
+            return
+        manifest["metadata"]["ownerReferences"] = [owner]
+        try:
+            created = self.ctx.client.create(cast(Service, Service.from_dict(manifest)),
+                                              namespace=ns)
+        except ApiError as exc:
+            if exc.status.code != 409:
+                raise
+            self.foreign_services.add((ns, name))  # exists without our label: leave it
+            return
+        self.services.upsert(created.to_dict())
+
+    def _patch_status(self, body: dict[str, Any], status: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        patched = self.ctx.client.patch(RayClusterResource.Status, meta["name"], {"status": status},
+                                        namespace=meta["namespace"],
+                                        patch_type=PatchType.MERGE)
+        # the next reconcile compares with what was written, not with an older event
+        self.clusters.upsert(patched.to_dict())  # type: ignore[no-untyped-call]
 
 
-def _patch_status(ctx: OperatorContext, body: dict[str, Any], status: dict[str, Any]) -> None:
-    meta = body["metadata"]
-    ctx.client.patch(RayClusterResource.Status, meta["name"], {"status": status},
-                     namespace=meta["namespace"], patch_type=PatchType.MERGE)
+# ---------------------------------------------------------------- API requests
+
+
+def count_requests(metrics: OperatorMetrics) -> Callable[[httpx.Request], None]:
+    """An httpx request hook counting every API request by verb and resource."""
+
+    def hook(request: httpx.Request) -> None:
+        verb, resource = classify_request(request.method, request.url.path,
+                                          dict(request.url.params))
+        metrics.api_requests.labels(verb, resource).inc()
+
+    return hook
+
+
+def classify_request(method: str, path: str, params: dict[str, str]) -> tuple[str, str]:
+    """(verb, resource) of an API request, as the API server's metrics name them."""
+    parts = [p for p in path.split("/") if p]
+    rest = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if len(rest) > 2 and rest[0] == "namespaces":
+        rest = rest[2:]
+    resource = (rest[0] if rest else "") + (f"/{rest[2]}" if len(rest) > 2 else "")
+    if method == "GET":
+        verb = "watch" if params.get("watch") in ("true", "1") else (
+            "get" if len(rest) > 1 else "list")
+    else:
+        verb = {"POST": "create", "PATCH": "patch", "PUT": "update",
+                "DELETE": "delete"}.get(method, method.lower())
+    return verb, resource
+
+
+def _instrument(client: Client, hook: Callable[[httpx.Request], None]) -> None:
+    """Count the lightkube client's requests too (its httpx client is not public)."""
+    http = getattr(getattr(client, "_client", None), "_client", None)
+    if isinstance(http, httpx.Client):
+        hooks = http.event_hooks
+        if hook not in hooks.get("request", []):
+            http.event_hooks = {**hooks, "request": [*hooks.get("request", []), hook]}
+
+
+# --------------------------------------------------------------------- events
 
 
 def _say_once(ctx: OperatorContext, body: dict[str, Any], kind: str, reason: str, message: str,
               always: bool = False) -> None:
-    """Post a Kubernetes Event; the same warning only once per cluster (the timer repeats)."""
+    """Post a Warning Event, the same one once per cluster; Normal ones are only logged
+    (as kopf's posting level WARNING did before)."""
     key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
     seen = ctx.said.setdefault(key, set())
     if not always and message in seen:
         return
     seen.add(message)
-    post = kopf.warn if kind == "Warning" else kopf.info
-    post(cast(kopf.Body, body), reason=reason, message=message)
+    if kind != "Warning":
+        log.info("%s: %s: %s", key, reason, message)
+        return
+    meta = body["metadata"]
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event: dict[str, Any] = {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "type": kind, "reason": reason, "message": message[:1024], "action": reason,
+        "involvedObject": {"apiVersion": "ray.io/v1", "kind": "RayCluster",
+                           "name": meta["name"], "namespace": meta["namespace"],
+                           "uid": meta.get("uid")},
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT, "reportingInstance": _instance(),
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    }
+    try:
+        ctx.client.create(cast(Event, Event.from_dict(event)), namespace=meta["namespace"])
+    except (ApiError, httpx.HTTPError) as exc:  # events help; they never fail a reconcile
+        log.warning("could not post event %s on %s: %s", reason, key, exc)
+
+
+def _instance() -> str:
+    return os.environ.get("HOSTNAME") or socket.gethostname()
 
 
 def _add_autoscaler_sidecar(pod: dict[str, Any], cluster: str, ns: str, sidecar: SidecarSettings,

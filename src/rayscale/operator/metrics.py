@@ -18,6 +18,13 @@ class OperatorMetrics:
             "rayscale_operator_reconcile_duration_seconds", "Time of one reconcile",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5), registry=self.registry,
         )
+        self.api_requests = Counter(
+            "rayscale_operator_api_requests", "Kubernetes API requests the operator made "
+            "(watches count when they start)", ["verb", "resource"], registry=self.registry)
+        self.pods_created = Counter("rayscale_operator_pods_created", "Pods created",
+                                    registry=self.registry)
+        self.pods_deleted = Counter("rayscale_operator_pods_deleted", "Pods deleted",
+                                    registry=self.registry)
         self.clusters = Gauge("rayscale_operator_clusters", "RayClusters by state", ["state"],
                               registry=self.registry)
 

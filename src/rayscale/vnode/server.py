@@ -380,6 +380,8 @@ class VirtualNode:
     # ----------------------------------------------------------------- hosts
 
     def _write_hosts(self, run: PodRun) -> None:
+        if self.tools is None:
+            return  # fake-run: no process runs, so none reads a hosts file
         spec = run.pod.spec
         assert spec is not None
         services = self.services.services()
@@ -388,6 +390,8 @@ class VirtualNode:
         write_in_place(run.resolv_file, resolv_content(run.namespace))
 
     def _write_all_hosts(self) -> None:
+        if self.tools is None:
+            return  # fake-run (and each rewrite is every pod's file: a cost per Service)
         for run in self.runs.values():
             self._write_hosts(run)
 
