@@ -22,7 +22,8 @@ for each size ``NxM`` of ``--sizes``:
    server takes them; timed until all creates returned and until a watch has
    seen all of them Running; then deleted.
 2. **The operator**: in a fresh namespace, N RayClusters (autoscaling off,
-   one worker group with ``replicas: M``, tiny requests); a watch of the
+   one worker group with ``replicas: M``, tiny requests), created from as many
+   threads as the raw pods; a watch of the
    RayClusters records when each one's ``status.state`` turns ``ready``.
    Reports pods per second (all pods / time to all clusters ready) and its
    ratio to the raw limit's, the time to the first, median and last cluster
