@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 # the dev Kubernetes control plane, built from source once per machine (cold: ~9 min)
 bash scripts/build-k8s.sh
-export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0
+export RAY_USAGE_STATS_ENABLED=0
 .venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/lint-imports

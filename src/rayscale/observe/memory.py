@@ -20,8 +20,15 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopba
 class DashboardMemoryProbe:
     """Callable: Ray node ids -> memory_used_fraction, refreshed at most every ``every_s``."""
 
-    def __init__(self, dashboard_url: str, every_s: float = 2.0, timeout_s: float = 3.0) -> None:
+    def __init__(
+        self,
+        dashboard_url: str,
+        every_s: float = 2.0,
+        timeout_s: float = 3.0,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.url = dashboard_url.rstrip("/")
+        self.headers = dict(headers or {})  # Ray's token auth: rayauth.bearer_headers
         self.every_s = every_s
         self.timeout_s = timeout_s
         self._cache: dict[str, float] = {}
@@ -34,7 +41,8 @@ class DashboardMemoryProbe:
         return {k: v for k, v in self._cache.items() if k in node_ids}
 
     def _get(self, path: str) -> Any:
-        with _OPENER.open(self.url + path, timeout=self.timeout_s) as reply:
+        request = urllib.request.Request(self.url + path, headers=self.headers)
+        with _OPENER.open(request, timeout=self.timeout_s) as reply:
             return json.load(reply)
 
     def _measure(self, wanted: set[str]) -> dict[str, float]:
