@@ -16,10 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rayscale import procs
+from rayscale import procs, rayauth
 from rayscale.autoscaler.events import read_events
 from rayscale.local.cluster import ClusterError, down, is_running, resume, up
-from rayscale.local.store import ClusterDir
+from rayscale.local.store import ClusterDir, ClusterRecord
 from rayscale.spec import SpecError
 
 err = Console(stderr=True)
@@ -42,10 +42,19 @@ def _cluster_errors() -> Iterator[None]:
 def up_command(
     cluster_file: Path = typer.Argument(..., help="RayCluster YAML (KubeRay ray.io/v1)"),
     timeout: float = typer.Option(180.0, help="Seconds to wait for the cluster to be ready"),
+    no_auth: bool = typer.Option(
+        False, "--no-auth",
+        help="Start Ray WITHOUT token authentication (as `authOptions: {mode: disabled}`)",
+    ),
 ) -> None:
-    """Start a local cluster; print the environment a driver needs (KEY=VALUE lines)."""
+    """Start a local cluster; print the environment a driver needs (KEY=VALUE lines).
+
+    Every node uses Ray's token authentication with a token made for this
+    cluster; the printed lines point drivers at it (the file, not the value).
+    """
     try:
-        spec, record = up(cluster_file, wait_s=timeout, progress=lambda m: err.print(f"[dim]{m}"))
+        spec, record = up(cluster_file, wait_s=timeout, progress=lambda m: err.print(f"[dim]{m}"),
+                          no_auth=no_auth)
     except SpecError as exc:
         err.print(f"[red]invalid cluster file {cluster_file}:[/red]")
         for line in exc.errors:
@@ -54,17 +63,35 @@ def up_command(
     except ClusterError as exc:
         _fail(exc)
     err.print(f"[green]cluster {spec.name} is up[/green]: dashboard {record.dashboard_url}")
-    for key, value in driver_env(record.address, record.head_ip, record.dashboard_url).items():
-        typer.echo(f"{key}={value}")
+    if record.token_file is None:
+        err.print(f"[yellow]warning: {rayauth.DISABLED_WARNING}", markup=True, highlight=False)
+    else:
+        err.print(f"[dim]the dashboard asks for the token: `rayscale token {spec.name}`")
+    for key, value in driver_env(record).items():
+        typer.echo(f"{key}={shlex.quote(value)}")  # so `eval "$(rayscale up ...)"` is safe
 
 
-def driver_env(address: str, node_ip: str, dashboard: str) -> dict[str, str]:
+def driver_env(record: ClusterRecord) -> dict[str, str]:
+    """What a driver exports to use the cluster (auth: the token file's path, never the value)."""
     return {
-        "RAY_ADDRESS": address,
-        "RAYSCALE_NODE_IP": node_ip,
-        "RAY_API_SERVER_ADDRESS": dashboard,
-        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+        "RAY_ADDRESS": record.address,
+        "RAYSCALE_NODE_IP": record.head_ip,
+        "RAY_API_SERVER_ADDRESS": record.dashboard_url,
+        **rayauth.auth_env(record.token_file),
     }
+
+
+def token_command(name: str = typer.Argument(..., help="Cluster name")) -> None:
+    """Print the cluster's Ray auth token (for the dashboard's sign-in, or another client)."""
+    cluster = ClusterDir(name)
+    if not cluster.exists():
+        err.print(f"[red]no cluster named {name!r}", markup=False)
+        raise typer.Exit(1)
+    record = cluster.load()
+    if record.token_file is None:
+        err.print(f"cluster {name!r} runs without token authentication", markup=False)
+        raise typer.Exit(1)
+    typer.echo(rayauth.read_token(Path(record.token_file)))
 
 
 def down_command(name: str = typer.Argument(..., help="Cluster name (metadata.name)")) -> None:
@@ -173,7 +200,8 @@ def submit_command(
         err.print("[red]nothing to run: give the command after --")
         raise typer.Exit(2)
     record = cluster.load()
-    client = JobSubmissionClient(record.dashboard_url)
+    client = JobSubmissionClient(record.dashboard_url,
+                                 headers=rayauth.bearer_headers(record.token_file))
     # Ray runs a job's entrypoint through a shell: every piece is quoted, so user
     # input is never interpreted by it; the job runs in the caller's directory.
     command = shlex.join(["cd", os.getcwd()]) + " && " + shlex.join(entrypoint)

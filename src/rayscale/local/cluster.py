@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rayscale import procs
+from rayscale import cloudprobe, procs, rayauth
 from rayscale.api import RayCluster
 from rayscale.local.provider import local_overrides, node_env, ray_executable
 from rayscale.local.store import ClusterDir, ClusterRecord, free_slot, head_ip, now
@@ -40,12 +40,28 @@ def is_running(cluster: ClusterDir) -> bool:
     return record.head_pid is not None and procs.is_alive(record.head_pid)
 
 
+def wants_token_auth(spec: RayCluster, no_auth: bool = False) -> bool:
+    """Local clusters use Ray's token auth unless the file or the flag turns it off.
+
+    KubeRay treats a missing ``authOptions`` as "no auth"; a local cluster listens
+    on this machine's addresses, so here only an explicit ``mode: disabled`` (or
+    ``rayscale up --no-auth``) turns it off.
+    """
+    options = spec.spec.auth_options
+    return not no_auth and not (options is not None and options.mode == "disabled")
+
+
 def up(
     spec_file: Path,
     wait_s: float = 180.0,
     progress: Callable[[str], None] = lambda _: None,
+    no_auth: bool = False,
 ) -> tuple[RayCluster, ClusterRecord]:
-    """Start head and autoscaler; return once the cluster is ready (min workers joined)."""
+    """Start head and autoscaler; return once the cluster is ready (min workers joined).
+
+    With token auth (the default) the cluster's token is created first, and this
+    process's Ray clients are switched to it (``rayauth.activate``).
+    """
     spec = load_cluster_spec(spec_file)  # SpecError: nothing started
     cluster = ClusterDir(spec.name)
     if is_running(cluster):
@@ -74,6 +90,10 @@ def up(
     )
     cluster.root.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(spec_file, cluster.spec_copy)
+    if wants_token_auth(spec, no_auth):
+        record.token_file = str(rayauth.create_token_file(cluster.token_file))
+    # the head's dashboard would otherwise probe cloud metadata servers (cloudprobe)
+    cloudprobe.ensure_bootstrap_config(Path.home())
     cluster.save(record)
     try:
         progress(f"starting Ray head on {record.address}")
@@ -123,6 +143,7 @@ def _start_head(spec: RayCluster, cluster: ClusterDir, record: ClusterRecord) ->
 def _wait_for_gcs(record: ClusterRecord, deadline: float) -> None:
     from rayscale.observe.ray_state import RayObserver
 
+    rayauth.activate(record.token_file)
     last: Exception | None = None
     while time.monotonic() < deadline:
         if record.head_pid is None or not procs.is_alive(record.head_pid):

@@ -6,6 +6,7 @@ Layout under ``$RAYSCALE_HOME`` (default ``~/.rayscale``)::
     clusters/<name>/nodes/<id>.json   NodeRecord per launched worker
     clusters/<name>/events.jsonl      the scaling event log
     clusters/<name>/status.json       the autoscaler's last view (for `status`)
+    clusters/<name>/auth_token        Ray's token for this cluster (mode 0600)
     clusters/<name>/logs/             head, autoscaler and node logs
 
 A node record is written *before* its process is spawned, so a crash at any
@@ -46,6 +47,8 @@ class ClusterRecord(BaseModel):
     head_pid: int | None = None
     autoscaler_pid: int | None = None
     metrics_port: int | None = None
+    # Ray's token file (every node, the autoscaler and drivers use it); None: auth off
+    token_file: str | None = None
     next_node: int = 0
     created: float
 
@@ -113,6 +116,10 @@ class ClusterDir:
     @property
     def logs(self) -> Path:
         return self.root / "logs"
+
+    @property
+    def token_file(self) -> Path:
+        return self.root / "auth_token"
 
     def exists(self) -> bool:
         return self.record_file.exists()
