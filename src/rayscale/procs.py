@@ -34,8 +34,10 @@ def spawn(
     new program, not an exec still under way (see :func:`is_alive`).
     ``pass_fds`` stay open in the child (e.g. a lock it must hold while it lives).
     """
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
+    log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # logs may hold what a process printed about its cluster: the owner's only
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as out:
         proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,

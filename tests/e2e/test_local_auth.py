@@ -138,7 +138,12 @@ def test_token_auth_is_on_by_default_and_refuses_clients_without_it(
     assert any(p.name == "autoscaler.log" for p in written)
     for path in written:
         assert token not in path.read_text(errors="replace"), f"token written to {path}"
+    # what rayscale writes is the user's only: dirs 0700, files 0600
+    for path in [cluster.home, cluster.dir.root, *cluster.dir.root.rglob("*")]:
+        want = 0o700 if path.is_dir() else 0o600
+        assert stat.S_IMODE(path.stat().st_mode) == want, f"{path} is {path.stat().st_mode:o}"
     session_logs = Path(cluster.dir.load().temp_dir)
+    assert stat.S_IMODE(session_logs.parent.stat().st_mode) == 0o700
     for path in session_logs.rglob("*.log"):
         assert token not in path.read_text(errors="replace"), f"token in Ray's log {path}"
 

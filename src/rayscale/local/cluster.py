@@ -8,6 +8,7 @@ through (a worker process Ray started in a session of its own).
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -20,12 +21,16 @@ from rayscale import cloudprobe, procs, rayauth
 from rayscale.api import RayCluster
 from rayscale.local.provider import local_overrides, node_env, ray_executable
 from rayscale.local.store import ClusterDir, ClusterRecord, free_slot, head_ip, now
+from rayscale.paths import UnsafePathError, private_dir, write_private
 from rayscale.ports import free_port
 from rayscale.raystart import RayStart, ray_start_argv
 from rayscale.spec import load_cluster_spec
 
-# Short: Ray puts unix sockets under it and their paths are limited to 107 bytes.
-TEMP_ROOT = Path("/tmp/rs")
+
+def temp_root() -> Path:
+    """Ray's temp dirs of this user's clusters: short (Ray's unix socket paths are
+    limited to 107 bytes), per user and 0700 (/tmp is shared)."""
+    return Path(f"/tmp/rs-{os.getuid()}")
 
 
 class ClusterError(RuntimeError):
@@ -85,11 +90,15 @@ def up(
         gcs_port=free_port(),
         dashboard_port=free_port(),
         client_port=free_port(),
-        temp_dir=str(TEMP_ROOT / marker[:10]),
+        temp_dir=str(temp_root() / marker[:10]),
         created=now(),
     )
-    cluster.root.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(spec_file, cluster.spec_copy)
+    try:
+        cluster.create()
+        private_dir(temp_root())
+    except UnsafePathError as exc:
+        raise ClusterError(str(exc)) from None
+    write_private(cluster.spec_copy, spec_file.read_bytes())
     if wants_token_auth(spec, no_auth):
         record.token_file = str(rayauth.create_token_file(cluster.token_file))
     # the head's dashboard would otherwise probe cloud metadata servers (cloudprobe)
@@ -98,7 +107,7 @@ def up(
     try:
         progress(f"starting Ray head on {record.address}")
         _start_head(spec, cluster, record)
-        _wait_for_gcs(record, deadline=time.monotonic() + wait_s)
+        _wait_for_gcs(cluster, record, deadline=time.monotonic() + wait_s)
         progress("starting the autoscaler")
         _start_autoscaler(cluster, record)
         _wait_ready(spec, cluster, record, deadline=time.monotonic() + wait_s, progress=progress)
@@ -140,14 +149,24 @@ def _start_head(spec: RayCluster, cluster: ClusterDir, record: ClusterRecord) ->
     cluster.save(record)
 
 
-def _wait_for_gcs(record: ClusterRecord, deadline: float) -> None:
+def _log_tail(log: Path, lines: int = 12) -> str:
+    """The end of a log, indented, and where the whole of it is."""
+    try:
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        tail = []
+    return "".join(f"  | {line}\n" for line in tail) + f"full log: {log}"
+
+
+def _wait_for_gcs(cluster: ClusterDir, record: ClusterRecord, deadline: float) -> None:
     from rayscale.observe.ray_state import RayObserver
 
     rayauth.activate(record.token_file)
     last: Exception | None = None
     while time.monotonic() < deadline:
         if record.head_pid is None or not procs.is_alive(record.head_pid):
-            raise ClusterError("the Ray head exited while starting; see its log")
+            raise ClusterError("the Ray head exited while starting:\n"
+                               + _log_tail(cluster.logs / "head.log"))
         try:
             observation = RayObserver(record.address).observe()
             if any(n.ip == record.head_ip for n in observation.alive()):
@@ -213,7 +232,8 @@ def _wait_status(
     started = time.time()
     while time.monotonic() < deadline:
         if record.autoscaler_pid is None or not procs.is_alive(record.autoscaler_pid):
-            raise ClusterError("the autoscaler exited while starting; see its log")
+            raise ClusterError("the autoscaler exited while starting:\n"
+                               + _log_tail(cluster.logs / "autoscaler.log"))
         status = cluster.read_status()
         if status is not None and status.get("updated_at", 0) >= started and done(status):
             return

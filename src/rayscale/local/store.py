@@ -17,7 +17,6 @@ Writes are atomic (temp file + rename).
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from rayscale.paths import rayscale_home
+from rayscale.paths import private_dir, rayscale_home, write_private
 
 NodeState = Literal["launching", "started", "stopping"]
 
@@ -79,10 +78,7 @@ class NodeRecord(BaseModel):
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_private(path, text)  # 0600 in 0700 directories, temp file + rename
 
 
 class ClusterDir:
@@ -123,6 +119,11 @@ class ClusterDir:
 
     def exists(self) -> bool:
         return self.record_file.exists()
+
+    def create(self) -> None:
+        """The cluster's directory (and ``$RAYSCALE_HOME``), private to this user."""
+        private_dir(self.root.parent.parent)
+        private_dir(self.root)
 
     def load(self) -> ClusterRecord:
         return ClusterRecord.model_validate_json(self.record_file.read_text())
