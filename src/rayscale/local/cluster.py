@@ -242,26 +242,42 @@ def _wait_status(
 
 
 def down(name: str) -> list[int]:
-    """Stop the autoscaler, every worker, then the head; return PIDs that were stopped."""
+    """Stop the autoscaler, every worker, then the head; return PIDs that were stopped.
+
+    However the cluster died, nothing is left: each node's whole session is
+    stopped (Ray's orphans included, whose marker Ray may have overwritten),
+    then anything else with the marker; what survives is reported.
+    """
     cluster = ClusterDir(name)
     if not cluster.exists():
         raise ClusterError(f"no cluster named {name!r}")
     record = cluster.load()
     stopped: list[int] = []
     # the autoscaler first, so it launches nothing while we stop the rest
-    for pid in [record.autoscaler_pid, *(n.pid for n in cluster.nodes()), record.head_pid]:
-        if pid is not None and procs.is_alive(pid) and procs.environ_marker(pid) == record.id:
-            procs.stop_group(pid)
-            stopped.append(pid)
+    sessions = [pid for pid in [record.autoscaler_pid, *(n.pid for n in cluster.nodes()),
+                                record.head_pid] if pid is not None]
+    ours = [sid for sid in sessions if _session_is_ours(sid, record.id)]
+    for sid in ours:
+        stopped += procs.stop_session(sid)
     # anything else that carries the marker (e.g. a node whose record was lost)
     leftovers = procs.pids_with_marker(record.id)
     if leftovers:
         procs.stop_pids(leftovers)
         stopped += leftovers
+    survivors = sorted({*procs.pids_with_marker(record.id),
+                        *(pid for sid in ours for pid in procs.session_members(sid))})
     for node in cluster.nodes():
         cluster.forget_node(node.id)
     record.head_pid = None
     record.autoscaler_pid = None
     cluster.save(record)
     shutil.rmtree(record.temp_dir, ignore_errors=True)
+    if survivors:
+        raise ClusterError(f"processes of {name!r} did not stop: {survivors}")
     return stopped
+
+
+def _session_is_ours(sid: int, marker: str) -> bool:
+    """A recorded session leader that is alive must still carry our marker (else its
+    PID was reused, and then our session is empty); a dead leader's session is ours."""
+    return not procs.is_alive(sid) or procs.environ_marker(sid) == marker
