@@ -230,9 +230,11 @@ def test_replicas_default_to_min_and_are_clamped(replicas: int | None, expected:
 
 def test_ray_start_params_are_stored_as_strings() -> None:
     doc = base_doc()
-    mutate(doc, (*W0, "rayStartParams"), {"num-cpus": 2, "block": True, "x": 1.5, "flag": None})
+    mutate(doc, (*W0, "rayStartParams"),
+           {"num-cpus": 2, "block": True, "system-reserved-cpu": 1.5, "dashboard-host": None})
     params = parse_cluster_spec(doc).group("small").ray_start_params
-    assert params == {"num-cpus": "2", "block": "true", "x": "1.5", "flag": ""}
+    assert params == {"num-cpus": "2", "block": "true", "system-reserved-cpu": "1.5",
+                      "dashboard-host": ""}
 
 
 def test_group_lookup_error_names_known_groups() -> None:
@@ -422,6 +424,48 @@ def test_quantity_scaling_property(number: int, suffix: str) -> None:
 # --- validation errors ----------------------------------------------------
 
 BAD_CASES: list[tuple[str, tuple[Any, ...], Any, str]] = [
+    (
+        "unknown-ray-start-option",
+        (*W0, "rayStartParams", "num-cpu"),
+        "1",
+        "workerGroupSpecs[0].rayStartParams.num-cpu: not a `ray start` option of Ray 2.60.0 "
+        "(did you mean 'num-cpus'?)",
+    ),
+    (
+        "shell-in-option-name",
+        (*W0, "rayStartParams", "block; rm -rf ~"),
+        "true",
+        "workerGroupSpecs[0].rayStartParams[block; rm -rf ~]: not a `ray start` option of "
+        "Ray 2.60.0",
+    ),
+    (
+        "port-not-integer",
+        ("spec", "headGroupSpec", "rayStartParams", "dashboard-port"),
+        "8265; echo",
+        "headGroupSpec.rayStartParams.dashboard-port: must be an integer (64-bit), "
+        "got '8265; echo'",
+    ),
+    (
+        "flag-not-boolean",
+        (*W0, "rayStartParams", "disable-usage-stats"),
+        "yes please",
+        "workerGroupSpecs[0].rayStartParams.disable-usage-stats: a flag: must be \"true\" or "
+        "\"false\", got 'yes please'",
+    ),
+    (
+        "choice",
+        (*W0, "rayStartParams", "log-style"),
+        "fancy",
+        "workerGroupSpecs[0].rayStartParams.log-style: must be one of auto, record, pretty, "
+        "got 'fancy'",
+    ),
+    (
+        "newline-in-value",
+        ("spec", "headGroupSpec", "rayStartParams", "dashboard-host"),
+        "127.0.0.1\n--head",
+        "headGroupSpec.rayStartParams.dashboard-host: must not contain control characters "
+        "(newlines...)",
+    ),
     (
         "api-version",
         ("apiVersion",),

@@ -85,3 +85,23 @@ def test_killed_autoscaler_makes_status_degraded_at_once(start_cluster: Any) -> 
     cluster.cli("resume", cluster.name)
     code, status = _status(cluster)
     assert code == 0 and status["state"] == "running" and status["problems"] == []
+
+
+def test_killed_raylet_node_leaves_status_within_seconds(start_cluster: Any) -> None:
+    cluster = start_cluster(cluster_spec("rayletdies", [worker_group("w", min_replicas=1)],
+                                         idle_s=60))
+    node = cluster.dir.nodes()[0]
+    assert node.pid is not None
+    raylet = next(p for p in procs.session_members(node.pid)
+                  if procs.cmdline(p) and procs.cmdline(p)[0].endswith("/raylet"))
+    os.kill(raylet, signal.SIGKILL)
+    killed_at = time.monotonic()
+    # Ray's GCS calls the node ALIVE for a while more; status must not
+    wait_for(lambda: node.id not in {n["id"] for n in _status(cluster)[1]["nodes"]
+                                     if n["status"] == "running"}, 20, "the dead node to go")
+    gone_after = time.monotonic() - killed_at
+    assert gone_after < 10, f"status showed the dead node running for {gone_after:.1f} s"
+    assert any(node.id in e["message"] for e in cluster.events("lost"))
+    # min replicas: a replacement comes up
+    wait_for(lambda: cluster.group("w")["running"] == 1
+             and node.id not in {n.id for n in cluster.dir.nodes()}, 120, "a replacement")
