@@ -81,6 +81,9 @@ def _param_text(value: Any) -> Any:
     return value
 
 
+#: More than ``ray start`` has options; bounds the CRD's CEL rule's cost.
+MAX_RAY_START_PARAMS = 128
+
 #: ``rayStartParams``: a map of ``ray start`` flag (without ``--``) to value.
 RayStartParams = dict[str, Annotated[str, BeforeValidator(_param_text)]]
 
@@ -88,6 +91,9 @@ RayStartParams = dict[str, Annotated[str, BeforeValidator(_param_text)]]
 def check_params(params: RayStartParams) -> RayStartParams:
     """The resource params a group sets (``num-cpus``...) are usable, or errors by key."""
     problems = check_ray_start_params(params)
+    if len(params) > MAX_RAY_START_PARAMS:
+        problems.append(((), f"at most {MAX_RAY_START_PARAMS} params, got {len(params)}",
+                         str(len(params))))
     if problems:
         raise field_errors("rayStartParams", problems)
     return params
@@ -177,7 +183,9 @@ class _GroupBase(KubeModel):
 class HeadGroupSpec(_GroupBase):
     """``spec.headGroupSpec``."""
 
-    ray_start_params: RayStartParams = Field(default_factory=dict)
+    ray_start_params: RayStartParams = Field(
+        default_factory=dict, json_schema_extra={"maxProperties": MAX_RAY_START_PARAMS}
+    )
     template: PodTemplateSpec
     service_type: str | None = None
     enable_ingress: bool | None = None
@@ -217,7 +225,9 @@ class WorkerGroupSpec(_GroupBase):
     )
     #: KubeRay deletes the group's pods while true.
     suspend: bool = False
-    ray_start_params: RayStartParams = Field(default_factory=dict)
+    ray_start_params: RayStartParams = Field(
+        default_factory=dict, json_schema_extra={"maxProperties": MAX_RAY_START_PARAMS}
+    )
     template: PodTemplateSpec
     scale_strategy: ScaleStrategy = Field(default_factory=ScaleStrategy)
     #: KubeRay v1.5: Ray resources of one node, overriding the container's.
