@@ -94,6 +94,15 @@ def test_k8s_token_auth_mounts_the_service_account_token() -> None:
                 "readOnly": True} in ray["volumeMounts"]
         assert {"name": "ray-token", "projected": {"sources": [
             {"serviceAccountToken": {"path": "token"}}]}} in pod["spec"]["volumes"]
+        # a token volume needs an account; without ServiceAccount admission nobody names it
+        auth.name_service_account(pod["spec"], spec)
+        assert pod["spec"]["serviceAccountName"] == "default"
+    named = {"serviceAccountName": "mine"}
+    auth.name_service_account(named, spec)
+    assert named == {"serviceAccountName": "mine"}
+    plain: dict[str, Any] = {}
+    auth.name_service_account(plain, cluster({"mode": "token"}))
+    assert plain == {}
 
 
 def test_what_the_template_sets_wins_and_wait_gcs_ready_gets_auth_too() -> None:

@@ -155,6 +155,17 @@ def configure_pod(pod_spec: dict[str, Any], spec: RayCluster) -> None:
         add_token_volume(pod_spec)
 
 
+def name_service_account(pod_spec: dict[str, Any], spec: RayCluster) -> None:
+    """With Kubernetes tokens, a pod without ``serviceAccountName`` names ``default``.
+
+    The API server's ServiceAccount admission does that on a real cluster; without it
+    (envtest, the dev cluster) a pod with a ServiceAccount token volume is invalid.
+    Called last, once the head has its autoscaler's account.
+    """
+    if k8s_token_auth(spec) and not pod_spec.get("serviceAccountName"):
+        pod_spec["serviceAccountName"] = "default"
+
+
 def add_token_volume(pod_spec: dict[str, Any]) -> None:
     """The projected ServiceAccount token (no audience, no expiry: Kubernetes' defaults)."""
     volumes = pod_spec.setdefault("volumes", [])

@@ -338,6 +338,7 @@ class Controller:
                                         gcs_port(spec, ctx.settings))
                 if spec.spec.enable_in_tree_autoscaling:
                     use_autoscaler_account(manifest, spec.name)
+            auth.name_service_account(manifest["spec"], spec)
         # at once, on the shared pool: one cluster's pods do not wait for each other, and
         # creates of all clusters together are as many at a time as there are workers
         creates = [self._pool.submit(self._create_pod, key, m, ns) for m in actions.create]

@@ -300,3 +300,101 @@ def test_bad_auth_options_are_refused_naming_the_field_and_create_nothing(
     assert _secret(kube, ns, "badauth") is None
     with contextlib.suppress(ApiError):
         kube.delete(RayCluster, "badauth", namespace=ns)
+
+
+# --------------------------------------------------- Kubernetes tokens (enableK8sTokenAuth)
+
+K8S_SAMPLE = Path(__file__).parent / "kuberay" / "ray-cluster.kubernetes.auth.yaml"
+K8S_NAME = "ray-cluster-with-k8s-auth"
+#: What the API server's ServiceAccount admission adds to every pod on a real cluster
+#: (the dev cluster runs without it): the in-cluster credentials Ray's GCS and raylets
+#: call TokenReview and SubjectAccessReview with.
+KUBE_API_ACCESS = {"name": "kube-api-access", "projected": {"sources": [
+    {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+    {"downwardAPI": {"items": [{"path": "namespace",
+                                "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+]}}
+KUBE_API_MOUNT = {"name": "kube-api-access", "readOnly": True,
+                  "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}
+
+
+def kuberay_k8s_auth_sample(ns: str) -> list[dict[str, Any]]:
+    """KubeRay's sample: its RayCluster shrunk and given the in-cluster credentials, its
+    cluster-wide RBAC objects named after the test namespace and bound in it."""
+    out = []
+    for doc in yaml.safe_load_all(K8S_SAMPLE.read_text()):
+        kind = doc["kind"]
+        if kind == "RayCluster":
+            groups = [doc["spec"]["headGroupSpec"], *doc["spec"]["workerGroupSpecs"]]
+            for group in groups:
+                pod = group["template"]["spec"]
+                cpu = {"cpu": "1", "memory": "1Gi"}
+                pod["containers"][0]["resources"] = {"limits": cpu, "requests": cpu}
+                pod["volumes"] = [KUBE_API_ACCESS]
+                pod["containers"][0]["volumeMounts"] = [KUBE_API_MOUNT]
+            doc["spec"]["workerGroupSpecs"][0]["maxReplicas"] = 1
+        elif kind in ("ClusterRole", "ClusterRoleBinding"):
+            doc["metadata"]["name"] = f"{doc['metadata']['name']}-{ns}"
+        if kind in ("ClusterRoleBinding", "RoleBinding"):
+            doc["roleRef"]["name"] = f"{doc['roleRef']['name']}-{ns}"
+            for subject in doc["subjects"]:
+                subject["namespace"] = ns
+        out.append(doc)
+    return out
+
+
+def _service_account_token(kube: Client, ns: str, account: str) -> str:
+    from lightkube.models.authentication_v1 import TokenRequestSpec
+    from lightkube.models.meta_v1 import ObjectMeta
+    from lightkube.resources.core_v1 import ServiceAccount
+
+    answer = kube.create(
+        ServiceAccount.Token(metadata=ObjectMeta(name=account, namespace=ns),
+                             spec=TokenRequestSpec(audiences=[], expirationSeconds=3600)),
+        account, namespace=ns)
+    assert answer.status is not None
+    return answer.status.token
+
+
+def test_kubernetes_tokens_the_sample_pods_and_ray_checking_them(
+    kube: Client, ns: str, operator: Any
+) -> None:
+    from lightkube import codecs
+
+    docs = kuberay_k8s_auth_sample(ns)
+    cluster_wide = []
+    try:
+        for doc in docs:
+            obj = codecs.from_dict(doc)
+            scoped = doc["kind"] not in ("ClusterRole", "ClusterRoleBinding")
+            if doc["kind"] == "RayCluster":
+                kube.create(RayCluster.from_dict(doc), namespace=ns)  # type: ignore[arg-type]
+            elif scoped:
+                kube.create(obj, namespace=ns)  # type: ignore[call-overload]
+            else:
+                kube.create(obj)  # type: ignore[call-overload]
+                cluster_wide.append(obj)
+        head = wait_for(lambda: next((p for p in pods(kube, ns, K8S_NAME, "head")
+                                      if p.status and p.status.phase == "Running"
+                                      and p.status.podIP), None), 180, "the head pod")
+        assert head.spec is not None and head.status is not None
+        ray = head.spec.containers[0]
+        env = {e.name: e.value for e in ray.env or []}
+        assert env["RAY_AUTH_MODE"] == "token" and env["RAY_ENABLE_K8S_TOKEN_AUTH"] == "true"
+        assert "RAY_AUTH_TOKEN" not in env
+        assert _secret(kube, ns, K8S_NAME) is None, "no Secret with Kubernetes tokens"
+        token = _service_account_token(kube, ns, K8S_NAME)
+        gcs = gcs_address(kube, ns, K8S_NAME, head.status.podIP)
+        wait_for(lambda: ray_node_count(gcs, token) == 2, 240,
+                 "head and worker in Ray's GCS, asked with a ServiceAccount token")
+        url = dashboard_url(kube, ns, K8S_NAME, head.status.podIP)
+        nodes = f"{url}/nodes?view=summary"
+        assert _status(nodes, auth_headers(token)) == 200
+        assert _status(nodes) == 401
+        outsider = _service_account_token(kube, ns, "default")  # no ray:write
+        assert _status(nodes, auth_headers(outsider)) == 403
+    finally:
+        for obj in cluster_wide:
+            with contextlib.suppress(ApiError):
+                kube.delete(type(obj), obj.metadata.name)  # type: ignore[union-attr]
