@@ -334,6 +334,8 @@ def kuberay_k8s_auth_sample(ns: str) -> list[dict[str, Any]]:
                 pod["volumes"] = [KUBE_API_ACCESS]
                 pod["containers"][0]["volumeMounts"] = [KUBE_API_MOUNT]
             doc["spec"]["workerGroupSpecs"][0]["maxReplicas"] = 1
+            # and rayscale's sidecar, which talks to Ray with the head's account token
+            doc["spec"]["enableInTreeAutoscaling"] = True
         elif kind in ("ClusterRole", "ClusterRoleBinding"):
             doc["metadata"]["name"] = f"{doc['metadata']['name']}-{ns}"
         if kind in ("ClusterRoleBinding", "RoleBinding"):
@@ -358,7 +360,7 @@ def _service_account_token(kube: Client, ns: str, account: str) -> str:
 
 
 def test_kubernetes_tokens_the_sample_pods_and_ray_checking_them(
-    kube: Client, ns: str, operator: Any
+    kube: Client, ns: str, operator: Any, vnode: VNodeProcess
 ) -> None:
     from lightkube import codecs
 
@@ -394,6 +396,11 @@ def test_kubernetes_tokens_the_sample_pods_and_ray_checking_them(
         assert _status(nodes) == 401
         outsider = _service_account_token(kube, ns, "default")  # no ray:write
         assert _status(nodes, auth_headers(outsider)) == 403
+        # the sidecar reached the GCS (it logs this once it has observed it) with the
+        # projected token of the head's account (the sample's, which may ray:write)
+        assert [c.name for c in head.spec.containers] == ["ray-head", "autoscaler"]
+        wait_for(lambda: "Ray token auth on" in pod_log(vnode, head, "autoscaler"), 120,
+                 "the sidecar observing the GCS")
     finally:
         for obj in cluster_wide:
             with contextlib.suppress(ApiError):
