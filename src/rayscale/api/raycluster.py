@@ -81,7 +81,7 @@ def _param_text(value: Any) -> Any:
     return value
 
 
-#: More than ``ray start`` has options; bounds the CRD's CEL rule's cost.
+#: More than ``ray start`` has options.
 MAX_RAY_START_PARAMS = 128
 
 #: ``rayStartParams``: a map of ``ray start`` flag (without ``--``) to value.
