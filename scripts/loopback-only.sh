@@ -10,6 +10,13 @@
 # fails here instead of passing by luck. Abstract Unix sockets are per network
 # namespace too, so they are private to the command as well.
 #
+# `lo` also gets two more addresses, 127.255.255.254/8 and fd7f::1/128 (still
+# reachable only from inside). Name lookups made with AI_ADDRCONFIG (boost's
+# default; Ray's node-IP detection uses it) return nothing on a host whose only
+# addresses are 127.0.0.1 and ::1, so they would fail before opening a socket
+# and hide what they do on a real machine. With these, they behave as on one:
+# they go on to connect, and fail there, where strace can see it.
+#
 # As root this uses `unshare --net`; otherwise `unshare --net --map-root-user`
 # (needs unprivileged user namespaces). When neither works, or with
 # RAYSCALE_NO_NETNS=1, it says so on stderr and runs the command directly.
@@ -53,6 +60,8 @@ export RAYSCALE_IN_NETNS=1
 exec unshare "${unshare_args[@]}" bash -c '
     set -euo pipefail
     ip link set lo up
+    ip addr add 127.255.255.254/8 dev lo
+    ip -6 addr add fd7f::1/128 dev lo 2>/dev/null || true  # IPv6 may be off
     others=$(ip -o link show | awk -F": " "\$2 != \"lo\" {print \$2}")
     if [[ -n "$others" ]]; then
         echo "loopback-only.sh: unexpected interfaces in the new namespace: $others" >&2
