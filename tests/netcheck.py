@@ -4,10 +4,11 @@
   UDP sockets that a set of processes holds, from ``/proc/PID/net/{tcp,tcp6,
   udp,udp6}`` (read per network namespace) and the socket inodes in
   ``/proc/PID/fd``.
-- :func:`traced_destinations` reads an ``strace -f -ff -e trace=connect,sendto,
-  sendmsg,sendmmsg`` output and returns every IPv4/IPv6 address a process
-  connected to or sent a datagram to. Unix and netlink sockets are not network
-  traffic and are left out.
+- :func:`traced_destinations` reads the output of :func:`strace_argv` (connect,
+  sendto, sendmsg, sendmmsg; sockets decorated with ``-yy``) and returns every
+  IPv4/IPv6 address a thread connected or sent to; :func:`leaves_machine` says
+  which of them is traffic off the machine. Unix and netlink sockets are not
+  network traffic and are left out.
 - :func:`loopback_only` tells whether this process's network namespace has
   no interface but ``lo`` (scripts/loopback-only.sh), where an attempt to
   reach another address fails at once and leaves the machine never.
@@ -19,6 +20,7 @@ import contextlib
 import ipaddress
 import os
 import re
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from pathlib import Path
 TCP_LISTEN = "0A"
 UDP_UNCONNECTED = "07"
 STRACE = "/usr/bin/strace"
-TRACED_CALLS = "connect,sendto,sendmsg,sendmmsg,execve"
+TRACED_CALLS = "connect,sendto,sendmsg,sendmmsg"
 
 
 @dataclass(frozen=True)
@@ -39,10 +41,7 @@ class Listener:
 
     @property
     def loopback(self) -> bool:
-        addr = ipaddress.ip_address(self.ip)
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        return addr.is_loopback
+        return _is_loopback(self.ip)
 
     @property
     def wildcard(self) -> bool:
@@ -134,63 +133,135 @@ def descendants(roots: Iterable[int]) -> set[int]:
 
 
 def loopback_only() -> bool:
-    """True when this network namespace has no interface but ``lo``."""
-    return sorted(os.listdir("/sys/class/net")) == ["lo"]
+    """True when this network namespace has no interface but ``lo`` (asked of the
+    kernel: /sys/class/net shows the namespace /sys was mounted in)."""
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
 
 
 # --- strace -------------------------------------------------------------------
 
+# Ray's node-IP detection (GetNodeIpAddressFromPerspective, with no address to ask
+# about) connects a UDP socket to these and reads the local address the kernel
+# chose: a route lookup, no packet. Ray 2.60 does it in every `ray start` and
+# runtime-env agent, with or without --node-ip-address; no option turns it off.
+RAY_ROUTE_PROBES = frozenset({("8.8.8.8", 53), ("2001:4860:4860::8888", 53)})
+
+
 @dataclass(frozen=True)
 class Destination:
-    pid: int
-    call: str
-    family: str  # AF_INET or AF_INET6
+    pid: int  # the thread's id (strace -ff writes one file per thread)
+    call: str  # connect, sendto, sendmsg, sendmmsg
+    proto: str  # TCP, UDP, TCPv6, UDPv6 (strace -yy), or "" if not shown
     ip: str
     port: int
-    result: str  # "= 0", "= -1 ENETUNREACH (...)", ...
+    result: str  # "0", "-1 ENETUNREACH (Network is unreachable)", ...
 
     @property
     def loopback(self) -> bool:
-        addr = ipaddress.ip_address(self.ip)
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        return addr.is_loopback
+        return _is_loopback(self.ip)
+
+    @property
+    def udp_connect(self) -> bool:
+        return self.call == "connect" and self.proto.startswith("UDP")
 
     def __str__(self) -> str:
-        return f"pid {self.pid}: {self.call} {self.ip}:{self.port} {self.result}"
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"{self.call}({self.proto or '?'}) {host}:{self.port} = {self.result}"
+
+
+def _is_loopback(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback
 
 
 def strace_argv(out_prefix: Path) -> list[str]:
-    """strace in front of a command: every socket call that names a destination, one
-    output file per process (``out_prefix.PID``, no interleaved lines), no payloads."""
-    return [STRACE, "-f", "-ff", "-qq", "-s", "0", "-e", f"trace={TRACED_CALLS}",
-            "-o", str(out_prefix)]
+    """strace in front of a command: every socket call that names or implies a
+    destination, one output file per thread (``out_prefix.TID``: no interleaved
+    lines), sockets decorated with protocol and peer (``-yy``), no payloads."""
+    # --seccomp-bpf: only the traced calls stop the process (Ray stays fast)
+    return [STRACE, "-f", "-ff", "--seccomp-bpf", "-qq", "-yy", "-s", "0",
+            "-e", f"trace={TRACED_CALLS}", "-o", str(out_prefix)]
 
 
-_CALL = re.compile(r"^(?:\d+ )?(connect|sendto|sendmsg|sendmmsg)\((.*)$")
+_CALL = re.compile(r"^(connect|sendto|sendmsg|sendmmsg)\((\d+)(?:<([A-Za-z0-9]+):\[(.*?)\]>)?"
+                   r"(.*)$")
 _INET = re.compile(r'sa_family=AF_INET, sin_port=htons\((\d+)\), sin_addr=inet_addr\("([^"]+)"\)')
 _INET6 = re.compile(r'sa_family=AF_INET6, sin6_port=htons\((\d+)\),.*?'
                     r'inet_pton\(AF_INET6, "([^"]+)"')
+_PEER = re.compile(r"->\[?([0-9a-fA-F.:]+?)\]?:(\d+)$")
 _RESULT = re.compile(r"\) += (.*)$")
 
 
 def traced_destinations(out_prefix: Path) -> list[Destination]:
-    """Every IPv4/IPv6 destination in the trace files ``out_prefix.PID``.
+    """Every IPv4/IPv6 destination in the trace files ``out_prefix.TID``.
 
-    A ``sendto``/``sendmsg`` on a connected socket names no address (its
-    ``connect`` was recorded); one that names an address is a datagram to it.
+    A ``connect`` names its address; a send names one (a datagram) or goes to its
+    connected socket's peer, which ``-yy`` shows as ``<UDP:[local->peer]>``.
+    Unix and netlink sockets are not network traffic and are left out.
     """
     found = []
     for path in sorted(out_prefix.parent.glob(out_prefix.name + ".*")):
-        pid = int(path.suffix[1:])
+        tid = int(path.suffix[1:])
         for line in path.read_text(errors="replace").splitlines():
             m = _CALL.match(line)
             if m is None:
                 continue
-            call, rest = m.groups()
+            call, _fd, proto, socket_info, rest = m.groups()
+            proto = proto or ""
+            if proto and not proto.startswith(("TCP", "UDP")):
+                continue  # UNIX, NETLINK, ...
             result = _RESULT.search(rest)
             outcome = result.group(1) if result else "(unfinished)"
-            for regex, family in ((_INET, "AF_INET"), (_INET6, "AF_INET6")):
-                for port, ip in regex.findall(rest):
-                    found.append(Destination(pid, call, family, ip, int(port), outcome))
+            named = [(ip, int(port)) for regex in (_INET, _INET6)
+                     for port, ip in regex.findall(rest)]
+            if not named and call != "connect" and socket_info:
+                peer = _PEER.search(socket_info)
+                if peer:
+                    named = [(peer.group(1), int(peer.group(2)))]
+            found += [Destination(tid, call, proto, ip, port, outcome) for ip, port in named]
     return found
+
+
+def nameservers(resolv_conf: Path = Path("/etc/resolv.conf")) -> set[str]:
+    """The resolvers a DNS lookup here would ask (glibc's default when none is named)."""
+    out = set()
+    with contextlib.suppress(OSError):
+        for line in resolv_conf.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 2 and fields[0] == "nameserver":
+                out.add(fields[1].split("%")[0])
+    return out or {"127.0.0.1", "::1"}
+
+
+def is_dns(dest: Destination, resolvers: set[str]) -> bool:
+    """A DNS query or its attempt (also to a resolver on loopback: it forwards it)."""
+    return dest.port == 53 and dest.ip in resolvers
+
+
+def leaves_machine(dest: Destination, resolvers: set[str]) -> bool:
+    """Traffic that goes, or was attempted to go, off this machine: a TCP connection
+    or a datagram to a non-loopback address, and any DNS query. A UDP ``connect``
+    sends nothing; only Ray's route probes (:data:`RAY_ROUTE_PROBES`) are let pass."""
+    if is_dns(dest, resolvers):
+        return True
+    if dest.loopback:
+        return False
+    return not (dest.udp_connect and (dest.ip, dest.port) in RAY_ROUTE_PROBES)
+
+
+def thread_commands() -> dict[int, str]:
+    """Every live thread id -> its process's command line (trace files are per thread)."""
+    out = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            tids = os.listdir(proc / "task")
+        except OSError:
+            continue
+        for tid in tids:
+            out[int(tid)] = cmd.strip()[:160]
+    return out
