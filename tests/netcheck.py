@@ -48,7 +48,11 @@ class Listener:
         return ipaddress.ip_address(self.ip).is_unspecified
 
     def __str__(self) -> str:
-        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        addr = ipaddress.ip_address(self.ip)
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            host = f"[::ffff:{addr.ipv4_mapped}]"
+        else:
+            host = f"[{self.ip}]" if ":" in self.ip else self.ip
         return f"{self.proto} {host}:{self.port} (pids {', '.join(map(str, self.pids))})"
 
 
@@ -130,6 +134,111 @@ def descendants(roots: Iterable[int]) -> set[int]:
             out.add(pid)
             todo += children.get(pid, [])
     return out
+
+
+def cluster_processes(marker: str) -> set[int]:
+    """Every process of a local cluster: those carrying its environment marker, the
+    members of their process groups and everything below them. (Ray's agents
+    rename themselves with setproctitle, which overwrites the memory
+    ``/proc/PID/environ`` reads, so their marker is not readable; they are in their
+    raylet's process group and below it.)"""
+    from rayscale import procs
+
+    marked = set(procs.pids_with_marker(marker))
+    groups = set()
+    for pid in marked:
+        with contextlib.suppress(OSError):
+            groups.add(os.getpgid(pid))
+    members = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getpgid(int(entry.name)) in groups:
+                    members.add(int(entry.name))
+    return descendants(marked | members)
+
+
+# --- is a listener token-protected? --------------------------------------------
+
+# One harmless method of each of Ray's gRPC services, read-only ones first. Ray
+# checks the token before it looks at the request, so an unauthenticated call is
+# answered UNAUTHENTICATED and runs nothing; a service that does not exist on the
+# port is UNIMPLEMENTED. The object manager has only Push and Pull: it comes last.
+GRPC_PROBES = (
+    "/ray.rpc.NodeInfoGcsService/GetAllNodeInfo",  # GCS
+    "/ray.rpc.NodeManagerService/GetNodeStats",  # raylet
+    "/ray.rpc.CoreWorkerService/NumPendingTasks",  # workers (and drivers)
+    "/ray.rpc.LogService/ListLogs",  # dashboard agent
+    "/ray.rpc.ObjectManagerService/Pull",  # raylet's object manager
+)
+
+
+def http_status(ip: str, port: int, path: str = "/api/version", timeout_s: float = 3.0
+                ) -> int | None:
+    """The HTTP status of an unauthenticated GET, or None if the port does not speak
+    HTTP/1 (gRPC servers speak HTTP/2 only)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        try:
+            sock.connect((ip, port))
+            sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n".encode())
+            head = sock.recv(64)
+        except OSError:
+            return None
+    if not head.startswith(b"HTTP/1."):
+        return None
+    return int(head.split()[1])
+
+
+def grpc_unauthenticated_call(ip: str, port: int, timeout_s: float = 3.0
+                              ) -> tuple[str, str] | None:
+    """The first of :data:`GRPC_PROBES` the port serves, called without a token:
+    (method, status code name); None if it serves none of them."""
+    import grpc
+
+    host = f"[{ip}]" if ":" in ip else ip
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        for method in GRPC_PROBES:
+            try:
+                channel.unary_unary(method)(b"", timeout=timeout_s)
+            except grpc.RpcError as exc:
+                code = exc.code().name
+                if code == "UNIMPLEMENTED":
+                    continue
+                return method, code
+            return method, "OK"
+    return None
+
+
+def reachable_ip(listener: Listener) -> str:
+    """An address to reach a listener at from here (a wildcard one answers on loopback)."""
+    if listener.wildcard:
+        return "::1" if listener.proto == "tcp6" and not _dual_stack() else "127.0.0.1"
+    addr = ipaddress.ip_address(listener.ip)
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return listener.ip
+
+
+def _dual_stack() -> bool:
+    try:
+        return Path("/proc/sys/net/ipv6/bindv6only").read_text().strip() == "0"
+    except OSError:
+        return True
+
+
+def token_protection(listener: Listener) -> str | None:
+    """How a listener turns away a caller without Ray's token ("HTTP 401",
+    "gRPC UNAUTHENTICATED (...)"), or None if it does not."""
+    ip = reachable_ip(listener)
+    status = http_status(ip, listener.port)
+    if status is not None:
+        return f"HTTP {status}" if status in (401, 403) else None
+    answer = grpc_unauthenticated_call(ip, listener.port)
+    if answer is not None and answer[1] == "UNAUTHENTICATED":
+        return f"gRPC UNAUTHENTICATED ({answer[0]})"
+    return None
 
 
 def loopback_only() -> bool:
