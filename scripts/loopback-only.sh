@@ -25,8 +25,8 @@ if [[ $# -eq 0 ]]; then
     echo "usage: $0 CMD [ARGS...]" >&2
     exit 2
 fi
-if [[ "${RAYSCALE_IN_NETNS:-}" == 1 ]]; then
-    exec "$@"  # already inside one (e.g. scripts/test.sh called from a wrapped shell)
+if command -v ip >/dev/null && [[ "$(ip -o link show | awk -F': ' '{print $2}')" == lo ]]; then
+    exec "$@"  # already in a namespace with loopback only
 fi
 
 if [[ "${RAYSCALE_NO_NETNS:-}" == 1 ]]; then
@@ -55,7 +55,6 @@ if ! err=$(unshare "${unshare_args[@]}" ip link set lo up 2>&1); then
     exec "$@"
 fi
 
-export RAYSCALE_IN_NETNS=1
 # shellcheck disable=SC2016  # $@ is expanded by the inner shell
 exec unshare "${unshare_args[@]}" bash -c '
     set -euo pipefail
