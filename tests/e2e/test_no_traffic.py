@@ -25,6 +25,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,26 @@ def _tracee(strace_pid: int, argv: list[str]) -> int:
     raise AssertionError(f"strace did not start {argv}")
 
 
+def _stop_traced_up(strace: subprocess.Popen[bytes], env: dict[str, str], cluster: ClusterDir
+                    ) -> None:
+    """Stop everything the traced `up` started, also when `up` is still running."""
+    children = Path(f"/proc/{strace.pid}/task/{strace.pid}/children")
+    with contextlib.suppress(OSError):
+        if any(procs.cmdline(int(pid))[-2:-1] == ["up"] for pid in children.read_text().split()):
+            procs.stop_group(strace.pid)  # `up` is still at work: it is in strace's group
+    subprocess.run([*RAYSCALE, "down", cluster.name], env=env, capture_output=True,
+                   timeout=120, check=False)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        strace.wait(30)  # it ends when the last process it traces has
+    if strace.poll() is None:
+        procs.stop_group(strace.pid)
+        strace.wait(10)
+    if cluster.exists():
+        left = procs.pids_with_marker(cluster.load().id)
+        procs.stop_pids(left)
+        assert not left, f"left after down: {left}"
+
+
 def test_a_rayscale_cluster_sends_nothing_off_the_machine(tmp_path: Path) -> None:
     """`rayscale up` (head, autoscaler, one worker) and all they start, traced from the
     start until `down`: every destination is loopback, and there is no DNS query."""
@@ -117,30 +138,18 @@ def test_a_rayscale_cluster_sends_nothing_off_the_machine(tmp_path: Path) -> Non
     with open(log, "wb") as out:
         strace = subprocess.Popen([*netcheck.strace_argv(prefix), *up_argv], env=env, stdout=out,
                                   stderr=subprocess.STDOUT, start_new_session=True)
-    marker = None
     try:
         up = _tracee(strace.pid, up_argv)
         _wait(lambda: not procs.is_alive(up, expect_arg=str(spec_file)), 150, "`rayscale up`")
         assert "RAY_ADDRESS=" in log.read_text(), f"up failed:\n{log.read_text()[-3000:]}"
         record = cluster.load()
-        marker = record.id
         _wait(lambda: _dashboard_up(record.dashboard_url, token), 60, "the dashboard")
         time.sleep(DASHBOARD_SETTLE_S)
         assert record.head_pid is not None
         head_env = _environ(record.head_pid)
         commands = netcheck.thread_commands()
     finally:
-        subprocess.run([*RAYSCALE, "down", "quiet"], env=env, capture_output=True, timeout=120,
-                       check=False)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            strace.wait(30)  # it ends when the last process it traces has
-        if strace.poll() is None:
-            procs.stop_group(strace.pid)
-            strace.wait(10)
-        if marker is not None:
-            left = procs.pids_with_marker(marker)
-            procs.stop_pids(left)
-            assert not left, f"left after down: {left}"
+        _stop_traced_up(strace, env, cluster)
 
     destinations = netcheck.traced_destinations(prefix)
     assert any(d.port == record.gcs_port for d in destinations), "the trace saw no GCS traffic"
@@ -178,6 +187,7 @@ def _start_head(tmp_path: Path, name: str, ip: str, token: Path, *, bootstrap: b
     marker = uuid.uuid4().hex[:12]
     env = {**os.environ, "HOME": str(home), procs.MARKER: marker,
            "RAY_USAGE_STATS_ENABLED": "0", "RAY_enable_autoscaler_v2": "1",
+           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
            "AUTOSCALER_METRIC_PORT": str(free_port()), "DASHBOARD_METRIC_PORT": str(free_port())}
     env.pop(cloudprobe.USAGE_REPORT_URL_ENV, None)
     if report_url:
@@ -224,8 +234,8 @@ def heads(tmp_path: Path) -> Iterator[Heads]:
     try:
         yield handle
     finally:
-        for head in handle.started:
-            _stop(head)
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(_stop, handle.started))
 
 
 @pytest.mark.skipif(not netcheck.loopback_only(),
@@ -243,8 +253,8 @@ def test_without_the_bootstrap_file_or_the_report_url_the_dashboard_calls_out(
               f"the dashboard of {head.name}")
     time.sleep(DASHBOARD_SETTLE_S)
     commands = netcheck.thread_commands()
-    for head in (probe, notice, quiet):
-        _stop(head)
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(_stop, (probe, notice, quiet)))
 
     resolvers = netcheck.nameservers()
     found = {h.name: [d for d in netcheck.traced_destinations(h.prefix)
