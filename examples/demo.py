@@ -50,7 +50,7 @@ def log(t0: float, message: str) -> None:
 
 
 def main() -> int:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "SEEDS_TASKS": str(TASKS),
+    env = {**os.environ, "SEEDS_TASKS": str(TASKS),
            "SEEDS_TASK_SECONDS": "15"}
     os.environ.update(env)
     t0 = time.time()

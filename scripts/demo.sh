@@ -4,5 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-export RAY_AUTH_MODE=disabled
 exec .venv/bin/python examples/demo.py

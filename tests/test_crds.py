@@ -148,7 +148,9 @@ def test_raycluster_schema_keeps_the_rules() -> None:
     assert _at(schema, "spec.autoscalerOptions.upscalingMode")["enum"] == [
         "Default", "Conservative", "Aggressive"]
     assert _at(schema, "spec.headGroupSpec.rayStartParams") == {
-        "type": "object", "additionalProperties": {"type": "string"}}
+        "type": "object", "additionalProperties": {"type": "string"}, "maxProperties": 128}
+    rules = [r["rule"] for r in _at(schema, "spec.headGroupSpec")["x-kubernetes-validations"]]
+    assert any("'num-cpus'" in r and "'block'" in r for r in rules)
     assert _at(schema, "spec.workerGroupSpecs[].resources")["additionalProperties"] == {
         "x-kubernetes-int-or-string": True}
 
@@ -214,7 +216,8 @@ def test_schema_is_structural(kind: str) -> None:
     allowed = {"type", "properties", "required", "items", "additionalProperties", "enum",
                "format", "pattern", "minLength", "maxLength", "minItems", "maxItems",
                "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-               "x-kubernetes-preserve-unknown-fields", "x-kubernetes-int-or-string",
+               "minProperties", "maxProperties", "x-kubernetes-preserve-unknown-fields",
+               "x-kubernetes-int-or-string",
                "x-kubernetes-validations", "x-kubernetes-list-type",
                "x-kubernetes-list-map-keys"}
     for path, node in _walk(_schema(kind)):

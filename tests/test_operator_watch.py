@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
-from lightkube.resources.core_v1 import Event, Pod, Service
+from lightkube import ApiError
+from lightkube.models.meta_v1 import Status
+from lightkube.resources.core_v1 import Event, Pod, Secret, Service
 
 from rayscale.operator.desired import PodSettings
 from rayscale.operator.handlers import (
@@ -190,9 +192,10 @@ class FakeClient:
         self.calls.append(("create", doc["kind"]))
         meta = doc["metadata"]
         meta.setdefault("name", f"{meta.get('generateName', 'x-')}{next(self.names)}")
-        meta.update(uid=f"uid-{meta['name']}", resourceVersion=str(next(self.rv)),
-                    namespace=namespace)
-        return {"Pod": Pod, "Service": Service, "Event": Event}[doc["kind"]].from_dict(doc)
+        meta.update(uid=f"uid-{meta['name']}-{next(self.names)}",  # a new object, a new uid
+                    resourceVersion=str(next(self.rv)), namespace=namespace)
+        kinds = {"Pod": Pod, "Service": Service, "Event": Event, "Secret": Secret}
+        return kinds[doc["kind"]].from_dict(doc)
 
     def delete(self, res: Any, name: str, namespace: str) -> None:
         self.calls.append(("delete", name))
@@ -233,11 +236,43 @@ def test_pods_created_count_at_once_so_a_second_reconcile_creates_nothing(
     fake.cluster = cluster(replicas=2)
     controller.clusters.apply("ADDED", fake.cluster)
     controller.process("ns/c")
-    assert sorted(fake.calls) == [("create", "Pod")] * 3 + [("create", "Service"),
-                                                           ("patch", "c")]
+    assert sorted(fake.calls) == [("create", "Pod")] * 3 + [
+        ("create", "Secret"), ("create", "Service"), ("patch", "c")]
+    (secret,) = [controller.secrets.get("ns", name) for _, name in controller.secrets.all_keys()]
+    assert secret is not None and set(secret) == {"apiVersion", "kind", "metadata"}, \
+        "the cache holds no token"
     fake.calls.clear()
     controller.process("ns/c")  # no watch event has arrived yet
     assert fake.calls == [], "nothing created twice, and the status just written not again"
+
+
+def test_a_deleted_token_secret_is_made_again_and_a_foreign_one_is_left_alone(
+    controller: Controller,
+) -> None:
+    fake: FakeClient = controller.ctx.client  # type: ignore[assignment]
+    fake.cluster = cluster(replicas=0)
+    controller.clusters.apply("ADDED", fake.cluster)
+    controller.process("ns/c")
+    assert ("create", "Secret") in fake.calls
+    while (key := controller.queue.get(0.01)) is not None:
+        controller.queue.done(key)
+    fake.calls.clear()
+    secret = controller.secrets.get("ns", "c")
+    assert secret is not None
+    controller.secrets.apply("DELETED", secret)  # somebody deleted it
+    assert controller.queue.get(0.1) == "ns/c"
+    controller.queue.done("ns/c")
+    controller.process("ns/c")
+    assert fake.calls == [("create", "Secret")]  # a new one (a new token), as KubeRay does
+
+    def conflict(obj: Any, namespace: str) -> Any:
+        raise ApiError(status=Status(code=409, message="exists"))  # type: ignore[no-untyped-call]
+
+    controller.secrets.apply("DELETED", controller.secrets.get("ns", "c"))  # type: ignore[arg-type]
+    fake.create = conflict  # type: ignore[method-assign]
+    controller.process("ns/c")  # exists, not labelled ours: the user's, used as it is
+    assert ("ns", "c") in controller.foreign_secrets
+    controller.process("ns/c")  # and not asked for again
 
 
 def test_an_idle_cluster_costs_no_api_call_and_a_pod_change_queues_it(

@@ -46,3 +46,22 @@ def test_values_with_shell_characters_stay_one_argument() -> None:
     argv = ray_start_argv("ray", {"runtime-env-agent-port": "1; echo pwned"},
                           RayStart(node_ip="127.0.0.3", resources={}))
     assert "--runtime-env-agent-port=1; echo pwned" in argv
+
+
+def test_the_generated_option_table_matches_the_installed_ray() -> None:
+    from rayscale.raystart import OPTIONS_MODULE, options_module_text
+
+    assert OPTIONS_MODULE.read_text() == options_module_text(), (
+        "Ray's `ray start` options changed: run `python -m rayscale.raystart`"
+    )
+
+
+def test_flags_are_written_as_flags_and_false_flags_left_out() -> None:
+    argv = ray_start_argv(
+        "ray", {"disable-usage-stats": "true", "enable-object-reconstruction": "false",
+                "include-log-monitor": "false"},
+        RayStart(node_ip="127.10.0.2", resources={}),
+    )
+    assert "--disable-usage-stats" in argv
+    assert not any("enable-object-reconstruction" in a for a in argv)
+    assert "--include-log-monitor=false" in argv  # a boolean option takes its value

@@ -67,3 +67,16 @@ def test_join_marks_pending_running_terminating_and_head() -> None:
     assert plan_json(document)["launch"] == {"w": 1}
     assert [n["id"] for n in document["nodes"]] == ["aa", "ee", "w-0", "w-1", "w-2"]
     assert document["demand"]["tasks"] == [{"resources": {"CPU": 1.0}, "count": 3}]
+
+
+def test_a_node_whose_process_exited_is_hidden_while_ray_still_calls_it_alive() -> None:
+    labels = {"rayscale.io/node": "w-0", "rayscale.io/group": "w"}
+    observation = Observation(nodes=[ray_node("aa", "127.10.0.2", {}, cpu=0),
+                                     ray_node("bb", "127.10.1.2", labels)])
+    dead = [ProviderNode("w-0", "w", "dead", 1.0, "127.10.1.2", 100)]
+    # without the memory of what exited, Ray's stale view shows it as someone else's node
+    stale = {v.id: v for v in join(dead, observation, head_ip="127.10.0.2").nodes}
+    assert stale["w-0"].status == "running" and stale["w-0"].group.startswith(EXTERNAL_GROUP)
+    for provider in (dead, []):  # the round it is found dead, and the rounds after
+        snap = join(provider, observation, head_ip="127.10.0.2", gone={"w-0"})
+        assert [v.group for v in snap.nodes] == [HEAD_GROUP]

@@ -230,9 +230,11 @@ def test_replicas_default_to_min_and_are_clamped(replicas: int | None, expected:
 
 def test_ray_start_params_are_stored_as_strings() -> None:
     doc = base_doc()
-    mutate(doc, (*W0, "rayStartParams"), {"num-cpus": 2, "block": True, "x": 1.5, "flag": None})
+    mutate(doc, (*W0, "rayStartParams"),
+           {"num-cpus": 2, "block": True, "system-reserved-cpu": 1.5, "dashboard-host": None})
     params = parse_cluster_spec(doc).group("small").ray_start_params
-    assert params == {"num-cpus": "2", "block": "true", "x": "1.5", "flag": ""}
+    assert params == {"num-cpus": "2", "block": "true", "system-reserved-cpu": "1.5",
+                      "dashboard-host": ""}
 
 
 def test_group_lookup_error_names_known_groups() -> None:
@@ -422,6 +424,48 @@ def test_quantity_scaling_property(number: int, suffix: str) -> None:
 # --- validation errors ----------------------------------------------------
 
 BAD_CASES: list[tuple[str, tuple[Any, ...], Any, str]] = [
+    (
+        "unknown-ray-start-option",
+        (*W0, "rayStartParams", "num-cpu"),
+        "1",
+        "workerGroupSpecs[0].rayStartParams.num-cpu: not a `ray start` option of Ray 2.60.0 "
+        "(did you mean 'num-cpus'?)",
+    ),
+    (
+        "shell-in-option-name",
+        (*W0, "rayStartParams", "block; rm -rf ~"),
+        "true",
+        "workerGroupSpecs[0].rayStartParams[block; rm -rf ~]: not a `ray start` option of "
+        "Ray 2.60.0",
+    ),
+    (
+        "port-not-integer",
+        ("spec", "headGroupSpec", "rayStartParams", "dashboard-port"),
+        "8265; echo",
+        "headGroupSpec.rayStartParams.dashboard-port: must be an integer (64-bit), "
+        "got '8265; echo'",
+    ),
+    (
+        "flag-not-boolean",
+        (*W0, "rayStartParams", "disable-usage-stats"),
+        "yes please",
+        "workerGroupSpecs[0].rayStartParams.disable-usage-stats: a flag: must be \"true\" or "
+        "\"false\", got 'yes please'",
+    ),
+    (
+        "choice",
+        (*W0, "rayStartParams", "log-style"),
+        "fancy",
+        "workerGroupSpecs[0].rayStartParams.log-style: must be one of auto, record, pretty, "
+        "got 'fancy'",
+    ),
+    (
+        "newline-in-value",
+        ("spec", "headGroupSpec", "rayStartParams", "dashboard-host"),
+        "127.0.0.1\n--head",
+        "headGroupSpec.rayStartParams.dashboard-host: must not contain control characters "
+        "(newlines...)",
+    ),
     (
         "api-version",
         ("apiVersion",),
@@ -783,6 +827,94 @@ def test_unknown_fields_are_allowed() -> None:
     cluster = parse_cluster_spec(doc)
     assert cluster.to_manifest()["spec"]["futureField"] == {"anything": [1, 2]}
     assert cluster.group("small").scale_strategy.workers_to_delete == ["pod-a"]
+
+
+# --- authOptions (KubeRay's ValidateRayClusterSpec rules) -------------------
+
+
+@pytest.mark.parametrize(
+    ("auth", "version", "expected"),
+    [
+        ({"mode": "token"}, "2.40.0",
+         "authOptions.mode: 'token' needs Ray 2.52.0 or later, but rayVersion is '2.40.0'"),
+        ({"mode": "token"}, DELETE,
+         "authOptions.mode: 'token' needs rayVersion 2.52.0 or later; rayVersion is not set"),
+        ({"mode": "token"}, "nightly",
+         "authOptions.mode: 'token' needs rayVersion 2.52.0 or later; rayVersion 'nightly' "
+         "is not a version"),
+        ({"mode": "token", "enableK8sTokenAuth": True}, "2.52.0",
+         "authOptions.enableK8sTokenAuth: needs Ray 2.55.0 or later, but rayVersion is "
+         "'2.52.0'"),
+        ({"mode": "token", "enableK8sTokenAuth": True, "secretName": "mine"}, "2.60.0",
+         "authOptions.enableK8sTokenAuth: cannot be combined with authOptions.secretName "
+         "('mine'): Kubernetes token auth uses ServiceAccount tokens, not a Secret"),
+        ({"enableK8sTokenAuth": True}, "2.60.0",
+         "authOptions.enableK8sTokenAuth: needs authOptions.mode 'token' (mode is not set)"),
+        ({"mode": "disabled", "enableK8sTokenAuth": True}, "2.60.0",
+         "authOptions.enableK8sTokenAuth: needs authOptions.mode 'token' "
+         "(mode is string 'disabled')"),
+        ({"mode": "tokens"}, "2.60.0",
+         "authOptions.mode: must be one of disabled, token, got string 'tokens'"),
+    ],
+)
+def test_bad_auth_options_name_the_field(auth: dict[str, Any], version: Any,
+                                         expected: str) -> None:
+    doc = base_doc()
+    doc["spec"]["authOptions"] = auth
+    mutate(doc, ("spec", "rayVersion"), version)
+    assert errors_of(doc) == [expected]
+
+
+@pytest.mark.parametrize(
+    ("auth", "version"),
+    [
+        ({"mode": "token"}, "2.52"),  # KubeRay's version.ParseGeneric: two numbers suffice
+        ({"mode": "token"}, "v2.53.0-rc1"),
+        ({"mode": "token", "secretName": "mine"}, "2.52.0"),
+        ({"mode": "token", "enableK8sTokenAuth": True}, "2.55.0"),
+        ({"mode": "disabled"}, DELETE),
+        ({}, DELETE),  # no mode: KubeRay turns nothing on (its "default token" is not applied)
+    ],
+    ids=["two-numbers", "prefix-suffix", "secret-name", "k8s", "disabled", "empty"],
+)
+def test_good_auth_options(auth: dict[str, Any], version: Any) -> None:
+    doc = base_doc()
+    doc["spec"]["authOptions"] = auth
+    mutate(doc, ("spec", "rayVersion"), version)
+    cluster = parse_cluster_spec(doc)
+    assert cluster.spec.token_auth == (auth.get("mode") == "token")
+    assert cluster.to_manifest()["spec"]["authOptions"] == auth
+
+
+def test_auth_errors_come_with_the_others() -> None:
+    doc = base_doc()
+    doc["spec"]["authOptions"] = {"mode": "token"}
+    doc["spec"]["rayVersion"] = "2.46.0"
+    mutate(doc, (*W0, "maxReplicas"), -1)
+    assert errors_of(doc) == [
+        "authOptions.mode: 'token' needs Ray 2.52.0 or later, but rayVersion is '2.46.0'",
+        "workerGroupSpecs[0].maxReplicas: must not be negative, got -1",
+    ]
+
+
+@pytest.mark.parametrize(("kind", "field"), [("RayJob", "rayClusterSpec"),
+                                             ("RayService", "rayClusterConfig")])
+def test_ray_jobs_and_services_refuse_k8s_token_auth(kind: str, field: str) -> None:
+    from rayscale.api import RayJob, RayService
+    from rayscale.api.errors import messages
+
+    cluster = base_doc()["spec"]
+    cluster["authOptions"] = {"mode": "token", "enableK8sTokenAuth": True}
+    model: Any = RayJob if kind == "RayJob" else RayService
+    with pytest.raises(ValidationError) as info:
+        model.model_validate({"apiVersion": "ray.io/v1", "kind": kind,
+                              "metadata": {"name": "x"}, "spec": {field: cluster}})
+    assert messages(info.value) == [
+        f"{field}.authOptions.enableK8sTokenAuth: not supported for a {kind} "
+        "(only a RayCluster may use Kubernetes token auth)"]
+    cluster["authOptions"] = {"mode": "token"}
+    model.model_validate({"apiVersion": "ray.io/v1", "kind": kind,
+                          "metadata": {"name": "x"}, "spec": {field: cluster}})
 
 
 # --- files ----------------------------------------------------------------

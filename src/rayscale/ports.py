@@ -32,3 +32,12 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
         return True
+
+
+def accepts(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """Whether something accepts a TCP connection on ``host:port`` now (a liveness hint)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False

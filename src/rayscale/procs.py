@@ -34,8 +34,10 @@ def spawn(
     new program, not an exec still under way (see :func:`is_alive`).
     ``pass_fds`` stay open in the child (e.g. a lock it must hold while it lives).
     """
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
+    log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # logs may hold what a process printed about its cluster: the owner's only
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as out:
         proc = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
@@ -150,6 +152,25 @@ def stop_group(pgid: int, grace_s: float = 10.0) -> None:
     _wait_gone(left, 5.0)
 
 
+def session_members(sid: int) -> list[int]:
+    """Live processes of session ``sid``.
+
+    rayscale starts every node in a session of its own (``spawn``), and Ray's
+    processes stay in it: a record Ray cannot rewrite (it rewrites process
+    titles and, with them, the environment that holds our marker). Linux never
+    reuses a PID while a process group or session of that id has members, so
+    members of a recorded session whose leader is gone are that node's orphans.
+    """
+    return list(_members(3, sid))
+
+
+def stop_session(sid: int, grace_s: float = 10.0) -> list[int]:
+    """SIGTERM every member of a session, SIGKILL the ones left after ``grace_s``."""
+    members = session_members(sid)
+    stop_pids(members, grace_s)
+    return members
+
+
 def stop_pids(pids: Sequence[int], grace_s: float = 5.0) -> None:
     """SIGTERM, then SIGKILL, a set of single processes (the sweep after groups).
 
@@ -184,6 +205,11 @@ def _signal_group(pgid: int, sig: signal.Signals) -> bool:
 
 
 def _group_members(pgid: int) -> Iterator[int]:
+    return _members(2, pgid)
+
+
+def _members(field: int, value: int) -> Iterator[int]:
+    """PIDs whose stat field (after state: 1 ppid, 2 pgrp, 3 session) is ``value``."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -192,8 +218,7 @@ def _group_members(pgid: int) -> Iterator[int]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[-1].split()
-        # fields: state ppid pgrp ...
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+        if int(fields[field]) == value and fields[0] not in ("Z", "X"):
             yield int(entry.name)
 
 

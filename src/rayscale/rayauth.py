@@ -24,6 +24,13 @@ TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
 TOKEN_VALUE_ENV = "RAY_AUTH_TOKEN"
 TOKEN_FILE_NAME = "auth_token"
 AUTH_ENV_VARS = (AUTH_MODE_ENV, TOKEN_PATH_ENV, TOKEN_VALUE_ENV)
+#: Kubernetes-delegated token auth (KubeRay's ``enableK8sTokenAuth``): the token is the
+#: pod's projected ServiceAccount token, at the path Ray reads it from.
+K8S_TOKEN_AUTH_ENV = "RAY_ENABLE_K8S_TOKEN_AUTH"
+K8S_TOKEN_FILE = "/var/run/secrets/ray.io/serviceaccount/token"
+#: The dashboard header KubeRay's clients send (``Authorization`` stays free for proxies,
+#: such as the API server's service proxy); Ray's dashboard reads both.
+RAY_AUTH_HEADER = "x-ray-authorization"
 
 DISABLED_WARNING = (
     "token authentication is OFF: anyone who can reach this machine's addresses can "
@@ -69,6 +76,40 @@ def bearer_headers(token_file: Path | str | None) -> dict[str, str]:
     if token_file is None:
         return {}
     return {"Authorization": f"Bearer {read_token(Path(token_file))}"}
+
+
+def token_from_env(env: Mapping[str, str]) -> str | None:
+    """The token a process with environment ``env`` authenticates with, as Ray finds it:
+    Kubernetes' ServiceAccount token file in that mode, else ``RAY_AUTH_TOKEN``, else
+    the file ``RAY_AUTH_TOKEN_PATH``, else ``$HOME/.ray/auth_token``; None when auth is
+    not in token mode or no token is there."""
+    if not is_token_mode(env):
+        return None
+    if env.get(K8S_TOKEN_AUTH_ENV, "").lower() in ("true", "1"):
+        candidates = [Path(K8S_TOKEN_FILE)]
+    else:
+        value = env.get(TOKEN_VALUE_ENV, "").strip()
+        if value:
+            return value
+        candidates = [Path(p) for p in (env.get(TOKEN_PATH_ENV),) if p]
+        if not candidates and env.get("HOME"):
+            candidates = [Path(env["HOME"]) / ".ray" / TOKEN_FILE_NAME]
+    for path in candidates:
+        try:
+            token = read_token(path)
+        except OSError:
+            continue
+        if token:
+            return token
+    return None
+
+
+def headers_from_env(env: Mapping[str, str]) -> dict[str, str]:
+    """HTTP headers for Ray's dashboard from a process's Ray auth variables (KubeRay's
+    ``x-ray-authorization: Bearer <token>``); none when auth is off. Read again per
+    call: a Kubernetes ServiceAccount token file is renewed while the process runs."""
+    token = token_from_env(env)
+    return {RAY_AUTH_HEADER: f"Bearer {token}"} if token else {}
 
 
 def activate(token_file: Path | str | None) -> None:

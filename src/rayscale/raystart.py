@@ -12,6 +12,10 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rayscale.api.ray_start_options import RAY_START_OPTIONS
 
 # Params whose value rayscale decides (placement, addresses, lifecycle) or
 # derives from the group's resources; a user's value for them is not passed on.
@@ -58,7 +62,9 @@ def ray_start_argv(ray_bin: str, params: Mapping[str, str], start: RayStart) -> 
         if k not in RESOURCE_PARAMS and k not in MANAGED_PARAMS and k not in start.overrides
     }
     for key, value in [*sorted(user.items()), *sorted(start.overrides.items())]:
-        argv.append(_flag(key, value))
+        flag = _flag(key, value)
+        if flag is not None:
+            argv.append(flag)
     if start.block:
         argv.append("--block")
     return argv
@@ -88,13 +94,79 @@ def _whole(amount: float) -> int:
     return round(amount)
 
 
-def _flag(key: str, value: str) -> str:
+def _flag(key: str, value: str) -> str | None:
+    """One ``--key=value``; a flag (``--block``) for "true", nothing for "false".
+
+    The params were validated against ``ray start``'s options (the models'
+    ``check_ray_start_params``); the name check here guards the argument list.
+    """
     if not _PARAM_NAME.match(key):
         raise ValueError(f"rayStartParams.{key}: not a valid ray start option name")
-    # KubeRay writes boolean flags as "true" (e.g. `block: "true"`)
-    if value.lower() == "true" and key in _BOOLEAN_FLAGS:
-        return f"--{key}"
+    if RAY_START_OPTIONS.get(key) == "flag":  # KubeRay writes flags as "true"
+        return f"--{key}" if value.strip().lower() == "true" else None
     return f"--{key}={value}"
 
 
-_BOOLEAN_FLAGS = frozenset({"disable-usage-stats", "no-monitor", "ray-debugger-external"})
+# ------------------------------------------- ray start's options, from the installed Ray
+
+OPTIONS_MODULE = Path(__file__).parent / "api" / "ray_start_options.py"
+
+
+def installed_ray_start_options() -> dict[str, str]:
+    """``ray start``'s long options in the installed Ray, by name, with their kind:
+    ``flag``, ``bool``, ``int``, ``float``, ``str`` or ``choice:a|b|c``."""
+    import click
+    from ray.scripts.scripts import start
+
+    options: dict[str, str] = {}
+    for param in start.params:
+        if not isinstance(param, click.Option):
+            continue
+        kind = _kind(param)
+        for opt in param.opts:
+            if opt.startswith("--"):
+                options[opt[2:]] = kind
+    return dict(sorted(options.items()))
+
+
+def _kind(param: Any) -> str:
+    import click
+
+    if param.is_flag:
+        return "flag"
+    kind = param.type
+    if isinstance(kind, click.Choice):
+        return "choice:" + "|".join(str(c) for c in kind.choices)
+    if isinstance(kind, click.types.BoolParamType):
+        return "bool"
+    if isinstance(kind, click.types.IntParamType):  # IntRange too
+        return "int"
+    if isinstance(kind, click.types.FloatParamType):
+        return "float"
+    return "str"
+
+
+def options_module_text() -> str:
+    """The text of ``rayscale/api/ray_start_options.py`` for the installed Ray."""
+    import ray
+
+    lines = [
+        f'"""``ray start``\'s options in Ray {ray.__version__}: generated, do not edit.',
+        "",
+        "Regenerate with ``python -m rayscale.raystart`` after changing Ray's version;",
+        "tests/test_raystart.py fails while this differs from the installed Ray.",
+        '"""',
+        "",
+        f'RAY_VERSION = "{ray.__version__}"',
+        "",
+        "RAY_START_OPTIONS: dict[str, str] = {",
+        *(f'    "{name}": "{kind}",' for name, kind in installed_ray_start_options().items()),
+        "}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    OPTIONS_MODULE.write_text(options_module_text())
+    print(f"wrote {OPTIONS_MODULE}")

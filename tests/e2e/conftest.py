@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
-from rayscale import procs
+from rayscale import procs, rayauth
 from rayscale.local.store import ClusterDir
+from rayscale.observe.ray_state import RayObserver
 
 RAYSCALE = [sys.executable, "-m", "rayscale.cli.main"]
 GiB = 1 << 30
@@ -73,6 +74,7 @@ class Cluster:
     env: dict[str, str]
     home: Path
     driver_env: dict[str, str] = field(default_factory=dict)
+    up_stderr: str = ""
 
     @property
     def dir(self) -> ClusterDir:
@@ -118,6 +120,15 @@ class Cluster:
     def marker(self) -> str:
         return self.dir.load().id
 
+    @property
+    def token_file(self) -> str | None:
+        return self.dir.load().token_file
+
+    def observer(self) -> RayObserver:
+        """A GCS client in this (test) process, with the cluster's token."""
+        rayauth.activate(self.token_file)
+        return RayObserver(self.dir.load().address)
+
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:
     deadline = time.monotonic() + timeout
@@ -134,16 +145,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: flo
 def start_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     started: list[Cluster] = []
     home = tmp_path / "home"
-    env = {**os.environ, "RAYSCALE_HOME": str(home), "RAY_AUTH_MODE": "disabled",
-           "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAYSCALE_HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0"}
+    for name in rayauth.AUTH_ENV_VARS:  # clusters bring their own auth settings
+        env.pop(name, None)
 
-    def start(spec: dict[str, Any], **extra_env: str) -> Cluster:
+    def start(spec: dict[str, Any], *up_args: str, **extra_env: str) -> Cluster:
         path = tmp_path / f"{spec['metadata']['name']}.yaml"
         path.write_text(yaml.safe_dump(spec))
         cluster = Cluster(spec["metadata"]["name"], {**env, **extra_env}, home)
         started.append(cluster)
-        up = cluster.cli("up", str(path), timeout=240, check=False)
+        up = cluster.cli("up", str(path), *up_args, timeout=240, check=False)
         assert up.returncode == 0, f"up failed:\n{up.stderr}"
+        cluster.up_stderr = up.stderr
         pairs = dict(line.split("=", 1) for line in up.stdout.splitlines() if "=" in line)
         cluster.driver_env = {**cluster.env, **pairs}
         return cluster

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from rayscale import procs
-from rayscale.observe.ray_state import RayObserver
 from tests.e2e.conftest import Cluster, cluster_spec, wait_for, worker_group
 
 pytestmark = pytest.mark.e2e
@@ -121,7 +120,7 @@ def test_busy_node_is_never_stopped_while_others_idle_out(start_cluster: Any) ->
         busy = [n for n in status["nodes"] if n["group"] == "w"]
         # Ray itself refuses an idle-termination drain of the busy node: the loop's
         # safety net if a plan ever raced with new work
-        observer = RayObserver(cluster.dir.load().address)
+        observer = cluster.observer()
         accepted, why = observer.drain(busy[0]["ray_node_id"], 10, "test: must be refused")
         assert not accepted and "idle" in why
         out, err = long_driver.communicate(timeout=120)

@@ -27,6 +27,7 @@ from typing import Any
 
 from rayscale.api.base import Condition, KubeModel
 from rayscale.api.pod import PodTemplateSpec
+from rayscale.api.ray_start_options import RAY_START_OPTIONS, RAY_VERSION
 from rayscale.api.raycluster import (
     DNS1035_PATTERN,
     AutoscalerOptions,
@@ -64,12 +65,18 @@ PRESERVE_UNKNOWN: frozenset[type[KubeModel]] = frozenset({
 })
 
 #: CEL rules (``x-kubernetes-validations``) of an object, as its model validates it.
+_KNOWN_PARAMS = {
+    "rule": "!has(self.rayStartParams) || self.rayStartParams.all(k, k in ["
+            + ", ".join(f"'{name}'" for name in RAY_START_OPTIONS) + "])",
+    "message": f"rayStartParams: every key must be a `ray start` option of Ray {RAY_VERSION}",
+}
 VALIDATIONS: dict[type[KubeModel], list[dict[str, str]]] = {
     WorkerGroupSpec: [{
         "rule": "!has(self.minReplicas) || !has(self.maxReplicas)"
                 " || self.minReplicas <= self.maxReplicas",
         "message": "maxReplicas must be >= minReplicas",
-    }],
+    }, _KNOWN_PARAMS],
+    HeadGroupSpec: [_KNOWN_PARAMS],
 }
 
 #: Lists of these objects are maps keyed by these fields (server-side apply merges by key).
@@ -128,7 +135,7 @@ PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
 #: JSON-schema keys that mean the same in a CRD, copied as they are.
 _KEPT = frozenset({
     "type", "enum", "format", "pattern", "minLength", "maxLength", "minItems", "maxItems",
-    "minimum", "maximum",
+    "minimum", "maximum", "minProperties", "maxProperties",
 })
 #: Keys that carry no validation (documentation, defaults the models apply).
 _DROPPED = frozenset({"title", "description", "default", "examples"})

@@ -81,6 +81,9 @@ def _param_text(value: Any) -> Any:
     return value
 
 
+#: More than ``ray start`` has options; bounds the CRD's CEL rule's cost.
+MAX_RAY_START_PARAMS = 128
+
 #: ``rayStartParams``: a map of ``ray start`` flag (without ``--``) to value.
 RayStartParams = dict[str, Annotated[str, BeforeValidator(_param_text)]]
 
@@ -88,6 +91,9 @@ RayStartParams = dict[str, Annotated[str, BeforeValidator(_param_text)]]
 def check_params(params: RayStartParams) -> RayStartParams:
     """The resource params a group sets (``num-cpus``...) are usable, or errors by key."""
     problems = check_ray_start_params(params)
+    if len(params) > MAX_RAY_START_PARAMS:
+        problems.append(((), f"at most {MAX_RAY_START_PARAMS} params, got {len(params)}",
+                         str(len(params))))
     if problems:
         raise field_errors("rayStartParams", problems)
     return params
@@ -141,12 +147,101 @@ class GcsFaultToleranceOptions(KubeModel):
 
 
 class AuthOptions(KubeModel):
-    """Ray's token authentication (KubeRay v1.5+). KubeRay documents ``token`` as the
-    default mode; the CRD itself sets none."""
+    """Ray's token authentication (KubeRay v1.5+; ``secretName`` and
+    ``enableK8sTokenAuth`` v1.6+).
+
+    KubeRay documents ``token`` as the default mode, but neither its CRD nor its
+    operator applies that default: only an explicit ``mode: token`` turns auth
+    on (:attr:`token_auth`). ``secretName`` names the user's Secret (key
+    ``auth_token``) instead of the one the operator generates;
+    ``enableK8sTokenAuth`` makes Ray check Kubernetes ServiceAccount tokens
+    (TokenReview) instead of a shared token.
+    """
 
     mode: AuthMode | None = None
+    #: A Secret of the user's, key ``auth_token``: no Secret is generated.
     secret_name: str | None = None
     enable_k8s_token_auth: bool | None = Field(default=None, alias="enableK8sTokenAuth")
+
+    @property
+    def token_auth(self) -> bool:
+        """Token auth on (``mode: token``), as KubeRay's ``IsAuthEnabled``."""
+        return self.mode == "token"
+
+    @property
+    def k8s_token_auth(self) -> bool:
+        """Kubernetes-delegated token auth, as KubeRay's ``IsK8sAuthEnabled``."""
+        return bool(self.enable_k8s_token_auth)
+
+
+#: The oldest Ray that supports token auth, and Kubernetes-delegated token auth (KubeRay).
+MIN_RAY_TOKEN_AUTH = (2, 52, 0)
+MIN_RAY_K8S_TOKEN_AUTH = (2, 55, 0)
+#: KubeRay's ``version.ParseGeneric``: ``v`` optional, two or more numbers, anything after.
+_GENERIC_VERSION = re.compile(r"\s*v?([0-9]+(?:\.[0-9]+)*)(.*)", re.DOTALL)
+
+
+def parse_generic_version(text: str) -> tuple[int, ...] | None:
+    """``"2.52"`` -> (2, 52, 0), ``"2.53.0-rc1"`` -> (2, 53, 0); None if not a version."""
+    match = _GENERIC_VERSION.fullmatch(text)
+    if match is None:
+        return None
+    parts = match.group(1).split(".")
+    if len(parts) < 2 or (parts[0].startswith("0") and parts[0] != "0"):
+        return None
+    numbers = tuple(int(n) for n in parts)
+    return numbers + (0,) * (3 - len(numbers))
+
+
+def _version_text(version: tuple[int, ...]) -> str:
+    return ".".join(str(n) for n in version)
+
+
+def check_auth_options(auth: AuthOptions | None, ray_version: str | None) -> list[
+        tuple[tuple[str, ...], str, Any]]:
+    """KubeRay's ``ValidateRayClusterSpec`` rules for ``authOptions``, as
+    ``(location under authOptions, message, value)`` problems."""
+    if auth is None:
+        return []
+    problems: list[tuple[tuple[str, ...], str, Any]] = []
+    if not auth.token_auth:
+        if auth.k8s_token_auth:
+            problems.append((("enableK8sTokenAuth",), (
+                "needs authOptions.mode 'token' "
+                f"(mode is {describe(auth.mode) if auth.mode else 'not set'})"), True))
+        return problems
+    least = _version_text(MIN_RAY_TOKEN_AUTH)
+    if ray_version is None:
+        return [(("mode",), f"'token' needs rayVersion {least} or later; rayVersion is "
+                 "not set", auth.mode)]
+    version = parse_generic_version(ray_version)
+    if version is None:
+        return [(("mode",), f"'token' needs rayVersion {least} or later; rayVersion "
+                 f"{ray_version!r} is not a version", auth.mode)]
+    if version < MIN_RAY_TOKEN_AUTH:
+        return [(("mode",), f"'token' needs Ray {least} or later, but rayVersion is "
+                 f"{ray_version!r}", auth.mode)]
+    if auth.k8s_token_auth:
+        if version < MIN_RAY_K8S_TOKEN_AUTH:
+            problems.append((("enableK8sTokenAuth",), (
+                f"needs Ray {_version_text(MIN_RAY_K8S_TOKEN_AUTH)} or later, but rayVersion "
+                f"is {ray_version!r}"), True))
+        if auth.secret_name:
+            problems.append((("enableK8sTokenAuth",), (
+                "cannot be combined with authOptions.secretName "
+                f"({auth.secret_name!r}): Kubernetes token auth uses ServiceAccount tokens, "
+                "not a Secret"), True))
+    return problems
+
+
+def without_k8s_token_auth(spec: RayClusterSpec | None, kind: str) -> RayClusterSpec | None:
+    """A RayJob's or RayService's cluster spec, refused with ``enableK8sTokenAuth`` as
+    KubeRay refuses it (it supports Kubernetes token auth for a RayCluster only)."""
+    if spec is not None and spec.auth_options is not None and spec.auth_options.k8s_token_auth:
+        raise field_errors(kind, [(("authOptions", "enableK8sTokenAuth"), (
+            f"not supported for a {kind} (only a RayCluster may use Kubernetes token auth)"
+        ), True)])
+    return spec
 
 
 UpgradeType = Literal["Recreate", "None"]
@@ -177,7 +272,9 @@ class _GroupBase(KubeModel):
 class HeadGroupSpec(_GroupBase):
     """``spec.headGroupSpec``."""
 
-    ray_start_params: RayStartParams = Field(default_factory=dict)
+    ray_start_params: RayStartParams = Field(
+        default_factory=dict, json_schema_extra={"maxProperties": MAX_RAY_START_PARAMS}
+    )
     template: PodTemplateSpec
     service_type: str | None = None
     enable_ingress: bool | None = None
@@ -217,7 +314,9 @@ class WorkerGroupSpec(_GroupBase):
     )
     #: KubeRay deletes the group's pods while true.
     suspend: bool = False
-    ray_start_params: RayStartParams = Field(default_factory=dict)
+    ray_start_params: RayStartParams = Field(
+        default_factory=dict, json_schema_extra={"maxProperties": MAX_RAY_START_PARAMS}
+    )
     template: PodTemplateSpec
     scale_strategy: ScaleStrategy = Field(default_factory=ScaleStrategy)
     #: KubeRay v1.5: Ray resources of one node, overriding the container's.
@@ -311,6 +410,23 @@ class RayClusterSpec(KubeModel):
     head_service_annotations: dict[str, str] = Field(default_factory=dict)
     head_group_spec: HeadGroupSpec
     worker_group_specs: list[WorkerGroupSpec] = Field(default_factory=list)
+
+    @field_validator("auth_options")
+    @classmethod
+    def _auth(cls, auth: AuthOptions | None, info: ValidationInfo) -> AuthOptions | None:
+        """KubeRay checks these in its controller (an Event, no reconcile), not at
+        admission; rayscale checks them wherever a spec is read (the operator, `up`)."""
+        if "ray_version" not in info.data:  # invalid: reported as such already
+            return auth
+        problems = check_auth_options(auth, info.data["ray_version"])
+        if problems:
+            raise field_errors("authOptions", problems)
+        return auth
+
+    @property
+    def token_auth(self) -> bool:
+        """``authOptions.mode: token``."""
+        return self.auth_options is not None and self.auth_options.token_auth
 
     @field_validator("worker_group_specs", mode="wrap")
     @classmethod

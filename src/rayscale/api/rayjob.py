@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from rayscale.api.base import KubeModel, NonNegInt32, ObjectMeta
 from rayscale.api.pod import PodTemplateSpec
-from rayscale.api.raycluster import RayClusterSpec, RayClusterStatus
+from rayscale.api.raycluster import RayClusterSpec, RayClusterStatus, without_k8s_token_auth
 
 JobSubmissionMode = Literal["K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode"]
 #: Ray's job status; "" is a job not yet submitted.
@@ -77,6 +77,11 @@ class RayJobSpec(KubeModel):
     suspend: bool = False
     managed_by: str | None = None
     deletion_strategy: DeletionStrategy | None = None
+
+    @field_validator("ray_cluster_spec")
+    @classmethod
+    def _no_k8s_token_auth(cls, spec: RayClusterSpec | None) -> RayClusterSpec | None:
+        return without_k8s_token_auth(spec, "RayJob")
 
 
 class RayJobInfo(KubeModel):

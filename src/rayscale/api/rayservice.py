@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from rayscale.api.base import Condition, KubeModel, NonNegInt32, ObjectMeta
-from rayscale.api.raycluster import RayClusterSpec, RayClusterStatus
+from rayscale.api.raycluster import RayClusterSpec, RayClusterStatus, without_k8s_token_auth
 
 RayServiceUpgradeType = Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"]
 RayServiceConditionType = Literal[
@@ -39,6 +39,13 @@ class RayServiceSpec(KubeModel):
     #: Deprecated in KubeRay and unused; accepted so old manifests apply.
     service_unhealthy_second_threshold: int | None = None
     deployment_unhealthy_second_threshold: int | None = None
+
+    @field_validator("ray_cluster_config")
+    @classmethod
+    def _no_k8s_token_auth(cls, spec: RayClusterSpec) -> RayClusterSpec:
+        checked = without_k8s_token_auth(spec, "RayService")
+        assert checked is not None
+        return checked
 
 
 class ServeDeploymentStatus(KubeModel):

@@ -38,6 +38,7 @@ validation, so deriving never fails.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -47,6 +48,7 @@ from decimal import Decimal
 from rayscale.api.errors import Loc, describe
 from rayscale.api.pod import Container
 from rayscale.api.quantity import parse_quantity, round_up
+from rayscale.api.ray_start_options import RAY_START_OPTIONS, RAY_VERSION
 
 CPU = "CPU"
 GPU = "GPU"
@@ -72,8 +74,17 @@ _CUSTOM_PARAM = "resources"
 
 
 def check_ray_start_params(params: Mapping[str, str]) -> list[tuple[Loc, str, str]]:
-    """Problems of the resource params, as ``(key, message, value)``; [] when usable."""
-    problems: list[tuple[Loc, str, str]] = []
+    """Problems of the params, as ``(key, message, value)``; [] when usable.
+
+    Every key must be a ``ray start`` option of the installed Ray (the generated
+    :mod:`rayscale.api.ray_start_options`) and its value of that option's kind;
+    the resource params must also be what the resource derivation can read.
+    """
+    problems: list[tuple[Loc, str, str]] = [
+        ((key,), message, value)
+        for key, value in params.items()
+        if (message := _option_problem(key, value)) is not None
+    ]
     for name in _INTEGER_PARAMS:
         value = params.get(name)
         if value is not None and not _NON_NEGATIVE_INT.fullmatch(value):
@@ -96,6 +107,42 @@ def check_ray_start_params(params: Mapping[str, str]) -> list[tuple[Loc, str, st
                         custom,
                     ))
     return problems
+
+
+_TRUE_FALSE = frozenset({"true", "false"})
+# what click's BoolParamType accepts
+_BOOL_WORDS = frozenset({"true", "false", "1", "0", "yes", "no", "y", "n", "on", "off", "t", "f"})
+_INTEGER = re.compile(r"\s*[+-]?\d{1,19}\s*")
+_INT64 = 2**63
+
+
+def _option_problem(key: str, value: str) -> str | None:
+    kind = RAY_START_OPTIONS.get(key)
+    if kind is None:
+        close = difflib.get_close_matches(key, RAY_START_OPTIONS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"not a `ray start` option of Ray {RAY_VERSION}{hint}"
+    text = value.strip().lower()
+    if kind == "flag" and text not in _TRUE_FALSE:
+        return f"a flag: must be \"true\" or \"false\", got {value!r}"
+    if kind == "bool" and text not in _BOOL_WORDS:
+        return f"must be \"true\" or \"false\", got {value!r}"
+    if kind == "int" and key not in _INTEGER_PARAMS and not (
+        _INTEGER.fullmatch(value) and abs(int(value)) < _INT64
+    ):  # the resource params have their own, stricter check below
+        return f"must be an integer (64-bit), got {value!r}"
+    if kind == "float":
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            return f"must be a number, got {value!r}"
+    if kind.startswith("choice:") and value not in (choices := kind[7:].split("|")):
+        return f"must be one of {', '.join(choices)}, got {value!r}"
+    if any(ord(c) < 32 for c in value):
+        return "must not contain control characters (newlines...)"
+    return None
 
 
 def derive_ray_resources(

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from rayscale.paths import append_private
+
 EventKind = Literal[
     "launch",
     "launch_failed",
@@ -64,8 +66,7 @@ class EventLog:
             self.echo(event)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a") as out:
-                out.write(json.dumps(event.to_dict()) + "\n")
+            append_private(self.path, json.dumps(event.to_dict()) + "\n")
         return event
 
 

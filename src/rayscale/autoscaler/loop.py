@@ -41,6 +41,10 @@ from rayscale.providers.base import NodeProvider, ProviderNode
 
 log = logging.getLogger(__name__)
 
+# How long a node whose process exited stays hidden from Ray's view: longer than
+# the GCS takes to mark it dead (its health checks), short enough to stay small.
+GONE_MEMORY_S = 300.0
+
 
 class Observer(Protocol):
     def observe(self) -> Observation: ...
@@ -84,6 +88,7 @@ class Autoscaler:
         self.on_status = on_status
         self.refresh_spec = refresh_spec  # Kubernetes: the CR may change at any time
         self.tracker = NodeTracker(self.options.launch_timeout_s)
+        self._gone: dict[str, float] = {}  # node id -> when its process was found exited
         self.backoff = GroupBackoff(self.options.backoff_s)
         self.infeasible_seen: list[str] = []
         self.last_plan: Plan | None = None
@@ -131,7 +136,7 @@ class Autoscaler:
         now = time.time()
         self._settle_dead(provider_nodes, now)
         memory = self._memory(observation)
-        snapshot = join(provider_nodes, observation, self.head_ip, memory)
+        snapshot = join(provider_nodes, observation, self.head_ip, memory, gone=self._gone)
         self._follow(snapshot, provider_nodes, now)
         self._stop_suspended(snapshot, now)
 
@@ -169,9 +174,11 @@ class Autoscaler:
 
     def _settle_dead(self, provider_nodes: list[ProviderNode], now: float) -> None:
         """Processes that exited: a failed launch if they never registered."""
+        self._gone = {k: t for k, t in self._gone.items() if now - t < GONE_MEMORY_S}
         for node in provider_nodes:
             if node.state != "dead" or self.tracker.stop_under_way(node.id):
                 continue
+            self._gone[node.id] = now
             was = self.tracker.exited(node.id)
             if was is not None and was.phase == "stopping":
                 pass  # our stop has returned: the exit was ours

@@ -7,7 +7,9 @@ RayCluster (``replicas`` and ``scaleStrategy.workersToDelete``).
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -21,6 +23,7 @@ from rayscale.labels import DEFAULT_HEAD_PORTS
 from rayscale.observe.memory import DashboardMemoryProbe
 from rayscale.observe.ray_state import RayObserver
 from rayscale.providers.kuberay import KubeRayProvider
+from rayscale.rayauth import headers_from_env, is_token_mode
 
 log = logging.getLogger("rayscale.autoscaler")
 T = TypeVar("T")
@@ -41,8 +44,8 @@ def kubernetes_autoscaler(
     metrics = AutoscalerMetrics()
     host = metrics_host or head_ip
     port = metrics.serve(host, metrics_port)
-    log.info("autoscaler for %s/%s: GCS %s, metrics on %s:%s", namespace, cluster, address,
-             host, port)
+    log.info("autoscaler for %s/%s: GCS %s, metrics on %s:%s, Ray token auth %s", namespace,
+             cluster, address, host, port, "on" if is_token_mode(os.environ) else "off")
 
     def echo(event: ScalingEvent) -> None:
         log.info("%s %s", event.kind, event.message)
@@ -56,7 +59,13 @@ def kubernetes_autoscaler(
         events=EventLog(None, echo=echo),
         metrics=metrics,
         options=options,
-        memory_probe=DashboardMemoryProbe(f"http://{head_ip}:{DEFAULT_HEAD_PORTS['dashboard']}"),
+        # the GCS client takes the token from this process's environment by itself (the
+        # operator sets RAY_AUTH_MODE and RAY_AUTH_TOKEN as on the Ray containers); the
+        # dashboard's requests carry it in a header
+        memory_probe=DashboardMemoryProbe(
+            f"http://{head_ip}:{DEFAULT_HEAD_PORTS['dashboard']}",
+            headers=functools.partial(headers_from_env, os.environ),
+        ),
         refresh_spec=provider.cluster,
     )
 

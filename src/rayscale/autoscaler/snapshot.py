@@ -20,7 +20,7 @@ models are passed through, not validated again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,13 +80,21 @@ def join(
     observation: Observation,
     head_ip: str,
     memory: Mapping[str, float] | None = None,
+    gone: Collection[str] = (),
 ) -> Snapshot:
-    """One NodeView per live node; provider nodes that died are left to the caller."""
+    """One NodeView per live node; provider nodes that died are left to the caller.
+
+    ``gone``: our node ids whose process is known to have exited. Ray's GCS
+    keeps such a node ALIVE until its health checks fail (15 s or more); it is
+    not shown, counted or planned with meanwhile.
+    """
     memory = memory or {}
     ray_by_id: dict[str, RayNode] = {}
     unlabelled: dict[str, RayNode] = {}
     for ray_node in observation.alive():
         node_id = ray_node.labels.get(NODE_LABEL)
+        if node_id in gone:
+            continue
         if node_id:
             ray_by_id[node_id] = ray_node
         else:

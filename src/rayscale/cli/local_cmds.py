@@ -16,17 +16,22 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from rayscale import procs
+from rayscale import ports, procs, rayauth
 from rayscale.autoscaler.events import read_events
 from rayscale.local.cluster import ClusterError, down, is_running, resume, up
-from rayscale.local.store import ClusterDir
+from rayscale.local.store import ClusterDir, ClusterRecord
 from rayscale.spec import SpecError
 
 err = Console(stderr=True)
 
 
+def _error(message: str) -> None:
+    """A message for the user, in red, printed as is (no markup in paths or names)."""
+    err.print(message, style="red", markup=False, highlight=False)
+
+
 def _fail(exc: ClusterError) -> NoReturn:
-    err.print(str(exc), style="red", markup=False, highlight=False)
+    _error(str(exc))
     raise typer.Exit(1) from None
 
 
@@ -42,36 +47,63 @@ def _cluster_errors() -> Iterator[None]:
 def up_command(
     cluster_file: Path = typer.Argument(..., help="RayCluster YAML (KubeRay ray.io/v1)"),
     timeout: float = typer.Option(180.0, help="Seconds to wait for the cluster to be ready"),
+    no_auth: bool = typer.Option(
+        False, "--no-auth",
+        help="Start Ray WITHOUT token authentication (as `authOptions: {mode: disabled}`)",
+    ),
 ) -> None:
-    """Start a local cluster; print the environment a driver needs (KEY=VALUE lines)."""
+    """Start a local cluster; print the environment a driver needs (KEY=VALUE lines).
+
+    Every node uses Ray's token authentication with a token made for this
+    cluster; the printed lines point drivers at it (the file, not the value).
+    """
     try:
-        spec, record = up(cluster_file, wait_s=timeout, progress=lambda m: err.print(f"[dim]{m}"))
+        spec, record = up(cluster_file, wait_s=timeout, progress=lambda m: err.print(f"[dim]{m}"),
+                          no_auth=no_auth)
     except SpecError as exc:
-        err.print(f"[red]invalid cluster file {cluster_file}:[/red]")
+        _error(f"invalid cluster file {cluster_file}:")
         for line in exc.errors:
             err.print(f"  {line}", markup=False, highlight=False)
         raise typer.Exit(2) from None
     except ClusterError as exc:
         _fail(exc)
     err.print(f"[green]cluster {spec.name} is up[/green]: dashboard {record.dashboard_url}")
-    for key, value in driver_env(record.address, record.head_ip, record.dashboard_url).items():
-        typer.echo(f"{key}={value}")
+    if record.token_file is None:
+        err.print(f"[yellow]warning: {rayauth.DISABLED_WARNING}", markup=True, highlight=False)
+    else:
+        err.print(f"[dim]the dashboard asks for the token: `rayscale token {spec.name}`")
+    for key, value in driver_env(record).items():
+        typer.echo(f"{key}={shlex.quote(value)}")  # so `eval "$(rayscale up ...)"` is safe
 
 
-def driver_env(address: str, node_ip: str, dashboard: str) -> dict[str, str]:
+def driver_env(record: ClusterRecord) -> dict[str, str]:
+    """What a driver exports to use the cluster (auth: the token file's path, never the value)."""
     return {
-        "RAY_ADDRESS": address,
-        "RAYSCALE_NODE_IP": node_ip,
-        "RAY_API_SERVER_ADDRESS": dashboard,
-        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+        "RAY_ADDRESS": record.address,
+        "RAYSCALE_NODE_IP": record.head_ip,
+        "RAY_API_SERVER_ADDRESS": record.dashboard_url,
+        **rayauth.auth_env(record.token_file),
     }
+
+
+def token_command(name: str = typer.Argument(..., help="Cluster name")) -> None:
+    """Print the cluster's Ray auth token (for the dashboard's sign-in, or another client)."""
+    cluster = ClusterDir(name)
+    if not cluster.exists():
+        _error(f"no cluster named {name!r}")
+        raise typer.Exit(1)
+    record = cluster.load()
+    if record.token_file is None:
+        err.print(f"cluster {name!r} runs without token authentication", markup=False)
+        raise typer.Exit(1)
+    typer.echo(rayauth.read_token(Path(record.token_file)))
 
 
 def down_command(name: str = typer.Argument(..., help="Cluster name (metadata.name)")) -> None:
     """Stop everything `up` started for this cluster, by PID."""
     with _cluster_errors():
         stopped = down(name)
-    err.print(f"cluster {name} is down ({len(stopped)} process group(s) stopped)")
+    err.print(f"cluster {name} is down ({len(stopped)} process(es) stopped)")
 
 
 def resume_command(name: str = typer.Argument(..., help="Cluster name")) -> None:
@@ -81,22 +113,57 @@ def resume_command(name: str = typer.Argument(..., help="Cluster name")) -> None
     err.print(f"autoscaler of {name} running again (pid {record.autoscaler_pid})")
 
 
+# The autoscaler reports every round (about a second); older than this is stale.
+STALE_AFTER_S = 10.0
+LAST_KNOWN_KEYS = ("groups", "nodes", "usage", "demand", "plan")
+
+
 def _load_status(name: str) -> tuple[ClusterDir, dict[str, Any]]:
+    """The autoscaler's last report, checked against what is true now.
+
+    ``state`` is ``running`` only when the head's GCS accepts connections and
+    the autoscaler is alive with a fresh report. With the head down, the report
+    describes the past: it moves under ``last_known`` and nothing is shown as
+    running. ``problems`` says in plain words what is wrong.
+    """
     cluster = ClusterDir(name)
     if not cluster.exists():
-        err.print(f"[red]no cluster named {name!r}", markup=False)
+        _error(f"no cluster named {name!r}")
         raise typer.Exit(1)
-    status = cluster.read_status() or {}
+    report = cluster.read_status() or {}
     record = cluster.load()
-    alive = record.autoscaler_pid is not None and procs.is_alive(record.autoscaler_pid)
-    status.setdefault("groups", {})
-    status.setdefault("nodes", [])
+    head = is_running(cluster)
+    gcs = head and ports.accepts(record.head_ip, record.gcs_port)
+    autoscaler = record.autoscaler_pid is not None and procs.is_alive(record.autoscaler_pid)
+    age = time.time() - report["updated_at"] if "updated_at" in report else None
+    problems = []
+    if not head:
+        problems.append("the Ray head is not running")
+    elif not gcs:
+        problems.append(f"the Ray head's GCS ({record.address}) does not answer")
+    if not autoscaler:
+        problems.append(f"the autoscaler is not running (`rayscale resume {name}` restarts it)"
+                        if head else "the autoscaler is not running")
+    if age is None:
+        problems.append("the autoscaler has not reported yet")
+    elif age > STALE_AFTER_S:
+        problems.append(f"the autoscaler's last report is {age:.0f} s old")
+    status: dict[str, Any] = {"groups": {}, "nodes": []}
+    if gcs:
+        status.update(report)
+    elif report:
+        status["last_known"] = {k: report[k] for k in LAST_KNOWN_KEYS if k in report}
+        status["last_known"]["updated_at"] = report.get("updated_at")
+    status["state"] = "down" if not head else "running" if not problems else "degraded"
+    status["problems"] = problems
     status["events"] = read_events(cluster.events_file, 30)
     status["name"] = name
     status["address"] = record.address
     status["dashboard"] = record.dashboard_url
-    status["head_running"] = is_running(cluster)
-    status["autoscaler_running"] = alive
+    status["head_running"] = head
+    status["gcs_reachable"] = gcs
+    status["autoscaler_running"] = autoscaler
+    status["report_age_s"] = age
     return cluster, status
 
 
@@ -104,21 +171,40 @@ def status_command(
     name: str = typer.Argument(..., help="Cluster name"),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
-    """Nodes per group (active, idle, pending), resource usage, demand, recent events."""
+    """Nodes per group (active, idle, pending), resource usage, demand, recent events.
+
+    Exits 0 when the cluster is running and reporting, 3 when it is degraded or
+    down (the output says why).
+    """
     _, status = _load_status(name)
     if as_json:
         typer.echo(json.dumps(status, indent=2, default=str))
-        return
-    _render(status)
+    else:
+        _render(status)
+    if status["state"] != "running":
+        raise typer.Exit(3)
 
 
 def _render(status: dict[str, Any]) -> None:
-    out = Console()
-    age = time.time() - status.get("updated_at", 0)
+    out = Console(highlight=False)
     out.print(f"[bold]rayscale status[/bold] {status['name']}  address {status['address']}  "
-              f"dashboard {status['dashboard']}")
+              f"dashboard {status['dashboard']}", markup=True)
+    if status["state"] != "running":
+        out.print(f"{status['state'].upper()}: " + "; ".join(status["problems"]),
+                  style="bold red", markup=False)
+    if status["state"] == "down" or not status["gcs_reachable"]:
+        last = status.get("last_known") or {}
+        if last.get("updated_at"):
+            stamp = time.strftime("%H:%M:%S", time.localtime(last["updated_at"]))
+            counts = {g: v["running"] for g, v in last.get("groups", {}).items()}
+            out.print(f"last report at {stamp}: workers running then {counts} (not now)",
+                      markup=False)
+        _render_events(out, status)
+        return
+    age = status.get("report_age_s")
     state = "running" if status["autoscaler_running"] else "[red]not running[/red]"
-    out.print(f"autoscaler {state} (updated {age:.1f}s ago)  metrics {status.get('metrics', '-')}")
+    when = f"{age:.1f}s ago" if age is not None else "never"
+    out.print(f"autoscaler {state} (updated {when})  metrics {status.get('metrics', '-')}")
     table = Table("group", "running", "idle", "pending", "terminating", "min", "max", "launchable",
                   title="Node status")
     for name, g in status["groups"].items():
@@ -135,18 +221,38 @@ def _render(status: dict[str, Any]) -> None:
     for res, u in status.get("usage", {}).items():
         out.print(f"  {_amount(res, u['used'])}/{_amount(res, u['total'])} {res}")
     out.print("[bold]Demands[/bold]")
+    out.print("\n".join(_demand_lines(status)) or "  (no resource demands)", markup=False)
+    _render_events(out, status)
+
+
+def _demand_lines(status: dict[str, Any]) -> list[str]:
+    """Pending demand, then what no group could ever hold (as `ray status` splits them)."""
     demand = status.get("demand", {})
-    lines = [f"  {s['resources']}: {s['count']}+ pending tasks/actors"
-             for s in demand.get("tasks", [])]
-    lines += [f"  {g['bundles']} ({g['strategy']}): {g['count']}+ pending placement groups"
-              for g in demand.get("gangs", [])]
-    lines += [f"  {s['resources']}: {s['count']} requested (request_resources)"
-              for s in demand.get("floor", [])]
-    out.print("\n".join(lines) if lines else "  (no resource demands)")
+    infeasible = (status.get("plan") or {}).get("infeasible") or {}
+    lost_tasks = {json.dumps(s["resources"], sort_keys=True) for s in infeasible.get("tasks", [])}
+    lost_gangs = {json.dumps(g["bundles"], sort_keys=True) for g in infeasible.get("gangs", [])}
+    pending: list[str] = []
+    never: list[str] = []
+    for s in demand.get("tasks", []):
+        line = f"  {s['resources']}: {s['count']}+ pending tasks/actors"
+        key = json.dumps(s["resources"], sort_keys=True)
+        (never if key in lost_tasks else pending).append(line)
+    for g in demand.get("gangs", []):
+        line = f"  {g['bundles']} ({g['strategy']}): {g['count']}+ pending placement groups"
+        key = json.dumps(g["bundles"], sort_keys=True)
+        (never if key in lost_gangs else pending).append(line)
+    pending += [f"  {s['resources']}: {s['count']} requested (request_resources)"
+                for s in demand.get("floor", [])]
+    if never:
+        pending += ["  infeasible (no worker group can hold these):", *("  " + x for x in never)]
+    return pending
+
+
+def _render_events(out: Console, status: dict[str, Any]) -> None:
     out.print("[bold]Recent scaling events[/bold]")
     for e in status["events"][-12:]:
         stamp = time.strftime("%H:%M:%S", time.localtime(e.get("ts", 0)))
-        out.print(f"  {stamp} {e['kind']:<15} {e['message']}", markup=False, highlight=False)
+        out.print(f"  {stamp} {e['kind']:<15} {e['message']}", markup=False)
 
 
 def _amount(resource: str, value: float) -> str:
@@ -165,27 +271,33 @@ def submit_command(
 
     cluster = ClusterDir(name)
     if not is_running(cluster):
-        err.print(f"[red]cluster {name!r} is not running", markup=False)
+        _error(f"cluster {name!r} is not running")
         raise typer.Exit(1)
     if entrypoint and entrypoint[0] == "--":
         entrypoint = entrypoint[1:]
     if not entrypoint:
-        err.print("[red]nothing to run: give the command after --")
+        _error("nothing to run: give the command after --")
         raise typer.Exit(2)
     record = cluster.load()
-    client = JobSubmissionClient(record.dashboard_url)
     # Ray runs a job's entrypoint through a shell: every piece is quoted, so user
     # input is never interpreted by it; the job runs in the caller's directory.
     command = shlex.join(["cd", os.getcwd()]) + " && " + shlex.join(entrypoint)
-    job_id = client.submit_job(entrypoint=command)
-    err.print(f"submitted job {job_id}")
-    if no_wait:
-        typer.echo(job_id)
-        return
-    for chunk in _tail(client, job_id):
-        sys.stdout.write(chunk)
-        sys.stdout.flush()
-    final = client.get_job_status(job_id)
+    try:
+        client = JobSubmissionClient(record.dashboard_url,
+                                     headers=rayauth.bearer_headers(record.token_file))
+        job_id = client.submit_job(entrypoint=command)
+        err.print(f"submitted job {job_id}")
+        if no_wait:
+            typer.echo(job_id)
+            return
+        for chunk in _tail(client, job_id):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+        final = client.get_job_status(job_id)
+    except (OSError, RuntimeError) as exc:  # requests' errors are OSErrors; Ray's HTTP ones not
+        _error(f"the Ray head's job API ({record.dashboard_url}) failed: {exc}\n"
+               f"`rayscale status {name}` says what runs")
+        raise typer.Exit(1) from None
     err.print(f"job {job_id} {final.value}")
     raise typer.Exit(0 if final == JobStatus.SUCCEEDED else 1)
 

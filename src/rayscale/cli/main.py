@@ -12,6 +12,7 @@ from rayscale.cli.local_cmds import (
     resume_command,
     status_command,
     submit_command,
+    token_command,
     up_command,
 )
 from rayscale.cli.operator_cmd import operator_command
@@ -28,6 +29,7 @@ app.command("up")(up_command)
 app.command("down")(down_command)
 app.command("status")(status_command)
 app.command("resume")(resume_command)
+app.command("token")(token_command)
 app.command("submit", context_settings={"allow_interspersed_args": False})(submit_command)
 app.command("plan")(plan_command)
 app.command("autoscaler")(autoscaler_command)

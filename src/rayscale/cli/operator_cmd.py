@@ -48,8 +48,11 @@ def operator_command(
                    if k in ("RAYSCALE_BACKOFF_S", "RAYSCALE_LAUNCH_TIMEOUT_S")}
     if sidecar_kubeconfig is not None:
         sidecar_env["KUBECONFIG"] = str(sidecar_kubeconfig.resolve())
-    # dev cluster pods are processes of this machine: run this very installation
+    # dev cluster pods are processes of this machine: run this very installation (with
+    # its import path, when this one runs from a source tree through PYTHONPATH)
     command = [sys.executable, "-m", "rayscale.cli.main"] if shared_pod_network else ["rayscale"]
+    if shared_pod_network and os.environ.get("PYTHONPATH"):
+        sidecar_env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     handlers.CONTEXT = handlers.OperatorContext(
         client=client,
         settings=PodSettings(shared_network=shared_pod_network),

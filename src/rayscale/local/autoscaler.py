@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 
+from rayscale import rayauth
 from rayscale.autoscaler.events import EventLog
 from rayscale.autoscaler.loop import Autoscaler, LoopOptions
 from rayscale.autoscaler.metrics import AutoscalerMetrics
@@ -43,6 +44,8 @@ def local_autoscaler(cluster: str, options: LoopOptions) -> Autoscaler:
         events=EventLog(cdir.events_file),
         metrics=metrics,
         options=options,
-        memory_probe=DashboardMemoryProbe(record.dashboard_url),
+        memory_probe=DashboardMemoryProbe(
+            record.dashboard_url, headers=rayauth.bearer_headers(record.token_file)
+        ),
         on_status=publish,
     )

@@ -8,6 +8,7 @@ through (a worker process Ray started in a session of its own).
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -16,16 +17,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rayscale import procs
+from rayscale import cloudprobe, procs, rayauth
 from rayscale.api import RayCluster
 from rayscale.local.provider import local_overrides, node_env, ray_executable
 from rayscale.local.store import ClusterDir, ClusterRecord, free_slot, head_ip, now
+from rayscale.paths import UnsafePathError, private_dir, write_private
 from rayscale.ports import free_port
 from rayscale.raystart import RayStart, ray_start_argv
 from rayscale.spec import load_cluster_spec
 
-# Short: Ray puts unix sockets under it and their paths are limited to 107 bytes.
-TEMP_ROOT = Path("/tmp/rs")
+
+def temp_root() -> Path:
+    """Ray's temp dirs of this user's clusters: short (Ray's unix socket paths are
+    limited to 107 bytes), per user and 0700 (/tmp is shared)."""
+    return Path(f"/tmp/rs-{os.getuid()}")
 
 
 class ClusterError(RuntimeError):
@@ -40,12 +45,28 @@ def is_running(cluster: ClusterDir) -> bool:
     return record.head_pid is not None and procs.is_alive(record.head_pid)
 
 
+def wants_token_auth(spec: RayCluster, no_auth: bool = False) -> bool:
+    """Local clusters use Ray's token auth unless the file or the flag turns it off.
+
+    KubeRay treats a missing ``authOptions`` as "no auth"; a local cluster listens
+    on this machine's addresses, so here only an explicit ``mode: disabled`` (or
+    ``rayscale up --no-auth``) turns it off.
+    """
+    options = spec.spec.auth_options
+    return not no_auth and not (options is not None and options.mode == "disabled")
+
+
 def up(
     spec_file: Path,
     wait_s: float = 180.0,
     progress: Callable[[str], None] = lambda _: None,
+    no_auth: bool = False,
 ) -> tuple[RayCluster, ClusterRecord]:
-    """Start head and autoscaler; return once the cluster is ready (min workers joined)."""
+    """Start head and autoscaler; return once the cluster is ready (min workers joined).
+
+    With token auth (the default) the cluster's token is created first, and this
+    process's Ray clients are switched to it (``rayauth.activate``).
+    """
     spec = load_cluster_spec(spec_file)  # SpecError: nothing started
     cluster = ClusterDir(spec.name)
     if is_running(cluster):
@@ -69,16 +90,24 @@ def up(
         gcs_port=free_port(),
         dashboard_port=free_port(),
         client_port=free_port(),
-        temp_dir=str(TEMP_ROOT / marker[:10]),
+        temp_dir=str(temp_root() / marker[:10]),
         created=now(),
     )
-    cluster.root.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(spec_file, cluster.spec_copy)
+    try:
+        cluster.create()
+        private_dir(temp_root())
+    except UnsafePathError as exc:
+        raise ClusterError(str(exc)) from None
+    write_private(cluster.spec_copy, spec_file.read_bytes())
+    if wants_token_auth(spec, no_auth):
+        record.token_file = str(rayauth.create_token_file(cluster.token_file))
+    # the head's dashboard would otherwise probe cloud metadata servers (cloudprobe)
+    cloudprobe.ensure_bootstrap_config(Path.home())
     cluster.save(record)
     try:
         progress(f"starting Ray head on {record.address}")
         _start_head(spec, cluster, record)
-        _wait_for_gcs(record, deadline=time.monotonic() + wait_s)
+        _wait_for_gcs(cluster, record, deadline=time.monotonic() + wait_s)
         progress("starting the autoscaler")
         _start_autoscaler(cluster, record)
         _wait_ready(spec, cluster, record, deadline=time.monotonic() + wait_s, progress=progress)
@@ -120,13 +149,24 @@ def _start_head(spec: RayCluster, cluster: ClusterDir, record: ClusterRecord) ->
     cluster.save(record)
 
 
-def _wait_for_gcs(record: ClusterRecord, deadline: float) -> None:
+def _log_tail(log: Path, lines: int = 12) -> str:
+    """The end of a log, indented, and where the whole of it is."""
+    try:
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        tail = []
+    return "".join(f"  | {line}\n" for line in tail) + f"full log: {log}"
+
+
+def _wait_for_gcs(cluster: ClusterDir, record: ClusterRecord, deadline: float) -> None:
     from rayscale.observe.ray_state import RayObserver
 
+    rayauth.activate(record.token_file)
     last: Exception | None = None
     while time.monotonic() < deadline:
         if record.head_pid is None or not procs.is_alive(record.head_pid):
-            raise ClusterError("the Ray head exited while starting; see its log")
+            raise ClusterError("the Ray head exited while starting:\n"
+                               + _log_tail(cluster.logs / "head.log"))
         try:
             observation = RayObserver(record.address).observe()
             if any(n.ip == record.head_ip for n in observation.alive()):
@@ -192,7 +232,8 @@ def _wait_status(
     started = time.time()
     while time.monotonic() < deadline:
         if record.autoscaler_pid is None or not procs.is_alive(record.autoscaler_pid):
-            raise ClusterError("the autoscaler exited while starting; see its log")
+            raise ClusterError("the autoscaler exited while starting:\n"
+                               + _log_tail(cluster.logs / "autoscaler.log"))
         status = cluster.read_status()
         if status is not None and status.get("updated_at", 0) >= started and done(status):
             return
@@ -201,26 +242,42 @@ def _wait_status(
 
 
 def down(name: str) -> list[int]:
-    """Stop the autoscaler, every worker, then the head; return PIDs that were stopped."""
+    """Stop the autoscaler, every worker, then the head; return PIDs that were stopped.
+
+    However the cluster died, nothing is left: each node's whole session is
+    stopped (Ray's orphans included, whose marker Ray may have overwritten),
+    then anything else with the marker; what survives is reported.
+    """
     cluster = ClusterDir(name)
     if not cluster.exists():
         raise ClusterError(f"no cluster named {name!r}")
     record = cluster.load()
     stopped: list[int] = []
     # the autoscaler first, so it launches nothing while we stop the rest
-    for pid in [record.autoscaler_pid, *(n.pid for n in cluster.nodes()), record.head_pid]:
-        if pid is not None and procs.is_alive(pid) and procs.environ_marker(pid) == record.id:
-            procs.stop_group(pid)
-            stopped.append(pid)
+    sessions = [pid for pid in [record.autoscaler_pid, *(n.pid for n in cluster.nodes()),
+                                record.head_pid] if pid is not None]
+    ours = [sid for sid in sessions if _session_is_ours(sid, record.id)]
+    for sid in ours:
+        stopped += procs.stop_session(sid)
     # anything else that carries the marker (e.g. a node whose record was lost)
     leftovers = procs.pids_with_marker(record.id)
     if leftovers:
         procs.stop_pids(leftovers)
         stopped += leftovers
+    survivors = sorted({*procs.pids_with_marker(record.id),
+                        *(pid for sid in ours for pid in procs.session_members(sid))})
     for node in cluster.nodes():
         cluster.forget_node(node.id)
     record.head_pid = None
     record.autoscaler_pid = None
     cluster.save(record)
     shutil.rmtree(record.temp_dir, ignore_errors=True)
+    if survivors:
+        raise ClusterError(f"processes of {name!r} did not stop: {survivors}")
     return stopped
+
+
+def _session_is_ours(sid: int, marker: str) -> bool:
+    """A recorded session leader that is alive must still carry our marker (else its
+    PID was reused, and then our session is empty); a dead leader's session is ours."""
+    return not procs.is_alive(sid) or procs.environ_marker(sid) == marker

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from rayscale import procs
+from rayscale import procs, rayauth
 from rayscale.api import RayCluster
 from rayscale.labels import GROUP_LABEL, NODE_LABEL
 from rayscale.local.store import ClusterDir, ClusterRecord, NodeRecord, now, worker_ip
@@ -33,7 +33,8 @@ def node_env(record: ClusterRecord, base: Mapping[str, str] | None = None) -> di
     """Environment for every process of a local cluster (the marker, auth, PATH)."""
     env = dict(os.environ if base is None else base)
     env[procs.MARKER] = record.id
-    env.setdefault("RAY_AUTH_MODE", "disabled")
+    # the cluster's own token (or auth off), whatever the caller's environment says
+    rayauth.apply_auth_env(env, record.token_file)
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     # The GCS tells drivers which autoscaler API to use; with v2, request_resources
     # lands in the cluster resource constraints rayscale reads (v1 used a KV key).

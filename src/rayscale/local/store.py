@@ -6,6 +6,7 @@ Layout under ``$RAYSCALE_HOME`` (default ``~/.rayscale``)::
     clusters/<name>/nodes/<id>.json   NodeRecord per launched worker
     clusters/<name>/events.jsonl      the scaling event log
     clusters/<name>/status.json       the autoscaler's last view (for `status`)
+    clusters/<name>/auth_token        Ray's token for this cluster (mode 0600)
     clusters/<name>/logs/             head, autoscaler and node logs
 
 A node record is written *before* its process is spawned, so a crash at any
@@ -16,7 +17,6 @@ Writes are atomic (temp file + rename).
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from rayscale.paths import rayscale_home
+from rayscale.paths import private_dir, rayscale_home, write_private
 
 NodeState = Literal["launching", "started", "stopping"]
 
@@ -46,6 +46,8 @@ class ClusterRecord(BaseModel):
     head_pid: int | None = None
     autoscaler_pid: int | None = None
     metrics_port: int | None = None
+    # Ray's token file (every node, the autoscaler and drivers use it); None: auth off
+    token_file: str | None = None
     next_node: int = 0
     created: float
 
@@ -76,10 +78,7 @@ class NodeRecord(BaseModel):
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_private(path, text)  # 0600 in 0700 directories, temp file + rename
 
 
 class ClusterDir:
@@ -114,8 +113,17 @@ class ClusterDir:
     def logs(self) -> Path:
         return self.root / "logs"
 
+    @property
+    def token_file(self) -> Path:
+        return self.root / "auth_token"
+
     def exists(self) -> bool:
         return self.record_file.exists()
+
+    def create(self) -> None:
+        """The cluster's directory (and ``$RAYSCALE_HOME``), private to this user."""
+        private_dir(self.root.parent.parent)
+        private_dir(self.root)
 
     def load(self) -> ClusterRecord:
         return ClusterRecord.model_validate_json(self.record_file.read_text())

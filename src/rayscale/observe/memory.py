@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from collections.abc import Callable, Mapping
 from typing import Any
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
@@ -25,10 +26,12 @@ class DashboardMemoryProbe:
         dashboard_url: str,
         every_s: float = 2.0,
         timeout_s: float = 3.0,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self.url = dashboard_url.rstrip("/")
-        self.headers = dict(headers or {})  # Ray's token auth: rayauth.bearer_headers
+        # Ray's token auth (rayauth.bearer_headers); a callable is asked per request
+        # (a token file that is renewed: Kubernetes ServiceAccount tokens)
+        self.headers = headers if callable(headers) else dict(headers or {})
         self.every_s = every_s
         self.timeout_s = timeout_s
         self._cache: dict[str, float] = {}
@@ -41,7 +44,8 @@ class DashboardMemoryProbe:
         return {k: v for k, v in self._cache.items() if k in node_ids}
 
     def _get(self, path: str) -> Any:
-        request = urllib.request.Request(self.url + path, headers=self.headers)
+        headers = self.headers() if callable(self.headers) else self.headers
+        request = urllib.request.Request(self.url + path, headers=dict(headers))
         with _OPENER.open(request, timeout=self.timeout_s) as reply:
             return json.load(reply)
 

@@ -3,7 +3,8 @@
 Pure functions from the parsed spec (and the raw pod templates) to manifests,
 as plain dicts ready for the API. The `ray start` command comes from the one
 builder (:mod:`rayscale.raystart`) as an argument list, with resources from
-the spec's one derivation, so Ray, the planner and the pod agree.
+the spec's one derivation, so Ray, the planner and the pod agree. Token
+authentication (``authOptions``) is :mod:`rayscale.operator.auth`'s.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rayscale.labels import (
     NODE_LABEL,
     NODE_TYPE_LABEL,
 )
+from rayscale.operator import auth
 from rayscale.raystart import RayStart, ray_start_argv
 
 MANAGED_BY = "app.kubernetes.io/created-by"
@@ -100,8 +102,8 @@ def head_pod(spec: RayCluster, settings: PodSettings) -> dict[str, Any]:
         overrides={**overrides, **_shared_network_ports(settings)},
     )
     argv = ray_start_argv(settings.ray_executable, spec.head.ray_start_params, start)
-    return _pod(spec.head.template.to_manifest(), f"{spec.name}-head-", head_labels(spec), argv,
-                ports=ports, restart="Always", private_tmp=settings.shared_network)
+    return _pod(spec, spec.head.template.to_manifest(), f"{spec.name}-head-", head_labels(spec),
+                argv, ports=ports, restart="Always", private_tmp=settings.shared_network)
 
 
 def worker_pod(spec: RayCluster, group: WorkerGroupSpec, settings: PodSettings) -> dict[str, Any]:
@@ -115,7 +117,7 @@ def worker_pod(spec: RayCluster, group: WorkerGroupSpec, settings: PodSettings) 
     argv = ray_start_argv(settings.ray_executable, group.ray_start_params, start)
     # a worker that exits (drained, or crashed) is replaced by the operator, not restarted
     # in place: an in-place restart would rejoin Ray behind the autoscaler's back
-    return _pod(group.template.to_manifest(), f"{spec.name}-{group.group_name}-worker-",
+    return _pod(spec, group.template.to_manifest(), f"{spec.name}-{group.group_name}-worker-",
                 worker_labels(spec, group.group_name), argv, ports=None, restart="Never",
                 private_tmp=settings.shared_network)
 
@@ -162,6 +164,7 @@ def _shared_network_ports(settings: PodSettings) -> dict[str, str]:
 
 
 def _pod(
+    cluster: RayCluster,
     template: dict[str, Any],
     generate_name: str,
     labels: dict[str, str],
@@ -183,18 +186,32 @@ def _pod(
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
-    # Defaults a user's template may override: no token auth inside the cluster
-    # network (as KubeRay before authOptions) and no usage reports leaving it.
-    for name, value in (("RAY_AUTH_MODE", "disabled"), ("RAY_USAGE_STATS_ENABLED", "0")):
-        if not any(e.get("name") == name for e in env):
-            env.append({"name": name, "value": value})
+    # KubeRay's, on every Ray container (Ray's Kubernetes token auth names the
+    # RayCluster by them); a template's own win
+    defaults: list[dict[str, Any]] = [
+        {"name": "RAY_CLUSTER_NAME", "valueFrom": {
+            "fieldRef": {"fieldPath": f"metadata.labels['{CLUSTER_LABEL}']"}}},
+        {"name": "RAY_CLUSTER_NAMESPACE", "valueFrom": {
+            "fieldRef": {"fieldPath": "metadata.namespace"}}},
+        # no usage reports leaving the cluster network
+        {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
+    ]
+    for var in defaults:
+        if not any(e.get("name") == var["name"] for e in env):
+            env.append(var)
     ray["env"] = env
+    containers[0] = ray
+    spec["containers"] = containers
+    if cluster.spec.token_auth:  # RAY_AUTH_MODE=token and the token's source
+        auth.configure_pod(spec, cluster)
+    else:
+        # no token auth inside the cluster network unless the template asks for it
+        # (KubeRay without authOptions: Ray's own default would depend on the image)
+        auth.disable_unless_set(ray)
     if ports is not None and not ray.get("ports"):
         ray["ports"] = [{"name": n, "containerPort": p} for n, p in ports.items()]
     if private_tmp:
         _private_ray_tmp(spec, ray)
-    containers[0] = ray
-    spec["containers"] = containers
     spec.setdefault("restartPolicy", restart)
     return {
         "apiVersion": "v1",

@@ -3,15 +3,16 @@
 kopf runs the process (login, settings, startup and cleanup); the watching and
 reconciling is the :class:`Controller`'s, built from :mod:`rayscale.operator.watch`:
 
-- three informers list, then watch, RayClusters, the pods labelled
-  ``ray.io/cluster`` and the Services labelled so (server-side selectors), into
-  in-memory caches indexed by RayCluster (``namespace/name``);
+- four informers list, then watch, RayClusters, the pods labelled
+  ``ray.io/cluster``, the Services labelled so and the metadata (only) of the
+  Secrets labelled so (server-side selectors), into in-memory caches indexed by
+  RayCluster (``namespace/name``);
 - a change that matters (a RayCluster's new resourceVersion; a pod added,
   deleted, or changed in phase, readiness, deletion or address) queues that
   RayCluster's key; workers reconcile queued keys from the caches, one worker
   per key at a time, so a reconcile makes API calls only to act (create or
-  delete pods, create the Service, patch a status that changed): an idle
-  cluster costs none;
+  delete pods, create the Service or the token Secret, patch a status that
+  changed): an idle cluster costs none;
 - a cluster's status is written at most every 0.25 s: an isolated change, or
   a change of state (ready, ...), is written at once, pods that change within
   that time (a burst of pods turning Running) share one write;
@@ -43,11 +44,13 @@ import httpx2 as httpx
 import kopf
 from lightkube import ApiError, Client
 from lightkube.config import client_adapter
-from lightkube.resources.core_v1 import Event, Pod, Service
+from lightkube.resources.core_v1 import Event, Pod, Secret, Service
 from lightkube.types import PatchType
 
+from rayscale.api import RayCluster
 from rayscale.kubedecode import warm_up
 from rayscale.labels import CLUSTER_LABEL, NODE_TYPE_HEAD, NODE_TYPE_LABEL
+from rayscale.operator import auth
 from rayscale.operator.desired import (
     PodSettings,
     gcs_port,
@@ -110,7 +113,7 @@ def warm_up_decoders() -> None:
     from lightkube.resources.core_v1 import ServiceAccount
     from lightkube.resources.rbac_authorization_v1 import RoleBinding
 
-    warm_up((Pod, Service, Event, ServiceAccount, RoleBinding, RayClusterResource,
+    warm_up((Pod, Service, Secret, Event, ServiceAccount, RoleBinding, RayClusterResource,
              RayClusterResource.Status))
 
 
@@ -164,11 +167,14 @@ class Controller:
         self.clusters = ObjectCache(index=_own_key, on_change=self._cluster_changed)
         self.pods = ObjectCache(index=cluster_key_of, on_change=self._pod_changed)
         self.services = ObjectCache(index=cluster_key_of, on_change=self._service_changed)
+        # metadata only: the operator never holds a token after it has written one
+        self.secrets = ObjectCache(index=cluster_key_of, on_change=self._secret_changed)
         self.failures: dict[str, int] = {}
         self.holds: dict[str, float] = {}  # key -> monotonic time before which not to act
         self.status_written: dict[str, float] = {}  # key -> monotonic time of the last patch
         self.status_interval_s = STATUS_INTERVAL_S
         self.foreign_services: set[tuple[str, str]] = set()  # exist, but not labelled ours
+        self.foreign_secrets: set[tuple[str, str]] = set()  # the same, for token Secrets
         self.informers: list[Informer] = []
         self._workers: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -192,6 +198,7 @@ class Controller:
              "ray.io/v1", "RayCluster"),
             ("pods", self.pods, "api/v1", "pods", CLUSTER_LABEL, "v1", "Pod"),
             ("services", self.services, "api/v1", "services", CLUSTER_LABEL, "v1", "Service"),
+            ("secrets", self.secrets, "api/v1", "secrets", CLUSTER_LABEL, "v1", "Secret"),
         ]
         for name, cache, prefix, plural, selector, api_version, kind in kinds:
             scopes: list[str | None] = list(self.ctx.namespaces) or [None]
@@ -201,6 +208,7 @@ class Controller:
                     all_path=f"{prefix}/{plural}", path=f"{prefix}/namespaces/{{ns}}/{plural}",
                     namespace=ns, label_selector=selector,
                     server_timeout_s=WATCH_SERVER_TIMEOUT_S, api_version=api_version, kind=kind,
+                    metadata_only=cache is self.secrets,
                 ))
         for informer in self.informers:
             informer.start()
@@ -236,6 +244,10 @@ class Controller:
 
     def _service_changed(self, key: str | None, old: Obj | None, new: Obj | None) -> None:
         if key is not None and new is None:  # deleted: recreate it
+            self.queue.add(key)
+
+    def _secret_changed(self, key: str | None, old: Obj | None, new: Obj | None) -> None:
+        if key is not None and new is None:  # deleted: recreate it (a new token, as KubeRay)
             self.queue.add(key)
 
     # --------------------------------------------------------------- workers
@@ -300,7 +312,8 @@ class Controller:
             # that the typed model rejects must not fail the cluster
             spec = parse_cluster_spec({k: v for k, v in body.items() if k != "status"})
         except SpecError as exc:
-            _say_once(ctx, body, "Warning", "InvalidSpec", str(exc))
+            # KubeRay's reason; like KubeRay, nothing is created for an invalid spec
+            _say_once(ctx, body, "Warning", "InvalidRayClusterSpec", str(exc))
             failed = {"state": "failed", "reason": str(exc)[:1000]}
             if any((body.get("status") or {}).get(k) != v for k, v in failed.items()):
                 self._patch_status(body, failed)
@@ -310,6 +323,7 @@ class Controller:
             "apiVersion": "ray.io/v1", "kind": "RayCluster", "name": name, "uid": meta["uid"],
             "controller": True, "blockOwnerDeletion": True,
         }
+        self._ensure_auth_secret(spec, owner, key)  # before the pods that read it
         self._ensure_service(head_service(spec, ctx.settings), owner, ns)
         if spec.spec.enable_in_tree_autoscaling:  # the sidecar's ServiceAccount and RoleBinding
             ensure_autoscaler_rbac(ctx.client, body, owner)
@@ -320,11 +334,11 @@ class Controller:
             manifest["metadata"]["namespace"] = ns
             manifest["metadata"]["ownerReferences"] = [owner]
             if manifest["metadata"]["labels"].get(NODE_TYPE_LABEL) == NODE_TYPE_HEAD:
-                _add_autoscaler_sidecar(manifest, spec.name, ns, ctx.sidecar,
-                                        spec.spec.enable_in_tree_autoscaling,
+                _add_autoscaler_sidecar(manifest, spec, ctx.sidecar,
                                         gcs_port(spec, ctx.settings))
                 if spec.spec.enable_in_tree_autoscaling:
                     use_autoscaler_account(manifest, spec.name)
+            auth.name_service_account(manifest["spec"], spec)
         # at once, on the shared pool: one cluster's pods do not wait for each other, and
         # creates of all clusters together are as many at a time as there are workers
         creates = [self._pool.submit(self._create_pod, key, m, ns) for m in actions.create]
@@ -414,6 +428,34 @@ class Controller:
             return
         self.services.upsert(created.to_dict())
 
+    def _ensure_auth_secret(self, spec: RayCluster, owner: dict[str, Any], key: str) -> None:
+        """The cluster's token Secret, created once if missing; never updated or rotated.
+
+        The token goes to the API server and nowhere else: not into the cache (which
+        holds Secrets' metadata only), a log line or an Event.
+        """
+        name = auth.generated_secret_name(spec)
+        ns = spec.namespace
+        if name is None or self.secrets.get(ns, name) is not None \
+                or (ns, name) in self.foreign_secrets:
+            return
+        manifest = auth.secret_manifest(spec, owner, auth.new_token())
+        try:
+            created = self.ctx.client.create(cast(Secret, Secret.from_dict(manifest)),
+                                             namespace=ns)
+        except ApiError as exc:
+            if exc.status.code != 409:
+                raise
+            # exists without our label (made by its user, say): used as it is, as KubeRay does
+            self.foreign_secrets.add((ns, name))
+            return
+        meta = created.metadata
+        assert meta is not None
+        self.secrets.upsert({"apiVersion": "v1", "kind": "Secret",
+                             "metadata": meta.to_dict()})
+        log.info("%s: created Secret %s/%s (Ray auth token, key %s)", key, ns, name,
+                 auth.TOKEN_KEY)
+
     def _patch_status(self, body: dict[str, Any], status: dict[str, Any]) -> None:
         meta = body["metadata"]
         patched = self.ctx.client.patch(RayClusterResource.Status, meta["name"], {"status": status},
@@ -500,21 +542,24 @@ def _instance() -> str:
     return os.environ.get("HOSTNAME") or socket.gethostname()
 
 
-def _add_autoscaler_sidecar(pod: dict[str, Any], cluster: str, ns: str, sidecar: SidecarSettings,
-                            enabled: bool, port: int) -> None:
-    if not enabled:
+def _add_autoscaler_sidecar(pod: dict[str, Any], spec: RayCluster, sidecar: SidecarSettings,
+                            port: int) -> None:
+    if not spec.spec.enable_in_tree_autoscaling:
         return
-    command = [*sidecar.command, "autoscaler", "--cluster", cluster, "--namespace", ns,
-               "--gcs-address", f"$(POD_IP):{port}"]
+    command = [*sidecar.command, "autoscaler", "--cluster", spec.name,
+               "--namespace", spec.namespace, "--gcs-address", f"$(POD_IP):{port}"]
     sidecar_env: list[dict[str, Any]] = [
         {"name": k, "value": v} for k, v in sorted(sidecar.env.items())
     ]
     sidecar_env.append({"name": "POD_IP",
                         "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
-    pod["spec"]["containers"].append({
+    container: dict[str, Any] = {
         "name": "autoscaler",
         "image": sidecar.image or pod["spec"]["containers"][0].get("image", "rayscale"),
         "command": command,
         "env": sidecar_env,
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
-    })
+    }
+    # its GCS client and its dashboard requests authenticate as the Ray containers do
+    auth.sidecar_auth(container, spec)
+    pod["spec"]["containers"].append(container)

@@ -13,7 +13,11 @@ the cluster's namespace:
   get/list/watch/patch/update, pods get/list/watch) to that account, in this
   namespace only.
 
-Both are owned by the RayCluster, so deleting it removes them. Creating the
+Both are owned by the RayCluster, so deleting it removes them. The sidecar
+needs no access to Secrets: with Ray token auth (``authOptions``) the kubelet
+gives it the token through a ``secretKeyRef`` (see
+:mod:`rayscale.operator.auth`); the operator's own Secret rights are the Helm
+chart's. Creating the
 RoleBinding needs the ``bind`` verb on that ClusterRole, which the chart grants
 the operator for this one role name (``RAYSCALE_AUTOSCALER_CLUSTER_ROLE``
 overrides the name, and the chart sets it from its values).

@@ -4,10 +4,11 @@ The operator's building blocks, in the shape of client-go's informers and work
 queue, without Kubernetes-specific logic of their own:
 
 - :class:`ObjectCache` mirrors one kind of object (RayClusters, their pods,
-  their Services) in memory, indexed by the RayCluster they belong to. It is fed
-  by an :class:`Informer` and by the operator's own write responses (a created
-  pod is in the cache before its create call returns, so the next reconcile
-  cannot miss it and create a duplicate). Writes of a resourceVersion older
+  their Services, the metadata of their token Secrets) in memory, indexed by
+  the RayCluster they belong to. It is fed by an :class:`Informer` and by the
+  operator's own write responses (a created pod is in the cache before its
+  create call returns, so the next reconcile cannot miss it and create a
+  duplicate). Writes of a resourceVersion older
   than what is cached are ignored, and a deleted object is never brought back
   by a late response.
 - :class:`Informer` lists a kind once (server-side label selector), then
@@ -52,6 +53,11 @@ ObjKey = tuple[str, str]  # (namespace, name)
 ChangeHandler = Callable[[str | None, Obj | None, Obj | None], None]
 
 TOMBSTONE_S = 300.0  # deleted uids are remembered this long against late write responses
+#: Lists and watches of metadata only, as client-go's metadata informers ask for them.
+METADATA_ONLY_ACCEPT = (
+    "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,"
+    "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+)
 
 
 def resource_version(obj: Obj | None) -> int | None:
@@ -276,6 +282,9 @@ class Informer:
     # list items of built-in kinds carry no apiVersion and kind (watch events do)
     api_version: str | None = None
     kind: str | None = None
+    #: Only the objects' metadata (``PartialObjectMetadata``): what a cache needs of
+    #: objects whose contents the operator must not hold, such as Secrets.
+    metadata_only: bool = False
     synced: threading.Event = field(default_factory=threading.Event)
     stats: InformerStats = field(default_factory=InformerStats)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -323,6 +332,9 @@ class Informer:
                 log.warning("%s: watch failed (%s); retrying in %.1f s", self.name, exc, delay)
                 self._stop.wait(delay)
 
+    def _headers(self) -> dict[str, str]:
+        return {"Accept": METADATA_ONLY_ACCEPT} if self.metadata_only else {}
+
     def _params(self) -> dict[str, str]:
         params = {}
         if self.label_selector:
@@ -334,7 +346,7 @@ class Informer:
         params = {**self._params(), "limit": "500"}
         rv = ""
         while True:
-            resp = self.http.get(self.url, params=params)
+            resp = self.http.get(self.url, params=params, headers=self._headers())
             if resp.status_code == 410:  # the continue token expired: from the start
                 items, params = [], {**self._params(), "limit": "500"}
                 continue
@@ -343,6 +355,8 @@ class Informer:
             meta = doc.get("metadata") or {}
             rv = rv or str(meta.get("resourceVersion") or "")
             for item in doc.get("items") or []:
+                if self.metadata_only:
+                    item = _metadata_of(item)
                 if self.api_version is not None:
                     item.setdefault("apiVersion", self.api_version)
                 if self.kind is not None:
@@ -364,7 +378,8 @@ class Informer:
                   "resourceVersion": rv, "timeoutSeconds": str(self.server_timeout_s)}
         timeout = httpx.Timeout(10.0, read=self.server_timeout_s + 30.0)
         self.stats.watches += 1
-        with self.http.stream("GET", self.url, params=params, timeout=timeout) as resp:
+        with self.http.stream("GET", self.url, params=params, timeout=timeout,
+                              headers=self._headers()) as resp:
             if resp.status_code == 410:
                 raise Gone()
             resp.raise_for_status()
@@ -380,6 +395,8 @@ class Informer:
                 rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
                 if kind == "BOOKMARK":
                     continue
+                if self.metadata_only:
+                    obj = _metadata_of(obj)
                 self.stats.events += 1
                 self.cache.apply(str(kind), obj)
         return rv
@@ -396,6 +413,11 @@ class Informer:
                     yield msgspec.json.decode(line)
         if buffer.strip():
             yield msgspec.json.decode(buffer)
+
+
+def _metadata_of(obj: Obj) -> Obj:
+    """Only what a metadata-only watch returns, even from a server that sent more."""
+    return {k: v for k, v in obj.items() if k in ("apiVersion", "kind", "metadata")}
 
 
 # ---------------------------------------------------------------- work queue

@@ -14,9 +14,12 @@ Isolation is just enough to look like a pod:
   hosts file and resolv.conf are bind-mounted over ``/etc/hosts`` and
   ``/etc/resolv.conf`` (see :mod:`rayscale.vnode.hosts`), an ``/etc/profile``
   that puts the venv's bin back first for login shells (``bash -lc``), with
-  ``HOME`` a directory of the pod's own (so no host ``~/.profile``), ``emptyDir`` and
-  ``hostPath`` volumes are bind-mounted at their mount paths, and the
-  hostname is the pod's.
+  ``HOME`` a directory of the pod's own (so no host ``~/.profile``; it holds the
+  ``ray_bootstrap_config.yaml`` that keeps Ray's dashboard from probing cloud
+  metadata servers, see :mod:`rayscale.cloudprobe`), ``emptyDir`` and
+  ``hostPath`` volumes, and the files of ``secret``, ``configMap``,
+  ``downwardAPI`` and ``projected`` ones (:mod:`rayscale.vnode.volumes`), are
+  bind-mounted at their mount paths, and the hostname is the pod's.
 * A session of its own (process group = the container's PID) and an
   environment marker ``RAYSCALE_VNODE_CONTAINER=<pod uid>/<container>`` that
   every descendant inherits, so stopping a container signals its group and
@@ -45,12 +48,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from lightkube.models.core_v1 import Container
+from lightkube.models.core_v1 import Container, DownwardAPIVolumeFile
 from lightkube.resources.core_v1 import Pod
 from lightkube.utils.quantity import parse_quantity
 
 from rayscale import procs
+from rayscale.cloudprobe import ensure_bootstrap_config
 from rayscale.vnode.pacing import StartPacer
+from rayscale.vnode.volumes import PodVolumes, TokenRequest, VolumeError, file_volume
 
 MARKER = "RAYSCALE_VNODE_CONTAINER"
 BACKOFF_BASE_S = 1.0
@@ -293,6 +298,8 @@ class PodRun:
     extra_env: dict[str, str] = field(default_factory=dict)
     #: Machine-wide pacing of container starts (None: start at once).
     pacer: StartPacer | None = None
+    #: Issues ServiceAccount tokens for ``serviceAccountToken`` volumes (None: refused).
+    token_request: TokenRequest | None = None
     init: list[ContainerRun] = field(default_factory=list)
     main: list[ContainerRun] = field(default_factory=list)
     start_time: str = field(default_factory=now_rfc3339)
@@ -308,9 +315,19 @@ class PodRun:
         self.init = [ContainerRun(c, init=True) for c in spec.initContainers or []]
         self.main = [ContainerRun(c, init=False) for c in spec.containers]
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.volumes = PodVolumes(
+            namespace=self.namespace, pod_name=self.name, pod_uid=self.uid,
+            service_account=spec.serviceAccountName or "default",
+            root=self.directory / "volumes", lookup=self.lookup,
+            downward=self._downward_value, token_request=self.token_request,
+        )
         if self.tools is not None:
             self.home.mkdir(exist_ok=True)
             self._write_profile()
+            # Ray's dashboard asks cloud metadata servers (off this machine) where it
+            # runs unless this file is in its home; a Ray image's pod would run Ray as
+            # KubeRay starts it, so the file says "kuberay"
+            ensure_bootstrap_config(self.home, "kuberay")
         if self.tools is None:
             stamp = now_rfc3339()
             for c in self.init:
@@ -377,11 +394,12 @@ class PodRun:
     # ------------------------------------------------------------ lifecycle
 
     def step(self, now: float) -> None:
-        """Reap exits, apply restart policy, start what is due."""
+        """Reap exits, apply restart policy, renew tokens, start what is due."""
         for c in self.containers():
             self._reap(c)
         if self.tools is None or self.terminating:
             return
+        self.volumes.refresh(now)
         if self.init_failed:
             return
         for c in self.init:
@@ -432,6 +450,13 @@ class PodRun:
             "LANG": "C.UTF-8",
             **self.extra_env,
         }
+        assert self.pod.spec is not None
+        try:  # the pod's volumes first, as the kubelet mounts them before any container
+            self.volumes.prepare(list(self.pod.spec.volumes or []), time.monotonic())
+        except VolumeError as e:
+            c.state, c.reason, c.message = "waiting", "ContainerCreating", f"volume: {e}"
+            c.next_start = time.monotonic() + 2.0
+            return
         try:
             env = container_env(self.pod, c.spec, self.ip, self.host_ip, base, self.lookup,
                                 self.node_allocatable)
@@ -480,7 +505,23 @@ class PodRun:
                 out.append((str(src), vm.mountPath))
             elif vol.hostPath is not None:
                 out.append((vol.hostPath.path, vm.mountPath))
+            elif file_volume(vol):  # secret, configMap, downwardAPI, projected
+                out.append((str(self.volumes.directory(vm.name)), vm.mountPath))
         return out
+
+    def _downward_value(self, item: DownwardAPIVolumeFile) -> str:
+        """A ``downwardAPI`` volume item: a field of the pod, or a container's resource."""
+        if item.fieldRef is not None:
+            try:
+                return field_ref(self.pod, item.fieldRef.fieldPath, self.ip, self.host_ip)
+            except ConfigError as e:
+                raise VolumeError(str(e)) from None
+        ref = item.resourceFieldRef
+        assert self.pod.spec is not None
+        if ref is None or not self.pod.spec.containers:
+            raise VolumeError(f"downward API item {item.path}: no fieldRef or resourceFieldRef")
+        return resource_ref(self.pod, self.pod.spec.containers[0], ref.resource,
+                            ref.containerName, ref.divisor, self.node_allocatable)
 
     def _reap(self, c: ContainerRun) -> None:
         if c.proc is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import ipaddress
 import logging
 import queue
@@ -30,8 +31,10 @@ from urllib.parse import urlparse
 
 import httpx2
 from lightkube import ALL_NS, ApiError, Client, KubeConfig
+from lightkube.models.authentication_v1 import BoundObjectReference, TokenRequestSpec
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
-from lightkube.resources.core_v1 import ConfigMap, Node, Pod, Secret, Service
+from lightkube.resources.core_v1 import ConfigMap, Node, Pod, Secret, Service, ServiceAccount
 from lightkube.types import OnErrorAction, OnErrorResult, PatchType
 
 from rayscale.kubedecode import warm_up
@@ -296,6 +299,27 @@ class VirtualNode:
                 return None
             raise
 
+    def _token_request(self, namespace: str, account: str, audiences: list[str],
+                       expiration_s: int, pod_name: str, pod_uid: str) -> tuple[str, float]:
+        """A ServiceAccount token bound to the pod, as the kubelet asks for one."""
+        answer = self.client.create(
+            ServiceAccount.Token(
+                metadata=ObjectMeta(name=account, namespace=namespace),
+                spec=TokenRequestSpec(
+                    audiences=audiences, expirationSeconds=expiration_s,
+                    boundObjectRef=BoundObjectReference(apiVersion="v1", kind="Pod",
+                                                        name=pod_name, uid=pod_uid)),
+            ),
+            account, namespace=namespace,
+        )
+        status = answer.status
+        assert status is not None and status.token
+        expires = status.expirationTimestamp
+        lifetime = float(expiration_s)
+        if expires is not None:
+            lifetime = (expires - dt.datetime.now(dt.UTC)).total_seconds()
+        return status.token, lifetime
+
     def on_pod(self, op: str, pod: Pod, now: float) -> None:
         meta, spec = pod.metadata, pod.spec
         if meta is None or spec is None or meta.uid is None or spec.nodeName not in self.nodes:
@@ -323,7 +347,7 @@ class VirtualNode:
             run = PodRun(pod=pod, ip=ip, host_ip=node.ip, directory=self._pod_dir(pod),
                          tools=self.tools, lookup=self._lookup,
                          node_allocatable=node.pool.capacity, extra_env=self.extra_env,
-                         pacer=self.pacer)
+                         pacer=self.pacer, token_request=self._token_request)
             self._write_hosts(run)
             self.runs[uid] = run
             log.info("pod %s/%s on %s: %s", run.namespace, run.name, spec.nodeName, ip)
@@ -430,7 +454,7 @@ class VirtualNode:
     def run(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         # the watch threads must not be the first to decode a type (see kubedecode)
-        warm_up((Node, Pod, Service, Lease, ConfigMap, Secret))
+        warm_up((Node, Pod, Service, Lease, ConfigMap, Secret, ServiceAccount.Token))
         self.register_nodes()
         threads = [threading.Thread(target=self._watch, args=(k,), daemon=True,
                                     name=f"watch-{k}") for k in ("pod", "svc")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -15,10 +16,11 @@ import yaml
 from lightkube import ApiError, Client, codecs
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
-from lightkube.resources.core_v1 import Pod
+from lightkube.resources.core_v1 import Pod, Secret
 
 from rayscale import procs
 from rayscale.devcluster import DevCluster
+from rayscale.operator.auth import TOKEN_KEY
 from rayscale.ports import free_port
 from tests.devtools import wait_for
 
@@ -131,22 +133,83 @@ def gcs_address(kube: Client, ns: str, name: str, pod_ip: str) -> str:
     return f"{pod_ip}:{wait_for(port, 60, 'the gcs-server endpoint in status')}"
 
 
+def cluster_token(kube: Client, ns: str, name: str) -> str | None:
+    """The Ray auth token of a RayCluster with ``authOptions.mode: token``, read from its
+    Secret through the API server as a user would (``kubectl get secret``); None when
+    the cluster has no shared token (auth off, or Kubernetes tokens)."""
+    obj = kube.get(RayCluster, name, namespace=ns)
+    options = obj["spec"].get("authOptions") or {}
+    if options.get("mode") != "token" or options.get("enableK8sTokenAuth"):
+        return None
+    secret_name = options.get("secretName") or name
+
+    def data() -> dict[str, str] | None:
+        try:
+            return kube.get(Secret, secret_name, namespace=ns).data
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return None
+            raise
+
+    found = wait_for(data, 60, f"the token Secret {ns}/{secret_name}")
+    return base64.b64decode(found[TOKEN_KEY]).decode()
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    """What KubeRay's dashboard client sends (Ray's dashboard also takes Authorization)."""
+    return {"x-ray-authorization": f"Bearer {token}"} if token else {}
+
+
+def ray_env(token: str | None) -> dict[str, str]:
+    """A Ray client process's auth settings for a cluster (a driver, `ray job submit`).
+
+    Ray's gRPC clients read these once per process, so clients of token clusters run
+    in processes of their own, never in the test process.
+    """
+    if token is None:
+        return {"RAY_AUTH_MODE": "disabled"}
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+
+
+def ray_node_count(gcs: str, token: str | None) -> int:
+    """Live Ray nodes as the cluster's GCS lists them, asked by a client process with the
+    token (0 while the GCS does not answer)."""
+    code = (
+        "import sys\n"
+        "from ray._raylet import GcsClient\n"
+        "from ray.autoscaler.v2.sdk import get_cluster_resource_state\n"
+        "state = get_cluster_resource_state(GcsClient(address=sys.argv[1]))\n"
+        "print(sum(1 for n in state.node_states if n.status != 2))\n"  # 2: DEAD
+    )
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")},
+           **ray_env(token)}
+    out = subprocess.run([sys.executable, "-c", code, gcs], env=env, capture_output=True,
+                         text=True, timeout=60)
+    return int(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else 0
+
+
+def dashboard_url(kube: Client, ns: str, name: str, pod_ip: str) -> str:
+    def port() -> str | None:
+        status = kube.get(RayCluster, name, namespace=ns).get("status") or {}
+        return (status.get("endpoints") or {}).get("dashboard")
+
+    return f"http://{pod_ip}:{wait_for(port, 60, 'the dashboard endpoint in status')}"
+
+
 def run_job(kube: Client, ns: str, name: str, pod_ip: str, code: str,
             timeout_s: float = 600) -> str:
     """Run ``code`` as a Ray job on the cluster's head (its driver runs inside the head
-    pod, as KubeRay users submit work); return its logs, failing if it did not succeed."""
+    pod, as KubeRay users submit work); return its logs, failing if it did not succeed.
+    With token auth, the job API is called with the cluster's token (from its Secret)."""
     import shlex
     import textwrap
     import time
 
     from ray.job_submission import JobStatus
 
-    def port() -> str | None:
-        status = kube.get(RayCluster, name, namespace=ns).get("status") or {}
-        return (status.get("endpoints") or {}).get("dashboard")
-
-    url = f"http://{pod_ip}:{wait_for(port, 60, 'the dashboard endpoint in status')}"
-    client = wait_for(lambda: _job_client(url), 120, "the head's job API")
+    url = dashboard_url(kube, ns, name, pod_ip)
+    headers = auth_headers(cluster_token(kube, ns, name))
+    client = wait_for(lambda: _job_client(url, headers), 120, "the head's job API")
     body = "import ray\nray.init()\n" + textwrap.dedent(code)
     job = client.submit_job(entrypoint=shlex.join(["python", "-c", body]))
     deadline = time.monotonic() + timeout_s
@@ -158,11 +221,11 @@ def run_job(kube: Client, ns: str, name: str, pod_ip: str, code: str,
     return logs
 
 
-def _job_client(url: str) -> object | None:
+def _job_client(url: str, headers: dict[str, str]) -> object | None:
     from ray.job_submission import JobSubmissionClient
 
     try:
-        client = JobSubmissionClient(url)
+        client = JobSubmissionClient(url, headers=headers)
         client.list_jobs()
         return client
     except Exception:

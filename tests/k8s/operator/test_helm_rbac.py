@@ -13,8 +13,8 @@ What they prove:
 - every rendered object is accepted by the real kube-apiserver (server-side
   apply, dry run);
 - with the rendered RBAC installed, SubjectAccessReviews say the operator's
-  account can do what it needs and nothing it must not (secrets, namespaces,
-  other ClusterRoles); acting with a token of that account, rbac.py creates the
+  account can do what it needs and nothing it must not (change or delete
+  secrets, namespaces, other ClusterRoles); acting with a token of that account, rbac.py creates the
   sidecar's ServiceAccount and RoleBinding (the ``bind`` rule at work) and the
   API refuses a RoleBinding to cluster-admin; the sidecar's account can patch
   its RayCluster and cannot create pods;
@@ -171,6 +171,7 @@ OPERATOR_GRANTS = (
     | _rows("ray.io", "rayclusters/finalizers", "update")
     | _rows("", "pods", "get list watch create delete")
     | _rows("", "services", "get list watch create")
+    | _rows("", "secrets", "get list watch create")
     | _rows("", "events", "create patch")
     | _rows("events.k8s.io", "events", "create patch")
     | _rows("", "serviceaccounts", "get create")
@@ -371,6 +372,8 @@ def test_rendered_chart_is_valid_and_grants_only_what_it_needs(
         ("delete", "pods", {}),
         ("watch", "pods", {}),
         ("create", "services", {}),
+        ("create", "secrets", {}),
+        ("watch", "secrets", {}),
         ("list", "rayclusters", {"group": "ray.io"}),
         ("watch", "rayclusters", {"group": "ray.io"}),
         ("patch", "rayclusters", {"group": "ray.io"}),
@@ -385,8 +388,9 @@ def test_rendered_chart_is_valid_and_grants_only_what_it_needs(
     assert _can(kube, operator, "watch", "customresourcedefinitions",
                 group="apiextensions.k8s.io")
     for verb, resource, kw in [
-        ("get", "secrets", {"namespace": elsewhere}),
-        ("list", "secrets", {}),
+        ("update", "secrets", {"namespace": elsewhere}),
+        ("patch", "secrets", {"namespace": elsewhere}),
+        ("delete", "secrets", {"namespace": elsewhere}),
         ("delete", "namespaces", {"name": elsewhere}),
         ("create", "namespaces", {}),
         ("update", "pods", {"namespace": elsewhere}),
@@ -431,7 +435,7 @@ def test_rendered_chart_is_valid_and_grants_only_what_it_needs(
     as_operator.patch(RayCluster.Status, "owner", {"status": {"state": "suspended"}},
                       namespace=namespace, patch_type=PatchType.MERGE)
     refused: list[Callable[[], Any]] = [
-        lambda: as_operator.get(Secret, "any", namespace=namespace),
+        lambda: as_operator.delete(Secret, "any", namespace=namespace, dry_run=True),
         lambda: _untyped(as_operator).create(
             RoleBinding.from_dict(_binding(namespace, "cluster-admin")),
             namespace=namespace, dry_run=True),

@@ -11,7 +11,15 @@ from lightkube.resources.core_v1 import Pod, Service
 from lightkube.types import PatchType
 
 from tests.devtools import wait_for
-from tests.k8s.operator.conftest import RayCluster, gcs_address, manifest, pods, running
+from tests.k8s.operator.conftest import (
+    RayCluster,
+    cluster_token,
+    gcs_address,
+    manifest,
+    pods,
+    ray_node_count,
+    running,
+)
 
 
 def test_kuberay_manifest_becomes_a_working_ray_cluster(
@@ -26,18 +34,10 @@ def test_kuberay_manifest_becomes_a_working_ray_cluster(
     head = pods(kube, ns, "applied", "head")[0]
     assert head.status is not None and head.status.podIP
     gcs = gcs_address(kube, ns, "applied", head.status.podIP)
-
-    def ray_nodes() -> int:
-        from ray._raylet import GcsClient
-        from ray.autoscaler.v2.sdk import get_cluster_resource_state
-
-        try:
-            state = get_cluster_resource_state(GcsClient(address=gcs))
-        except Exception:
-            return 0
-        return sum(1 for n in state.node_states if n.status != 2)  # 2: DEAD
-
-    wait_for(lambda: ray_nodes() == 2, 120, "two Ray nodes (head + worker) in one cluster")
+    token = cluster_token(kube, ns, "applied")  # the example turns token auth on
+    assert token is not None
+    wait_for(lambda: ray_node_count(gcs, token) == 2, 120,
+             "two Ray nodes (head + worker) in one cluster")
     status = wait_for(lambda: _status(kube, ns, "applied").get("state") == "ready"
                       and _status(kube, ns, "applied"), 60, "status ready")
     assert status["desiredWorkerReplicas"] == 1 and status["availableWorkerReplicas"] == 1
