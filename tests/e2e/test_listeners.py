@@ -13,11 +13,12 @@ One exception is named: the dashboard's own Prometheus endpoint
 (``DASHBOARD_METRIC_PORT``) binds 0.0.0.0 with no token and no Ray option to
 move or disable it (docs/security.md). The test checks it serves metrics only.
 
-Two pending local-mode changes make this pass (docs/security.md, "what local mode
-sets"): token auth for every node, and ``RAY_enable_metrics_collection=0`` (the
-agent's metrics export port, 0.0.0.0 and open, goes away). Until the cluster's
-processes run with them, the test is an expected failure that lists what they
-would fix, and anything else fails it.
+Two local-mode settings make this pass (docs/security.md, "What local mode
+sets"): token auth for every node (on since local mode's token auth landed) and
+``RAY_enable_metrics_collection=0`` (the agent's metrics export port, 0.0.0.0 and
+open, goes away; pending). While the cluster's processes run without one of
+them, the test is an expected failure that lists what it would fix, and
+anything else fails it.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -33,8 +34,10 @@ import pytest
 import yaml
 
 from rayscale import cloudprobe, procs, rayauth
+from rayscale.local.cluster import temp_root
 from rayscale.local.provider import local_overrides, ray_executable
 from rayscale.local.store import ClusterDir
+from rayscale.paths import private_dir
 from rayscale.ports import free_port
 from rayscale.raystart import RayStart, ray_start_argv
 from tests import netcheck
@@ -119,13 +122,17 @@ def _stop_traced_up(strace: subprocess.Popen[bytes], env: dict[str, str], cluste
 
 def test_a_rayscale_cluster_sends_nothing_off_the_machine(tmp_path: Path) -> None:
     """`rayscale up` (head, autoscaler, one worker) and all they start, traced from the
-    start until `down`: every destination is loopback, and there is no DNS query."""
+    start until `down`: every destination is loopback, and there is no DNS query.
+
+    HOME is a fresh directory: `up` writes Ray's bootstrap file into it (the real
+    `up` uses the user's HOME), and the cluster has its own token (`up` makes it).
+    """
     home = tmp_path / "home"
-    cloudprobe.ensure_bootstrap_config(home)  # what `up` does for the user's HOME
-    token = rayauth.create_token_file(tmp_path / "auth_token")
+    home.mkdir()
     env = {**os.environ, "HOME": str(home), "RAYSCALE_HOME": str(tmp_path / "rs"),
            "RAY_USAGE_STATS_ENABLED": "0"}
-    rayauth.apply_auth_env(env, token)
+    for name in rayauth.AUTH_ENV_VARS:  # the cluster brings its own
+        env.pop(name, None)
     spec = cluster_spec("quiet", [worker_group("w", min_replicas=1, max_replicas=1)])
     spec_file = tmp_path / "quiet.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
@@ -143,6 +150,9 @@ def test_a_rayscale_cluster_sends_nothing_off_the_machine(tmp_path: Path) -> Non
         _wait(lambda: not procs.is_alive(up, expect_arg=str(spec_file)), 150, "`rayscale up`")
         assert "RAY_ADDRESS=" in log.read_text(), f"up failed:\n{log.read_text()[-3000:]}"
         record = cluster.load()
+        assert (home / cloudprobe.BOOTSTRAP_CONFIG_NAME).exists(), "up wrote no bootstrap file"
+        assert record.token_file is not None, "local mode runs with token auth"
+        token = Path(record.token_file)
         _wait(lambda: _dashboard_up(record.dashboard_url, token), 60, "the dashboard")
         time.sleep(DASHBOARD_SETTLE_S)
         assert record.head_pid is not None
@@ -200,7 +210,7 @@ def _start_head(tmp_path: Path, name: str, ip: str, token: Path, *, bootstrap: b
                       "no-monitor": "true"})
     argv = ray_start_argv(ray_executable(), {}, RayStart(
         node_ip=ip, resources={"CPU": 0}, gcs_port=free_port(),
-        temp_dir=f"/tmp/rs/nt{marker[:8]}", overrides=overrides))
+        temp_dir=str(private_dir(temp_root()) / f"nt{marker[:8]}"), overrides=overrides))
     prefix = tmp_path / name / "trace" / "t"
     prefix.parent.mkdir()
     proc = procs.spawn([*netcheck.strace_argv(prefix), *argv], env, tmp_path / name / "head.log")
@@ -212,7 +222,7 @@ def _stop(head: TracedHead) -> None:
     procs.stop_pids(procs.pids_with_marker(head.marker))
     with contextlib.suppress(subprocess.TimeoutExpired):
         head.proc.wait(10)
-    subprocess.run(["rm", "-rf", f"/tmp/rs/nt{head.marker[:8]}"], check=False)
+    shutil.rmtree(temp_root() / f"nt{head.marker[:8]}", ignore_errors=True)
 
 
 class Heads:
