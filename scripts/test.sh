@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Install everything, then lint, type-check and run every test (real Ray).
+# The tests run in a network namespace with loopback only (scripts/loopback-only.sh):
+# nothing they start can send a packet off this machine. Installing and building
+# need the package registries, so they run before, outside it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -9,4 +12,4 @@ export RAY_USAGE_STATS_ENABLED=0
 .venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/lint-imports
-.venv/bin/python -m pytest -q "$@"
+exec bash scripts/loopback-only.sh .venv/bin/python -m pytest -q "$@"

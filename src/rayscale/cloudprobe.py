@@ -13,6 +13,15 @@ launched by an autoscaler; do not probe".
 rayscale writes a minimal one into the home directory of every head it starts
 when none is there (it never overwrites or removes one). Ray Tune reads the
 same file's presence as "this cluster autoscales", which is true of ours.
+
+The same dashboard module has a second way out: with usage stats *disabled*,
+it still POSTs a one-off "usage stats are disabled" notice to
+usage-stats.ray.io when it starts (``_report_disabled_usage_sync``), unless the
+cluster was started by ``ray.init()``. Ray takes that URL from
+``RAY_USAGE_STATS_REPORT_URL``; a ``file:`` URL makes its ``requests`` call
+fail before any DNS query or connection. :data:`NO_REPORT_ENV` is what every
+head's environment needs (tests/e2e/test_no_traffic.py shows both leaks and
+that these settings close them).
 """
 
 from __future__ import annotations
@@ -21,6 +30,10 @@ import os
 from pathlib import Path
 
 BOOTSTRAP_CONFIG_NAME = "ray_bootstrap_config.yaml"
+
+USAGE_REPORT_URL_ENV = "RAY_USAGE_STATS_REPORT_URL"
+NO_USAGE_REPORT_URL = "file:///dev/null"  # requests: InvalidSchema, no socket at all
+NO_REPORT_ENV = {"RAY_USAGE_STATS_ENABLED": "0", USAGE_REPORT_URL_ENV: NO_USAGE_REPORT_URL}
 
 BOOTSTRAP_CONFIG = """\
 # Written by rayscale. Its presence stops Ray's dashboard from probing cloud

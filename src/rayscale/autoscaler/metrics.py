@@ -1,8 +1,22 @@
-"""Prometheus metrics of the autoscaler (names start with rayscale_, base units)."""
+"""Prometheus metrics of the autoscaler (names start with rayscale_, base units).
+
+:func:`serve_metrics` serves a registry's ``/metrics`` on exactly the address it
+is given (never a wildcard by default) and, unlike prometheus_client's
+``start_http_server``, makes no DNS query: Python's ``HTTPServer.server_bind``
+asks ``socket.getfqdn(host)``, a reverse lookup that goes to the resolver in
+``/etc/resolv.conf`` for any address ``/etc/hosts`` does not name, which is
+every ``127.x.y.z`` but ``127.0.0.1``.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import socket
+import socketserver
+import threading
+from http.server import ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import MetricsHandler
 
 
 class AutoscalerMetrics:
@@ -55,6 +69,32 @@ class AutoscalerMetrics:
 
     def serve(self, host: str, port: int) -> int:
         """Serve /metrics on host:port (port 0: any); return the port."""
-        server, _ = start_http_server(port, addr=host, registry=self.registry)
-        bound: int = server.server_address[1]
-        return bound
+        return serve_metrics(self.registry, host, port).server_address[1]
+
+
+class _MetricsServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind would set server_name = socket.getfqdn(host): a
+        # reverse DNS query that leaves the machine. Nothing here uses the name.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+
+class _MetricsServer6(_MetricsServer):
+    address_family = socket.AF_INET6
+
+
+def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> _MetricsServer:
+    """Serve ``registry`` on ``host:port`` (port 0: any free one) from a daemon thread.
+
+    ``host`` is an IP address (v4 or v6). The returned server's
+    ``server_address[1]`` is the bound port; ``shutdown()`` stops it.
+    """
+    cls = _MetricsServer6 if ":" in host else _MetricsServer
+    server = cls((host, port), MetricsHandler.factory(registry))
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server

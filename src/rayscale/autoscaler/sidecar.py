@@ -31,8 +31,10 @@ T = TypeVar("T")
 
 def kubernetes_autoscaler(
     cluster: str, namespace: str, gcs_address: str | None, metrics_port: int,
-    options: LoopOptions,
+    options: LoopOptions, metrics_host: str | None = None,
 ) -> Autoscaler:
+    """The loop of one RayCluster; ``/metrics`` on ``metrics_host`` (default: the head
+    pod's IP, where Prometheus in the pod network reaches it) and ``metrics_port``."""
 
     provider = KubeRayProvider(Client(field_manager="rayscale-autoscaler"), cluster, namespace)
     spec = _retry(provider.cluster, "the RayCluster")
@@ -40,9 +42,10 @@ def kubernetes_autoscaler(
     head_ip = address.rsplit(":", 1)[0]
     observer = _retry(lambda: _ready_observer(address), f"the GCS at {address}")
     metrics = AutoscalerMetrics()
-    port = metrics.serve(head_ip, metrics_port)
+    host = metrics_host or head_ip
+    port = metrics.serve(host, metrics_port)
     log.info("autoscaler for %s/%s: GCS %s, metrics on %s:%s, Ray token auth %s", namespace,
-             cluster, address, head_ip, port, "on" if is_token_mode(os.environ) else "off")
+             cluster, address, host, port, "on" if is_token_mode(os.environ) else "off")
 
     def echo(event: ScalingEvent) -> None:
         log.info("%s %s", event.kind, event.message)
