@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from rayscale import procs, rayauth
+from rayscale import cloudprobe, procs, rayauth
 from rayscale.api import RayCluster
 from rayscale.labels import GROUP_LABEL, NODE_LABEL
 from rayscale.local.store import ClusterDir, ClusterRecord, NodeRecord, now, worker_ip
@@ -35,7 +35,12 @@ def node_env(record: ClusterRecord, base: Mapping[str, str] | None = None) -> di
     env[procs.MARKER] = record.id
     # the cluster's own token (or auth off), whatever the caller's environment says
     rayauth.apply_auth_env(env, record.token_file)
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    # nothing leaves the machine: no usage report, not even Ray's "disabled" notice
+    env.update(cloudprobe.NO_REPORT_ENV)
+    # Ray's metrics agent would serve Prometheus on 0.0.0.0 without the token, and
+    # Ray has no option to bind it elsewhere (docs/security.md). Node stats, which
+    # the memory target reads, do not need it.
+    env.setdefault("RAY_enable_metrics_collection", "0")
     # The GCS tells drivers which autoscaler API to use; with v2, request_resources
     # lands in the cluster resource constraints rayscale reads (v1 used a KV key).
     env["RAY_enable_autoscaler_v2"] = "1"

@@ -14,6 +14,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from rayscale import cloudprobe
 from rayscale.api import RayCluster, WorkerGroupSpec
 from rayscale.labels import (
     CLUSTER_LABEL,
@@ -193,8 +194,9 @@ def _pod(
             "fieldRef": {"fieldPath": f"metadata.labels['{CLUSTER_LABEL}']"}}},
         {"name": "RAY_CLUSTER_NAMESPACE", "valueFrom": {
             "fieldRef": {"fieldPath": "metadata.namespace"}}},
-        # no usage reports leaving the cluster network
-        {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
+        # no usage reports leaving the cluster network, not even Ray's "usage stats
+        # are disabled" notice (cloudprobe)
+        *({"name": k, "value": v} for k, v in cloudprobe.NO_REPORT_ENV.items()),
     ]
     for var in defaults:
         if not any(e.get("name") == var["name"] for e in env):
