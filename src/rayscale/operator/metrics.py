@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from rayscale.autoscaler.metrics import serve_metrics
 
 
 class OperatorMetrics:
@@ -34,6 +36,7 @@ class OperatorMetrics:
             self.clusters.labels(state).set(tally.get(state, 0))
 
     def serve(self, host: str, port: int) -> int:
-        server, _ = start_http_server(port, addr=host, registry=self.registry)
+        # not prometheus_client's server: it asks DNS for the name of a pod IP
+        server = serve_metrics(self.registry, host, port)
         bound: int = server.server_address[1]
         return bound
