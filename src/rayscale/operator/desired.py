@@ -195,6 +195,12 @@ def _pod(
             "fieldRef": {"fieldPath": "metadata.namespace"}}},
         # no usage reports leaving the cluster network
         {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
+        # Ray's node type and instance id (KubeRay sets them for autoscaler v2): `ray
+        # status` and the dashboard name each node by its group and pod
+        {"name": "RAY_NODE_TYPE_NAME", "valueFrom": {
+            "fieldRef": {"fieldPath": f"metadata.labels['{GROUP_LABEL_K8S}']"}}},
+        {"name": "RAY_CLOUD_INSTANCE_ID", "valueFrom": {
+            "fieldRef": {"fieldPath": "metadata.name"}}},
     ]
     for var in defaults:
         if not any(e.get("name") == var["name"] for e in env):
