@@ -119,7 +119,9 @@ def main() -> None:
 
     state = gcs_state(args.nodes, args.entries)
     observer = object.__new__(RayObserver)
-    observer.gcs = None
+    # the GCS's report calls are no-ops here (messages are still built and serialized)
+    observer.gcs = mock.Mock(spec=["report_cluster_config", "report_autoscaling_state"])
+    observer._version = 0
     observer.drain = lambda node_id, deadline_s, message: (False, "busy")  # type: ignore[method-assign]
     with mock.patch("ray.autoscaler.v2.sdk.get_cluster_resource_state", return_value=state):
         observer.observe()  # imports

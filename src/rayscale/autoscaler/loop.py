@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from rayscale.api import RayCluster
 from rayscale.autoscaler.events import EventLog, ScalingEvent
@@ -35,6 +35,8 @@ from rayscale.autoscaler.metrics import AutoscalerMetrics
 from rayscale.autoscaler.snapshot import NodeView, Snapshot, cluster_state, join
 from rayscale.autoscaler.status import publish_gauges, status_document
 from rayscale.autoscaler.tracking import GroupBackoff, NodeTracker
+from rayscale.labels import HEAD_GROUP, UNBOUNDED_REPLICAS
+from rayscale.observe.gcs_report import AutoscalingReport, FailedLaunch, NodeGroup, PendingNode
 from rayscale.observe.ray_state import Observation
 from rayscale.planner import Plan, plan
 from rayscale.providers.base import NodeProvider, ProviderNode
@@ -44,12 +46,29 @@ log = logging.getLogger(__name__)
 # How long a node whose process exited stays hidden from Ray's view: longer than
 # the GCS takes to mark it dead (its health checks), short enough to stay small.
 GONE_MEMORY_S = 300.0
+# Failed launches reported to Ray's GCS (``ray status``: "Recent failures").
+FAILURE_MEMORY_S = 600.0
+MAX_FAILURES_REPORTED = 20
+# The autoscaling state is reported when it changes, and at least this often;
+# the cluster config when it changes, and at least every CONFIG_REFRESH_S (a
+# restarted GCS starts without one).
+STATE_REFRESH_S = 5.0
+CONFIG_REFRESH_S = 60.0
 
 
 class Observer(Protocol):
     def observe(self) -> Observation: ...
 
     def drain(self, node_id: str, deadline_s: float, message: str) -> tuple[bool, str]: ...
+
+
+@runtime_checkable
+class Reporter(Protocol):
+    """Tells Ray's GCS what Ray's own autoscaler would (observe/gcs_report.py)."""
+
+    def report_cluster_config(self, groups: list[NodeGroup]) -> None: ...
+
+    def report_autoscaling_state(self, report: AutoscalingReport, observed: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -76,6 +95,7 @@ class Autoscaler:
         memory_probe: Callable[[list[str]], dict[str, float]] | None = None,
         on_status: Callable[[dict[str, Any]], None] | None = None,
         refresh_spec: Callable[[], RayCluster] | None = None,
+        reporter: Reporter | None = None,
     ) -> None:
         self.spec = spec
         self.provider = provider
@@ -87,6 +107,15 @@ class Autoscaler:
         self.memory_probe = memory_probe
         self.on_status = on_status
         self.refresh_spec = refresh_spec  # Kubernetes: the CR may change at any time
+        # an observer that can also report (RayObserver) reports unless told otherwise
+        self.reporter = reporter if reporter is not None else (
+            observer if isinstance(observer, Reporter) else None
+        )
+        self.failures: list[FailedLaunch] = []
+        self._shapes: dict[str, dict[str, float]] = {}  # group -> a Ray node's total, last seen
+        self._reported_config: tuple[list[NodeGroup], float] | None = None
+        self._reported_state: tuple[AutoscalingReport, float] | None = None
+        self._report_failing = False
         self.tracker = NodeTracker(self.options.launch_timeout_s)
         self._gone: dict[str, float] = {}  # node id -> when its process was found exited
         self.backoff = GroupBackoff(self.options.backoff_s)
@@ -147,6 +176,7 @@ class Autoscaler:
         self.metrics.plan_seconds.observe(time.perf_counter() - started)
 
         self._act(decision, snapshot, now)
+        self._report(snapshot, decision, now)
         self.last_plan = decision
         self.last_snapshot = snapshot
         publish_gauges(self.metrics, self.spec, snapshot, decision, not_launchable)
@@ -185,7 +215,8 @@ class Autoscaler:
             elif was is not None and was.registered:
                 self.events.add(ScalingEvent("lost", f"node {node.id} exited", node.group, node.id))
             else:
-                self._launch_failed(node.group, node.id, "process exited before registering", now)
+                self._launch_failed(node.group, node.id, "process exited before registering", now,
+                                    node.launched_at)
             self.provider.forget(node.id)
 
     def _follow(self, snapshot: Snapshot, provider_nodes: list[ProviderNode], now: float) -> None:
@@ -201,11 +232,15 @@ class Autoscaler:
                 view.group, view.id,
             ))
         for view in observed.timed_out:
-            self._launch_failed(view.group, view.id, "did not register in time", now)
+            self._launch_failed(view.group, view.id, "did not register in time", now,
+                                view.launched_at)
             self._stop_node(view, "launch_failed", now)
 
-    def _launch_failed(self, group: str, node_id: str, why: str, now: float) -> None:
+    def _launch_failed(
+        self, group: str, node_id: str, why: str, now: float, launched_at: float | None
+    ) -> None:
         self.metrics.failed_launches.labels(group).inc()
+        self.failures.append(FailedLaunch(group, node_id, why, launched_at, now))
         self.events.add(ScalingEvent("launch_failed", f"node {node_id}: {why}", group, node_id))
         delay = self.backoff.failed(group, now)
         if delay is not None:
@@ -255,6 +290,70 @@ class Autoscaler:
                 "infeasible", "no worker group can ever hold: " + "; ".join(shapes)
             ))
         self.infeasible_seen = shapes
+
+    # ------------------------------------------------------------- report
+
+    def node_groups(self, snapshot: Snapshot) -> list[NodeGroup]:
+        """The cluster config Ray's libraries read: the head, then every worker group.
+
+        A group's resources are the spec's, completed by what its Ray nodes
+        reported once one ran (Ray adds an object store and memory the spec may
+        not name); the head's are what its Ray node reports (Ray Data compares
+        them to tell the head's group from a worker shape). A suspended group
+        can have no node.
+        """
+        for view in snapshot.nodes:
+            if view.status == "running" and view.total:
+                self._shapes[view.group] = {
+                    k: v for k, v in view.total.items() if not k.startswith("node:")
+                }
+        groups = [NodeGroup(
+            HEAD_GROUP, self._shapes.get(HEAD_GROUP) or self.spec.head.ray_resources, 1, 1
+        )]
+        for g in self.spec.worker_groups:
+            bound = None if g.max_replicas >= UNBOUNDED_REPLICAS else g.max_replicas
+            groups.append(NodeGroup(
+                g.group_name, {**self._shapes.get(g.group_name, {}), **g.ray_resources},
+                0 if g.suspend else g.min_replicas, 0 if g.suspend else bound,
+            ))
+        return groups
+
+    def autoscaling_report(self, snapshot: Snapshot, decision: Plan, now: float
+                           ) -> AutoscalingReport:
+        """What is pending, what failed lately and what no group can ever hold."""
+        self.failures = [f for f in self.failures if now - f.failed_at < FAILURE_MEMORY_S][
+            -MAX_FAILURES_REPORTED:
+        ]
+        pending = tuple(
+            PendingNode(v.id, v.group, v.ip, v.launched_at)
+            for v in snapshot.nodes if v.scalable and v.status == "pending"
+        )
+        return AutoscalingReport(pending, tuple(self.failures), decision.infeasible)
+
+    def _report(self, snapshot: Snapshot, decision: Plan, now: float) -> None:
+        """Tell Ray's GCS the cluster config and the autoscaling state, as Ray's autoscaler does.
+
+        Each is sent when it changed, and now and then anyway. A failure is
+        logged (once until it works again) and never stops the round.
+        """
+        if self.reporter is None:
+            return
+        try:
+            groups = self.node_groups(snapshot)
+            last = self._reported_config
+            if last is None or last[0] != groups or now - last[1] >= CONFIG_REFRESH_S:
+                self.reporter.report_cluster_config(groups)
+                self._reported_config = (groups, now)
+            report = self.autoscaling_report(snapshot, decision, now)
+            previous = self._reported_state
+            if previous is None or previous[0] != report or now - previous[1] >= STATE_REFRESH_S:
+                self.reporter.report_autoscaling_state(report, snapshot.observation.version)
+                self._reported_state = (report, now)
+            self._report_failing = False
+        except Exception as exc:
+            if not self._report_failing:
+                log.warning("reporting to Ray's GCS failed: %r", exc)
+            self._report_failing = True
 
     def _stop_node(self, view: NodeView, reason: str, now: float) -> None:
         """Drain (if it registered) then stop, on the pool; Ray may refuse the drain."""

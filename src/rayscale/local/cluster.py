@@ -19,7 +19,8 @@ from typing import Any
 
 from rayscale import cloudprobe, procs, rayauth
 from rayscale.api import RayCluster
-from rayscale.local.provider import local_overrides, node_env, ray_executable
+from rayscale.labels import HEAD_GROUP
+from rayscale.local.provider import local_overrides, node_env, ray_executable, ray_node_type
 from rayscale.local.store import ClusterDir, ClusterRecord, free_slot, head_ip, now
 from rayscale.paths import UnsafePathError, private_dir, write_private
 from rayscale.ports import free_port
@@ -140,7 +141,7 @@ def _start_head(spec: RayCluster, cluster: ClusterDir, record: ClusterRecord) ->
             overrides=overrides,
         ),
     )
-    env = node_env(record)
+    env = {**node_env(record), **ray_node_type(HEAD_GROUP)}
     # the dashboard's own metric ports default to fixed numbers: two clusters clash
     env["AUTOSCALER_METRIC_PORT"] = str(free_port())
     env["DASHBOARD_METRIC_PORT"] = str(free_port())

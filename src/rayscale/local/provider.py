@@ -53,6 +53,17 @@ def node_env(record: ClusterRecord, base: Mapping[str, str] | None = None) -> di
     return env
 
 
+def ray_node_type(group: str, node_id: str | None = None) -> dict[str, str]:
+    """Ray's node type and instance id of a node, as KubeRay sets them for autoscaler v2.
+
+    `ray status` and the dashboard name nodes by them (not ``node_<id>``).
+    """
+    env = {"RAY_NODE_TYPE_NAME": group}
+    if node_id is not None:
+        env["RAY_CLOUD_INSTANCE_ID"] = node_id
+    return env
+
+
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024  # per node unless the spec sets one
 
 
@@ -96,7 +107,8 @@ class LocalProvider:
             # the record exists before the process does: a crash here leaves no orphan
             self.cluster.save_node(node)
             proc = procs.spawn(
-                self._argv(record, node), node_env(record), self.cluster.logs / f"{node.id}.log"
+                self._argv(record, node), {**node_env(record), **ray_node_type(group, node.id)},
+                self.cluster.logs / f"{node.id}.log",
             )
             self._children[node.id] = proc
             self.cluster.save_node(node.model_copy(update={"pid": proc.pid, "state": "started"}))

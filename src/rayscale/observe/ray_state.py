@@ -24,6 +24,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from rayscale.observe.gcs_report import (
+    AutoscalingReport,
+    NodeGroup,
+    autoscaling_state,
+    cluster_config,
+)
 from rayscale.planner.state import Gang, GangStrategy, Shape
 
 RayNodeStatus = Literal["running", "idle", "draining", "dead"]
@@ -52,6 +58,8 @@ class Observation:
     gangs: list[Gang] = field(default_factory=list)
     floor: list[Shape] = field(default_factory=list)
     taken_at: float = field(default_factory=time.time)
+    #: Ray's ``cluster_resource_state_version`` of the reply (0: unknown).
+    version: int = 0
 
     def alive(self) -> list[RayNode]:
         return [n for n in self.nodes if n.status != "dead"]
@@ -65,11 +73,28 @@ class RayObserver:
 
         self.gcs_address = gcs_address
         self.gcs = GcsClient(address=gcs_address)
+        self._version = 0
 
     def observe(self) -> Observation:
         from ray.autoscaler.v2.sdk import get_cluster_resource_state
 
         return observation(get_cluster_resource_state(self.gcs))
+
+    def report_cluster_config(self, groups: Iterable[NodeGroup]) -> None:
+        """Publish the node groups as Ray's autoscaler does (``ReportClusterConfig``)."""
+        self.gcs.report_cluster_config(cluster_config(groups).SerializeToString())
+
+    def report_autoscaling_state(self, report: AutoscalingReport, observed: int) -> None:
+        """Publish pending, failed and infeasible (``ReportAutoscalingState``).
+
+        ``observed``: the cluster resource state version the report answers.
+        The GCS keeps the report with the highest version; versions are
+        wall-clock milliseconds, so a restarted autoscaler's reports are not
+        taken for old ones.
+        """
+        self._version = max(self._version + 1, int(time.time() * 1000))
+        message = autoscaling_state(report, self._version, observed)
+        self.gcs.report_autoscaling_state(message.SerializeToString())
 
     def drain(self, node_id: str, deadline_s: float, message: str) -> tuple[bool, str]:
         """Ask the GCS to drain an idle node; Ray refuses if the node is busy."""
@@ -98,6 +123,7 @@ def observation(state: Any) -> Observation:
             for c in state.cluster_resource_constraints
             for r in c.resource_requests
         ),
+        version=int(state.cluster_resource_state_version),
     )
 
 

@@ -197,6 +197,12 @@ def _pod(
         # no usage reports leaving the cluster network, not even Ray's "usage stats
         # are disabled" notice (cloudprobe)
         *({"name": k, "value": v} for k, v in cloudprobe.NO_REPORT_ENV.items()),
+        # Ray's node type and instance id (KubeRay sets them for autoscaler v2): `ray
+        # status` and the dashboard name each node by its group and pod
+        {"name": "RAY_NODE_TYPE_NAME", "valueFrom": {
+            "fieldRef": {"fieldPath": f"metadata.labels['{GROUP_LABEL_K8S}']"}}},
+        {"name": "RAY_CLOUD_INSTANCE_ID", "valueFrom": {
+            "fieldRef": {"fieldPath": "metadata.name"}}},
     ]
     for var in defaults:
         if not any(e.get("name") == var["name"] for e in env):
