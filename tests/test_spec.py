@@ -446,6 +446,13 @@ BAD_CASES: list[tuple[str, tuple[Any, ...], Any, str]] = [
         "got '8265; echo'",
     ),
     (
+        "port-out-of-range",
+        (*W0, "rayStartParams", "node-manager-port"),
+        "70000",
+        "workerGroupSpecs[0].rayStartParams.node-manager-port: must be a port number "
+        "(0-65535), got '70000'",
+    ),
+    (
         "flag-not-boolean",
         (*W0, "rayStartParams", "disable-usage-stats"),
         "yes please",

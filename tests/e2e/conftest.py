@@ -141,6 +141,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: flo
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
+def _restore_auth(saved: dict[str, str | None]) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
 @pytest.fixture
 def start_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     started: list[Cluster] = []
@@ -161,8 +173,10 @@ def start_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
         cluster.driver_env = {**cluster.env, **pairs}
         return cluster
 
+    saved_auth = {name: os.environ.get(name) for name in rayauth.AUTH_ENV_VARS}
     yield start
 
+    _restore_auth(saved_auth)  # Cluster.observer() switched this process to a token
     leftovers = []
     for cluster in started:
         if not cluster.dir.exists():

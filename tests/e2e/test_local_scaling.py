@@ -173,7 +173,8 @@ def _is_ray_start(pid: int) -> bool:
 
 def test_failed_launch_backs_off_and_falls_through_to_next_group(start_cluster: Any) -> None:
     broken = worker_group("regular", max_replicas=2, priority=10,
-                          rayStartParams={"min-worker-port": "not-a-port"})
+                          # a valid port that `ray start` itself refuses (below 1024)
+                          rayStartParams={"min-worker-port": "1000"})
     elastic = worker_group("elastic", max_replicas=2, priority=0)
     cluster = start_cluster(cluster_spec("fallback", [broken, elastic]),
                             RAYSCALE_BACKOFF_S="120")

@@ -131,6 +131,9 @@ def _option_problem(key: str, value: str) -> str | None:
         _INTEGER.fullmatch(value) and abs(int(value)) < _INT64
     ):  # the resource params have their own, stricter check below
         return f"must be an integer (64-bit), got {value!r}"
+    if kind == "int" and key.endswith("-port") and _INTEGER.fullmatch(value) \
+            and not 0 <= int(value) <= 65535:
+        return f"must be a port number (0-65535), got {value!r}"
     if kind == "float":
         try:
             number = float(value)

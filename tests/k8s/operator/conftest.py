@@ -156,8 +156,10 @@ def cluster_token(kube: Client, ns: str, name: str) -> str | None:
 
 
 def auth_headers(token: str | None) -> dict[str, str]:
-    """What KubeRay's dashboard client sends (Ray's dashboard also takes Authorization)."""
-    return {"x-ray-authorization": f"Bearer {token}"} if token else {}
+    """The token for Ray's dashboard, as ``Authorization``: Ray's JobSubmissionClient
+    adds its own process-wide token under that name unless the caller set it (and the
+    dashboard reads ``Authorization`` before ``x-ray-authorization``)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def ray_env(token: str | None) -> dict[str, str]:
