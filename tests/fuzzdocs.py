@@ -413,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     src = RandomSource(args.seed)
     tally: Counter[str] = Counter()
     crashes: dict[str, list[str]] = {}
+    kinds: Counter[str] = Counter()
     started = time.monotonic()
     for i in range(args.cases):
         data = make(src)
@@ -420,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         tally[outcome] += 1
         if outcome == "crash":
             kind = detail.split(":")[0]
+            kinds[kind] += 1
             crashes.setdefault(kind, [])
             if len(crashes[kind]) < args.show:
                 crashes[kind].append(f"case {i}: {detail}")
@@ -429,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{tally['valid']} valid, {tally['error']} clear errors, {tally['crash']} crashes"
     )
     for kind, examples in sorted(crashes.items()):
-        print(f"  {kind}:")
+        print(f"  {kind}: {kinds[kind]}")
         for example in examples:
             print(f"    {example}")
     return 1 if tally["crash"] else 0

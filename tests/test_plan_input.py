@@ -11,6 +11,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from rayscale.cli.main import app
@@ -119,3 +121,14 @@ def test_a_lone_surrogate_is_refused_at_its_path() -> None:
     code, _, err = plan_cli(data)
     assert code == 2
     assert err.startswith("nodes[2].id: Input should be a valid string")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_hostile_plan_documents_exit_0_or_2_with_a_path(data: st.DataObject) -> None:
+    """Random mutations (tests/fuzzdocs: giant and non-finite numbers, wrong types,
+    deep nesting, invalid UTF-8, truncation, huge counts with unbounded groups):
+    a plan, or exit 2 with one line naming the path. Never a traceback."""
+    case = fuzzdocs.plan_case(fuzzdocs.DrawSource(data.draw))
+    outcome, detail = fuzzdocs.plan_verdict(case, timeout=20)
+    assert outcome != "crash", detail
