@@ -327,11 +327,12 @@ class NodeTable:
         """First-fit ``count`` copies of ``shape`` on ``which`` ("free" or "total"); return
         how many did not fit."""
         remaining = place_copies(getattr(self, which), self.used, shape, count, bit)
+        need = [(d, int(shape[d])) for d in np.flatnonzero(shape).tolist()]
         for g in self.block_order:
             segs = self.blocks[g]
             i = 0
             while remaining > 0 and i < len(segs):
-                remaining, i = _place_in_segment(segs, i, which, shape, remaining, bit)
+                remaining, i = _place_in_segment(segs, i, which, shape, need, remaining, bit)
             if remaining <= 0:
                 break
         return remaining
@@ -446,11 +447,22 @@ class NodeTable:
 
 
 def _place_in_segment(
-    segs: list[Segment], i: int, which: str, shape: Vector, remaining: int, bit: int
+    segs: list[Segment],
+    i: int,
+    which: str,
+    shape: Vector,
+    need: list[tuple[int, int]],
+    remaining: int,
+    bit: int,
 ) -> tuple[int, int]:
-    """Place copies into ``segs[i]``: (copies left, index of the next segment)."""
+    """Place copies into ``segs[i]``: (copies left, index of the next segment).
+
+    ``need`` is ``shape``'s non-zero (resource, amount) pairs.
+    """
     seg = segs[i]
     cols = seg.cols(which)
+    if seg.width == 1:  # most segments: one node's unit (a group's fresh nodes)
+        return _place_in_node(segs, i, cols, shape, need, remaining, bit)
     if seg.repeat == 1:
         return place_copies(cols, seg.used, shape, remaining, bit), i + 1
     fits = fit_columns(cols, shape, remaining)
@@ -469,6 +481,44 @@ def _place_in_segment(
     if rest:
         partly = seg.copy(1)
         place_copies(partly.cols(which), partly.used, shape, rest, bit)
+        parts.append(partly)
+    seg.draw(full + (1 if rest else 0))
+    if seg.repeat:
+        parts.append(seg)
+    segs[i : i + 1] = parts
+    return 0, i + len(parts)
+
+
+def _place_in_node(
+    segs: list[Segment],
+    i: int,
+    cols: Columns,
+    shape: Vector,
+    need: list[tuple[int, int]],
+    remaining: int,
+    bit: int,
+) -> tuple[int, int]:
+    """:func:`_place_in_segment` for a unit of one node, in plain integers."""
+    seg = segs[i]
+    column = cols[:, 0].tolist()
+    one = min(min((column[d] // amount for d, amount in need), default=remaining), INT64_MAX)
+    if one <= 0:
+        return remaining, i + 1
+    if remaining >= one * seg.repeat:  # every unit filled alike
+        cols[:, 0] -= one * shape
+        seg.used[0] |= bit
+        return remaining - one * seg.repeat, i + 1
+    full, rest = divmod(remaining, one)
+    parts: list[Segment] = []
+    if full:
+        filled = seg.copy(full)
+        filled.cols("free" if cols is seg.free else "total")[:, 0] -= one * shape
+        filled.used[0] |= bit
+        parts.append(filled)
+    if rest:
+        partly = seg.copy(1)
+        partly.cols("free" if cols is seg.free else "total")[:, 0] -= rest * shape
+        partly.used[0] |= bit
         parts.append(partly)
     seg.draw(full + (1 if rest else 0))
     if seg.repeat:
