@@ -724,7 +724,6 @@ class _Launcher:
         self.budget.launched[group] = self.budget.launched.get(group, 0) + nodes
         return group, nodes
 
-
     def open_groups(self) -> frozenset[str]:
         """The groups that may launch one more node now."""
         return frozenset(g for g in self.groups.block_order if self.budget.headroom(g) > 0)

@@ -30,7 +30,11 @@ a shape wait, or to how many nodes are launched:
   number of fresh nodes from the same segments or the launcher, and nothing
   else. ``n`` periods are then added at once, as a segment whose unit is one
   period's nodes, for as many periods as the copies left, the segments and
-  the launcher's headroom allow (see :func:`_fast_forward`).
+  the launcher's headroom allow (see :func:`_fast_forward`). Runs of
+  identical nodes are kept as one segment (:func:`_tidy`), so that nodes a
+  gang finishes alike, and fresh leftovers it keeps adding, do not hide the
+  period. A gang whose copies never fall into a period is placed at most
+  :data:`GANG_STEPS` steps per pass; the copies left are capped.
 """
 
 from __future__ import annotations
@@ -705,11 +709,10 @@ class _Block:
     def size(self) -> int:
         return int(self.used.size)
 
-    def repeats(self) -> npt.NDArray[np.int64]:
-        """Per column: 0 for a single node, else its segment's repeat (python ints past 2^63
-        are not expected: a repeat is a launch count)."""
+    def repeats(self) -> npt.NDArray[np.object_]:
+        """Per column: 0 for a single node, else its segment's repeat (Python ints)."""
         table = np.array([0, *self.repeat], dtype=object)
-        out: npt.NDArray[np.int64] = table[self.kind]
+        out: npt.NDArray[np.object_] = table[self.kind]
         return out
 
     def key(self, pieces: Sequence[Vector]) -> bytes:
