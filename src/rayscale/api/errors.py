@@ -24,6 +24,8 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from rayscale.api.quantity import shown
+
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 Loc = tuple[int | str, ...]
 #: The error type of rayscale's own checks; its message is used as written.
@@ -56,10 +58,12 @@ def describe(value: object) -> str:
         return "null"
     if isinstance(value, bool):
         return f"boolean {str(value).lower()}"
+    if isinstance(value, int) and _huge(value):
+        return shown(value)  # "an integer of 5000 digits"
     if isinstance(value, int | float):
-        return f"number {value!r}"
+        return f"number {shown(value)}"
     if isinstance(value, str):
-        return f"string {value!r}"
+        return f"string {shown(value, 60)}"
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):
@@ -108,6 +112,11 @@ def spec_error(exc: ValidationError, *, under_spec: bool = True) -> SpecError:
     return SpecError(messages(exc, under_spec=under_spec))
 
 
+def _huge(value: object) -> bool:
+    """An integer no float can hold."""
+    return isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 1000
+
+
 def _is_tag(part: int | str) -> bool:
     # pydantic adds the tag of a union/function member to the location; not a field
     return isinstance(part, str) and part.startswith("function-")
@@ -125,10 +134,12 @@ def _reason(err: Any) -> str:
         return "required"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"must be an integer, got {describe(value)}"
+    if kind in ("float_type", "float_parsing", "finite_number") and _huge(value):
+        return f"is out of range, got {shown(value)}"
     if kind in ("float_type", "float_parsing"):
         return f"must be a number, got {describe(value)}"
     if kind == "finite_number":
-        return f"must be a finite number, got {value!r}"
+        return f"must be a finite number, got {shown(value)}"
     if kind == "bool_type" or kind == "bool_parsing":
         return f"must be a boolean, got {describe(value)}"
     if kind == "string_type":
@@ -141,11 +152,11 @@ def _reason(err: Any) -> str:
     if kind == "greater_than_equal":
         bound = ctx.get("ge")
         reason = "must not be negative" if bound == 0 else f"must be >= {bound}"
-        return f"{reason}, got {value!r}"
+        return f"{reason}, got {shown(value)}"
     if kind == "greater_than":
-        return f"must be > {ctx.get('gt')}, got {value!r}"
+        return f"must be > {ctx.get('gt')}, got {shown(value)}"
     if kind == "less_than_equal":
-        return f"must be <= {ctx.get('le')}, got {value!r}"
+        return f"must be <= {ctx.get('le')}, got {shown(value)}"
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
         return f"must be one of {', '.join(choices)}, got {describe(value)}"

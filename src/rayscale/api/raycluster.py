@@ -19,6 +19,9 @@ Validation rules beyond plain types, and why:
   ``maxReplicas < minReplicas`` is an error.
 - A worker group whose nodes would have no CPU, GPU, memory or custom
   resource could never run anything: an error.
+- No Ray resource of a node may be above 10^14 (Ray's limit for one node,
+  :data:`rayscale.api.resources.MAX_NODE_RESOURCE`); the error names the
+  field that says it.
 """
 
 from __future__ import annotations
@@ -48,7 +51,12 @@ from rayscale.api.base import (
 )
 from rayscale.api.errors import describe, field_errors, own_error
 from rayscale.api.pod import PodTemplateSpec
-from rayscale.api.resources import can_run_work, check_ray_start_params, derive_ray_resources
+from rayscale.api.resources import (
+    can_run_work,
+    check_node_resources,
+    check_ray_start_params,
+    derive_ray_resources,
+)
 from rayscale.labels import HEAD_GROUP, RAY_API_VERSION, UNBOUNDED_REPLICAS
 
 API_VERSIONS = (RAY_API_VERSION, "ray.io/v1alpha1")
@@ -265,6 +273,9 @@ class _GroupBase(KubeModel):
         params: RayStartParams = getattr(self, "ray_start_params")  # noqa: B009
         resources: dict[str, Any] = getattr(self, "resources")  # noqa: B009
         template: PodTemplateSpec = getattr(self, "template")  # noqa: B009
+        too_large = check_node_resources(template.spec.ray_container, resources)
+        if too_large:
+            raise field_errors("group", too_large)
         self._ray_resources = derive_ray_resources(params, template.spec.ray_container, resources)
         return self._ray_resources
 

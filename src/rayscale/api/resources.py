@@ -30,9 +30,16 @@ CPU count it is kept even if 0, so a head with ``num-cpus: "0"`` shows
 no CPU source at all ``CPU`` is absent, and ``ray start`` would detect the
 machine's CPUs.
 
+Every amount is at most :data:`MAX_NODE_RESOURCE` (10^14, Ray's
+``MAX_RESOURCE_QUANTITY``): ``ray start`` refuses a node with more of any
+resource (``memory`` and ``object_store_memory`` are bytes, so at most 10^14
+bytes, about 91 TiB). A larger number is refused when the spec is read, at
+the field that says it, instead of failing every autoscaler round later.
+
 The inputs are already validated by the models (quantities parse and are not
 negative; numeric rayStartParams are integers; the custom-resources JSON is
-an object of non-negative numbers): :func:`check_ray_start_params` is that
+an object of non-negative numbers; no amount is above the bound):
+:func:`check_ray_start_params` and :func:`check_node_resources` are that
 validation, so deriving never fails.
 """
 
@@ -47,7 +54,7 @@ from decimal import Decimal
 
 from rayscale.api.errors import Loc, describe
 from rayscale.api.pod import Container
-from rayscale.api.quantity import parse_quantity, round_up
+from rayscale.api.quantity import QuantityError, parse_quantity, round_up, shown
 from rayscale.api.ray_start_options import RAY_START_OPTIONS, RAY_VERSION
 
 CPU = "CPU"
@@ -68,6 +75,10 @@ _RESERVED = {
 # Names of the group ``resources`` map that are not custom resources.
 _GROUP_STANDARD = frozenset({CPU, GPU, TPU, MEMORY})
 _TPU_KEY = "google.com/tpu"
+#: The most of any one resource a Ray node may have: Ray's
+#: ``ray._private.ray_constants.MAX_RESOURCE_QUANTITY`` (``ray start`` checks it).
+MAX_NODE_RESOURCE = 10**14
+_BOUND = f"at most {MAX_NODE_RESOURCE} (1e14, the most Ray accepts for one node)"
 _NON_NEGATIVE_INT = re.compile(r"\s*\+?\d+\s*")
 _INTEGER_PARAMS = ("num-cpus", "num-gpus", "memory", "object-store-memory")
 _CUSTOM_PARAM = "resources"
@@ -87,11 +98,13 @@ def check_ray_start_params(params: Mapping[str, str]) -> list[tuple[Loc, str, st
     ]
     for name in _INTEGER_PARAMS:
         value = params.get(name)
+        unit = " (bytes)" if "memory" in name else ""
         if value is not None and not _NON_NEGATIVE_INT.fullmatch(value):
-            unit = " (bytes)" if "memory" in name else ""
             problems.append(
-                ((name,), f"must be a non-negative integer{unit}, got {value!r}", value)
+                ((name,), f"must be a non-negative integer{unit}, got {shown(value)}", value)
             )
+        elif value is not None and _too_large(value):
+            problems.append(((name,), f"must be {_BOUND}{unit}, got {shown(value)}", value))
     custom = params.get(_CUSTOM_PARAM)
     if custom is not None:
         try:
@@ -124,28 +137,68 @@ def _option_problem(key: str, value: str) -> str | None:
         return f"not a `ray start` option of Ray {RAY_VERSION}{hint}"
     text = value.strip().lower()
     if kind == "flag" and text not in _TRUE_FALSE:
-        return f"a flag: must be \"true\" or \"false\", got {value!r}"
+        return f"a flag: must be \"true\" or \"false\", got {shown(value)}"
     if kind == "bool" and text not in _BOOL_WORDS:
-        return f"must be \"true\" or \"false\", got {value!r}"
+        return f"must be \"true\" or \"false\", got {shown(value)}"
     if kind == "int" and key not in _INTEGER_PARAMS and not (
         _INTEGER.fullmatch(value) and abs(int(value)) < _INT64
     ):  # the resource params have their own, stricter check below
-        return f"must be an integer (64-bit), got {value!r}"
+        return f"must be an integer (64-bit), got {shown(value)}"
     if kind == "int" and key.endswith("-port") and _INTEGER.fullmatch(value) \
             and not 0 <= int(value) <= 65535:
-        return f"must be a port number (0-65535), got {value!r}"
+        return f"must be a port number (0-65535), got {shown(value)}"
     if kind == "float":
         try:
             number = float(value)
         except ValueError:
             number = math.nan
         if not math.isfinite(number):
-            return f"must be a number, got {value!r}"
+            return f"must be a number, got {shown(value)}"
     if kind.startswith("choice:") and value not in (choices := kind[7:].split("|")):
-        return f"must be one of {', '.join(choices)}, got {value!r}"
+        return f"must be one of {', '.join(choices)}, got {shown(value)}"
     if any(ord(c) < 32 for c in value):
         return "must not contain control characters (newlines...)"
     return None
+
+
+def check_node_resources(
+    container: Container,
+    group_resources: Mapping[str, str | int | float] | None = None,
+    container_loc: Loc = ("template", "spec", "containers", 0),
+) -> list[tuple[Loc, str, object]]:
+    """Amounts above :data:`MAX_NODE_RESOURCE`, as ``(location, message, value)``.
+
+    Locations are relative to the group: ``("resources", "CPU")`` for the
+    group's map, ``container_loc`` + ``("resources", "limits", "cpu")`` for
+    the Ray container's quantities that become Ray resources (``cpu``,
+    ``memory``, ``*gpu``, ``google.com/tpu``). Quantities that do not parse
+    are left to the models' own checks.
+    """
+    problems: list[tuple[Loc, str, object]] = []
+    for name, value in (group_resources or {}).items():
+        problems += _over_bound(("resources", name), value)
+    for kind in ("limits", "requests"):
+        quantities = getattr(container.resources, kind)
+        for key, value in quantities.items():
+            if key in ("cpu", "memory", _TPU_KEY) or key.endswith("gpu"):
+                problems += _over_bound((*container_loc, "resources", kind, key), value)
+    return problems
+
+
+def _over_bound(loc: Loc, value: str | int | float) -> list[tuple[Loc, str, object]]:
+    try:
+        amount = round_up(parse_quantity(value))
+    except QuantityError:
+        return []
+    if amount <= MAX_NODE_RESOURCE:
+        return []
+    return [(loc, f"must be {_BOUND}, got {shown(value)}", value)]
+
+
+def _too_large(digits: str) -> bool:
+    """Whether a string of digits (``_NON_NEGATIVE_INT``) is above the bound."""
+    significant = digits.strip().lstrip("+").lstrip("0")
+    return len(significant) > 15 or int(significant or "0") > MAX_NODE_RESOURCE
 
 
 def derive_ray_resources(
@@ -212,7 +265,13 @@ def parse_custom_resources(text: str) -> dict[str, Decimal]:
     try:
         parsed = json.loads(body)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"must be a JSON object {example}: {exc.msg} in {text!r}") from None
+        raise ValueError(
+            f"must be a JSON object {example}: {exc.msg} in {shown(text)}"
+        ) from None
+    except RecursionError:
+        raise ValueError(f"must be a JSON object {example}: nested too deeply") from None
+    except ValueError as exc:  # an integer of more than 4300 digits
+        raise ValueError(f"must be a JSON object {example}: {exc}") from None
     if not isinstance(parsed, dict):
         raise ValueError(f"must be a JSON object {example}, got {describe(parsed)}")
     result: dict[str, Decimal] = {}
@@ -222,14 +281,24 @@ def parse_custom_resources(text: str) -> dict[str, Decimal]:
         if (
             isinstance(amount, bool)
             or not isinstance(amount, int | float)
-            or not math.isfinite(amount)
+            or (isinstance(amount, float) and not math.isfinite(amount))
             or amount < 0
         ):
             raise ValueError(
-                f"resource {name!r} must be a non-negative number, got {describe(amount)}"
+                f"resource {shown(name)} must be a non-negative number, got {_described(amount)}"
+            )
+        if amount > MAX_NODE_RESOURCE:
+            raise ValueError(
+                f"resource {shown(name)} must be {_BOUND}, got {_described(amount)}"
             )
         result[name] = Decimal(repr(amount)) if isinstance(amount, float) else Decimal(amount)
     return result
+
+
+def _described(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return shown(value)  # "an integer of N digits"
+    return describe(value)
 
 
 def _whole(quantity: str | int | float) -> Decimal:

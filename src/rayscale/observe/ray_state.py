@@ -30,7 +30,7 @@ from rayscale.observe.gcs_report import (
     autoscaling_state,
     cluster_config,
 )
-from rayscale.planner.state import Gang, GangStrategy, Shape
+from rayscale.planner.state import MAX_AMOUNT, Gang, GangStrategy, Shape
 
 RayNodeStatus = Literal["running", "idle", "draining", "dead"]
 _STATUS: dict[str, RayNodeStatus] = {
@@ -128,8 +128,13 @@ def observation(state: Any) -> Observation:
 
 
 def _resources(bundle: Any) -> dict[str, float]:
-    """A resource map without zero (= missing), negative or non-finite amounts."""
-    return {k: v for k, v in bundle.items() if 0.0 < v < math.inf}  # NaN: False
+    """A resource map without zero (= missing), negative or non-finite amounts.
+
+    Amounts are at most the planner's MAX_AMOUNT, the most Ray's fixed point
+    holds: only an overflow inside Ray could report more (a task asking for
+    more than 9.2e14 CPUs), and no node can hold either.
+    """
+    return {k: min(v, MAX_AMOUNT) for k, v in bundle.items() if 0.0 < v < math.inf}  # NaN: False
 
 
 def _node(n: Any, status: RayNodeStatus) -> RayNode:

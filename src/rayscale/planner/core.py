@@ -39,6 +39,7 @@ from rayscale.planner.packing import (
     run_pass,
 )
 from rayscale.planner.plan import Plan, Termination
+from rayscale.planner.resources import INT64_MAX as _INT64_MAX
 from rayscale.planner.resources import ResourceSpace, Vector, fit_counts
 from rayscale.planner.state import ClusterState, Gang, Group, Resources, Shape
 
@@ -540,7 +541,10 @@ def _memory_need(state: ClusterState, group: str, groups: _Groups) -> int:
     if mean <= target * MEMORY_TOLERANCE:
         return 0
     n = len(running)
-    return max(0, math.ceil(n * mean / target - _EPS) - n)
+    wanted = n * mean / target - _EPS
+    if not wanted < _UNBOUNDED:  # a fraction of 1e300, or a target of 1e-300
+        return _UNBOUNDED
+    return max(0, math.ceil(wanted) - n)
 
 
 def _lower_bounds(
@@ -710,7 +714,7 @@ class _Launcher:
             per = int(fit_counts(cap[None, :], shape, remaining)[0])
             nodes = min(room, -(-remaining // per))
             served = min(remaining, nodes * per)
-            waste = float(np.sum((nodes * cap - served * shape) / self.scale)) / served
+            waste = float(np.sum(_spare(nodes, cap, served, shape) / self.scale)) / served
             gpu_idle = self.gpu is not None and cap[self.gpu] > 0 and shape[self.gpu] == 0
             top = spec.priority
             options.append(((gpu_idle, round(waste, 9), nodes, g), g, nodes))
@@ -719,6 +723,57 @@ class _Launcher:
         _, group, nodes = min(options, key=lambda o: o[0])
         self.budget.launched[group] = self.budget.launched.get(group, 0) + nodes
         return group, nodes
+
+    def open_groups(self) -> frozenset[str]:
+        """The groups that may launch one more node now."""
+        return frozenset(g for g in self.groups.block_order if self.budget.headroom(g) > 0)
+
+    def repeats(self, per_period: Mapping[str, int]) -> int:
+        """How many more times ``per_period`` launches fit, every open group staying open.
+
+        A gang's period (packing._fast_forward) launched ``per_period`` with
+        these groups open; while they stay open, every launch in a repeated
+        period makes the same choice (one node, same group), so the largest
+        number of periods after which every open group still has room for one
+        more node is the answer (headroom only shrinks as launches grow).
+        """
+        open_now = self.open_groups()
+        base = dict(self.budget.launched)
+
+        def still_open(times: int) -> bool:
+            self.budget.launched = {
+                g: base.get(g, 0) + times * per_period.get(g, 0)
+                for g in set(base) | set(per_period)
+            }
+            try:
+                return all(self.budget.headroom(g) > 0 for g in open_now)
+            finally:
+                self.budget.launched = dict(base)
+
+        low, high = 0, _UNBOUNDED
+        while low < high:  # the largest times with still_open(times)
+            mid = (low + high + 1) // 2
+            if still_open(mid):
+                low = mid
+            else:
+                high = mid - 1
+        return low
+
+    def add(self, launches: Mapping[str, int]) -> None:
+        for g, n in launches.items():
+            self.budget.launched[g] = self.budget.launched.get(g, 0) + n
+
+
+def _spare(nodes: int, cap: Vector, served: int, shape: Vector) -> npt.NDArray[np.float64]:
+    """``nodes * cap - served * shape`` per resource, as floats, without int64 overflow."""
+    if nodes * int(cap.max(initial=0)) <= _INT64_MAX and served * int(
+        shape.max(initial=0)
+    ) <= _INT64_MAX:
+        spare: npt.NDArray[np.float64] = (nodes * cap - served * shape).astype(np.float64)
+        return spare
+    return np.array(
+        [float(nodes * c - served * s) for c, s in zip(cap.tolist(), shape.tolist(), strict=True)]
+    )
 
 
 class _Passes:
@@ -764,6 +819,11 @@ class _Passes:
         self._seen[self._key(launched)] = PassResult(
             [0] * len(d.floor.items), [0] * len(d.gangs.items), [0] * len(d.tasks.items), table
         )
+
+    def used_span(self, launched: Mapping[str, int], group: str) -> int | None:
+        """:meth:`NodeTable.used_span` of the complete placement on ``launched``, if known."""
+        seen = self._seen.get(self._key(launched))
+        return seen.table.used_span(group) if seen is not None and seen.complete else None
 
     def sufficient(self, launched: Mapping[str, int]) -> bool:
         """Whether these launches hold the quota (a failing pass stops early)."""
@@ -883,10 +943,17 @@ def _trim(
     )
     for g in order:
         low, high = lower.get(g, 0), current[g]
-        if not sufficient({**current, g: high - 1}):
+        span = passes.used_span(current, g)
+        if span is not None and low <= span < high - 1 and sufficient({**current, g: span}):
+            # Nodes after the last one the placement used hold nothing: without
+            # them the placement is the same, so every count from ``span`` up
+            # holds the demand (a billion launched nodes need no 30 checks).
+            high = span
+        elif not sufficient({**current, g: high - 1}):
             continue
+        else:
+            high -= 1
         # more may go: binary search the fewest that still hold the demand
-        high -= 1
         while low < high:
             mid = (low + high) // 2
             if sufficient({**current, g: mid}):
@@ -911,7 +978,7 @@ def _scale_down(
 ) -> list[Termination]:
     """Unused pending nodes first, then unused idle nodes (longest idle first), within min."""
     source = existing.source
-    unused = final.table.used[: len(existing)] == 0
+    unused = final.table.used == 0  # the existing nodes
     pending = facts.status[source] == _PENDING
     out: list[Termination] = []
     for g in sorted(groups.spec):
@@ -948,8 +1015,7 @@ def _reasons(
     for g in groups.block_order:
         if launched.get(g, 0) <= 0:
             continue
-        start, end = table.block(g)
-        bits = int(np.bitwise_or.reduce(table.used[start:end])) if end > start else 0
+        bits = table.block_used(g)
         reasons = []
         if groups.spec[g].min > groups.count(g):
             reasons.append("min")

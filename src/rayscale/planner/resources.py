@@ -22,6 +22,8 @@ ResourceMap = Mapping[str, float]
 Vector = npt.NDArray[np.int64]
 
 FRACTION_SCALE = 10_000
+#: The largest int64: counts beyond it are placed in parts of at most this many.
+INT64_MAX = 2**63 - 1
 BYTE_RESOURCES = frozenset({"memory", "object_store_memory"})
 # Resources whose use does not make a node busy: Ray keeps object store
 # bookkeeping separate from its notion of an idle node.
@@ -126,6 +128,7 @@ def fit_counts(free: Vector, shape: Vector, cap: int) -> npt.NDArray[np.int64]:
 
     ``free`` is an (n, k) matrix; a shape of all zeros fits ``cap`` times anywhere.
     """
+    cap = min(cap, INT64_MAX)
     nonzero = np.flatnonzero(shape)
     if nonzero.size == 0:
         return np.full(free.shape[0], cap, dtype=np.int64)

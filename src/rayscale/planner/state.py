@@ -3,6 +3,12 @@
 Parsing is strict about types (a count given as ``"3"`` is an error) and
 lenient about unknown keys (documents written by newer tools still parse).
 Every error names its JSON path: ``nodes[3].group: unknown group 'gpu'``.
+
+Numbers are bounded by what Ray can hold, so that nothing overflows later:
+a resource amount is at most :data:`MAX_AMOUNT` (Ray keeps amounts as int64
+ten-thousandths, its ``FixedPoint``), and every integer (counts, ``min``,
+``max``, ``max_nodes``, ``priority``) fits an int64, as in Ray's protobufs.
+Times and fractions only need to be finite.
 """
 
 from __future__ import annotations
@@ -18,9 +24,16 @@ NodeStatus = Literal["running", "pending", "terminating"]
 GangStrategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
 UpscalingMode = Literal["Default", "Conservative", "Aggressive"]
 
+#: The largest resource amount Ray can hold: (2^63 - 1) / 10^4, in whole units.
+MAX_AMOUNT = 922_337_203_685_477
+#: The largest integer (Ray's int64).
+MAX_INT = 2**63 - 1
+
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-NonNegInt = Annotated[int, Field(ge=0)]
-Resources = dict[str, NonNegFloat]
+NonNegInt = Annotated[int, Field(ge=0, le=MAX_INT)]
+Int64 = Annotated[int, Field(ge=-MAX_INT - 1, le=MAX_INT)]
+Amount = Annotated[float, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)]
+Resources = dict[str, Amount]
 
 
 class PlanFormatError(ValueError):
@@ -36,7 +49,7 @@ class Group(_Model):
     min: NonNegInt = 0
     max: NonNegInt | None = None
     idle_timeout_s: NonNegFloat | None = None
-    priority: int = 0
+    priority: Int64 = 0
     launchable: bool = True
     memory_target_fraction: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     labels: dict[str, str] = Field(default_factory=dict)
@@ -109,7 +122,29 @@ def _first_error(exc: ValidationError) -> str:
     err = exc.errors(include_url=False)[0]
     # pydantic adds the tag of a union/literal member; drop those from the path
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    return f"{_path(loc)}: {err['msg']}"
+    return f"{_path(loc)}: {_reason(err)}"
+
+
+def _reason(err: Any) -> str:
+    kind, value = err["type"], err.get("input")
+    big = isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float_type" and big:  # an integer no float can hold
+        return f"out of range, got {_shown(value)}"
+    if kind == "less_than_equal":
+        bound = int((err.get("ctx") or {}).get("le", 0))
+        why = " (the most Ray can hold)" if bound == MAX_AMOUNT else " (an int64)"
+        return f"must be at most {bound}{why}, got {_shown(value)}"
+    if kind == "greater_than_equal" and big and value < -MAX_INT:
+        return f"must be at least {-MAX_INT - 1} (an int64), got {_shown(value)}"
+    return str(err["msg"])
+
+
+def _shown(value: object) -> str:
+    """``repr(value)`` for a message, short (an int of 5000 digits has no repr)."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"an integer of {int(abs(value).bit_length() * math.log10(2)) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:25]}... ({len(text)} chars)"
 
 
 def _check_consistency(state: ClusterState) -> None:

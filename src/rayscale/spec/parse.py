@@ -17,9 +17,10 @@ from pydantic import Field, ValidationError, field_validator
 
 from rayscale.api import KubeModel, RayCluster, SpecError, derive_ray_resources, describe
 from rayscale.api.base import Quantity
-from rayscale.api.errors import spec_error
+from rayscale.api.errors import path_of, spec_error
 from rayscale.api.pod import Container
 from rayscale.api.raycluster import RayStartParams, check_params
+from rayscale.api.resources import check_node_resources
 
 
 def parse_cluster_spec(doc: Any) -> RayCluster:
@@ -66,4 +67,9 @@ def ray_resources(
         sources = _ResourceSources.model_validate(document)
     except ValidationError as exc:
         raise spec_error(exc, under_spec=False) from None
+    too_large = check_node_resources(sources.container, sources.resources, ("container",))
+    if too_large:
+        raise SpecError(
+            f"{path_of(loc, under_spec=False)}: {message}" for loc, message, _ in too_large
+        )
     return derive_ray_resources(sources.ray_start_params, sources.container, sources.resources)
