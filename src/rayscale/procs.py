@@ -112,6 +112,8 @@ def _live_stat(pid: int) -> list[str] | None:
         return None
     fields = stat.rsplit(")", 1)[-1].split()
     if fields[0] in ("Z", "X"):
+        if not _gone(pid, fields[0]):
+            return fields  # its threads are still exiting
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
         return None
@@ -218,8 +220,23 @@ def _members(field: int, value: int) -> Iterator[int]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[-1].split()
-        if int(fields[field]) == value and fields[0] not in ("Z", "X"):
+        if int(fields[field]) == value and not _gone(int(entry.name), fields[0]):
             yield int(entry.name)
+
+
+def _gone(pid: int, state: str) -> bool:
+    """Exited: a zombie (or dead) whose threads have all exited too.
+
+    A multi-threaded process whose main thread exits first shows "Z" while its
+    other threads still run their exit (etcd flushing, say): it cannot be
+    reaped yet and may still hold files and locks, so it is not gone.
+    """
+    if state not in ("Z", "X"):
+        return False
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) <= 1
+    except OSError:
+        return True
 
 
 def _wait_gone(pids: Sequence[int], timeout_s: float) -> list[int]:
