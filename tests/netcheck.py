@@ -25,6 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rayscale import procs
+
 TCP_LISTEN = "0A"
 UDP_UNCONNECTED = "07"
 STRACE = "/usr/bin/strace"
@@ -117,15 +119,8 @@ def listeners(pids: Iterable[int]) -> list[Listener]:
 def descendants(roots: Iterable[int]) -> set[int]:
     """``roots`` and every live process below them (by parent PID)."""
     children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[-1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
+    for pid, fields in procs.stat_fields():
+        children.setdefault(int(fields[1]), []).append(pid)
     out: set[int] = set()
     todo = list(roots)
     while todo:

@@ -210,8 +210,9 @@ def _group_members(pgid: int) -> Iterator[int]:
     return _members(2, pgid)
 
 
-def _members(field: int, value: int) -> Iterator[int]:
-    """PIDs whose stat field (after state: 1 ppid, 2 pgrp, 3 session) is ``value``."""
+def stat_fields() -> Iterator[tuple[int, list[str]]]:
+    """Every process as ``(pid, fields of /proc/PID/stat after the command name)``:
+    0 state, 1 ppid, 2 pgrp, 3 session, ..."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -219,9 +220,14 @@ def _members(field: int, value: int) -> Iterator[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if int(fields[field]) == value and not _gone(int(entry.name), fields[0]):
-            yield int(entry.name)
+        yield int(entry.name), stat.rsplit(")", 1)[-1].split()
+
+
+def _members(field: int, value: int) -> Iterator[int]:
+    """PIDs whose stat field (after state: 1 ppid, 2 pgrp, 3 session) is ``value``."""
+    for pid, fields in stat_fields():
+        if int(fields[field]) == value and not _gone(pid, fields[0]):
+            yield pid
 
 
 def _gone(pid: int, state: str) -> bool:
