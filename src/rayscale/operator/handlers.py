@@ -312,11 +312,12 @@ class Controller:
             # that the typed model rejects must not fail the cluster
             spec = parse_cluster_spec({k: v for k, v in body.items() if k != "status"})
         except SpecError as exc:
-            # KubeRay's reason; like KubeRay, nothing is created for an invalid spec
-            _say_once(ctx, body, "Warning", "InvalidRayClusterSpec", str(exc))
+            # KubeRay's reason; like KubeRay, nothing is created for an invalid spec. The
+            # status first: whoever sees the event can then read the failed state.
             failed = {"state": "failed", "reason": str(exc)[:1000]}
             if any((body.get("status") or {}).get(k) != v for k, v in failed.items()):
                 self._patch_status(body, failed)
+            _say_once(ctx, body, "Warning", "InvalidRayClusterSpec", str(exc))
             self._set_state(key, "failed")
             return
         owner = {

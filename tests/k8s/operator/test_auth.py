@@ -293,7 +293,8 @@ def test_bad_auth_options_are_refused_naming_the_field_and_create_nothing(
     event = wait_for(refusal, 60, "the InvalidRayClusterSpec event")
     assert event.type == "Warning"
     assert f"{field}: {message}" in (event.message or "")
-    status = kube.get(RayCluster, "badauth", namespace=ns).get("status") or {}
+    status = wait_for(lambda: kube.get(RayCluster, "badauth", namespace=ns).get("status"),
+                      30, "the failed status")
     assert status.get("state") == "failed" and field in status.get("reason", "")
     time.sleep(2)  # a reconcile that would act has had its chance
     assert not list(kube.list(Pod, namespace=ns))
