@@ -18,7 +18,9 @@ import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rayscale.planner.selectors import Selector, key_error, parse_selector
 
 NodeStatus = Literal["running", "pending", "terminating"]
 GangStrategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
@@ -44,6 +46,27 @@ class _Model(BaseModel):
     model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
 
 
+def _checked_selector(selector: dict[str, str]) -> dict[str, str]:
+    """A label selector in Ray's syntax (selectors.py); the error names the key."""
+    for key, condition in selector.items():
+        try:
+            parse_selector({key: condition})
+        except ValueError as exc:
+            raise ValueError(f".{key}: {exc}") from None
+    return selector
+
+
+def _checked_labels(labels: dict[str, str] | None) -> dict[str, str] | None:
+    for key in labels or {}:
+        problem = key_error(key)
+        if problem:
+            raise ValueError(problem)
+    return labels
+
+
+LabelSelector = dict[str, str]
+
+
 class Group(_Model):
     resources: Resources
     min: NonNegInt = 0
@@ -53,6 +76,8 @@ class Group(_Model):
     launchable: bool = True
     memory_target_fraction: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+
+    _labels = field_validator("labels")(_checked_labels)
 
     @property
     def upper(self) -> float:
@@ -68,17 +93,75 @@ class Node(_Model):
     available: Resources | None = None
     idle_s: NonNegFloat | None = None
     memory_used_fraction: NonNegFloat | None = None
+    #: The node's Ray labels; None: its group's labels (a fixed node: none).
+    labels: dict[str, str] | None = None
+
+    _labels = field_validator("labels")(_checked_labels)
+
+
+class FallbackOption(_Model):
+    """One entry of Ray's ``fallback_strategy``."""
+
+    label_selector: LabelSelector = Field(default_factory=dict)
+
+    _selector = field_validator("label_selector")(_checked_selector)
 
 
 class Shape(_Model):
     resources: Resources
     count: NonNegInt = 1
+    #: Ray's ``label_selector``: the nodes this demand may use (empty: any).
+    label_selector: LabelSelector = Field(default_factory=dict)
+    #: Ray's ``fallback_strategy``: further selectors, tried in order after the first.
+    fallback_strategy: list[FallbackOption] = Field(default_factory=list)
+
+    _selector = field_validator("label_selector")(_checked_selector)
+
+    def alternatives(self) -> tuple[Selector, ...]:
+        """The selectors this demand may use, preferred first; () when it may use any node."""
+        return _alternatives([self.label_selector, *(f.label_selector for f in
+                                                     self.fallback_strategy)])
 
 
 class Gang(_Model):
     strategy: GangStrategy
     bundles: Annotated[list[Resources], Field(min_length=1)]
     count: NonNegInt = 1
+    #: Ray's ``bundle_label_selector``: one selector per bundle (empty list: none).
+    bundle_label_selector: list[LabelSelector] = Field(default_factory=list)
+
+    @field_validator("bundle_label_selector")
+    @classmethod
+    def _selectors(cls, selectors: list[LabelSelector]) -> list[LabelSelector]:
+        for i, selector in enumerate(selectors):
+            try:
+                _checked_selector(selector)
+            except ValueError as exc:
+                raise ValueError(f"[{i}]{exc}") from None
+        return selectors
+
+    @model_validator(mode="after")
+    def _one_per_bundle(self) -> Gang:
+        if self.bundle_label_selector and len(self.bundle_label_selector) != len(self.bundles):
+            raise ValueError(
+                f".bundle_label_selector: one selector per bundle, got "
+                f"{len(self.bundle_label_selector)} for {len(self.bundles)} bundles"
+            )
+        return self
+
+    def bundle_alternatives(self, i: int) -> tuple[Selector, ...]:
+        """Bundle ``i``'s selector as alternatives (one, or none)."""
+        if not self.bundle_label_selector:
+            return ()
+        return _alternatives([self.bundle_label_selector[i]])
+
+
+def _alternatives(selectors: list[LabelSelector]) -> tuple[Selector, ...]:
+    """Parsed selectors; () when the first is empty (any node: fallbacks never apply)."""
+    parsed = tuple(parse_selector(s) for s in selectors)
+    if not parsed or not parsed[0]:
+        return ()
+    return parsed
 
 
 class Demand(_Model):
@@ -122,7 +205,10 @@ def _first_error(exc: ValidationError) -> str:
     err = exc.errors(include_url=False)[0]
     # pydantic adds the tag of a union/literal member; drop those from the path
     loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    return f"{_path(loc)}: {_reason(err)}"
+    reason = _reason(err)
+    if reason.startswith((".", "[")):  # the validator went deeper: its own path comes first
+        return f"{_path(loc)}{reason}"
+    return f"{_path(loc)}: {reason}"
 
 
 def _reason(err: Any) -> str:
@@ -136,7 +222,7 @@ def _reason(err: Any) -> str:
         return f"must be at most {bound}{why}, got {_shown(value)}"
     if kind == "greater_than_equal" and big and value < -MAX_INT:
         return f"must be at least {-MAX_INT - 1} (an int64), got {_shown(value)}"
-    return str(err["msg"])
+    return str(err["msg"]).removeprefix("Value error, ")
 
 
 def _shown(value: object) -> str:
