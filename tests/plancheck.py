@@ -5,13 +5,14 @@ Python over floats. The node order is the one docs/planner.md documents for
 checking: running nodes (fixed and busy ones fullest first, then idle ones),
 pending nodes, then launched nodes in blocks by group (priority high to low,
 then name). Items: floor bundles on total capacity, gangs, then tasks on free
-capacity, each sorted decreasing by normalised size.
+capacity, each sorted decreasing by normalised size. An item with a label
+selector only goes to a node whose labels match it (or one of its fallbacks).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 EPS = 1e-6
@@ -22,10 +23,34 @@ class Slot:
     group: str
     free: dict[str, float]
     total: dict[str, float]
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def _fits(cap: dict[str, float], shape: dict[str, float]) -> bool:
     return all(cap.get(k, 0.0) + EPS >= v for k, v in shape.items() if v > 0)
+
+
+def _condition(labels: dict[str, str], key: str, text: str) -> bool:
+    negated = text.startswith("!")
+    body = text[1:] if negated else text
+    values = {v.strip() for v in body[3:-1].split(",")} if body.startswith("in(") else {body}
+    return (key in labels and labels[key] in values) != negated
+
+
+def _matches(labels: dict[str, str], selector: dict[str, str]) -> bool:
+    return all(_condition(labels, k, v) for k, v in selector.items())
+
+
+def _selectors(item: dict[str, Any]) -> list[dict[str, str]]:
+    """An item's alternatives ([] when it may use any node)."""
+    first = item.get("label_selector") or {}
+    if not first:
+        return []
+    return [first, *(f.get("label_selector") or {} for f in item.get("fallback_strategy", []))]
+
+
+def _allowed(slot: Slot, selectors: list[dict[str, str]]) -> bool:
+    return not selectors or any(_matches(slot.labels, s) for s in selectors)
 
 
 def _take(cap: dict[str, float], shape: dict[str, float]) -> None:
@@ -74,14 +99,17 @@ def build_slots(
         if node["status"] == "terminating" or node["id"] in gone:
             continue
         group = node["group"]
+        labels = node.get("labels")
+        if labels is None:
+            labels = groups[group].get("labels", {}) if group in groups else {}
         if node["status"] == "pending":
             cap = dict(groups[group]["resources"])
-            pending.append((node["id"], Slot(group, dict(cap), dict(cap))))
+            pending.append((node["id"], Slot(group, dict(cap), dict(cap), labels)))
             continue
         default = groups[group]["resources"] if group in groups else {}
         total = dict(node.get("total") or default)
         free = dict(node["available"]) if node.get("available") is not None else dict(total)
-        slot = Slot(group, free, total)
+        slot = Slot(group, free, total, labels)
         timeout = None
         if group in groups:
             timeout = groups[group].get("idle_timeout_s")
@@ -99,7 +127,8 @@ def build_slots(
         launch[drop] -= 1
     for g in sorted(launch, key=lambda g: (-groups[g].get("priority", 0), g)):
         cap = groups[g]["resources"]
-        slots += [Slot(g, dict(cap), dict(cap)) for _ in range(launch[g])]
+        labels = groups[g].get("labels", {})
+        slots += [Slot(g, dict(cap), dict(cap), labels) for _ in range(launch[g])]
     return slots
 
 
@@ -110,12 +139,18 @@ def _minus(entries: list[dict[str, Any]], left: list[dict[str, Any]], key: str) 
     for e in entries:
         n = e.get("count", 1)
         for r in remaining:
-            if r[key] == e[key] and r.get("strategy") == e.get("strategy") and r["count"] > 0:
+            if r[key] == e[key] and r.get("strategy") == e.get("strategy") and r["count"] > 0 \
+                    and _selector_fields(r) == _selector_fields(e):
                 cut = min(n, r["count"])
                 n -= cut
                 r["count"] -= cut
         out += [e] * n
     return out
+
+
+def _selector_fields(entry: dict[str, Any]) -> tuple[Any, ...]:
+    return (entry.get("label_selector") or {}, entry.get("fallback_strategy") or [],
+            entry.get("bundle_label_selector") or [])
 
 
 def sufficient(state: dict[str, Any], plan: dict[str, Any], drop: str | None = None) -> bool:
@@ -125,7 +160,8 @@ def sufficient(state: dict[str, Any], plan: dict[str, Any], drop: str | None = N
     excluded = {k: plan["infeasible"][k] + plan["capped"][k] for k in ("tasks", "gangs", "floor")}
     floor = _minus(demand.get("floor", []), excluded["floor"], "resources")
     for item in sorted(floor, key=lambda e: -_size(e["resources"], scale)):
-        slot = next((s for s in slots if _fits(s.total, item["resources"])), None)
+        slot = next((s for s in slots if _fits(s.total, item["resources"])
+                     and _allowed(s, _selectors(item))), None)
         if slot is None:
             return False
         _take(slot.total, item["resources"])
@@ -140,7 +176,8 @@ def sufficient(state: dict[str, Any], plan: dict[str, Any], drop: str | None = N
             return False
     tasks = _minus(demand.get("tasks", []), excluded["tasks"], "resources")
     for item in sorted(tasks, key=lambda e: -_size(e["resources"], scale)):
-        slot = next((s for s in slots if _fits(s.free, item["resources"])), None)
+        slot = next((s for s in slots if _fits(s.free, item["resources"])
+                     and _allowed(s, _selectors(item))), None)
         if slot is None:
             return False
         _take(slot.free, item["resources"])
@@ -148,21 +185,27 @@ def sufficient(state: dict[str, Any], plan: dict[str, Any], drop: str | None = N
 
 
 def _place_gang(slots: list[Slot], gang: dict[str, Any], scale: dict[str, float]) -> bool:
-    bundles = sorted(gang["bundles"], key=lambda b: -_size(b, scale))
+    chosen = gang.get("bundle_label_selector") or [{}] * len(gang["bundles"])
+    pairs = sorted(zip(gang["bundles"], chosen, strict=True), key=lambda p: -_size(p[0], scale))
+    # each piece: its resources and the selectors a node must match (all of them)
+    pieces: list[tuple[dict[str, float], list[dict[str, str]]]] = [
+        (b, [sel] if sel else []) for b, sel in pairs
+    ]
     if gang["strategy"] == "STRICT_PACK":
         total: dict[str, float] = {}
-        for b in bundles:
+        for b, _ in pairs:
             for k, v in b.items():
                 total[k] = total.get(k, 0.0) + v
-        bundles = [total]
+        pieces = [(total, [sel for _, sel in pairs if sel])]
     saved = [dict(s.free) for s in slots]
     used: set[int] = set()
-    for b in bundles:
+    for b, needs in pieces:
         idx = next(
             (
                 i
                 for i, s in enumerate(slots)
-                if _fits(s.free, b) and not (gang["strategy"] == "STRICT_SPREAD" and i in used)
+                if _fits(s.free, b) and all(_matches(s.labels, n) for n in needs)
+                and not (gang["strategy"] == "STRICT_SPREAD" and i in used)
             ),
             None,
         )

@@ -29,8 +29,53 @@ def shapes(draw: st.DrawFn, allow_empty: bool = False) -> dict[str, float]:
     return shape
 
 
+LABELS = {"zone": ["a", "b"], "market": ["spot", "on-demand"]}
+#: Selectors in each of Ray's forms; "zone: c" no node ever has.
+SELECTORS = [
+    {"zone": "a"}, {"zone": "!a"}, {"market": "in(spot,on-demand)"}, {"market": "!in(spot)"},
+    {"zone": "b", "market": "spot"}, {"zone": "c"},
+]
+
+
 @st.composite
-def states(draw: st.DrawFn) -> dict[str, Any]:
+def labels(draw: st.DrawFn) -> dict[str, str]:
+    keys = draw(st.sets(st.sampled_from(sorted(LABELS))))
+    return {k: draw(st.sampled_from(LABELS[k])) for k in sorted(keys)}
+
+
+@st.composite
+def selected(draw: st.DrawFn, entry: dict[str, Any]) -> dict[str, Any]:
+    """``entry`` with a label selector (and maybe fallbacks), or as it is."""
+    if draw(st.booleans()):
+        return entry
+    out = {**entry, "label_selector": draw(st.sampled_from(SELECTORS))}
+    fallbacks = draw(st.lists(st.sampled_from(SELECTORS), max_size=2))
+    if fallbacks:
+        out["fallback_strategy"] = [{"label_selector": f} for f in fallbacks]
+    return out
+
+
+def _label(draw: st.DrawFn, state: dict[str, Any]) -> dict[str, Any]:
+    """Ray labels on groups and some nodes, label selectors on some demand."""
+    for spec in state["groups"].values():
+        spec["labels"] = draw(labels())
+    for node in state["nodes"]:
+        if node["status"] == "running" and draw(st.booleans()):
+            node["labels"] = draw(labels())
+    demand = state["demand"]
+    demand["tasks"] = [draw(selected(t)) for t in demand["tasks"]]
+    demand["floor"] = [{k: v for k, v in draw(selected(f)).items() if k != "fallback_strategy"}
+                       for f in demand["floor"]]
+    for gang in demand["gangs"]:
+        if draw(st.booleans()):
+            gang["bundle_label_selector"] = [
+                draw(st.sampled_from([{}, *SELECTORS])) for _ in gang["bundles"]
+            ]
+    return state
+
+
+@st.composite
+def states(draw: st.DrawFn, labelled: bool = False) -> dict[str, Any]:
     groups: dict[str, Any] = {}
     for i in range(draw(st.integers(1, 3))):
         lo = draw(st.integers(0, 2))
@@ -85,28 +130,33 @@ def states(draw: st.DrawFn) -> dict[str, Any]:
         "idle_timeout_s": draw(st.sampled_from([0, 60])),
         "max_nodes": draw(st.none() | st.integers(0, 12)),
     }
-    return {"groups": groups, "nodes": nodes, "demand": demand, "options": options}
+    state = {"groups": groups, "nodes": nodes, "demand": demand, "options": options}
+    return _label(draw, state) if labelled else state
+
+
+#: Half of the states carry Ray labels and label selectors.
+ANY_STATE = st.one_of(states(), states(labelled=True))
 
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
-@given(states())
+@given(ANY_STATE)
 def test_deterministic(state: dict[str, Any]) -> None:
     first = plan_json(copy.deepcopy(state))
     assert plan_json(json.loads(json.dumps(state))) == first
 
 
 @SETTINGS
-@given(states())
+@given(ANY_STATE)
 def test_sufficient(state: dict[str, Any]) -> None:
     plan = plan_json(state)
     assert plancheck.sufficient(state, plan), plan
 
 
 @SETTINGS
-@given(states())
+@given(ANY_STATE)
 def test_frugal(state: dict[str, Any]) -> None:
     plan = plan_json(state)
     before = _counts_before(state)
@@ -124,7 +174,7 @@ def test_frugal(state: dict[str, Any]) -> None:
 
 
 @SETTINGS
-@given(states())
+@given(ANY_STATE)
 def test_within_bounds(state: dict[str, Any]) -> None:
     plan = plan_json(state)
     after = plancheck.counts_after(state, plan)
@@ -138,7 +188,7 @@ def test_within_bounds(state: dict[str, Any]) -> None:
 
 
 @SETTINGS
-@given(states())
+@given(ANY_STATE)
 def test_busy_nodes_are_never_idle_terminated(state: dict[str, Any]) -> None:
     plan = plan_json(state)
     by_id = {n["id"]: n for n in state["nodes"]}

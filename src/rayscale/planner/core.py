@@ -27,6 +27,7 @@ from typing import Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from rayscale.planner.label_dims import LabelDims
 from rayscale.planner.packing import (
     USED_FLOOR,
     USED_GANGS,
@@ -63,6 +64,7 @@ class _Groups:
     running: dict[str, int]
     pending: dict[str, int]
     block_order: list[str]
+    labels: LabelDims
 
     def count(self, group: str) -> int:
         return self.running[group] + self.pending[group]
@@ -183,7 +185,7 @@ def _plan(state: ClusterState) -> Plan:
     groups, fixed, scalable, terminations = _classify(state, space, facts)
     scale = _scale(space, state, facts)
     given = _given_scale(state, facts)
-    demand = _demand(state, space, given)
+    demand = _demand(state, space, given, groups.labels)
     memory_need = {g: _memory_need(state, g, groups) for g in groups.spec}
     budget = _Budget(
         groups,
@@ -194,7 +196,7 @@ def _plan(state: ClusterState) -> Plan:
     budget.launched = dict(lower)
 
     candidates = _idle_candidates(state, scalable, groups, facts)
-    existing = _ordered_existing(fixed, scalable, candidates, facts, groups, given)
+    existing = _ordered_existing(state, fixed, scalable, candidates, facts, groups, given)
     launcher = _Launcher(budget, groups, space, scale)
     passes = _Passes(existing, groups, demand)
 
@@ -224,9 +226,12 @@ def _plan(state: ClusterState) -> Plan:
 
 
 def _space(
-    state: ClusterState, totals: list[Resources | None], availables: list[Resources | None]
+    state: ClusterState,
+    totals: list[Resources | None],
+    availables: list[Resources | None],
+    labels: LabelDims,
 ) -> ResourceSpace:
-    names: set[str] = set()
+    names: set[str] = set(labels.names())
     for group in state.groups.values():
         names.update(group.resources)
     names = names.union(*(m for m in totals if m), *(m for m in availables if m))
@@ -235,7 +240,9 @@ def _space(
     for gang in state.demand.gangs:
         for bundle in gang.bundles:
             names.update(bundle)
-    return ResourceSpace(names)
+    space = ResourceSpace(names)
+    labels.bind(space)
+    return space
 
 
 Ints = npt.NDArray[np.int64]
@@ -254,6 +261,7 @@ class _NodeFacts:
     """
 
     space: ResourceSpace
+    labels: LabelDims
     ids: list[str]
     groups: list[str]
     group_names: list[str]  # sorted names of the scalable groups
@@ -277,7 +285,8 @@ class _NodeFacts:
         nodes = state.nodes
         totals = [x.total for x in nodes]
         availables = [x.available for x in nodes]
-        space = _space(state, totals, availables)
+        labels = LabelDims.of(state)
+        space = _space(state, totals, availables, labels)
         groups = [x.group for x in nodes]
         names = sorted(state.groups)
         index = {g: j for j, g in enumerate(names)}
@@ -295,6 +304,7 @@ class _NodeFacts:
         holds_nothing = np.all(available[:, work] >= effective[:, work], axis=1)
         return cls(
             space=space,
+            labels=labels,
             ids=[x.id for x in nodes],
             groups=groups,
             group_names=names,
@@ -349,7 +359,10 @@ def _classify(
     state: ClusterState, space: ResourceSpace, facts: _NodeFacts
 ) -> tuple[_Groups, Ints, Ints, list[Termination]]:
     """Split nodes into fixed and scalable ones (as indices), and remove those above max."""
-    capacity = {name: space.vector(g.resources) for name, g in state.groups.items()}
+    capacity = {
+        name: facts.labels.node(space.vector(g.resources), g.labels)
+        for name, g in state.groups.items()
+    }
     live = facts.status != _TERMINATING
     fixed = np.flatnonzero(live & (facts.group < 0))
 
@@ -376,6 +389,7 @@ def _classify(
         running={g: running[g] for g in state.groups},
         pending={g: pending[g] for g in state.groups},
         block_order=sorted(state.groups, key=lambda g: (-state.groups[g].priority, g)),
+        labels=facts.labels,
     )
     return groups, fixed, np.concatenate([np.zeros(0, np.int64), *scalable]), terminations
 
@@ -388,12 +402,14 @@ def _over_max_key(i: int, facts: _NodeFacts) -> tuple[int, float, str]:
     return (2, 0.0, facts.ids[i])
 
 
-def _demand(state: ClusterState, space: ResourceSpace, given: Mapping[str, float]) -> _Demand:
+def _demand(
+    state: ClusterState, space: ResourceSpace, given: Mapping[str, float], labels: LabelDims
+) -> _Demand:
     """Everything in the checking order, identical shapes merged into runs and lines."""
     return _Demand(
-        floor=_shape_items(state.demand.floor, space, given),
-        gangs=_gang_items(state.demand.gangs, space, given),
-        tasks=_shape_items(state.demand.tasks, space, given),
+        floor=_shape_items(state.demand.floor, space, given, labels),
+        gangs=_gang_items(state.demand.gangs, space, given, labels),
+        tasks=_shape_items(state.demand.tasks, space, given, labels),
     )
 
 
@@ -424,11 +440,15 @@ def _given_size(resources: Mapping[str, float], given: Mapping[str, float]) -> f
 
 
 def _shape_items(
-    shapes: Sequence[Shape], space: ResourceSpace, given: Mapping[str, float]
+    shapes: Sequence[Shape], space: ResourceSpace, given: Mapping[str, float], labels: LabelDims
 ) -> _Items[TaskItem, Shape]:
     """Entries decreasing by size; equal sizes keep document order (a stable sort)."""
     entries = [s for s in shapes if s.count > 0]
-    vectors = [space.vector(s.resources) for s in entries]
+    vectors = [
+        labels.demand(space.vector(s.resources), s.alternatives()) if s.label_selector
+        else space.vector(s.resources)
+        for s in entries
+    ]
     lines: dict[bytes, int] = {}
     sources: list[Shape] = []
     line: list[int] = []
@@ -455,7 +475,7 @@ def _shape_items(
 
 
 def _gang_items(
-    gangs: Sequence[Gang], space: ResourceSpace, given: Mapping[str, float]
+    gangs: Sequence[Gang], space: ResourceSpace, given: Mapping[str, float], labels: LabelDims
 ) -> _Items[GangItem, Gang]:
     """Gangs by strategy, then decreasing by size; bundles in a gang decreasing too."""
     entries = [g for g in gangs if g.count > 0]
@@ -465,7 +485,10 @@ def _gang_items(
     line: list[int] = []
     sizes: list[float] = []
     for gang in entries:
-        vectors = [space.vector(b) for b in gang.bundles]
+        vectors = [
+            labels.demand(space.vector(b), gang.bundle_alternatives(i))
+            for i, b in enumerate(gang.bundles)
+        ]
         bundle_sizes = [_given_size(b, given) for b in gang.bundles]
         order = sorted(range(len(vectors)), key=lambda i: -bundle_sizes[i])
         placed.append((gang.strategy, tuple(vectors[i] for i in order)))
@@ -514,11 +537,11 @@ def _scale(space: ResourceSpace, state: ClusterState, facts: _NodeFacts) -> np.n
     """Per-dimension normaliser: the largest capacity any group or node has."""
     vectors = [space.vector(g.resources) for g in state.groups.values()]
     if not vectors and not facts.has_total.any():
-        return np.ones(space.size)
+        return facts.labels.unweighted(np.ones(space.size))
     biggest = np.max(
         np.vstack([*vectors, facts.total[facts.has_total], space.zeros()[None, :]]), axis=0
     ).astype(float)
-    return np.where(biggest > 0, biggest, 1.0)
+    return facts.labels.unweighted(np.where(biggest > 0, biggest, 1.0))
 
 
 def _global_room(state: ClusterState, groups: _Groups) -> int:
@@ -582,6 +605,7 @@ def _idle_candidates(
 
 
 def _ordered_existing(
+    state: ClusterState,
     fixed: Ints,
     scalable: Ints,
     candidate: npt.NDArray[np.bool_],
@@ -598,6 +622,12 @@ def _ordered_existing(
     pending = facts.status[rows] == _PENDING
     total = facts.effective_total[rows]
     free = np.where(facts.has_available[rows][:, None], facts.available[rows], total)
+    if groups.labels.alternatives:
+        running = np.flatnonzero(~pending)
+        groups.labels.add_to_rows(
+            (free, total), running.tolist(),
+            [_node_labels(state, i) for i in rows[running].tolist()],
+        )
     for j, g in enumerate(facts.group_names):
         # a pending node counts as the full capacity of its group, available
         of_group = pending & (facts.group[rows] == j)
@@ -622,6 +652,18 @@ def _ordered_existing(
         total=total[order],
         source=rows[order],
     )
+
+
+_NO_LABELS: Mapping[str, str] = {}
+
+
+def _node_labels(state: ClusterState, i: int) -> Mapping[str, str]:
+    """A node's labels: its own, else its group's (a fixed node: none)."""
+    node = state.nodes[i]
+    if node.labels is not None:
+        return node.labels
+    group = state.groups.get(node.group)
+    return group.labels if group is not None else _NO_LABELS
 
 
 def _free_map(i: int, facts: _NodeFacts, groups: _Groups) -> Mapping[str, float]:
@@ -688,7 +730,8 @@ def _free_sizes(
 
 
 class _Launcher:
-    """Chooses the group for nodes that a shape needs: priority, then least waste."""
+    """Chooses the group for nodes that a shape needs: the first label selector
+    alternative a group matches, then priority, then least waste."""
 
     def __init__(
         self, budget: _Budget, groups: _Groups, space: ResourceSpace, scale: np.ndarray
@@ -697,13 +740,30 @@ class _Launcher:
         self.groups = groups
         self.scale = scale
         self.gpu = space.index.get("GPU")
+        self._orders: dict[bytes, list[tuple[tuple[int, int], str]]] = {}
+
+    def _order(self, shape: Vector) -> list[tuple[tuple[int, int], str]]:
+        """Groups by preference for ``shape``: (alternative, -priority), then name."""
+        labels = self.groups.labels
+        if not labels.alternatives:
+            return [((0, -self.groups.spec[g].priority), g) for g in self.groups.block_order]
+        key = shape.tobytes()
+        order = self._orders.get(key)
+        if order is None:
+            order = sorted(
+                ((labels.rank(shape, self.groups.spec[g].labels), -self.groups.spec[g].priority),
+                 g)
+                for g in self.groups.block_order
+            )
+            self._orders[key] = order
+        return order
 
     def __call__(self, shape: Vector, remaining: int) -> tuple[str, int] | None:
         options: list[tuple[tuple[object, ...], str, int]] = []
-        top: int | None = None
-        for g in self.groups.block_order:  # highest priority first
+        top: tuple[int, int] | None = None
+        for level, g in self._order(shape):  # most preferred first
             spec = self.groups.spec[g]
-            if top is not None and spec.priority < top:
+            if top is not None and level > top:
                 break
             cap = self.groups.capacity[g]
             if not spec.launchable or not np.all(cap >= shape):
@@ -716,7 +776,7 @@ class _Launcher:
             served = min(remaining, nodes * per)
             waste = float(np.sum(_spare(nodes, cap, served, shape) / self.scale)) / served
             gpu_idle = self.gpu is not None and cap[self.gpu] > 0 and shape[self.gpu] == 0
-            top = spec.priority
+            top = level
             options.append(((gpu_idle, round(waste, 9), nodes, g), g, nodes))
         if not options:
             return None

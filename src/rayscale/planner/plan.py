@@ -37,10 +37,7 @@ class Unplaced:
     def to_dict(self) -> dict[str, list[dict[str, Any]]]:
         return {
             "tasks": [_shape(s) for s in self.tasks],
-            "gangs": [
-                {"strategy": g.strategy, "bundles": [echo(b) for b in g.bundles], "count": g.count}
-                for g in self.gangs
-            ],
+            "gangs": [_gang(g) for g in self.gangs],
             "floor": [_shape(s) for s in self.floor],
         }
 
@@ -68,7 +65,23 @@ class Plan:
 
 
 def _shape(shape: Shape) -> dict[str, Any]:
-    return {"resources": echo(shape.resources), "count": shape.count}
+    out: dict[str, Any] = {"resources": echo(shape.resources), "count": shape.count}
+    if shape.label_selector:
+        out["label_selector"] = dict(shape.label_selector)
+    if shape.fallback_strategy:
+        out["fallback_strategy"] = [
+            {"label_selector": dict(f.label_selector)} for f in shape.fallback_strategy
+        ]
+    return out
+
+
+def _gang(gang: Gang) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "strategy": gang.strategy, "bundles": [echo(b) for b in gang.bundles], "count": gang.count
+    }
+    if gang.bundle_label_selector:
+        out["bundle_label_selector"] = [dict(s) for s in gang.bundle_label_selector]
+    return out
 
 
 def echo(resources: Mapping[str, float]) -> dict[str, float]:
