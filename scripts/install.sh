@@ -7,5 +7,5 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[dev,data,train,tune]'
+.venv/bin/python -m pip install --quiet -e '.[dev,data,train,tune,serve]'
 .venv/bin/python -c "import rayscale" 

@@ -103,6 +103,37 @@ def test_autoscaling_state_reads_back_through_rays_status_parser() -> None:
     assert "w: LaunchFailed" in text and "did not register in time" in text
 
 
+def test_infeasible_demand_carries_its_label_selectors_as_ray_writes_them() -> None:
+    from ray.core.generated import common_pb2
+
+    task = Shape.model_validate({
+        "resources": {"CPU": 1.0}, "count": 1,
+        "label_selector": {"market": "!in(spot,preemptible)", "zone": "a"},
+        "fallback_strategy": [{"label_selector": {"zone": "b"}}],
+    })
+    gang = Gang.model_validate({"strategy": "PACK", "bundles": [{"CPU": 1.0}, {"CPU": 2.0}],
+                                "bundle_label_selector": [{"zone": "c"}, {}]})
+    report = AutoscalingReport(pending=(), failed=(),
+                               infeasible=Unplaced(tasks=[task], gangs=[gang], floor=[task]))
+    state = autoscaling_state(report, version=1, cluster_resource_state_version=1)
+    ops = common_pb2.LabelSelectorOperator
+
+    def constraints(request: Any) -> list[list[tuple[str, int, list[str]]]]:
+        return [[(c.label_key, c.operator, list(c.label_values)) for c in s.label_constraints]
+                for s in request.label_selectors]
+
+    expected = [
+        [("market", ops.LABEL_OPERATOR_NOT_IN, ["preemptible", "spot"]),
+         ("zone", ops.LABEL_OPERATOR_IN, ["a"])],
+        [("zone", ops.LABEL_OPERATOR_IN, ["b"])],  # the fallback, in order
+    ]
+    assert constraints(state.infeasible_resource_requests[0]) == expected
+    floor = state.infeasible_cluster_resource_constraints[0].resource_requests[0].request
+    assert constraints(floor) == expected
+    bundles = state.infeasible_gang_resource_requests[0].requests
+    assert [constraints(b) for b in bundles] == [[[("zone", ops.LABEL_OPERATOR_IN, ["c"])]], []]
+
+
 class Recorder:
     """An observer that reports into lists (no Ray); its cluster never changes."""
 

@@ -166,3 +166,50 @@ def test_ray_train_and_tune_get_their_nodes(start_cluster: Any, tmp_path: Path) 
     assert "TRAIN True" in out
     assert f"TUNE 8 0 {[x * 2 for x in range(8)]}" in out
     assert 3 <= max(seen) <= 4, f"the 3 training workers got nodes (seen {sorted(set(seen))})"
+
+
+SERVE_APP = """
+    import asyncio, time
+    from ray import serve
+    from ray.serve.config import ProxyLocation
+
+    # no HTTP proxy: requests go through a handle, so nothing listens on a port
+    serve.start(proxy_location=ProxyLocation.Disabled)
+
+    @serve.deployment(
+        ray_actor_options={"num_cpus": 1},
+        autoscaling_config={
+            "min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 1,
+            "upscale_delay_s": 1, "downscale_delay_s": 3,
+            "metrics_interval_s": 0.5, "look_back_period_s": 2,
+        },
+    )
+    class Slow:
+        async def __call__(self, i):
+            await asyncio.sleep(1.5)
+            return ray.get_runtime_context().get_node_id()
+
+    handle = serve.run(Slow.bind(), name="slow", route_prefix=None)
+    nodes, answered, deadline = set(), 0, time.time() + 150
+    while len(nodes) < 3 and time.time() < deadline:
+        for answer in [handle.remote(i) for i in range(12)]:
+            nodes.add(answer.result(timeout_s=120))
+            answered += 1
+    print("SERVED", answered, "NODES", len(nodes), flush=True)
+    serve.delete("slow")
+    serve.shutdown()
+"""
+
+
+def test_serve_autoscaling_replicas_get_their_nodes(start_cluster: Any) -> None:
+    pytest.importorskip("fastapi", reason="ray[serve] (rayscale[serve]) is not installed")
+    cluster = start_cluster(cluster_spec("serve", [worker_group("w", max_replicas=3)], idle_s=5))
+    stop, seen = watch_peak(cluster, "w")
+    try:
+        out = cluster.run_driver(SERVE_APP, timeout=300)
+    finally:
+        stop.set()
+    assert "NODES 3" in out, f"Serve's 3 replicas ran on 3 nodes: {out[-2000:]}"
+    assert max(seen) == 3
+    wait_for(lambda: cluster.group("w")["running"] + cluster.group("w")["terminating"] == 0, 90,
+             "scale down to 0 once Serve is shut down")

@@ -280,8 +280,10 @@ class Autoscaler:
     def _report_infeasible(self, decision: Plan) -> None:
         """Say once (not every round) when demand appears that no group can ever hold."""
         infeasible = decision.infeasible.to_dict()
+        # the demand as the plan reports it, less its count: resources (or bundles) and
+        # any label selectors (a selector no group matches is as infeasible as a size)
         shapes = sorted(
-            json.dumps(e.get("resources") or e.get("bundles"), sort_keys=True)
+            json.dumps({k: v for k, v in e.items() if k != "count"}, sort_keys=True)
             for kind in ("tasks", "gangs", "floor")
             for e in infeasible[kind]
         )

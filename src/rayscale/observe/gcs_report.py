@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rayscale.planner.plan import Unplaced
+from rayscale.planner.selectors import parse_selector
+from rayscale.planner.state import LabelSelector, Shape
 
 #: A node group's ``max_count`` when it has no upper bound (Ray's convention).
 UNBOUNDED_COUNT = -1
@@ -142,7 +144,9 @@ def autoscaling_state(
         for _ in range(shape.count):
             if entries >= MAX_INFEASIBLE_ENTRIES:
                 break
-            state.infeasible_resource_requests.add().resources_bundle.update(shape.resources)
+            request = state.infeasible_resource_requests.add()
+            request.resources_bundle.update(shape.resources)
+            _add_selectors(request, _shape_selectors(shape))
             entries += 1
     entries = 0
     for gang in infeasible.gangs:
@@ -150,13 +154,38 @@ def autoscaling_state(
             if entries >= MAX_INFEASIBLE_ENTRIES:
                 break
             request = state.infeasible_gang_resource_requests.add(details=gang.strategy)
-            for bundle in gang.bundles:
-                request.requests.add().resources_bundle.update(bundle)
+            selectors = gang.bundle_label_selector or [{} for _ in gang.bundles]
+            for bundle, selector in zip(gang.bundles, selectors, strict=True):
+                one = request.requests.add()
+                one.resources_bundle.update(bundle)
+                _add_selectors(one, [selector] if selector else [])
             entries += 1
     if infeasible.floor:
         constraint = state.infeasible_cluster_resource_constraints.add()
         for shape in infeasible.floor:
-            constraint.resource_requests.add(count=shape.count).request.resources_bundle.update(
-                shape.resources
-            )
+            request = constraint.resource_requests.add(count=shape.count).request
+            request.resources_bundle.update(shape.resources)
+            _add_selectors(request, _shape_selectors(shape))
     return state
+
+
+def _shape_selectors(shape: Shape) -> list[LabelSelector]:
+    if not shape.label_selector:
+        return []
+    return [shape.label_selector, *(f.label_selector for f in shape.fallback_strategy)]
+
+
+def _add_selectors(request: Any, selectors: list[LabelSelector]) -> None:
+    """A ``ResourceRequest``'s ``label_selectors`` as Ray writes them (IN / NOT_IN)."""
+    from ray.core.generated import common_pb2
+
+    ops = common_pb2.LabelSelectorOperator
+    for selector in selectors:
+        message = request.label_selectors.add()
+        for condition in parse_selector(selector):
+            message.label_constraints.add(
+                label_key=condition.key,
+                operator=ops.LABEL_OPERATOR_NOT_IN if condition.negated
+                else ops.LABEL_OPERATOR_IN,
+                label_values=sorted(condition.values),
+            )
