@@ -14,10 +14,13 @@ from typing import Any
 import yaml
 
 from rayscale.api import RayCluster
+from rayscale.autoscaler.snapshot import cluster_state, join
 from rayscale.local.cluster import head_argv
 from rayscale.local.provider import LocalProvider, labels_arg
 from rayscale.local.store import ClusterDir, ClusterRecord, NodeRecord
+from rayscale.observe.ray_state import Observation, RayNode
 from rayscale.operator.desired import PodSettings, head_pod, worker_pod
+from rayscale.providers.base import ProviderNode
 from rayscale.raystart import labels_flag, node_labels
 from rayscale.spec import parse_cluster_spec
 
@@ -134,3 +137,40 @@ def test_local_nodes_start_with_their_group_labels_and_are_found_by_them(
         "--labels=rayscale.io/group=gone,rayscale.io/node=gone-1")
     head = head_argv(spec, record)
     assert labels_of(head) == "--labels=ray.io/region=us-central2,rayscale.io/group=headgroup"
+
+
+def ray_node(node_id: str, ip: str, labels: dict[str, str]) -> RayNode:
+    return RayNode(node_id, ip, "running", 0.0, {"CPU": 2.0}, {"CPU": 2.0}, labels)
+
+
+def test_the_planner_gets_ray_labels_of_groups_and_nodes_not_pod_labels() -> None:
+    doc = sample_doc()
+    doc["spec"]["workerGroupSpecs"][0]["template"]["metadata"] = {"labels": {"team": "a"}}
+    spec = parse_cluster_spec(doc)
+    running = {"rayscale.io/node": "large-cpu-group-0", "rayscale.io/group": "large-cpu-group",
+               "ray.io/node-id": "bb" * 28, "ray.io/node-group": "large-cpu-group",
+               "cpu-family": "intel", "ray.io/market-type": "on-demand"}
+    observation = Observation(nodes=[
+        ray_node("aa" * 28, "127.30.0.2", {"ray.io/node-id": "aa" * 28,
+                                           "ray.io/node-group": "headgroup"}),
+        ray_node("bb" * 28, "127.30.1.2", running),
+        # a key outside the label syntax (none expected from Ray) is one no selector names
+        ray_node("cc" * 28, "127.30.9.9", {"bad key!": "x", "zone": "a"}),
+    ])
+    provider = [
+        ProviderNode("large-cpu-group-0", "large-cpu-group", "started", 1.0, "127.30.1.2", 10),
+        ProviderNode("spot-group-1", "spot-group", "started", 2.0, "127.30.1.3", 11),
+    ]
+    state = cluster_state(spec, join(provider, observation, head_ip="127.30.0.2"), set())
+    assert state.groups["large-cpu-group"].labels == {
+        "ray.io/node-group": "large-cpu-group", "cpu-family": "intel",
+        "ray.io/market-type": "on-demand",
+    }
+    assert state.groups["spot-group"].labels["ray.io/market-type"] == "spot"
+    nodes = {n.id: n for n in state.nodes}
+    assert nodes["large-cpu-group-0"].labels == running  # what Ray reports, node id included
+    assert nodes["aa" * 28].labels == {"ray.io/node-id": "aa" * 28,
+                                      "ray.io/node-group": "headgroup"}
+    assert nodes["cc" * 28].labels == {"zone": "a"}
+    assert nodes["spot-group-1"].status == "pending"
+    assert nodes["spot-group-1"].labels is None  # its group's labels
