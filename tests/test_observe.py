@@ -233,3 +233,15 @@ def test_a_gang_with_a_bundle_no_node_can_match_is_left_out() -> None:
         bundle.resources_bundle["CPU"] = 1.0
         _selector(bundle.label_selectors.add(), {"a": ("IN", values)})
     assert observation(state).gangs == []
+
+
+def test_in_with_a_space_is_taken_as_ray_schedules_it() -> None:
+    # {"cpu-family": "in(intel, amd)", "tier": "!in(x, y)"}: Ray 2.60 reports the values
+    # with the space and matches them so (a node labelled "amd" does not take the task)
+    spaced = request_with({"cpu-family": ("IN", ["intel", " amd"]),
+                           "tier": ("NOT_IN", ["x", " y"])})
+    assert observation(spaced).tasks == [
+        Shape(resources={"CPU": 1.0}, count=1,
+              label_selector={"cpu-family": "intel", "tier": "!x"})
+    ]
+    assert observation(request_with({"cpu-family": ("IN", [" amd"])})).tasks == []
