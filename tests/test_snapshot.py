@@ -66,7 +66,9 @@ def test_join_marks_pending_running_terminating_and_head() -> None:
     assert parse_state(document).model_dump(mode="json") == document
     assert plan_json(document)["launch"] == {"w": 1}
     assert [n["id"] for n in document["nodes"]] == ["aa", "ee", "w-0", "w-1", "w-2"]
-    assert document["demand"]["tasks"] == [{"resources": {"CPU": 1.0}, "count": 3}]
+    assert document["demand"]["tasks"] == [
+        {"resources": {"CPU": 1.0}, "count": 3, "label_selector": {}, "fallback_strategy": []}
+    ]
 
 
 def test_a_node_whose_process_exited_is_hidden_while_ray_still_calls_it_alive() -> None:

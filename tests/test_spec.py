@@ -756,6 +756,32 @@ BAD_CASES: list[tuple[str, tuple[Any, ...], Any, str]] = [
         "small",
         "workerGroupSpecs[0]: must be a mapping, got string 'small'",
     ),
+    (
+        "ray-start-labels-worker",  # KubeRay v1.7 refuses it too
+        (*W0, "rayStartParams", "labels"),
+        "cpu-family=intel",
+        "workerGroupSpecs[0].rayStartParams.labels: not supported; put the group's Ray node "
+        "labels in its top-level `labels` field instead (as KubeRay v1.7 requires)",
+    ),
+    (
+        "ray-start-labels-head",
+        ("spec", "headGroupSpec", "rayStartParams", "labels"),
+        "",
+        "headGroupSpec.rayStartParams.labels: not supported; put the group's Ray node "
+        "labels in its top-level `labels` field instead (as KubeRay v1.7 requires)",
+    ),
+    (
+        "label-value-not-string",
+        (*W0, "labels"),
+        {"gpus": 1},
+        "workerGroupSpecs[0].labels.gpus: must be a string, got number 1 (quote it in YAML)",
+    ),
+    (
+        "head-label-key",
+        ("spec", "headGroupSpec", "labels"),
+        {"region/": "x"},
+        "headGroupSpec.labels[region/]: invalid label key: the name part must not be empty",
+    ),
 ]
 
 
@@ -768,6 +794,55 @@ def test_bad_document_names_the_path(path: tuple[Any, ...], value: Any, expected
     doc = base_doc()
     mutate(doc, path, value)
     assert errors_of(doc) == [expected]
+
+
+def test_group_labels_follow_kubernetes_label_syntax_every_problem_named() -> None:
+    doc = base_doc()
+    mutate(doc, (*W0, "labels"), {
+        "cpu-family": "intel", "ray.io/market-type": "spot", "example.com/Zone_A": "",
+        "Bad_/x": "v", "a/b/c": "v", "/x": "v", "tier": "-gold", "k" * 64: "v",
+        "long": "v" * 64, "ray.io/node-id": "n", "rayscale.io/node": "w-1",
+        "rayscale.io/group": "small",
+    })
+    assert errors_of(doc) == [
+        "workerGroupSpecs[0].labels[Bad_/x]: invalid label key: the prefix 'Bad_' must be a "
+        "DNS subdomain (at most 253 characters: lower-case letters, digits, '-' and '.', "
+        "starting and ending with a letter or digit)",
+        "workerGroupSpecs[0].labels[a/b/c]: invalid label key: a label key is an optional DNS "
+        "subdomain prefix and '/', then a name",
+        "workerGroupSpecs[0].labels[/x]: invalid label key: the prefix before '/' must not be "
+        "empty",
+        "workerGroupSpecs[0].labels.tier: invalid label value '-gold': must be empty or at most "
+        "63 characters: letters, digits, '-', '_' and '.', starting and ending with a letter or "
+        "digit",
+        f"workerGroupSpecs[0].labels.{'k' * 64}: invalid label key: the name part has 64 "
+        "characters, at most 63",
+        "workerGroupSpecs[0].labels.long: invalid label value: 64 characters, at most 63",
+        "workerGroupSpecs[0].labels[ray.io/node-id]: reserved: Ray sets it to the node's id "
+        "(its raylet aborts if ray start sets it)",
+        "workerGroupSpecs[0].labels[rayscale.io/node]: reserved: rayscale sets it on every "
+        "node: it maps a Ray node to its process or pod",
+        "workerGroupSpecs[0].labels[rayscale.io/group]: reserved: rayscale sets it on every "
+        "node: it maps a Ray node to its group",
+    ]
+
+
+def test_ray_labels_are_the_group_labels_over_rays_node_group() -> None:
+    doc = base_doc()
+    mutate(doc, (*W0, "labels"), {"cpu-family": "intel", "ray.io/market-type": "spot"})
+    mutate(doc, ("spec", "headGroupSpec", "labels"), {"ray.io/node-group": "control"})
+    spec = parse_cluster_spec(doc)
+    (small,) = spec.worker_groups
+    assert small.ray_labels == {"ray.io/node-group": "small", "cpu-family": "intel",
+                                "ray.io/market-type": "spot"}
+    assert small.pod_labels == {"alibabacloud.com/eci": "true"}  # not Ray's
+    # a group's own ray.io/node-group replaces Ray's default, as in `ray start`
+    assert spec.head.ray_labels == {"ray.io/node-group": "control"}
+    assert base_doc_spec().head.ray_labels == {"ray.io/node-group": "headgroup"}
+
+
+def base_doc_spec() -> RayCluster:
+    return parse_cluster_spec(base_doc())
 
 
 def test_max_below_min_exact_message() -> None:

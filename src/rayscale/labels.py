@@ -16,6 +16,12 @@ IS_RAY_NODE_LABEL: Final = "ray.io/is-ray-node"
 NODE_TYPE_HEAD: Final = "head"
 NODE_TYPE_WORKER: Final = "worker"
 
+# --- labels Ray itself gives every node
+#: The node's group: Ray sets it from ``RAY_NODE_TYPE_NAME``, which every node gets.
+RAY_NODE_GROUP_LABEL: Final = "ray.io/node-group"
+#: The node's Ray id; Ray's raylet aborts if ``ray start --labels`` sets it.
+RAY_NODE_ID_LABEL: Final = "ray.io/node-id"
+
 # --- rayscale's labels on Ray nodes (``ray start --labels``) and virtual nodes
 NODE_LABEL: Final = "rayscale.io/node"
 GROUP_LABEL: Final = "rayscale.io/group"

@@ -19,6 +19,8 @@ from rayscale.api.ray_start_options import RAY_START_OPTIONS
 
 # Params whose value rayscale decides (placement, addresses, lifecycle) or
 # derives from the group's resources; a user's value for them is not passed on.
+# ("labels" is refused when a spec is read, as KubeRay v1.7 refuses it: a group's
+# labels are its top-level `labels`, which reach `RayStart.labels`.)
 RESOURCE_PARAMS = frozenset({"num-cpus", "num-gpus", "memory", "object-store-memory", "resources"})
 MANAGED_PARAMS = frozenset(
     {"address", "head", "block", "node-ip-address", "temp-dir", "labels", "port"}
@@ -36,6 +38,7 @@ class RayStart:
     address: str | None = None  # None: a head node
     gcs_port: int | None = None  # head only
     temp_dir: str | None = None
+    #: The node's Ray labels (``--labels``): its group's ``labels`` and rayscale's own.
     labels: Mapping[str, str] = field(default_factory=dict)
     # rayscale's own settings (ports, dashboard host); these win over the user's
     overrides: Mapping[str, str] = field(default_factory=dict)
@@ -56,7 +59,7 @@ def ray_start_argv(ray_bin: str, params: Mapping[str, str], start: RayStart) -> 
         argv.append(f"--temp-dir={start.temp_dir}")
     argv += resource_flags(start.resources)
     if start.labels:
-        argv.append("--labels=" + ",".join(f"{k}={v}" for k, v in sorted(start.labels.items())))
+        argv.append(labels_flag(start.labels))
     user = {
         k: v for k, v in params.items()
         if k not in RESOURCE_PARAMS and k not in MANAGED_PARAMS and k not in start.overrides
@@ -68,6 +71,23 @@ def ray_start_argv(ray_bin: str, params: Mapping[str, str], start: RayStart) -> 
     if start.block:
         argv.append("--block")
     return argv
+
+
+def node_labels(group_labels: Mapping[str, str], own: Mapping[str, str]) -> dict[str, str]:
+    """A node's Ray labels: its group's ``labels`` and rayscale's ``own`` (which win;
+    the spec refuses a group that sets them)."""
+    return {**group_labels, **own}
+
+
+def labels_flag(labels: Mapping[str, str]) -> str:
+    """``--labels=k=v,...``, sorted by key: the same labels always give the same argument.
+
+    Ray 2.60 parses this ``key=value`` form with Kubernetes label syntax (which the
+    spec's ``labels`` already follow, so no key or value holds ``,`` or ``=``), and
+    accepts keys with the ``ray.io/`` prefix (``ray.io/market-type``) in it; only
+    its deprecated JSON form refuses them.
+    """
+    return "--labels=" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
 def resource_flags(resources: Mapping[str, float]) -> list[str]:

@@ -262,3 +262,30 @@ def test_memory_target_adds_a_node_when_physical_memory_runs_high(start_cluster:
     finally:
         hog.kill()
         hog.communicate()
+
+
+def test_group_labels_reach_ray_and_a_selector_finds_them(start_cluster: Any) -> None:
+    # ray.io/ keys are accepted by Ray 2.60's `ray start --labels` (KubeRay's samples use them)
+    spot = worker_group("spot", min_replicas=1, max_replicas=1,
+                        labels={"cpu-family": "amd", "ray.io/market-type": "spot"})
+    spec = cluster_spec("labelled", [spot])
+    spec["spec"]["headGroupSpec"]["labels"] = {"ray.io/region": "us-central2"}
+    cluster = start_cluster(spec)
+    out = cluster.run_driver("""
+        import ray
+        @ray.remote(num_cpus=1, label_selector={"ray.io/market-type": "spot",
+                                                "cpu-family": "in(amd,intel)"})
+        def labels():
+            return ray.get_runtime_context().get_node_labels()
+        print("LABELS", sorted(ray.get(labels.remote(), timeout=120).items()))
+    """)
+    (line,) = [x for x in out.splitlines() if x.startswith("LABELS")]
+    for pair in [("cpu-family", "amd"), ("ray.io/market-type", "spot"),
+                 ("ray.io/node-group", "spot"), ("rayscale.io/group", "spot"),
+                 ("rayscale.io/node", "spot-0")]:
+        assert repr(pair) in line, line
+    head = next(n for n in cluster.observer().observe().alive()
+                if n.labels.get("rayscale.io/group") == "headgroup")
+    assert head.labels["ray.io/region"] == "us-central2"
+    # the worker's process is found by its --labels: adopted, never launched twice
+    assert [e["group"] for e in cluster.events("launch")] == ["spot"]

@@ -22,6 +22,17 @@ Validation rules beyond plain types, and why:
 - No Ray resource of a node may be above 10^14 (Ray's limit for one node,
   :data:`rayscale.api.resources.MAX_NODE_RESOURCE`); the error names the
   field that says it.
+- A group's Ray node labels are its top-level ``labels`` (KubeRay v1.5), never
+  ``rayStartParams.labels``, which KubeRay v1.7 refuses ("not supported ...;
+  please use the top-level Labels field instead"), and so does rayscale. Keys
+  and values follow Kubernetes label syntax, as KubeRay's
+  ``validateRayGroupLabels`` checks (they become pod labels too). Three keys
+  are refused beyond KubeRay: ``ray.io/node-id`` (Ray's raylet aborts when
+  ``ray start --labels`` sets it: checked with Ray 2.60) and rayscale's own
+  ``rayscale.io/group`` and ``rayscale.io/node``, which map a Ray node to the
+  process or pod that runs it. Other ``ray.io/`` keys (``ray.io/market-type``,
+  as KubeRay's samples use) are accepted: Ray 2.60's ``ray start --labels=k=v``
+  takes them, and a user's ``ray.io/node-group`` replaces Ray's default.
 """
 
 from __future__ import annotations
@@ -51,13 +62,22 @@ from rayscale.api.base import (
 )
 from rayscale.api.errors import describe, field_errors, own_error
 from rayscale.api.pod import PodTemplateSpec
+from rayscale.api.quantity import shown
 from rayscale.api.resources import (
     can_run_work,
     check_node_resources,
     check_ray_start_params,
     derive_ray_resources,
 )
-from rayscale.labels import HEAD_GROUP, RAY_API_VERSION, UNBOUNDED_REPLICAS
+from rayscale.labels import (
+    GROUP_LABEL,
+    HEAD_GROUP,
+    NODE_LABEL,
+    RAY_API_VERSION,
+    RAY_NODE_GROUP_LABEL,
+    RAY_NODE_ID_LABEL,
+    UNBOUNDED_REPLICAS,
+)
 
 API_VERSIONS = (RAY_API_VERSION, "ray.io/v1alpha1")
 UpscalingMode = Literal["Default", "Conservative", "Aggressive"]
@@ -99,12 +119,85 @@ RayStartParams = dict[str, Annotated[str, BeforeValidator(_param_text)]]
 def check_params(params: RayStartParams) -> RayStartParams:
     """The resource params a group sets (``num-cpus``...) are usable, or errors by key."""
     problems = check_ray_start_params(params)
+    if "labels" in params:  # KubeRay v1.7's validateRayGroupLabels
+        problems.append((("labels",), (
+            "not supported; put the group's Ray node labels in its top-level `labels` field "
+            "instead (as KubeRay v1.7 requires)"), params["labels"]))
     if len(params) > MAX_RAY_START_PARAMS:
         problems.append(((), f"at most {MAX_RAY_START_PARAMS} params, got {len(params)}",
                          str(len(params))))
     if problems:
         raise field_errors("rayStartParams", problems)
     return params
+
+
+# ---------------------------------------------------------------- labels
+
+#: Kubernetes' label name (``IsQualifiedName``'s name part) and value.
+_LABEL_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+#: A DNS-1123 subdomain: a label key's optional prefix.
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_SYNTAX = (
+    "at most 63 characters: letters, digits, '-', '_' and '.', starting and ending with a "
+    "letter or digit"
+)
+#: Keys a group's labels may not set, and why.
+RESERVED_LABELS: dict[str, str] = {
+    RAY_NODE_ID_LABEL: "Ray sets it to the node's id (its raylet aborts if ray start sets it)",
+    GROUP_LABEL: "rayscale sets it on every node: it maps a Ray node to its group",
+    NODE_LABEL: "rayscale sets it on every node: it maps a Ray node to its process or pod",
+}
+
+
+def label_key_problem(key: str) -> str | None:
+    """Why ``key`` is not a Kubernetes label key (``IsQualifiedName``), or None."""
+    parts = key.split("/")
+    if len(parts) > 2:
+        return "a label key is an optional DNS subdomain prefix and '/', then a name"
+    name = parts[-1]
+    if len(parts) == 2:
+        prefix = parts[0]
+        if not prefix:
+            return "the prefix before '/' must not be empty"
+        if len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix):
+            return (
+                f"the prefix {shown(prefix, 70)} must be a DNS subdomain (at most 253 characters: "
+                "lower-case letters, digits, '-' and '.', starting and ending with a letter or "
+                "digit)"
+            )
+    if not name:
+        return "the name part must not be empty"
+    if len(name) > 63:
+        return f"the name part has {len(name)} characters, at most 63"
+    if not _LABEL_NAME.fullmatch(name):
+        return f"the name part {shown(name, 70)} must be {_LABEL_SYNTAX}"
+    return None
+
+
+def label_value_problem(value: str) -> str | None:
+    """Why ``value`` is not a Kubernetes label value (``IsValidLabelValue``), or None."""
+    if len(value) > 63:
+        return f"invalid label value: {len(value)} characters, at most 63"
+    if value and not _LABEL_NAME.fullmatch(value):
+        return f"invalid label value {shown(value, 70)}: must be empty or {_LABEL_SYNTAX}"
+    return None
+
+
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    """A group's ``labels``: Kubernetes label syntax, no reserved key; errors by key."""
+    problems: list[tuple[tuple[str, ...], str, Any]] = []
+    for key, value in labels.items():
+        problem = label_key_problem(key)
+        if problem is not None:
+            problems.append(((key,), f"invalid label key: {problem}", key))
+        elif key in RESERVED_LABELS:
+            problems.append(((key,), f"reserved: {RESERVED_LABELS[key]}", key))
+        problem = label_value_problem(value)
+        if problem is not None:
+            problems.append(((key,), problem, value))
+    if problems:
+        raise field_errors("labels", problems)
+    return labels
 
 
 # --------------------------------------------------------------------- spec
@@ -269,6 +362,13 @@ class _GroupBase(KubeModel):
         """The Ray resources of one node of this group (see :mod:`rayscale.api.resources`)."""
         return dict(self._ray_resources)
 
+    def _ray_labels(self, group: str) -> dict[str, str]:
+        """The Ray labels a node of this group gets: Ray's ``ray.io/node-group`` (from
+        ``RAY_NODE_TYPE_NAME``), then the group's ``labels``, which win over Ray's
+        defaults as they do in ``ray start``."""
+        labels: dict[str, str] = getattr(self, "labels")  # noqa: B009
+        return {RAY_NODE_GROUP_LABEL: group, **labels}
+
     def _derive(self) -> dict[str, float]:
         params: RayStartParams = getattr(self, "ray_start_params")  # noqa: B009
         resources: dict[str, Any] = getattr(self, "resources")  # noqa: B009
@@ -297,6 +397,12 @@ class HeadGroupSpec(_GroupBase):
     labels: dict[str, str] = Field(default_factory=dict)
 
     _params = field_validator("ray_start_params")(check_params)
+    _labels = field_validator("labels")(check_labels)
+
+    @property
+    def ray_labels(self) -> dict[str, str]:
+        """The Ray labels of the head node (besides rayscale's own and ``ray.io/node-id``)."""
+        return self._ray_labels(HEAD_GROUP)
 
     @model_validator(mode="after")
     def _resources(self) -> HeadGroupSpec:
@@ -334,6 +440,8 @@ class WorkerGroupSpec(_GroupBase):
     resources: dict[str, Quantity] = Field(default_factory=dict)
     #: KubeRay v1.5: Ray node labels.
     labels: dict[str, str] = Field(default_factory=dict)
+
+    _labels = field_validator("labels")(check_labels)
 
     @field_validator("group_name")
     @classmethod
@@ -384,6 +492,12 @@ class WorkerGroupSpec(_GroupBase):
     def pod_labels(self) -> dict[str, str]:
         """The pod template's ``metadata.labels``."""
         return dict(self.template.metadata.labels)
+
+    @property
+    def ray_labels(self) -> dict[str, str]:
+        """The Ray labels every node of this group gets (besides rayscale's own and
+        ``ray.io/node-id``): what a label selector can tell about a node to come."""
+        return self._ray_labels(self.group_name)
 
 
 def _duplicate_names(groups: Any) -> list[tuple[int, str, int]]:

@@ -16,10 +16,17 @@ to a scalable group (a suspended group's pending nodes are left out). The
 models' own field checks still run when a view is built (pydantic does that
 in compiled code, and it measured faster than ``model_construct``); nested
 models are passed through, not validated again.
+
+Labels, for the planner's label selectors: a group's are the Ray labels each of
+its nodes will get (:attr:`~rayscale.api.WorkerGroupSpec.ray_labels`: the
+group's ``labels`` and Ray's ``ray.io/node-group``), not its pods' labels; a
+node Ray knows has the labels Ray reports for it (``ray.io/node-id`` and its
+own ``rayscale.io/node`` included); a pending node has its group's.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +40,7 @@ from rayscale.labels import (
     UNBOUNDED_REPLICAS,
 )
 from rayscale.observe.ray_state import Observation, RayNode
+from rayscale.planner.selectors import key_error
 from rayscale.planner.state import ClusterState, Demand, Group, Node, NodeStatus, Options
 from rayscale.providers.base import ProviderNode
 
@@ -152,7 +160,22 @@ def _from_ray(
         total=ray_node.total,
         available=ray_node.available,
         memory_used_fraction=memory.get(ray_node.node_id),
+        labels=_labels(ray_node.labels),
     )
+
+
+def _labels(labels: dict[str, str]) -> dict[str, str]:
+    """A node's Ray labels for the planner. A key outside the label syntax (Ray checks
+    it with the same rules, so none is expected) is one no selector can name: left out."""
+    if all(map(_valid_key, labels)):
+        return labels
+    return {k: v for k, v in labels.items() if _valid_key(k)}
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_key(key: str) -> bool:
+    # every node repeats the same few keys: checked once each, not once per node and round
+    return key_error(key) is None
 
 
 def cluster_state(spec: RayCluster, snapshot: Snapshot, not_launchable: set[str]) -> ClusterState:
@@ -166,7 +189,7 @@ def cluster_state(spec: RayCluster, snapshot: Snapshot, not_launchable: set[str]
             priority=g.priority,
             launchable=g.group_name not in not_launchable,
             memory_target_fraction=g.memory_target_fraction,
-            labels=g.pod_labels,
+            labels=g.ray_labels,
         )
         for g in spec.worker_groups
         if not g.suspend

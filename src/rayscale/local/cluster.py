@@ -19,12 +19,12 @@ from typing import Any
 
 from rayscale import cloudprobe, procs, rayauth
 from rayscale.api import RayCluster
-from rayscale.labels import HEAD_GROUP
+from rayscale.labels import GROUP_LABEL, HEAD_GROUP
 from rayscale.local.provider import local_overrides, node_env, ray_executable, ray_node_type
 from rayscale.local.store import ClusterDir, ClusterRecord, free_slot, head_ip, now
 from rayscale.paths import UnsafePathError, private_dir, write_private
 from rayscale.ports import free_port
-from rayscale.raystart import RayStart, ray_start_argv
+from rayscale.raystart import RayStart, node_labels, ray_start_argv
 from rayscale.spec import load_cluster_spec
 
 
@@ -119,6 +119,18 @@ def up(
 
 
 def _start_head(spec: RayCluster, cluster: ClusterDir, record: ClusterRecord) -> None:
+    argv = head_argv(spec, record)
+    env = {**node_env(record), **ray_node_type(HEAD_GROUP)}
+    # the dashboard's own metric ports default to fixed numbers: two clusters clash
+    env["AUTOSCALER_METRIC_PORT"] = str(free_port())
+    env["DASHBOARD_METRIC_PORT"] = str(free_port())
+    proc = procs.spawn(argv, env, cluster.logs / "head.log")
+    record.head_pid = proc.pid
+    cluster.save(record)
+
+
+def head_argv(spec: RayCluster, record: ClusterRecord) -> list[str]:
+    """The head's `ray start` (its ports are picked here, free now)."""
     resources = spec.head.ray_resources
     overrides = local_overrides(record.head_ip, resources)
     overrides.update({
@@ -130,7 +142,7 @@ def _start_head(spec: RayCluster, cluster: ClusterDir, record: ClusterRecord) ->
         # print "no node types" complaints into every driver's output
         "no-monitor": "true",
     })
-    argv = ray_start_argv(
+    return ray_start_argv(
         ray_executable(),
         spec.head.ray_start_params,
         RayStart(
@@ -138,16 +150,10 @@ def _start_head(spec: RayCluster, cluster: ClusterDir, record: ClusterRecord) ->
             resources=resources,
             gcs_port=record.gcs_port,
             temp_dir=record.node_temp_dir("head"),
+            labels=node_labels(spec.head.labels, {GROUP_LABEL: HEAD_GROUP}),
             overrides=overrides,
         ),
     )
-    env = {**node_env(record), **ray_node_type(HEAD_GROUP)}
-    # the dashboard's own metric ports default to fixed numbers: two clusters clash
-    env["AUTOSCALER_METRIC_PORT"] = str(free_port())
-    env["DASHBOARD_METRIC_PORT"] = str(free_port())
-    proc = procs.spawn(argv, env, cluster.logs / "head.log")
-    record.head_pid = proc.pid
-    cluster.save(record)
 
 
 def _log_tail(log: Path, lines: int = 12) -> str:

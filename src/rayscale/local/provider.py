@@ -20,7 +20,7 @@ from rayscale.labels import GROUP_LABEL, NODE_LABEL
 from rayscale.local.store import ClusterDir, ClusterRecord, NodeRecord, now, worker_ip
 from rayscale.ports import free_port
 from rayscale.providers.base import ProviderNode, ProviderState
-from rayscale.raystart import RayStart, ray_start_argv
+from rayscale.raystart import RayStart, labels_flag, node_labels, ray_start_argv
 
 
 def ray_executable() -> str:
@@ -78,9 +78,19 @@ def local_overrides(ip: str, resources: Mapping[str, float]) -> dict[str, str]:
     return out
 
 
-def labels_arg(group: str, node_id: str) -> str:
-    """The exact `--labels=` argument of a node: it identifies its process."""
-    return f"--labels={GROUP_LABEL}={group},{NODE_LABEL}={node_id}"
+def worker_labels(group_labels: Mapping[str, str], group: str, node_id: str) -> dict[str, str]:
+    """A worker's Ray labels: its group's ``labels`` and rayscale's two."""
+    return node_labels(group_labels, {GROUP_LABEL: group, NODE_LABEL: node_id})
+
+
+def labels_arg(group_labels: Mapping[str, str], group: str, node_id: str) -> str:
+    """The exact `--labels=` argument of a node: it identifies its process.
+
+    It holds the group's labels as the spec says them (the spec of a local
+    cluster is the copy `up` made, fixed for the cluster's life), so it is the
+    argument the node was started with.
+    """
+    return labels_flag(worker_labels(group_labels, group, node_id))
 
 
 class LocalProvider:
@@ -122,12 +132,20 @@ class LocalProvider:
             resources=group.ray_resources,
             address=record.address,
             temp_dir=record.node_temp_dir(f"w{node.index}"),
-            labels={GROUP_LABEL: node.group, NODE_LABEL: node.id},
+            labels=worker_labels(group.labels, node.group, node.id),
             overrides=local_overrides(node.ip, group.ray_resources),
         )
         argv = ray_start_argv(ray_executable(), group.ray_start_params, start)
-        assert labels_arg(node.group, node.id) in argv
+        assert self._labels_arg(node) in argv
         return argv
+
+    def _labels_arg(self, node: NodeRecord) -> str:
+        """The `--labels=` argument ``node``'s process was started with."""
+        try:
+            group_labels = self.spec.group(node.group).labels
+        except KeyError:  # not a group of this spec: nothing of ours to find
+            group_labels = {}
+        return labels_arg(group_labels, node.group, node.id)
 
     def terminate(self, node_id: str) -> None:
         record = next((n for n in self.cluster.nodes() if n.id == node_id), None)
@@ -135,7 +153,7 @@ class LocalProvider:
             return
         self.cluster.save_node(record.model_copy(update={"state": "stopping"}))
         pid = record.pid or self._find_pid(record)
-        if pid is not None and procs.is_alive(pid, labels_arg(record.group, record.id)):
+        if pid is not None and procs.is_alive(pid, self._labels_arg(record)):
             procs.stop_group(pid)
         child = self._children.pop(node_id, None)
         if child is not None:
@@ -161,9 +179,7 @@ class LocalProvider:
             child = self._children.get(record.id)
             if child is not None:
                 child.poll()  # reap our own exited children
-            alive = record.pid is not None and procs.is_alive(
-                record.pid, labels_arg(record.group, record.id)
-            )
+            alive = record.pid is not None and procs.is_alive(record.pid, self._labels_arg(record))
             state: ProviderState = record.state if alive or record.pid is None else "dead"
             out.append(
                 ProviderNode(record.id, record.group, state, record.launched_at, record.ip,
@@ -173,7 +189,7 @@ class LocalProvider:
 
     def _find_pid(self, record: NodeRecord) -> int | None:
         marker = self.cluster.load().id
-        wanted = labels_arg(record.group, record.id)
+        wanted = self._labels_arg(record)
         for pid in procs.pids_with_marker(marker):
             if wanted in procs.cmdline(pid) and os.getpgid(pid) == pid:
                 return pid

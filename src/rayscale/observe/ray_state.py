@@ -7,6 +7,18 @@ and :class:`~rayscale.planner.state.Gang`), so the autoscaler hands it to the
 planner as it is. This is the one place where identical shapes are merged: Ray
 reports one entry per scheduling class, and many classes share a shape.
 
+Label selectors, as Ray 2.60's GCS reports them (checked on a live cluster):
+a pending request's ``label_selectors`` is its ``label_selector`` followed by
+the selectors of its ``fallback_strategy``, in order (a task without one
+reports one *empty* selector; a ``request_resources`` floor without one,
+none); each is a list of ``label_constraints`` (``label_key``, operator
+``LABEL_OPERATOR_IN`` / ``NOT_IN``, ``label_values``). A placement group's
+bundles with their selectors are in ``bundle_selectors[0].resource_requests``
+(the legacy ``requests`` repeat the bundles without selectors); a bundle
+without a selector has none. They become the planner's selectors in Ray's own
+syntax (``"v"``, ``"!v"``, ``"in(a,b)"``, ``"!in(a,b)"``), and two shapes
+merge only when their selectors are the same too.
+
 Amounts Ray reports are doubles from a protobuf map; only finite positive
 ones are kept (a missing resource means 0 in plan-format.md), so every value
 satisfies the planner's model by construction and building the models here
@@ -30,7 +42,8 @@ from rayscale.observe.gcs_report import (
     autoscaling_state,
     cluster_config,
 )
-from rayscale.planner.state import MAX_AMOUNT, Gang, GangStrategy, Shape
+from rayscale.planner.selectors import Condition, condition_text, key_error, parse_condition
+from rayscale.planner.state import MAX_AMOUNT, FallbackOption, Gang, GangStrategy, Shape
 
 RayNodeStatus = Literal["running", "idle", "draining", "dead"]
 _STATUS: dict[str, RayNodeStatus] = {
@@ -114,12 +127,11 @@ def observation(state: Any) -> Observation:
     return Observation(
         nodes=[_node(n, _STATUS.get(names(n.status), "dead")) for n in state.node_states],
         tasks=_shapes(
-            (_resources(r.request.resources_bundle), int(r.count))
-            for r in state.pending_resource_requests
+            (r.request, int(r.count)) for r in state.pending_resource_requests
         ),
         gangs=_gangs(state.pending_gang_resource_requests),
         floor=_shapes(
-            (_resources(r.request.resources_bundle), int(r.count))
+            (r.request, int(r.count))
             for c in state.cluster_resource_constraints
             for r in c.resource_requests
         ),
@@ -149,38 +161,159 @@ def _node(n: Any, status: RayNodeStatus) -> RayNode:
     )
 
 
-def _shapes(shapes: Iterable[tuple[dict[str, float], int]]) -> list[Shape]:
-    """Sum counts of identical shapes (Ray reports one entry per scheduling class)."""
-    merged: dict[tuple[tuple[str, float], ...], int] = {}
-    for resources, count in shapes:
+Selector = dict[str, str]
+#: A selector as a hashable merge key: its ``(key, condition)`` pairs, sorted.
+SelectorKey = tuple[tuple[str, str], ...]
+
+
+def _key(selector: Selector) -> SelectorKey:
+    return tuple(sorted(selector.items()))
+
+
+def _shapes(requests: Iterable[tuple[Any, int]]) -> list[Shape]:
+    """Sum counts of identical requests: the same resources and the same selectors
+    (Ray reports one entry per scheduling class). A request no node can ever match
+    (see :func:`_alternatives`) is left out."""
+    merged: dict[tuple[tuple[tuple[str, float], ...], tuple[SelectorKey, ...]], int] = {}
+    for request, count in requests:
         if count <= 0:
             continue
-        key = tuple(sorted(resources.items()))
+        alternatives = _alternatives(request.label_selectors)
+        if alternatives is None:
+            continue
+        key = (tuple(sorted(_resources(request.resources_bundle).items())),
+               tuple(_key(s) for s in alternatives))
         merged[key] = merged.get(key, 0) + count
-    return [Shape(resources=dict(k), count=c) for k, c in merged.items()]
+    return [
+        Shape(
+            resources=dict(resources),
+            count=count,
+            label_selector=dict(selectors[0]) if selectors else {},
+            fallback_strategy=[FallbackOption(label_selector=dict(s)) for s in selectors[1:]],
+        )
+        for (resources, selectors), count in merged.items()
+    ]
 
 
 def _gangs(requests: Iterable[Any]) -> list[Gang]:
-    """One Gang per distinct (strategy, bundles); count = how many placement groups."""
-    merged: dict[tuple[GangStrategy, tuple[tuple[tuple[str, float], ...], ...]], int] = {}
+    """One Gang per distinct (strategy, bundles, bundle selectors); count = how many
+    placement groups. A gang with a bundle no node can ever match is left out."""
+    merged: dict[tuple[GangStrategy, tuple[tuple[tuple[str, float], ...], ...],
+                       tuple[SelectorKey, ...]], int] = {}
     for gang in requests:
-        bundles = [_resources(r.resources_bundle) for r in gang.requests]
-        if not bundles:
+        # as Ray's own autoscaler reads it: the bundles with their selectors when
+        # reported (only the first BundleSelector: Ray 2.60 makes one), else the legacy list
+        bundle_requests = (gang.bundle_selectors[0].resource_requests
+                           if gang.bundle_selectors else gang.requests)
+        if not bundle_requests:
             continue
-        key = (_strategy(gang), tuple(tuple(sorted(b.items())) for b in bundles))
-        merged[key] = merged.get(key, 0) + 1
+        selectors: list[SelectorKey] = []
+        for request in bundle_requests:
+            alternatives = _alternatives(request.label_selectors[:1])
+            if alternatives is None:
+                break
+            selectors.append(_key(alternatives[0]) if alternatives else ())
+        else:
+            bundles = tuple(tuple(sorted(_resources(r.resources_bundle).items()))
+                            for r in bundle_requests)
+            key = (_strategy(gang, bundle_requests), bundles,
+                   tuple(selectors) if any(selectors) else ())
+            merged[key] = merged.get(key, 0) + 1
     return [
-        Gang(strategy=strategy, bundles=[dict(b) for b in bundles], count=count)
-        for (strategy, bundles), count in merged.items()
+        Gang(strategy=strategy, bundles=[dict(b) for b in bundles], count=count,
+             bundle_label_selector=[dict(s) for s in selectors])
+        for (strategy, bundles, selectors), count in merged.items()
     ]
+
+
+def _alternatives(selectors: Iterable[Any]) -> list[Selector] | None:
+    """A request's reported selectors (``ray.rpc.LabelSelector``) in Ray's syntax,
+    preferred first; [] when it may use any node; None when it can use no node.
+
+    A selector that can match no node (see :func:`_selector`) is no alternative
+    and is dropped; when none is left, the request can never be placed, as Ray's
+    own scheduler would find. Once one alternative is empty (any node), those
+    after it never apply: a request whose first selector is empty is the same
+    demand as one without selectors, and merges with it.
+    """
+    reported = list(selectors)
+    kept = [s for s in map(_selector, reported) if s is not None]
+    if reported and not kept:
+        return None
+    if not kept or not kept[0]:
+        return []
+    return kept
+
+
+def _selector(selector: Any) -> Selector | None:
+    """One reported selector as ``{key: condition}``; None if it matches no node.
+
+    Exact for everything Ray's selector syntax can write. Beyond it (reported by
+    a newer Ray, say): an operator other than IN / NOT_IN matches no node, as in
+    Ray's own autoscaler; a key or value outside the label syntax is one no node
+    carries (Ray validates node labels with the same rules), so it is dropped
+    from an IN list (an empty list matches no node) and a NOT_IN condition on it
+    always holds. Several constraints on one key (Ray's dict syntax makes one)
+    must all hold, and are combined.
+    """
+    from ray.core.generated import common_pb2
+
+    operators = common_pb2.LabelSelectorOperator
+    conditions: dict[str, Condition] = {}
+    for constraint in selector.label_constraints:
+        key = str(constraint.label_key)
+        if constraint.operator == operators.Value("LABEL_OPERATOR_IN"):
+            negated = False
+        elif constraint.operator == operators.Value("LABEL_OPERATOR_NOT_IN"):
+            negated = True
+        else:
+            return None
+        values = frozenset(str(v) for v in constraint.label_values if _is_value(str(v)))
+        if key_error(key) is not None:
+            values = frozenset()
+        merged = _both(conditions.get(key), Condition(key, values, negated))
+        if not merged.negated and not merged.values:
+            return None
+        conditions[key] = merged
+    out: Selector = {}
+    for key, c in conditions.items():
+        values = c.values
+        if "" in values and (c.negated or len(values) > 1):
+            # Ray's syntax writes the empty value only alone ({key: ""}); anything
+            # else with it cannot come from a selector: the empty value is left out
+            values = values - {""}
+        if values:  # "none of no values" always holds
+            out[key] = condition_text(sorted(values), c.negated)
+    return out
+
+
+def _is_value(value: str) -> bool:
+    """A label value the selector syntax can write as one condition (``""`` included)."""
+    try:
+        return parse_condition("k", value) == Condition("k", frozenset({value}), False)
+    except ValueError:
+        return False
+
+
+def _both(first: Condition | None, second: Condition) -> Condition:
+    """The one condition that holds when both hold."""
+    if first is None:
+        return second
+    if first.negated and second.negated:
+        return Condition(first.key, first.values | second.values, True)
+    if first.negated:
+        first, second = second, first
+    if second.negated:
+        return Condition(first.key, first.values - second.values, False)
+    return Condition(first.key, first.values & second.values, False)
 
 
 _STRATEGIES: tuple[GangStrategy, ...] = ("STRICT_SPREAD", "STRICT_PACK", "SPREAD", "PACK")
 
 
-def _strategy(gang: Any) -> GangStrategy:
+def _strategy(gang: Any, bundles: Iterable[Any]) -> GangStrategy:
     """Ray encodes strict strategies as placement constraints on each bundle."""
-    constraints = [c for r in gang.requests for c in r.placement_constraints]
+    constraints = [c for r in bundles for c in r.placement_constraints]
     if any(c.HasField("anti_affinity") for c in constraints):
         return "STRICT_SPREAD"
     if any(c.HasField("affinity") for c in constraints):

@@ -27,7 +27,7 @@ from rayscale.labels import (
     NODE_TYPE_LABEL,
 )
 from rayscale.operator import auth
-from rayscale.raystart import RayStart, ray_start_argv
+from rayscale.raystart import RayStart, node_labels, ray_start_argv
 
 MANAGED_BY = "app.kubernetes.io/created-by"
 
@@ -99,12 +99,13 @@ def head_pod(spec: RayCluster, settings: PodSettings) -> dict[str, Any]:
         node_ip="$(POD_IP)",
         resources=spec.head.ray_resources,
         gcs_port=ports.get("gcs-server", DEFAULT_HEAD_PORTS["gcs-server"]),
-        labels={GROUP_LABEL: HEAD_GROUP},
+        labels=node_labels(spec.head.labels, {GROUP_LABEL: HEAD_GROUP}),
         overrides={**overrides, **_shared_network_ports(settings)},
     )
     argv = ray_start_argv(settings.ray_executable, spec.head.ray_start_params, start)
-    return _pod(spec, spec.head.template.to_manifest(), f"{spec.name}-head-", head_labels(spec),
-                argv, ports=ports, restart="Always", private_tmp=settings.shared_network)
+    return _pod(spec, spec.head.template.to_manifest(), f"{spec.name}-head-",
+                {**spec.head.labels, **head_labels(spec)}, argv, ports=ports, restart="Always",
+                private_tmp=settings.shared_network)
 
 
 def worker_pod(spec: RayCluster, group: WorkerGroupSpec, settings: PodSettings) -> dict[str, Any]:
@@ -112,15 +113,16 @@ def worker_pod(spec: RayCluster, group: WorkerGroupSpec, settings: PodSettings) 
         node_ip="$(POD_IP)",
         resources=group.ray_resources,
         address=head_address(spec, settings),
-        labels={GROUP_LABEL: group.group_name, NODE_LABEL: "$(POD_NAME)"},
+        labels=node_labels(group.labels, {GROUP_LABEL: group.group_name,
+                                          NODE_LABEL: "$(POD_NAME)"}),
         overrides=_shared_network_ports(settings),
     )
     argv = ray_start_argv(settings.ray_executable, group.ray_start_params, start)
     # a worker that exits (drained, or crashed) is replaced by the operator, not restarted
     # in place: an in-place restart would rejoin Ray behind the autoscaler's back
     return _pod(spec, group.template.to_manifest(), f"{spec.name}-{group.group_name}-worker-",
-                worker_labels(spec, group.group_name), argv, ports=None, restart="Never",
-                private_tmp=settings.shared_network)
+                {**group.labels, **worker_labels(spec, group.group_name)}, argv, ports=None,
+                restart="Never", private_tmp=settings.shared_network)
 
 
 def head_service(spec: RayCluster, settings: PodSettings) -> dict[str, Any]:
@@ -174,6 +176,10 @@ def _pod(
     restart: str,
     private_tmp: bool,
 ) -> dict[str, Any]:
+    """A pod from a group's template, its labels the template's updated with ``labels``:
+    the group's Ray node labels (pod labels too, as KubeRay's ``mergeLabels`` makes
+    them), then rayscale's own, which win (as KubeRay keeps its ``ray.io/cluster``,
+    ``ray.io/group`` and ``ray.io/node-type``)."""
     template = copy.deepcopy(template)
     meta = template.get("metadata") or {}
     spec = template.get("spec") or {}
