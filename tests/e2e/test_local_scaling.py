@@ -264,22 +264,40 @@ def test_memory_target_adds_a_node_when_physical_memory_runs_high(start_cluster:
         hog.communicate()
 
 
-def test_group_labels_reach_ray_and_a_selector_finds_them(start_cluster: Any) -> None:
+def test_a_label_selector_launches_only_the_matching_group(start_cluster: Any) -> None:
     # ray.io/ keys are accepted by Ray 2.60's `ray start --labels` (KubeRay's samples use them)
-    spot = worker_group("spot", min_replicas=1, max_replicas=1,
+    spot = worker_group("spot", max_replicas=2,
                         labels={"cpu-family": "amd", "ray.io/market-type": "spot"})
-    spec = cluster_spec("labelled", [spot])
+    plain = worker_group("plain", max_replicas=2, priority=10)  # preferred, but unlabelled
+    spec = cluster_spec("labelled", [spot, plain])
     spec["spec"]["headGroupSpec"]["labels"] = {"ray.io/region": "us-central2"}
     cluster = start_cluster(spec)
-    out = cluster.run_driver("""
-        import ray
+    driver = cluster.driver("""
+        import ray, time
         @ray.remote(num_cpus=1, label_selector={"ray.io/market-type": "spot",
                                                 "cpu-family": "in(amd,intel)"})
         def labels():
             return ray.get_runtime_context().get_node_labels()
-        print("LABELS", sorted(ray.get(labels.remote(), timeout=120).items()))
+        print("LABELS", sorted(ray.get(labels.remote(), timeout=120).items()), flush=True)
+        # no group has this label: infeasible, nothing launched for it
+        @ray.remote(num_cpus=1, label_selector={"ray.io/market-type": "on-demand"})
+        def never():
+            pass
+        ref = never.remote()
+        time.sleep(120)
     """)
-    (line,) = [x for x in out.splitlines() if x.startswith("LABELS")]
+    try:
+        event = wait_for(lambda: next((e for e in cluster.events("infeasible")
+                                       if "on-demand" in e["message"]), None), 150,
+                         "the infeasible event naming the selector")
+        assert "label_selector" in event["message"]
+        reported = wait_for(lambda: _infeasible_selectors(cluster), 30,
+                            "the infeasible request in the GCS, with its selector")
+        assert reported == [[("ray.io/market-type", ["on-demand"])]]
+    finally:
+        driver.kill()
+        out, err = driver.communicate()
+    (line,) = [x for x in out.splitlines() if x.startswith("LABELS")] or [err[-3000:]]
     for pair in [("cpu-family", "amd"), ("ray.io/market-type", "spot"),
                  ("ray.io/node-group", "spot"), ("rayscale.io/group", "spot"),
                  ("rayscale.io/node", "spot-0")]:
@@ -287,5 +305,14 @@ def test_group_labels_reach_ray_and_a_selector_finds_them(start_cluster: Any) ->
     head = next(n for n in cluster.observer().observe().alive()
                 if n.labels.get("rayscale.io/group") == "headgroup")
     assert head.labels["ray.io/region"] == "us-central2"
-    # the worker's process is found by its --labels: adopted, never launched twice
+    # only the labelled group launched, once: the preferred plain group never did
     assert [e["group"] for e in cluster.events("launch")] == ["spot"]
+
+
+def _infeasible_selectors(cluster: Any) -> list[list[tuple[str, list[str]]]]:
+    from ray.core.generated import autoscaler_pb2 as pb
+
+    reply = pb.GetClusterStatusReply.FromString(cluster.observer().gcs.get_cluster_status())
+    return [[(c.label_key, list(c.label_values)) for s in r.label_selectors
+             for c in s.label_constraints]
+            for r in reply.autoscaling_state.infeasible_resource_requests]
