@@ -18,6 +18,7 @@ from rayscale.autoscaler.events import ScalingEvent
 from rayscale.autoscaler.metrics import AutoscalerMetrics
 from rayscale.autoscaler.snapshot import Snapshot
 from rayscale.planner import Plan
+from rayscale.planner.plan import Unplaced
 
 NODE_STATES = ("running", "pending", "terminating")
 
@@ -57,12 +58,8 @@ def status_document(
         "nodes": [v.to_dict() for v in snapshot.nodes],
         "usage": {k: {"used": total[k] - available.get(k, 0.0), "total": total[k]}
                   for k in sorted(total)},
-        "demand": {
-            "tasks": [{"resources": s.resources, "count": s.count} for s in obs.tasks],
-            "gangs": [{"strategy": g.strategy, "bundles": g.bundles, "count": g.count}
-                      for g in obs.gangs],
-            "floor": [{"resources": s.resources, "count": s.count} for s in obs.floor],
-        },
+        # as the plan writes demand (with any label selectors)
+        "demand": Unplaced(tasks=obs.tasks, gangs=obs.gangs, floor=obs.floor).to_dict(),
         "plan": decision.to_dict(),
         "events": [e.to_dict() for e in list(events)[-30:]],
     }

@@ -229,23 +229,32 @@ def _demand_lines(status: dict[str, Any]) -> list[str]:
     """Pending demand, then what no group could ever hold (as `ray status` splits them)."""
     demand = status.get("demand", {})
     infeasible = (status.get("plan") or {}).get("infeasible") or {}
-    lost_tasks = {json.dumps(s["resources"], sort_keys=True) for s in infeasible.get("tasks", [])}
-    lost_gangs = {json.dumps(g["bundles"], sort_keys=True) for g in infeasible.get("gangs", [])}
+    lost = {_demand_key(e) for kind in ("tasks", "gangs") for e in infeasible.get(kind, [])}
     pending: list[str] = []
     never: list[str] = []
     for s in demand.get("tasks", []):
-        line = f"  {s['resources']}: {s['count']}+ pending tasks/actors"
-        key = json.dumps(s["resources"], sort_keys=True)
-        (never if key in lost_tasks else pending).append(line)
+        line = f"  {s['resources']}{_selectors(s)}: {s['count']}+ pending tasks/actors"
+        (never if _demand_key(s) in lost else pending).append(line)
     for g in demand.get("gangs", []):
-        line = f"  {g['bundles']} ({g['strategy']}): {g['count']}+ pending placement groups"
-        key = json.dumps(g["bundles"], sort_keys=True)
-        (never if key in lost_gangs else pending).append(line)
-    pending += [f"  {s['resources']}: {s['count']} requested (request_resources)"
+        line = (f"  {g['bundles']} ({g['strategy']}){_selectors(g)}: "
+                f"{g['count']}+ pending placement groups")
+        (never if _demand_key(g) in lost else pending).append(line)
+    pending += [f"  {s['resources']}{_selectors(s)}: {s['count']} requested (request_resources)"
                 for s in demand.get("floor", [])]
     if never:
         pending += ["  infeasible (no worker group can hold these):", *("  " + x for x in never)]
     return pending
+
+
+def _demand_key(entry: dict[str, Any]) -> str:
+    """One demand entry without its count: its shape and label selectors."""
+    return json.dumps({k: v for k, v in entry.items() if k != "count"}, sort_keys=True)
+
+
+def _selectors(entry: dict[str, Any]) -> str:
+    parts = [f" {k}={entry[k]}" for k in ("label_selector", "fallback_strategy",
+                                          "bundle_label_selector") if entry.get(k)]
+    return "".join(parts)
 
 
 def _render_events(out: Console, status: dict[str, Any]) -> None:
