@@ -12,11 +12,17 @@ in both input formats from the same Python data, times both decisions and
 prints them side by side with what each decided (nodes launched per group,
 launched capacity, demand left unsatisfied). No Ray cluster is started.
 
+With ``--labelled`` the worker groups (and their running nodes) carry Ray
+labels (a zone and a market type), and about 30 % of the task shapes and
+every placement group's bundles carry Ray label selectors (IN, NOT_IN, and
+selectors with a fallback), in both inputs.
+
     .venv/bin/python bench/planner_vs_ray.py --nodes 100 --requests 1000
     .venv/bin/python bench/planner_vs_ray.py            # 1000 nodes, 10k requests
     .venv/bin/python bench/planner_vs_ray.py --skip-ray --repeat 20
     .venv/bin/python bench/planner_vs_ray.py --nodes 10000 --requests 100000 --skip-ray
     .venv/bin/python bench/planner_vs_ray.py --json
+    .venv/bin/python bench/planner_vs_ray.py --nodes 100 --requests 1000 --labelled
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -69,6 +75,57 @@ GANG_TEMPLATES: list[tuple[str, list[Resources]]] = [
     ("SPREAD", [{"CPU": 1, "memory": 2 * GIB}] * 3),
 ]
 
+# --labelled: Ray's default label keys, the values groups draw from, and
+# a zone no group runs in (selectors may name it: nothing can match them).
+ZONE = "ray.io/availability-zone"
+MARKET = "ray.io/market-type"
+ZONES = ("zone-a", "zone-b", "zone-c")
+NO_GROUP_ZONE = "zone-d"
+MARKETS = ("on-demand", "spot")
+SELECTOR_FRACTION = 0.3  # of the (feasible) task shapes
+
+# A label selector in a normal form both inputs are written from and both
+# outputs are read back into: conditions sorted by key, each
+# (key, negated, sorted values); Ray's "v" is (key, False, (v,)), "!in(a,b)"
+# is (key, True, (a, b)). A request's alternatives are its selector and then
+# its fallbacks, in order; () means any node.
+Condition = tuple[str, bool, tuple[str, ...]]
+Selector = tuple[Condition, ...]
+Alternatives = tuple[Selector, ...]
+
+
+def selector_of(conditions: dict[str, str]) -> Selector:
+    """A selector written in Ray's syntax ({key: "v" | "!v" | "in(a,b)" | "!in(a,b)"})."""
+    out = []
+    for key, text in conditions.items():
+        negated = text.startswith("!")
+        body = text[1:] if negated else text
+        if body.startswith("in(") and body.endswith(")"):
+            values = tuple(sorted(v.strip() for v in body[3:-1].split(",")))
+        else:
+            values = (body,)
+        out.append((key, negated, values))
+    return tuple(sorted(out))
+
+
+def selector_text(selector: Selector) -> dict[str, str]:
+    """A selector in Ray's syntax, as ``label_selector=`` takes it."""
+    out = {}
+    for key, negated, values in selector:
+        body = values[0] if len(values) == 1 else f"in({','.join(values)})"
+        out[key] = f"!{body}" if negated else body
+    return out
+
+
+def selector_matches(selector: Selector, labels: dict[str, str]) -> bool:
+    """Ray's semantics: IN needs the label with one of the values; NOT_IN holds when absent."""
+    return all((labels.get(key) in values) != negated for key, negated, values in selector)
+
+
+def may_use(alternatives: Alternatives, labels: dict[str, str]) -> bool:
+    """Whether a request with these alternatives may use a node with ``labels``."""
+    return not alternatives or any(selector_matches(s, labels) for s in alternatives)
+
 
 # ----------------------------------------------------------------- scenario
 
@@ -78,6 +135,7 @@ class Group:
     name: str
     resources: Resources
     max_nodes: int
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,18 +145,21 @@ class Node:
     total: Resources
     available: Resources
     idle_s: float
+    labels: dict[str, str] = field(default_factory=dict)  # its group's
 
 
 @dataclass(frozen=True)
 class TaskDemand:
     resources: Resources
     count: int
+    selectors: Alternatives = ()  # label_selector, then fallback_strategy
 
 
 @dataclass(frozen=True)
 class GangDemand:
     strategy: str
     bundles: list[Resources]
+    bundle_selectors: tuple[Selector, ...] = ()  # one per bundle, or none
 
 
 @dataclass(frozen=True)
@@ -109,6 +170,7 @@ class Scenario:
     gangs: list[GangDemand]
     idle_timeout_s: float
     max_nodes: int
+    labelled: bool = False
 
 
 def make_groups(count: int, max_per_group: int) -> list[Group]:
@@ -152,7 +214,9 @@ def make_node(rng: random.Random, index: int, group: Group, idle_timeout_s: floa
     # Idle nodes have been idle for up to twice the timeout: about half are
     # candidates for idle termination (if no pending demand wants them).
     idle_s = round(rng.uniform(0, 2 * idle_timeout_s), 1) if idle else 0.0
-    return Node(f"w-{index:05d}", group.name, dict(group.resources), available, idle_s)
+    return Node(
+        f"w-{index:05d}", group.name, dict(group.resources), available, idle_s, dict(group.labels)
+    )
 
 
 def make_nodes(
@@ -194,15 +258,90 @@ def make_shapes(rng: random.Random, count: int) -> list[Resources]:
     return shapes + ([dict(INFEASIBLE_SHAPE)] if count >= 4 else [])
 
 
-def make_tasks(rng: random.Random, shapes: list[Resources], requests: int) -> list[TaskDemand]:
+def make_tasks(
+    rng: random.Random,
+    shapes: list[Resources],
+    requests: int,
+    selectors: list[Alternatives] | None = None,
+) -> list[TaskDemand]:
     """Spread ``requests`` over the shapes with Zipf-like popularity."""
     weights = [1.0 / (i + 1) for i in range(len(shapes))]
     counts = Counter(rng.choices(range(len(shapes)), weights=weights, k=requests))
-    return [TaskDemand(shapes[i], counts[i]) for i in sorted(counts)]
+    chosen = selectors or [()] * len(shapes)
+    return [TaskDemand(shapes[i], counts[i], chosen[i]) for i in sorted(counts)]
 
 
 def make_gangs(count: int) -> list[GangDemand]:
     return [GangDemand(*GANG_TEMPLATES[i % len(GANG_TEMPLATES)]) for i in range(count)]
+
+
+def label_groups(rng: random.Random, groups: list[Group]) -> list[Group]:
+    """Each group with a zone and a market type (``--labelled``)."""
+    return [
+        Group(
+            g.name, g.resources, g.max_nodes, {ZONE: rng.choice(ZONES), MARKET: rng.choice(MARKETS)}
+        )
+        for g in groups
+    ]
+
+
+def random_selectors(rng: random.Random, kind: str) -> Alternatives:
+    """One request's label selector (and fallbacks) of the given kind."""
+    zones = (*ZONES, NO_GROUP_ZONE)
+    if kind == "in":  # one zone, or two
+        picked = rng.sample(zones, rng.choice([1, 2]))
+        return (selector_of({ZONE: picked[0] if len(picked) == 1 else f"in({','.join(picked)})"}),)
+    if kind == "not_in":  # not spot, or not in two zones
+        if rng.random() < 0.5:
+            return (selector_of({MARKET: "!spot"}),)
+        return (selector_of({ZONE: f"!in({','.join(rng.sample(ZONES, 2))})"}),)
+    # a preferred selector, then one or two fallbacks
+    if rng.random() < 0.5:
+        return (selector_of({MARKET: "spot"}), selector_of({MARKET: "on-demand"}))
+    first, *rest = rng.sample(zones, 3)
+    return (selector_of({ZONE: first}), *(selector_of({ZONE: z}) for z in rest))
+
+
+def make_selectors(rng: random.Random, shapes: list[Resources]) -> list[Alternatives]:
+    """Selectors for SELECTOR_FRACTION of the feasible shapes (IN, NOT_IN, with fallback).
+
+    The first is always ``{zone: zone-d}``, a zone no group runs in: demand
+    that neither scheduler can ever place, whatever the group labels.
+    """
+    feasible = [i for i, s in enumerate(shapes) if s != INFEASIBLE_SHAPE]
+    chosen = rng.sample(feasible, round(SELECTOR_FRACTION * len(feasible)))
+    kinds = ["in", "not_in", "fallback"]
+    out: list[Alternatives] = [()] * len(shapes)
+    for n, i in enumerate(chosen):
+        if n == 0:
+            out[i] = (selector_of({ZONE: NO_GROUP_ZONE}),)
+        else:
+            out[i] = random_selectors(rng, kinds[n % len(kinds)])
+    return out
+
+
+def label_gangs(rng: random.Random, gangs: list[GangDemand]) -> list[GangDemand]:
+    """Bundle selectors for every placement group (``--labelled``).
+
+    One selector per bundle, without fallbacks (Ray's scheduler reads only
+    ``bundle_selectors[0]``). A STRICT_PACK gang gets the same selector on
+    every bundle: Ray combines its bundles into one request only when their
+    selectors are equal.
+    """
+
+    def one() -> Selector:
+        if rng.random() < 0.5:
+            return selector_of({ZONE: rng.choice(ZONES)})
+        return selector_of({MARKET: "!spot"})
+
+    out = []
+    for gang in gangs:
+        if gang.strategy == "STRICT_PACK":
+            selectors = (one(),) * len(gang.bundles)
+        else:
+            selectors = tuple(one() for _ in gang.bundles)
+        out.append(GangDemand(gang.strategy, gang.bundles, selectors))
+    return out
 
 
 def make_scenario(args: argparse.Namespace) -> Scenario:
@@ -210,14 +349,22 @@ def make_scenario(args: argparse.Namespace) -> Scenario:
     def stream(part: str) -> random.Random:
         return random.Random(f"{args.seed}:{part}")
 
+    labelled = getattr(args, "labelled", False)
     idle_timeout_s = 60.0
     max_per_group = 20 * max(args.nodes, args.requests)
     groups = make_groups(args.groups, max_per_group)
+    if labelled:
+        groups = label_groups(stream("labels"), groups)
     nodes = make_nodes(stream("nodes"), groups, args.nodes, idle_timeout_s)
     shapes = make_shapes(stream("shapes"), args.shapes)
-    tasks = make_tasks(stream("tasks"), shapes, args.requests)
+    selectors = make_selectors(stream("selectors"), shapes) if labelled else None
+    tasks = make_tasks(stream("tasks"), shapes, args.requests, selectors)
     gangs = make_gangs(args.gangs)
-    return Scenario(groups, nodes, tasks, gangs, idle_timeout_s, len(groups) * max_per_group)
+    if labelled:
+        gangs = label_gangs(stream("gang-selectors"), gangs)
+    return Scenario(
+        groups, nodes, tasks, gangs, idle_timeout_s, len(groups) * max_per_group, labelled
+    )
 
 
 # ------------------------------------------------- rayscale's ClusterState
@@ -232,12 +379,12 @@ def group_doc(group: Group) -> dict[str, Any]:
         "priority": 0,
         "launchable": True,
         "memory_target_fraction": None,
-        "labels": {},
+        "labels": dict(group.labels),
     }
 
 
 def node_doc(node: Node) -> dict[str, Any]:
-    return {
+    doc = {
         "id": node.id,
         "group": node.group,
         "status": "running",
@@ -245,6 +392,30 @@ def node_doc(node: Node) -> dict[str, Any]:
         "available": dict(node.available),
         "idle_s": node.idle_s,
     }
+    if node.labels:  # as the autoscaler reports them (Ray's node labels)
+        doc["labels"] = dict(node.labels)
+    return doc
+
+
+def task_doc(task: TaskDemand) -> dict[str, Any]:
+    doc: dict[str, Any] = {"resources": dict(task.resources), "count": task.count}
+    if task.selectors:
+        first, *fallbacks = task.selectors
+        doc["label_selector"] = selector_text(first)
+        if fallbacks:
+            doc["fallback_strategy"] = [{"label_selector": selector_text(s)} for s in fallbacks]
+    return doc
+
+
+def gang_doc(gang: GangDemand) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "strategy": gang.strategy,
+        "bundles": [dict(b) for b in gang.bundles],
+        "count": 1,
+    }
+    if gang.bundle_selectors:
+        doc["bundle_label_selector"] = [selector_text(s) for s in gang.bundle_selectors]
+    return doc
 
 
 def cluster_state(sc: Scenario) -> dict[str, Any]:
@@ -253,11 +424,8 @@ def cluster_state(sc: Scenario) -> dict[str, Any]:
         "groups": {g.name: group_doc(g) for g in sc.groups},
         "nodes": [node_doc(n) for n in sc.nodes],
         "demand": {
-            "tasks": [{"resources": dict(t.resources), "count": t.count} for t in sc.tasks],
-            "gangs": [
-                {"strategy": g.strategy, "bundles": [dict(b) for b in g.bundles], "count": 1}
-                for g in sc.gangs
-            ],
+            "tasks": [task_doc(t) for t in sc.tasks],
+            "gangs": [gang_doc(g) for g in sc.gangs],
             "floor": [],
         },
         "options": {
@@ -269,6 +437,52 @@ def cluster_state(sc: Scenario) -> dict[str, Any]:
 
 
 # ------------------------------------------------- Ray's SchedulingRequest
+
+
+def ray_label_selector(selector: Selector) -> Any:
+    """A selector as Ray's GCS reports it: IN / NOT_IN constraints."""
+    from ray.core.generated.common_pb2 import (  # type: ignore[attr-defined]
+        LabelSelector,
+        LabelSelectorConstraint,
+        LabelSelectorOperator,
+    )
+
+    return LabelSelector(
+        label_constraints=[
+            LabelSelectorConstraint(
+                label_key=key,
+                operator=LabelSelectorOperator.LABEL_OPERATOR_NOT_IN
+                if negated
+                else LabelSelectorOperator.LABEL_OPERATOR_IN,
+                label_values=list(values),
+            )
+            for key, negated, values in selector
+        ]
+    )
+
+
+def selector_from_ray(selector: Any) -> Selector:
+    """The normal form of a reported ``LabelSelector``."""
+    from ray.core.generated.common_pb2 import LabelSelectorOperator  # type: ignore[attr-defined]
+
+    not_in = LabelSelectorOperator.LABEL_OPERATOR_NOT_IN
+    return tuple(
+        sorted(
+            (c.label_key, c.operator == not_in, tuple(sorted(c.label_values)))
+            for c in selector.label_constraints
+        )
+    )
+
+
+def ray_request(resources: Resources, selectors: Alternatives = (), **kw: Any) -> Any:
+    """A ResourceRequest; ``label_selectors`` is the selector, then its fallbacks in order."""
+    from ray.core.generated.autoscaler_pb2 import ResourceRequest  # type: ignore[attr-defined]
+
+    return ResourceRequest(
+        resources_bundle=resources,
+        label_selectors=[ray_label_selector(s) for s in selectors],
+        **kw,
+    )
 
 
 def ray_instance(node: Node, index: int) -> Any:
@@ -296,6 +510,7 @@ def ray_instance(node: Node, index: int) -> Any:
         available_resources=node.available,
         idle_duration_ms=int(node.idle_s * 1000),
         status=NodeStatus.IDLE if node.idle_s else NodeStatus.RUNNING,
+        labels=node.labels,
     )
     return AutoscalerInstance(
         cloud_instance_id=cloud_id, ray_node=ray_node, im_instance=im_instance
@@ -310,7 +525,6 @@ def ray_gang(gang: GangDemand, index: int) -> Any:
         BundleSelector,
         GangResourceRequest,
         PlacementConstraint,
-        ResourceRequest,
     )
 
     label = f"_PG_{index:036x}"
@@ -319,8 +533,12 @@ def ray_gang(gang: GangDemand, index: int) -> Any:
         constraints = [PlacementConstraint(anti_affinity=AntiAffinityConstraint(label_name=label))]
     elif gang.strategy == "STRICT_PACK":
         constraints = [PlacementConstraint(affinity=AffinityConstraint(label_name=label))]
+    # A bundle's selector goes on its request: Ray's scheduler reads
+    # bundle_selectors[0].resource_requests, each with its label_selectors.
+    selectors = gang.bundle_selectors or ((),) * len(gang.bundles)
     requests = [
-        ResourceRequest(resources_bundle=b, placement_constraints=constraints) for b in gang.bundles
+        ray_request(b, (s,) if s else (), placement_constraints=constraints)
+        for b, s in zip(gang.bundles, selectors, strict=True)
     ]
     return GangResourceRequest(
         details=f"{label[4:]}:{gang.strategy}|PENDING",
@@ -333,7 +551,7 @@ def scheduling_request(sc: Scenario) -> SchedulingRequest:
     """The scenario as Ray autoscaler v2's SchedulingRequest."""
     from ray.autoscaler.v2.instance_manager.config import NodeTypeConfig
     from ray.autoscaler.v2.scheduler import SchedulingRequest
-    from ray.core.generated.autoscaler_pb2 import ResourceRequest, ResourceRequestByCount  # type: ignore[attr-defined]
+    from ray.core.generated.autoscaler_pb2 import ResourceRequestByCount  # type: ignore[attr-defined]
 
     return SchedulingRequest(
         disable_launch_config_check=True,
@@ -343,15 +561,14 @@ def scheduling_request(sc: Scenario) -> SchedulingRequest:
                 min_worker_nodes=0,
                 max_worker_nodes=g.max_nodes,
                 resources=dict(g.resources),
+                labels=dict(g.labels),
             )
             for g in sc.groups
         },
         max_num_nodes=sc.max_nodes,
         idle_timeout_s=sc.idle_timeout_s,
         resource_requests=[
-            ResourceRequestByCount(
-                request=ResourceRequest(resources_bundle=t.resources), count=t.count
-            )
+            ResourceRequestByCount(request=ray_request(t.resources, t.selectors), count=t.count)
             for t in sc.tasks
         ],
         gang_resource_requests=[ray_gang(g, i) for i, g in enumerate(sc.gangs)],
@@ -382,19 +599,37 @@ class Outcome:
         return sum(t.count for t in self.unsatisfied)
 
 
-def shape_key(resources: Resources) -> tuple[tuple[str, float], ...]:
+ShapeKey = tuple[tuple[str, float], ...]
+DemandKey = tuple[ShapeKey, Alternatives]
+
+
+def shape_key(resources: Resources) -> ShapeKey:
     return tuple(sorted((k, float(v)) for k, v in resources.items() if v))
 
 
+def demand_key(task: TaskDemand) -> DemandKey:
+    """Identical resources with different selectors are different demand."""
+    return shape_key(task.resources), task.selectors
+
+
 def merge_demand(entries: list[TaskDemand]) -> list[TaskDemand]:
-    counts: Counter[tuple[tuple[str, float], ...]] = Counter()
+    counts: Counter[DemandKey] = Counter()
     for entry in entries:
-        counts[shape_key(entry.resources)] += entry.count
-    return [TaskDemand(dict(key), count) for key, count in sorted(counts.items())]
+        counts[demand_key(entry)] += entry.count
+    return [TaskDemand(dict(key), count, sel) for (key, sel), count in sorted(counts.items())]
+
+
+def plan_task(entry: dict[str, Any]) -> TaskDemand:
+    """A task entry of a plan's infeasible/capped part, its selectors read back."""
+    selectors: Alternatives = ()
+    if entry.get("label_selector"):
+        fallbacks = [f.get("label_selector") or {} for f in entry.get("fallback_strategy", [])]
+        selectors = tuple(selector_of(s) for s in [entry["label_selector"], *fallbacks])
+    return TaskDemand(dict(entry["resources"]), int(entry.get("count", 1)), selectors)
 
 
 def plan_tasks(part: dict[str, Any]) -> list[TaskDemand]:
-    return [TaskDemand(dict(t["resources"]), int(t.get("count", 1))) for t in part.get("tasks", [])]
+    return [plan_task(t) for t in part.get("tasks", [])]
 
 
 def plan_gangs(part: dict[str, Any]) -> int:
@@ -419,7 +654,10 @@ def ray_outcome(reply: SchedulingReply, seconds: float) -> Outcome:
     for launch in reply.to_launch:
         launched[launch.instance_type] += launch.count
     unsatisfied = [
-        TaskDemand(dict(r.resources_bundle), 1) for r in reply.infeasible_resource_requests
+        TaskDemand(
+            dict(r.resources_bundle), 1, tuple(selector_from_ray(s) for s in r.label_selectors)
+        )
+        for r in reply.infeasible_resource_requests
     ]
     return Outcome(
         name="ray",
@@ -455,46 +693,57 @@ def copies_that_fit(free: Resources, shape: Resources) -> int:
     return max(0, min(fits)) if fits else sys.maxsize
 
 
-def wanted_tasks(sc: Scenario, outcome: Outcome) -> Counter[tuple[tuple[str, float], ...]]:
+def wanted_tasks(sc: Scenario, outcome: Outcome) -> Counter[DemandKey]:
     """The pending task requests a decision claims to serve (all minus unsatisfied)."""
-    wanted: Counter[tuple[tuple[str, float], ...]] = Counter()
+    wanted: Counter[DemandKey] = Counter()
     for task in sc.tasks:
-        wanted[shape_key(task.resources)] += task.count
+        wanted[demand_key(task)] += task.count
     for task in outcome.unsatisfied:
-        wanted[shape_key(task.resources)] -= task.count
+        wanted[demand_key(task)] -= task.count
     return +wanted  # drops counts <= 0
 
 
-def bins_after(sc: Scenario, outcome: Outcome) -> list[Resources]:
-    """Free capacity of the running nodes kept, then full capacity of launched ones."""
+def bins_after(sc: Scenario, outcome: Outcome) -> list[tuple[Resources, dict[str, str]]]:
+    """Free capacity (and labels) of the running nodes kept, then of the launched ones."""
     gone = set(outcome.terminated)
-    bins = [dict(n.available) for n in sc.nodes if n.id not in gone]
+    bins = [(dict(n.available), n.labels) for n in sc.nodes if n.id not in gone]
     for group in sc.groups:
-        bins += [dict(group.resources) for _ in range(outcome.launched.get(group.name, 0))]
+        launched = outcome.launched.get(group.name, 0)
+        bins += [(dict(group.resources), group.labels) for _ in range(launched)]
     return bins
 
 
-def ffd_leftover(sc: Scenario, outcome: Outcome) -> int:
+def ffd_leftover(sc: Scenario, outcome: Outcome, selectors_first: bool = False) -> int:
     """Task requests the decision serves on paper that first-fit-decreasing cannot place.
 
     The same yardstick for both schedulers (plan-format.md's "sufficient"
     check): 0 means the capacity after the decision holds all the demand the
     scheduler did not report as unsatisfied. Placement groups are left out.
+    A request with label selectors only goes to a node one of them matches.
+    With ``selectors_first``, requests with selectors are placed before the
+    others (each part still decreasing), as Ray's scheduler orders them: the
+    most constrained demand first, which is not the contract's order.
     """
     largest: Resources = {}
     for group in sc.groups:
         for name, amount in group.resources.items():
             largest[name] = max(largest.get(name, 0.0), amount)
 
-    def size(key: tuple[tuple[str, float], ...]) -> float:
-        return sum(v / (largest.get(k) or v) for k, v in key)
+    def size(key: DemandKey) -> float:
+        return sum(v / (largest.get(k) or v) for k, v in key[0])
 
     bins = bins_after(sc, outcome)
     leftover = 0
     wanted = wanted_tasks(sc, outcome)
-    for key in sorted(wanted, key=lambda k: (size(k), k), reverse=True):
-        shape, count = dict(key), wanted[key]
-        for free in bins:
+
+    def order(key: DemandKey) -> tuple[Any, ...]:
+        return (bool(key[1]) if selectors_first else False, size(key), key)
+
+    for key in sorted(wanted, key=order, reverse=True):
+        shape, selectors, count = dict(key[0]), key[1], wanted[key]
+        for free, labels in bins:
+            if not may_use(selectors, labels):
+                continue
             placed = min(count, copies_that_fit(free, shape))
             for name, amount in shape.items():
                 free[name] = free.get(name, 0.0) - placed * amount
@@ -503,6 +752,66 @@ def ffd_leftover(sc: Scenario, outcome: Outcome) -> int:
                 break
         leftover += count
     return leftover
+
+
+def unplaceable(sc: Scenario, task: TaskDemand) -> str | None:
+    """Why no decision can ever serve ``task``, or None if one can.
+
+    "resources": no group's node shape holds it; "labels": some do, but none
+    of those has labels its selectors (or fallbacks) match. Running nodes
+    carry their group's shape and labels, so they change nothing.
+    """
+    holders = [g for g in sc.groups if copies_that_fit(g.resources, task.resources) >= 1]
+    if not holders:
+        return "resources"
+    if not any(may_use(task.selectors, g.labels) for g in holders):
+        return "labels"
+    return None
+
+
+def unsatisfied_by_cause(sc: Scenario, outcome: Outcome) -> dict[str, int]:
+    """An outcome's unsatisfied task requests: never placeable (by cause) or not."""
+    out = {"resources": 0, "labels": 0, "placeable": 0}
+    for task in outcome.unsatisfied:
+        out[unplaceable(sc, task) or "placeable"] += task.count
+    return out
+
+
+def selectors_text(selectors: Alternatives) -> dict[str, Any]:
+    """Alternatives as a plan writes them: label_selector, fallback_strategy."""
+    if not selectors:
+        return {}
+    first, *fallbacks = selectors
+    out: dict[str, Any] = {"label_selector": selector_text(first)}
+    if fallbacks:
+        out["fallback_strategy"] = [{"label_selector": selector_text(f)} for f in fallbacks]
+    return out
+
+
+def demand_text(task: TaskDemand) -> str:
+    """One line for a demand: its resources, then its selectors in Ray's syntax."""
+    text = "{" + fmt_resources(task.resources) + "}"
+    for i, selector in enumerate(task.selectors):
+        conditions = ", ".join(f"{k}: {v}" for k, v in selector_text(selector).items())
+        text += f" {'selector' if i == 0 else 'fallback'} {{{conditions}}}"
+    return text
+
+
+def unsatisfied_differences(sc: Scenario, outcomes: list[Outcome]) -> list[str]:
+    """Lines for the demand whose unsatisfied count differs between the outcomes."""
+    if len(outcomes) < 2:
+        return []
+    counts = [Counter({demand_key(t): t.count for t in o.unsatisfied}) for o in outcomes]
+    keys = sorted(set().union(*counts))
+    lines = []
+    for key in keys:
+        cells = [c[key] for c in counts]
+        if len(set(cells)) > 1:
+            task = TaskDemand(dict(key[0]), 0, key[1])
+            cause = unplaceable(sc, task) or "placeable"
+            per = ", ".join(f"{o.name} {n}" for o, n in zip(outcomes, cells, strict=True))
+            lines.append(f"{demand_text(task)} ({cause}): {per}")
+    return lines
 
 
 # --------------------------------------------------------------- timing
@@ -612,9 +921,29 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def labels_summary(sc: Scenario) -> dict[str, Any]:
+    """What --labelled added to the scenario."""
+    labelled = [t for t in sc.tasks if t.selectors]
+    never: Counter[str] = Counter()
+    for task in sc.tasks:
+        never[unplaceable(sc, task) or "placeable"] += task.count
+    return {
+        "group_labels": {g.name: g.labels for g in sc.groups},
+        "labelled_shapes": len(labelled),
+        "labelled_requests": sum(t.count for t in labelled),
+        "labelled_shape_selectors": [
+            {"resources": t.resources, "count": t.count, **selectors_text(t.selectors)}
+            for t in labelled
+        ],
+        "gang_bundle_selectors": [[selector_text(s) for s in g.bundle_selectors] for g in sc.gangs],
+        "never_placeable": {"resources": never["resources"], "labels": never["labels"]},
+    }
+
+
 def scenario_summary(sc: Scenario) -> dict[str, Any]:
     free = sum_resources((n.available, 1) for n in sc.nodes)
     pending = sum_resources((t.resources, t.count) for t in sc.tasks)
+    extra = {"labels": labels_summary(sc)} if sc.labelled else {}
     return {
         "groups": {g.name: g.resources for g in sc.groups},
         "nodes_per_group": dict(Counter(n.group for n in sc.nodes)),
@@ -625,6 +954,7 @@ def scenario_summary(sc: Scenario) -> dict[str, Any]:
         "task_shapes": len(sc.tasks),
         "pending_task_resources": pending,
         "gangs": [g.strategy for g in sc.gangs],
+        **extra,
     }
 
 
@@ -662,8 +992,26 @@ def comparison_rows(sc: Scenario, outcomes: list[Outcome]) -> list[list[str]]:
         rows.append([f"launched {name}", *[fmt_amount(name, c.get(name, 0)) for c in capacities]])
     rows.append(["terminate (idle)", *[str(len(o.terminated)) for o in outcomes]])
     rows.append(["unsatisfied task requests", *[str(o.unsatisfied_tasks) for o in outcomes]])
+    if sc.labelled:
+        causes = [unsatisfied_by_cause(sc, o) for o in outcomes]
+        for label, cause in (
+            ("  no group holds the resources", "resources"),
+            ("  no group that holds it matches", "labels"),
+            ("  placeable, left unsatisfied", "placeable"),
+        ):
+            rows.append([label, *[str(c[cause]) for c in causes]])
+        rows.append(
+            [
+                "unsatisfied, with a selector",
+                *[str(sum(t.count for t in o.unsatisfied if t.selectors)) for o in outcomes],
+            ]
+        )
     rows.append(["unsatisfied gangs", *[str(o.unsatisfied_gangs) for o in outcomes]])
     rows.append(["FFD check: tasks not placed", *[str(ffd_leftover(sc, o)) for o in outcomes]])
+    if sc.labelled:
+        rows.append(
+            ["  same, selectors first", *[str(ffd_leftover(sc, o, True)) for o in outcomes]]
+        )
     return rows
 
 
@@ -707,9 +1055,42 @@ def print_report(
     )
     print(f"  free capacity: {fmt_resources(summary['free_capacity'])}")
     print(f"  pending tasks need: {fmt_resources(summary['pending_task_resources'])}")
+    if sc.labelled:
+        labels = summary["labels"]
+        print(
+            "  group labels: "
+            + "; ".join(
+                f"{g} " + ", ".join(f"{k}={v}" for k, v in sorted(ls.items()))
+                for g, ls in labels["group_labels"].items()
+            )
+        )
+        print(
+            f"  label selectors on {labels['labelled_shapes']} of {len(sc.tasks)} task shapes "
+            f"({labels['labelled_requests']} requests):"
+        )
+        for task in sc.tasks:
+            if task.selectors:
+                print(f"    {demand_text(task)} x {task.count}")
+        for gang in sc.gangs:
+            if gang.bundle_selectors:
+                per = "; ".join(
+                    ", ".join(f"{k}: {v}" for k, v in selector_text(s).items())
+                    for s in gang.bundle_selectors
+                )
+                print(f"    {gang.strategy} bundle selectors: {per}")
+        never = labels["never_placeable"]
+        print(
+            f"  never placeable: {never['resources']} requests (no group holds the "
+            f"resources), {never['labels']} (no group that holds them matches the labels)"
+        )
     print()
     if outcomes:
         print_table(["", *[o.name for o in outcomes]], comparison_rows(sc, outcomes))
+        differences = unsatisfied_differences(sc, outcomes)
+        if differences:
+            print("\nunsatisfied task requests that differ:")
+            for line in differences:
+                print(f"  {line}")
     ratio = speedup(outcomes)
     if ratio is not None:
         print(f"\nRay / rayscale decision time: {ratio:,.1f}x")
@@ -719,6 +1100,11 @@ def print_report(
         print(f"rayscale runs: {runs}")
     for note in notes:
         print(f"note: {note}")
+
+
+def unsatisfied_doc(task: TaskDemand) -> dict[str, Any]:
+    """An unsatisfied demand as the plan writes it (selectors only when present)."""
+    return {"resources": task.resources, "count": task.count, **selectors_text(task.selectors)}
 
 
 def json_report(
@@ -731,9 +1117,15 @@ def json_report(
         "outcomes": {
             o.name: {
                 **asdict(o),
+                "unsatisfied": [unsatisfied_doc(t) for t in o.unsatisfied],
                 "unsatisfied_tasks": o.unsatisfied_tasks,
                 "launched_capacity": launched_capacity(o, sc.groups),
                 "ffd_tasks_not_placed": ffd_leftover(sc, o),
+                **(
+                    {"ffd_tasks_not_placed_selectors_first": ffd_leftover(sc, o, True)}
+                    if sc.labelled
+                    else {}
+                ),
             }
             for o in outcomes
         },
@@ -756,6 +1148,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=5, help="rayscale runs (median)")
     parser.add_argument("--skip-ray", action="store_true", help="only time rayscale")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--labelled",
+        action="store_true",
+        help="give groups Ray labels, and some task shapes and every gang label selectors",
+    )
     args = parser.parse_args(argv)
     if min(args.nodes, args.requests, args.gangs) < 0 or min(args.groups, args.shapes) < 1:
         parser.error("sizes must be >= 0 (groups and shapes >= 1)")

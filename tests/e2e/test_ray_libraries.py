@@ -170,6 +170,7 @@ def test_ray_train_and_tune_get_their_nodes(start_cluster: Any, tmp_path: Path) 
 
 SERVE_APP = """
     import asyncio, time
+    import ray
     from ray import serve
     from ray.serve.config import ProxyLocation
 
