@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from rayscale.api import RayCluster
-from rayscale.operator.desired import PodSettings, gcs_port, head_service, worker_pod
+from rayscale.operator.desired import PodSettings, gcs_port, head_pod, head_service, worker_pod
 from rayscale.operator.reconcile import ObservedPod, conditions, reconcile
 from rayscale.spec import parse_cluster_spec
 
@@ -62,6 +62,19 @@ def test_worker_pod_runs_ray_start_as_an_argument_list() -> None:
     assert labels["ray.io/group"] == "small-group" and labels["ray.io/node-type"] == "worker"
     assert labels["ray.io/is-ray-node"] == "yes"
     assert pod["spec"]["restartPolicy"] == "Never"
+
+
+def test_every_ray_container_runs_with_autoscaler_v2() -> None:
+    """Ray Data asks for nodes with request_resources: only under v2 does that reach the
+    cluster resource constraints the sidecar reads (a template's own value cannot undo it)."""
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    container = doc["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    container["env"] = [{"name": "RAY_enable_autoscaler_v2", "value": "0"}]
+    s = parse_cluster_spec(doc)
+    for pod in (head_pod(s, SETTINGS), worker_pod(s, s.worker_groups[0], SETTINGS)):
+        env = pod["spec"]["containers"][0]["env"]
+        assert [e for e in env if e["name"] == "RAY_enable_autoscaler_v2"] == [
+            {"name": "RAY_enable_autoscaler_v2", "value": "1"}]
 
 
 def test_head_service_is_headless_with_the_head_ports() -> None:

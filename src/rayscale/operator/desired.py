@@ -188,11 +188,17 @@ def _pod(
     # rayscale runs Ray itself: the container's command is `ray start`, as a list
     ray["command"] = argv
     ray.pop("args", None)
-    env = [e for e in ray.get("env", []) if e.get("name") not in ("POD_IP", "POD_NAME")]
-    env += [
+    forced: list[dict[str, Any]] = [
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        # rayscale's sidecar speaks Ray's autoscaler v2: with it the GCS tells drivers
+        # so, and `request_resources` (Ray Data's autoscaling asks through it) lands in
+        # the cluster resource constraints the sidecar reads; under v1 it would go to a
+        # key-value entry nobody reads
+        {"name": "RAY_enable_autoscaler_v2", "value": "1"},
     ]
+    names = {var["name"] for var in forced}
+    env = [e for e in ray.get("env", []) if e.get("name") not in names] + forced
     # KubeRay's, on every Ray container (Ray's Kubernetes token auth names the
     # RayCluster by them); a template's own win
     defaults: list[dict[str, Any]] = [

@@ -22,11 +22,14 @@ pytestmark = pytest.mark.e2e
 
 PIPELINE = """
     import time
+    import ray._private.state as state
+    config = state.state.get_cluster_config()
+    print("GROUPS", config and sorted((g.name, g.max_count) for g in config.node_group_configs))
     def double(batch):
         time.sleep(1.0)
         batch["id"] = batch["id"] * 2
         return batch
-    ds = ray.data.range(400, override_num_blocks=40)
+    ds = ray.data.range(600, override_num_blocks=60)
     print("SUM", ds.map_batches(double, num_cpus=1, batch_size=None).sum("id"))
 """
 
@@ -60,7 +63,8 @@ def test_ray_data_scales_workers_from_zero_through_the_sidecar(
     finally:
         stop.set()
         watcher.join()
-    assert f"SUM {2 * sum(range(400))}" in out
+    assert "GROUPS [('headgroup', 1), ('small-group', 3)]" in out, out[-3000:]
+    assert f"SUM {2 * sum(range(600))}" in out
     assert peak[0] == 3, f"Ray Data asked for and got maxReplicas (peak {peak[0]})"
     wait_for(lambda: not pods(kube, ns, "kdata", "worker"), 180,
              "workers back to 0 after the idle timeout")
