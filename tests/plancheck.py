@@ -5,8 +5,9 @@ Python over floats. The node order is the one docs/planner.md documents for
 checking: running nodes (fixed and busy ones fullest first, then idle ones),
 pending nodes, then launched nodes in blocks by group (priority high to low,
 then name). Items: floor bundles on total capacity, gangs, then tasks on free
-capacity, each sorted decreasing by normalised size. An item with a label
-selector only goes to a node whose labels match it (or one of its fallbacks).
+capacity, each sorted decreasing by normalised size, those with label selectors
+first. An item with a label selector only goes to a node whose labels match it
+(or one of its fallbacks).
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ def sufficient(state: dict[str, Any], plan: dict[str, Any], drop: str | None = N
     demand = state.get("demand", {})
     excluded = {k: plan["infeasible"][k] + plan["capped"][k] for k in ("tasks", "gangs", "floor")}
     floor = _minus(demand.get("floor", []), excluded["floor"], "resources")
-    for item in sorted(floor, key=lambda e: -_size(e["resources"], scale)):
+    for item in sorted(floor, key=lambda e: (not _selectors(e), -_size(e["resources"], scale))):
         slot = next((s for s in slots if _fits(s.total, item["resources"])
                      and _allowed(s, _selectors(item))), None)
         if slot is None:
@@ -171,11 +172,14 @@ def sufficient(state: dict[str, Any], plan: dict[str, Any], drop: str | None = N
     def gang_size(g: dict[str, Any]) -> float:
         return sum(_size(b, scale) for b in g["bundles"])
 
-    for gang in sorted(gangs, key=lambda g: (order[g["strategy"]], -gang_size(g))):
+    def unlabelled(g: dict[str, Any]) -> bool:
+        return not any(g.get("bundle_label_selector") or [])
+
+    for gang in sorted(gangs, key=lambda g: (order[g["strategy"]], unlabelled(g), -gang_size(g))):
         if not _place_gang(slots, gang, scale):
             return False
     tasks = _minus(demand.get("tasks", []), excluded["tasks"], "resources")
-    for item in sorted(tasks, key=lambda e: -_size(e["resources"], scale)):
+    for item in sorted(tasks, key=lambda e: (not _selectors(e), -_size(e["resources"], scale))):
         slot = next((s for s in slots if _fits(s.free, item["resources"])
                      and _allowed(s, _selectors(item))), None)
         if slot is None:

@@ -42,7 +42,7 @@ from rayscale.planner.packing import (
 from rayscale.planner.plan import Plan, Termination
 from rayscale.planner.resources import INT64_MAX as _INT64_MAX
 from rayscale.planner.resources import ResourceSpace, Vector, fit_counts
-from rayscale.planner.state import ClusterState, Gang, Group, Resources, Shape
+from rayscale.planner.state import ClusterState, Gang, Group, Node, Resources, Shape
 
 MEMORY_TOLERANCE = 1.10  # scale up when mean use exceeds the target by more than 10 %
 _EPS = 1e-9
@@ -442,7 +442,8 @@ def _given_size(resources: Mapping[str, float], given: Mapping[str, float]) -> f
 def _shape_items(
     shapes: Sequence[Shape], space: ResourceSpace, given: Mapping[str, float], labels: LabelDims
 ) -> _Items[TaskItem, Shape]:
-    """Entries decreasing by size; equal sizes keep document order (a stable sort)."""
+    """Entries with a label selector, then the others, each decreasing by size; equal
+    sizes keep document order (a stable sort)."""
     entries = [s for s in shapes if s.count > 0]
     vectors = [
         labels.demand(space.vector(s.resources), s.alternatives()) if s.label_selector
@@ -460,7 +461,9 @@ def _shape_items(
         line.append(lines[key])
     sizes = [_given_size(s.resources, given) for s in entries]
     runs: list[list[int]] = []
-    for e in sorted(range(len(entries)), key=lambda e: -sizes[e]):
+    # demand with a label selector first: it can use fewer nodes than the rest
+    free = [not s.label_selector for s in entries]
+    for e in sorted(range(len(entries)), key=lambda e: (free[e], -sizes[e])):
         if runs and line[runs[-1][-1]] == line[e]:
             runs[-1].append(e)
         else:
@@ -477,7 +480,8 @@ def _shape_items(
 def _gang_items(
     gangs: Sequence[Gang], space: ResourceSpace, given: Mapping[str, float], labels: LabelDims
 ) -> _Items[GangItem, Gang]:
-    """Gangs by strategy, then decreasing by size; bundles in a gang decreasing too."""
+    """Gangs by strategy, those with bundle selectors first, then decreasing by size;
+    bundles in a gang decreasing too."""
     entries = [g for g in gangs if g.count > 0]
     placed: list[tuple[str, tuple[Vector, ...]]] = []  # what placement sees, per entry
     lines: dict[tuple[str, bytes], int] = {}
@@ -500,7 +504,9 @@ def _gang_items(
         sizes.append(sum(bundle_sizes))
     runs: list[list[int]] = []
     ordered = sorted(
-        range(len(entries)), key=lambda e: (_STRATEGY_ORDER[entries[e].strategy], -sizes[e])
+        range(len(entries)),
+        key=lambda e: (_STRATEGY_ORDER[entries[e].strategy],
+                       not any(entries[e].bundle_label_selector), -sizes[e]),
     )
     for e in ordered:
         last = runs[-1][-1] if runs else None
@@ -624,9 +630,10 @@ def _ordered_existing(
     free = np.where(facts.has_available[rows][:, None], facts.available[rows], total)
     if groups.labels.alternatives:
         running = np.flatnonzero(~pending)
+        nodes, specs = state.nodes, state.groups
         groups.labels.add_to_rows(
             (free, total), running.tolist(),
-            [_node_labels(state, i) for i in rows[running].tolist()],
+            [_node_labels(nodes[i], specs) for i in rows[running].tolist()],
         )
     for j, g in enumerate(facts.group_names):
         # a pending node counts as the full capacity of its group, available
@@ -657,12 +664,11 @@ def _ordered_existing(
 _NO_LABELS: Mapping[str, str] = {}
 
 
-def _node_labels(state: ClusterState, i: int) -> Mapping[str, str]:
+def _node_labels(node: Node, groups: Mapping[str, Group]) -> Mapping[str, str]:
     """A node's labels: its own, else its group's (a fixed node: none)."""
-    node = state.nodes[i]
     if node.labels is not None:
         return node.labels
-    group = state.groups.get(node.group)
+    group = groups.get(node.group)
     return group.labels if group is not None else _NO_LABELS
 
 

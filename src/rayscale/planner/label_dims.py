@@ -46,6 +46,12 @@ class LabelDims:
 
     alternatives: list[Alternatives] = field(default_factory=list)
     index: dict[int, int] = field(default_factory=dict)  # alternatives -> space dimension
+    #: The label keys any selector reads: only their values decide what a node holds.
+    keys: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.keys = tuple(sorted({c.key for alts in self.alternatives for selector in alts
+                                  for c in selector}))
 
     @classmethod
     def of(cls, state: ClusterState) -> LabelDims:
@@ -103,14 +109,19 @@ class LabelDims:
         """Set the held dimensions of ``matrices[:, rows]`` (one labels map per row)."""
         if not self.alternatives:
             return
-        memo: dict[int, list[int]] = {}  # many rows share one labels map (their group's)
-        for row, node_labels in zip(rows, labels, strict=True):
-            key = id(node_labels)
-            held = memo.get(key)
-            if held is None:
-                held = memo[key] = self.held(node_labels)
-            for matrix in matrices:
-                matrix[row, held] = NODE_AMOUNT
+        # Nodes differ in labels no selector reads (Ray's node id): only the values of
+        # the read keys decide, so nodes fall into a few classes, each set at once.
+        columns = [[node_labels.get(k) for node_labels in labels] for k in self.keys]
+        classes: dict[tuple[str | None, ...], list[int]] = {}
+        for row, values in zip(rows, zip(*columns, strict=True), strict=True):
+            classes.setdefault(values, []).append(row)
+        for values, members in classes.items():
+            held = self.held({k: v for k, v in zip(self.keys, values, strict=True)
+                              if v is not None})
+            if held:
+                at = np.ix_(np.asarray(members, dtype=np.int64), np.asarray(held))
+                for matrix in matrices:
+                    matrix[at] = NODE_AMOUNT
 
     def rank(self, shape: Vector, labels: Mapping[str, str]) -> int:
         """How far down its alternatives a shape must go for a node with ``labels``.
