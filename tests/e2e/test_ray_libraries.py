@@ -76,6 +76,10 @@ def test_ray_status_shows_pending_nodes_and_infeasible_demand(start_cluster: Any
                  "the infeasible task in ray status")
         infeasible = wait_for(lambda: _infeasible(cluster), 30, "the infeasible report")
         assert infeasible == [{"CPU": 64.0}]
+        # Ray's dashboard shows the same status (its "Cluster Status" reads the same report)
+        shown = wait_for(lambda: (t := _dashboard_status(cluster)) and "Pending:" in t and t, 30,
+                         "the dashboard's cluster status")
+        assert "{'CPU': 64.0}: 1+ pending tasks/actors" in shown
         running = wait_for(lambda: (s := ray_status(cluster)) and "Active:\n 2 w" in s and s, 60,
                            "two active w nodes")
         assert "(no pending nodes)" in running
@@ -87,6 +91,19 @@ def test_ray_status_shows_pending_nodes_and_infeasible_demand(start_cluster: Any
     assert driver.returncode == 0, err[-3000:]
     assert "GROUPS [('headgroup', 1, 1, 0), ('w', 0, 2, 1)]" in out
     assert "DONE" in out
+
+
+def _dashboard_status(cluster: Cluster) -> str:
+    """The dashboard's formatted cluster status (what its overview page shows)."""
+    import httpx2 as httpx
+
+    from rayscale import rayauth
+
+    record = cluster.dir.load()
+    reply = httpx.get(f"{record.dashboard_url}/api/cluster_status", params={"format": "1"},
+                      headers=rayauth.bearer_headers(record.token_file), timeout=30)
+    reply.raise_for_status()
+    return str(reply.json()["data"]["clusterStatus"])
 
 
 def _infeasible(cluster: Cluster) -> list[dict[str, float]]:
