@@ -58,6 +58,8 @@ from rayscale.operator.desired import (
     head_service,
 )
 from rayscale.operator.metrics import OperatorMetrics
+from rayscale.operator.raycronjob import FEATURE_GATE as RAYCRONJOB_GATE
+from rayscale.operator.raycronjob import RayCronJobController
 from rayscale.operator.rbac import ensure_autoscaler_rbac, use_autoscaler_account
 from rayscale.operator.reconcile import ObservedPod, conditions, reconcile
 from rayscale.operator.watch import Informer, Obj, ObjectCache, WorkQueue
@@ -97,6 +99,8 @@ class OperatorContext:
     workers: int = DEFAULT_WORKERS
     said: dict[str, set[str]] = field(default_factory=dict)  # warnings already posted
     states: dict[str, str] = field(default_factory=dict)
+    #: KubeRay's feature gates that are on (``RayCronJob``: the RayCronJob controller)
+    feature_gates: frozenset[str] = frozenset()
 
 
 CONTEXT: OperatorContext | None = None
@@ -182,6 +186,7 @@ class Controller:
         self._pool = ThreadPoolExecutor(max_workers=max(1, ctx.workers),
                                         thread_name_prefix="create")
         self._http: httpx.Client | None = None
+        self.raycronjobs: RayCronJobController | None = None  # behind its feature gate
 
     # ------------------------------------------------------------ lifecycle
 
@@ -212,6 +217,9 @@ class Controller:
                 ))
         for informer in self.informers:
             informer.start()
+        if RAYCRONJOB_GATE in self.ctx.feature_gates:  # its own informers, queue and workers
+            self.raycronjobs = RayCronJobController(self._http, self.ctx.namespaces)
+            self.raycronjobs.start()
         for index in range(max(1, self.ctx.workers)):
             worker = threading.Thread(target=self._work, name=f"reconcile-{index}", daemon=True)
             worker.start()
@@ -222,6 +230,8 @@ class Controller:
         informers' threads, blocked reading a watch, are daemons and end with the process."""
         self._stopping.set()
         self.queue.shutdown()
+        if self.raycronjobs is not None:
+            self.raycronjobs.stop()
         for informer in self.informers:
             informer.stop(wait_s=0.0)
         deadline = time.monotonic() + 5.0
