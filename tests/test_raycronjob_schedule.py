@@ -33,7 +33,7 @@ def t(text: str) -> datetime:
     "* * * * *", "*/5 * * * *", "0 9 * * 1-5", "0 0 1 JAN *", "0 0 ? * SUN",
     "5/15 * * * *", "0,30 8-18/2 * * mon,wed,fri", "@hourly", "@daily", "@midnight",
     "@weekly", "@monthly", "@yearly", "@annually", "@every 30s", "@every 1h30m",
-    "@every 1.5m", "@every 500ms",
+    "@every 1.5m", "@every 500ms", " */5  *\t* * * ",
 ])
 def test_kuberay_accepts(schedule: str) -> None:
     parse_schedule(schedule)
@@ -57,6 +57,9 @@ def test_kuberay_accepts(schedule: str) -> None:
     ("@HOURLY", "unrecognized descriptor"),
     ("@every", "unrecognized descriptor"),
     ("@every soon", "failed to parse duration"),
+    ("@every 1 m", "failed to parse duration"),
+    ("@daily ", "unrecognized descriptor"),  # robfig compares the whole string
+    (" @daily", "expected exactly 5 fields"),
     ("", "must not be empty"),
 ])
 def test_bad_schedules_are_refused_naming_spec_schedule(schedule: str, words: str) -> None:

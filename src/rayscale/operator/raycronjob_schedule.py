@@ -111,21 +111,21 @@ def parse_schedule(schedule: str, time_zone: str | None = None,
     :class:`ScheduleError` naming the field. Without a time zone, ``local_zone``
     (the operator's, as KubeRay's operator uses its own)."""
     zone = parse_time_zone(time_zone, local_zone)
-    text = schedule.strip()
     if "TZ" in schedule:
         raise ScheduleError(f"spec.schedule: {schedule!r}: cannot use TZ or CRON_TZ in the "
                             "schedule, use spec.timeZone instead")
-    if not text:
+    if not schedule:
         raise ScheduleError("spec.schedule: must not be empty")
-    if text.startswith("@"):
-        if text.startswith("@every "):
-            return Schedule("", _every_seconds(schedule, text[len("@every "):]), zone)
-        expression = _DESCRIPTORS.get(text)  # case-sensitive, as in robfig/cron
+    # as robfig: a descriptor is the whole string, exactly (no spaces around, case-sensitive)
+    if schedule.startswith("@"):
+        if schedule.startswith("@every "):
+            return Schedule("", _every_seconds(schedule, schedule[len("@every "):]), zone)
+        expression = _DESCRIPTORS.get(schedule)
         if expression is None:
             raise ScheduleError(f"spec.schedule: {schedule!r}: unrecognized descriptor "
                                 f"(known: {', '.join(_DESCRIPTORS)}, @every <duration>)")
         return Schedule(expression, 0, zone)
-    fields = text.split()
+    fields = schedule.split()  # Go's strings.Fields: any whitespace
     if len(fields) != 5:
         raise ScheduleError(
             f"spec.schedule: {schedule!r}: expected exactly 5 fields (minute hour "
@@ -148,7 +148,7 @@ def parse_time_zone(time_zone: str | None, local_zone: tzinfo = UTC) -> tzinfo:
 
 
 def _every_seconds(schedule: str, text: str) -> int:
-    text = text.strip()
+    """Go's time.ParseDuration, as robfig reads ``@every``."""
     if text == "0":
         seconds = 0.0
     else:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -223,3 +223,28 @@ def test_a_bad_schedule_is_refused_naming_spec_schedule(
     wait_for(lambda: not (kube.get(RayCronJob, name, namespace=ns).get("status") or {})
              .get("reason"), 30, "the reason cleared")
     assert rayjobs(kube, ns, name) == []
+
+
+def test_after_an_outage_only_the_latest_missed_slot_fires(
+    kube: Client, namespace: str, cron_operator: GatedOperator
+) -> None:
+    """Ten minutes without the operator, as the status tells it: one RayJob, for the
+    latest slot (Kubernetes' CronJob rule; KubeRay v1.7 would make all ten)."""
+    ns, name = namespace, "catchup"
+    wait_until_second(3, 45)  # this minute's slot stays the latest while the test looks
+    kube.create(RayCronJob.from_dict(cronjob(name)), namespace=ns)  # type: ignore[arg-type]
+    latest = datetime.now(UTC).replace(second=0, microsecond=0)
+    outage = latest - timedelta(minutes=10)
+    kube.patch(RayCronJob.Status, name,
+               {"status": {"lastScheduleTime": outage.strftime("%Y-%m-%dT%H:%M:%SZ")}},
+               namespace=ns, patch_type=PatchType.MERGE)
+    jobs = wait_for(lambda: rayjobs(kube, ns, name), 30, "the catch-up RayJob")
+    assert [j["metadata"]["name"] for j in jobs] == [f"{name}-{int(latest.timestamp()) // 60}"]
+    missed = wait_for(lambda: events(kube, ns, name, "MissedSchedules"), 20,
+                      "a MissedSchedules event")[0]
+    assert missed.message is not None and missed.message.startswith("9 earlier slot(s)")
+    wait_for(lambda: (kube.get(RayCronJob, name, namespace=ns).get("status") or {})
+             .get("lastScheduleTime") == latest.strftime("%Y-%m-%dT%H:%M:%SZ"), 20,
+             "lastScheduleTime = the latest slot")
+    time.sleep(3)
+    assert len(rayjobs(kube, ns, name)) == 1
