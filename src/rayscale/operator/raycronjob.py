@@ -247,6 +247,8 @@ class RayCronJobController:
         ns, name = meta["namespace"], meta["name"]
         key = f"{ns}/{name}"
         status = body.get("status") or {}
+        if meta.get("deletionTimestamp"):  # being deleted (foreground): fire nothing more
+            return None
         try:
             cron, schedule = self._validate(body)
         except ScheduleError as exc:
@@ -259,7 +261,8 @@ class RayCronJobController:
             return None
         self.refused.pop(key, None)
         spec = cron.spec
-        children = [c for c in self.rayjobs.indexed(key) if _owned_by(c, meta.get("uid"))]
+        children = [c for c in self.rayjobs.indexed(key) if _owned_by(c, meta.get("uid"))
+                    and not (c.get("metadata") or {}).get("deletionTimestamp")]
         last = parse_time(status.get("lastScheduleTime"))
         wake_in: float | None = None
         if spec.suspend:

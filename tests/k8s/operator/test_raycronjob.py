@@ -7,10 +7,12 @@ the ones ``rayscale crds`` makes. Nothing runs the RayJobs (that is the RayJob
 controller's job): the tests look at the RayJob objects made, and set a
 RayJob's status themselves where they need a finished one.
 
-The schedule is real and KubeRay's finest: ``* * * * *``. (robfig/cron's
-``@every 10s`` parses too, but KubeRay names a slot's RayJob by the minute, so
-a schedule finer than a minute makes at most one RayJob a minute anyway.) The
-long test therefore takes about three minutes of wall time.
+The schedules are real, no clock is faked. ``@every 4s`` (robfig/cron's
+descriptor, which KubeRay accepts) fires within seconds, but KubeRay names a
+slot's RayJob by its minute, so a schedule finer than a minute makes at most
+one RayJob a minute. The test of successive RayJobs, restarts, history,
+suspend and collection therefore runs ``* * * * *`` and takes about three
+minutes of wall time.
 """
 
 from __future__ import annotations
@@ -248,3 +250,28 @@ def test_after_an_outage_only_the_latest_missed_slot_fires(
              "lastScheduleTime = the latest slot")
     time.sleep(3)
     assert len(rayjobs(kube, ns, name)) == 1
+
+
+def test_every_seconds_fires_within_seconds_and_names_by_the_minute(
+    kube: Client, namespace: str, cron_operator: GatedOperator
+) -> None:
+    """``@every 4s`` (robfig's descriptor, which KubeRay accepts): the first slot 4 s after
+    creation; later slots of the same minute find KubeRay's per-minute name taken, so the
+    slots advance and no second RayJob is made that minute."""
+    ns, name = namespace, "often"
+    wait_until_second(1, 20)  # several slots fit in this minute
+    created = kube.create(RayCronJob.from_dict(  # type: ignore[arg-type]
+        cronjob(name, "@every 4s")), namespace=ns)
+    born = datetime.fromisoformat(created["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
+    (job,) = wait_for(lambda: rayjobs(kube, ns, name), 20, "the first slot's RayJob")
+    slot = datetime.fromisoformat(
+        job["metadata"]["annotations"]["ray.io/cronjob-scheduled-timestamp"].replace("Z",
+                                                                                     "+00:00"))
+    assert slot == born + timedelta(seconds=4)
+    assert job["metadata"]["name"] == f"{name}-{int(slot.timestamp()) // 60}"
+    later = (slot + timedelta(seconds=8)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    wait_for(lambda: ((kube.get(RayCronJob, name, namespace=ns).get("status") or {})
+                      .get("lastScheduleTime") or "") >= later, 20, "two more slots")
+    assert [j["metadata"]["name"] for j in rayjobs(kube, ns, name)] == [job["metadata"]["name"]]
+    kube.patch(RayCronJob, name, {"spec": {"suspend": True}}, namespace=ns,
+               patch_type=PatchType.MERGE)
