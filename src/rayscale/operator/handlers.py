@@ -58,8 +58,6 @@ from rayscale.operator.desired import (
     head_service,
 )
 from rayscale.operator.metrics import OperatorMetrics
-from rayscale.operator.raycronjob import FEATURE_GATE as RAYCRONJOB_GATE
-from rayscale.operator.raycronjob import RayCronJobController
 from rayscale.operator.rbac import ensure_autoscaler_rbac, use_autoscaler_account
 from rayscale.operator.reconcile import ObservedPod, conditions, reconcile
 from rayscale.operator.watch import Informer, Obj, ObjectCache, WorkQueue
@@ -186,7 +184,7 @@ class Controller:
         self._pool = ThreadPoolExecutor(max_workers=max(1, ctx.workers),
                                         thread_name_prefix="create")
         self._http: httpx.Client | None = None
-        self.raycronjobs: RayCronJobController | None = None  # behind its feature gate
+        self.gated_stops: list[Callable[[], None]] = []  # controllers behind feature gates
 
     # ------------------------------------------------------------ lifecycle
 
@@ -217,9 +215,12 @@ class Controller:
                 ))
         for informer in self.informers:
             informer.start()
-        if RAYCRONJOB_GATE in self.ctx.feature_gates:  # its own informers, queue and workers
-            self.raycronjobs = RayCronJobController(self._http, self.ctx.namespaces)
-            self.raycronjobs.start()
+        if "RayCronJob" in self.ctx.feature_gates:  # its own informers, queue and workers
+            from rayscale.operator.raycronjob import RayCronJobController  # only when on
+
+            cronjobs = RayCronJobController(self._http, self.ctx.namespaces)
+            cronjobs.start()
+            self.gated_stops.append(cronjobs.stop)
         for index in range(max(1, self.ctx.workers)):
             worker = threading.Thread(target=self._work, name=f"reconcile-{index}", daemon=True)
             worker.start()
@@ -230,8 +231,8 @@ class Controller:
         informers' threads, blocked reading a watch, are daemons and end with the process."""
         self._stopping.set()
         self.queue.shutdown()
-        if self.raycronjobs is not None:
-            self.raycronjobs.stop()
+        for stop in self.gated_stops:
+            stop()
         for informer in self.informers:
             informer.stop(wait_s=0.0)
         deadline = time.monotonic() + 5.0

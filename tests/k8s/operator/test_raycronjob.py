@@ -4,8 +4,9 @@ The operator runs here with ``--feature-gates RayCronJob=true`` (KubeRay's gate,
 off by default) and ``--namespace`` of the test, so it is alone with the test's
 objects even beside the session's operator. The RayJob and RayCronJob CRDs are
 the ones ``rayscale crds`` makes. Nothing runs the RayJobs (that is the RayJob
-controller's job): the tests look at the RayJob objects made, and set a
-RayJob's status themselves where they need a finished one.
+controller's job, and the template says ``suspend: true`` so that none
+does): the tests look at the RayJob objects made, and set a RayJob's status
+themselves where they need a finished one.
 
 The schedules are real, no clock is faked. ``@every 4s`` (robfig/cron's
 descriptor, which KubeRay accepts) fires within seconds, but KubeRay names a
@@ -97,6 +98,8 @@ def job_template() -> dict[str, Any]:
     cluster = manifest("unused")["spec"]
     return {
         "entrypoint": "python -c 'print(42)'",
+        # inert under any RayJob controller (KubeRay's, rayscale's): no cluster, no run
+        "suspend": True,
         "shutdownAfterJobFinishes": True,
         "ttlSecondsAfterFinished": 600,
         "rayClusterSpec": cluster,
