@@ -26,6 +26,10 @@ def operator_command(
         "needs rayscale installed)"),
     workers: int = typer.Option(
         8, min=1, help="Reconciles run at once (each of a different RayCluster)"),
+    feature_gates: str = typer.Option(
+        "", help="KubeRay's feature gates, as KubeRay's operator takes them "
+        "(RayCronJob=true: reconcile RayCronJobs; off by default, as in KubeRay). "
+        "Gates rayscale does not have are ignored with a warning"),
 ) -> None:
     """Run the operator until interrupted."""
     import kopf
@@ -36,6 +40,10 @@ def operator_command(
     from rayscale.operator.metrics import OperatorMetrics
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        gates = parse_feature_gates(feature_gates)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--feature-gates") from None
     if kubeconfig is not None:
         os.environ["KUBECONFIG"] = str(kubeconfig)
         client = Client(KubeConfig.from_file(kubeconfig), field_manager="rayscale-operator")
@@ -60,6 +68,7 @@ def operator_command(
         sidecar=handlers.SidecarSettings(command, autoscaler_image, sidecar_env),
         namespaces=list(namespace or []),
         workers=workers,
+        feature_gates=gates,
     )
     handlers.warm_up_decoders()
     kopf.run(
@@ -67,3 +76,26 @@ def operator_command(
         clusterwide=not namespace,
         namespaces=namespace or [],
     )
+
+
+#: KubeRay's feature gates rayscale implements, with their defaults (KubeRay v1.7's).
+KNOWN_FEATURE_GATES = {"RayCronJob": False}
+
+
+def parse_feature_gates(text: str) -> frozenset[str]:
+    """``A=true,B=false`` (KubeRay's ``--feature-gates``) -> the gates that are on."""
+    on = {name for name, default in KNOWN_FEATURE_GATES.items() if default}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, eq, value = item.partition("=")
+        if not eq or value.strip().lower() not in ("true", "false"):
+            raise ValueError(f"{item!r}: expected <gate>=true or <gate>=false")
+        name = name.strip()
+        if name not in KNOWN_FEATURE_GATES:
+            logging.warning("feature gate %s is not one of rayscale's (%s): ignored", name,
+                            ", ".join(KNOWN_FEATURE_GATES))
+            continue
+        if value.strip().lower() == "true":
+            on.add(name)
+        else:
+            on.discard(name)
+    return frozenset(on)

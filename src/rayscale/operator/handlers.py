@@ -97,6 +97,8 @@ class OperatorContext:
     workers: int = DEFAULT_WORKERS
     said: dict[str, set[str]] = field(default_factory=dict)  # warnings already posted
     states: dict[str, str] = field(default_factory=dict)
+    #: KubeRay's feature gates that are on (``RayCronJob``: the RayCronJob controller)
+    feature_gates: frozenset[str] = frozenset()
 
 
 CONTEXT: OperatorContext | None = None
@@ -182,6 +184,7 @@ class Controller:
         self._pool = ThreadPoolExecutor(max_workers=max(1, ctx.workers),
                                         thread_name_prefix="create")
         self._http: httpx.Client | None = None
+        self.gated_stops: list[Callable[[], None]] = []  # controllers behind feature gates
 
     # ------------------------------------------------------------ lifecycle
 
@@ -212,6 +215,12 @@ class Controller:
                 ))
         for informer in self.informers:
             informer.start()
+        if "RayCronJob" in self.ctx.feature_gates:  # its own informers, queue and workers
+            from rayscale.operator.raycronjob import RayCronJobController  # only when on
+
+            cronjobs = RayCronJobController(self._http, self.ctx.namespaces)
+            cronjobs.start()
+            self.gated_stops.append(cronjobs.stop)
         for index in range(max(1, self.ctx.workers)):
             worker = threading.Thread(target=self._work, name=f"reconcile-{index}", daemon=True)
             worker.start()
@@ -222,6 +231,8 @@ class Controller:
         informers' threads, blocked reading a watch, are daemons and end with the process."""
         self._stopping.set()
         self.queue.shutdown()
+        for stop in self.gated_stops:
+            stop()
         for informer in self.informers:
             informer.stop(wait_s=0.0)
         deadline = time.monotonic() + 5.0

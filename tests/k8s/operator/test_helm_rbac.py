@@ -253,6 +253,20 @@ def test_chart_watching_namespaces_binds_only_in_them(helm: Path) -> None:
     assert pod["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
 
 
+RAYCRONJOB_GRANTS = (_rows("ray.io", "raycronjobs", "get list watch")
+                     | _rows("ray.io", "raycronjobs/status", "get patch")
+                     | _rows("ray.io", "raycronjobs/finalizers", "update")
+                     | _rows("ray.io", "rayjobs", "list watch create delete"))
+
+
+def test_chart_raycronjob_gate_turns_the_controller_and_its_rights_on(helm: Path) -> None:
+    docs = render(helm, "rayscale", "rayscale-system", "featureGates.RayCronJob=true")
+    assert _grants(_one(docs, "ClusterRole", "rayscale")) == OPERATOR_GRANTS | RAYCRONJOB_GRANTS
+    (container,) = _one(docs, "Deployment", "rayscale")["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["operator", "--metrics-host=$(POD_IP)", "--metrics-port=8080",
+                                 "--feature-gates=RayCronJob=true"]
+
+
 def test_head_pod_account_and_binding_subject_respect_the_users_choice() -> None:
     body = manifest("mine", autoscaling=True)
     body["metadata"].update(namespace="ns1", uid="u-1")
