@@ -9,6 +9,7 @@ was STOPPED (``rayscale job stop`` or Ctrl-C) and 4 when ``suspend: true``.
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import time
@@ -17,7 +18,6 @@ from types import FrameType
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from rayscale.local import jobs
 from rayscale.spec import SpecError, load_job_spec
@@ -76,18 +76,26 @@ def _when(stamp: float | None) -> str:
 
 
 @job_app.command("list")
-def list_command() -> None:
+def list_command(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
     """Jobs known on this machine: cluster, Ray job status, start and end."""
-    table = Table("name", "cluster", "job status", "deployment", "start", "end", "message")
-    for record in jobs.all_jobs():
+    records = jobs.all_jobs()
+    if as_json:
+        typer.echo(json.dumps([r.model_dump() for r in records], indent=2))
+        return
+    rows = [("NAME", "CLUSTER", "STATUS", "DEPLOYMENT", "START", "END")]
+    for record in records:
         deployment: str = record.deployment_status
         if not record.finished and not record.runner_alive():
             deployment += " (submit command gone)"
-        table.add_row(record.name, record.cluster + ("" if not record.cluster_shut_down
-                                                     else " (shut down)"),
-                      record.job_status or "-", deployment, _when(record.start_time),
-                      _when(record.end_time), (record.message or "")[:60])
-    Console(highlight=False).print(table)
+        cluster = record.cluster + (" (shut down)" if record.cluster_shut_down else "")
+        rows.append((record.name, cluster, record.job_status or "-", deployment,
+                     _when(record.start_time), _when(record.end_time)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+                   .rstrip())
 
 
 @job_app.command("logs")
