@@ -249,6 +249,9 @@ def test_list_logs_and_stop(jobs: Jobs, shared: str) -> None:
     assert SHARED in line and "RUNNING" in line, listed.stdout
     assert _listed(jobs)["long"]["job_status"] == "RUNNING"
 
+    again = jobs.run(path, timeout=60)  # one job of a name at a time
+    assert again[0] == 1 and "job 'long' is running" in again[2], again[2]
+
     follower = subprocess.Popen([*RAYSCALE, "job", "logs", "long", "--follow"], env=jobs.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
@@ -286,3 +289,41 @@ def test_ctrl_c_stops_the_job_and_the_deadline_fails_it(jobs: Jobs, shared: str)
     assert time.monotonic() - started < 60
     record = jobs.record("late")
     assert (record["job_status"], record["reason"]) == ("STOPPED", "DeadlineExceeded")
+
+
+def _own_cluster_job(name: str, **spec: Any) -> dict[str, Any]:
+    """A job with a small cluster of its own (no workers needed)."""
+    cluster = cluster_spec("unused", [worker_group("w", max_replicas=1)])["spec"]
+    return {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": name},
+            "spec": {"entrypoint": py("print('done')"), "rayClusterSpec": cluster, **spec}}
+
+
+def test_without_shutdown_the_cluster_is_left_running_and_said_how_to_reach(
+    jobs: Jobs,
+) -> None:
+    path = jobs.write("keeps", _own_cluster_job("keeps", backoffLimit=2))
+    code, out, err = jobs.run(path)
+    assert code == 0 and "done" in out, err
+    assert "not applied in local mode: backoffLimit" in err
+    cluster = jobs.record("keeps")["cluster"]
+    assert f"cluster {cluster} is left running" in err and f"rayscale down {cluster}" in err
+    status = jobs.cli("status", cluster, "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["state"] == "running"
+    down = jobs.cli("down", cluster, timeout=180)
+    assert down.returncode == 0, down.stderr
+
+
+def test_ttl_seconds_after_finished_is_waited_before_the_shutdown(jobs: Jobs) -> None:
+    path = jobs.write("ttl", _own_cluster_job("ttl", shutdownAfterJobFinishes=True,
+                                              ttlSecondsAfterFinished=4))
+    proc = jobs.submit(path)
+    wait_for(lambda: (jobs.home / "jobs" / "ttl" / "job.json").exists()
+             and jobs.record("ttl")["job_status"] == "SUCCEEDED", 240, "the job to succeed")
+    cluster = jobs.record("ttl")["cluster"]
+    time.sleep(1)
+    assert proc.poll() is None  # waiting out the TTL, the cluster still up
+    assert json.loads(jobs.cli("status", cluster, "--json").stdout)["state"] == "running"
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "keeping cluster" in err and "ttlSecondsAfterFinished" in err
+    assert cluster not in jobs.clusters() and jobs.record("ttl")["cluster_shut_down"]

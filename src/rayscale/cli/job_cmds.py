@@ -22,7 +22,7 @@ from rich.console import Console
 from rayscale.local import jobs
 from rayscale.spec import SpecError, load_job_spec
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # commands in messages stay on one line
 job_app = typer.Typer(help="Run KubeRay RayJob files on this machine.", no_args_is_help=True)
 
 

@@ -197,6 +197,9 @@ def run_job(
         progress(f"job {name} is suspended (spec.suspend: true): nothing started")
         return EXIT_SUSPENDED
     jdir.save(record)
+    ignored = ignored_fields(spec)
+    if ignored:
+        progress(f"not applied in local mode: {', '.join(ignored)}")
 
     code = EXIT_FAILED
     try:
@@ -209,6 +212,18 @@ def run_job(
             _finish(jdir, record, "Failed", message="rayscale job submit ended unexpectedly")
         _after(job.spec, jdir, record, progress, code != EXIT_STOPPED)
     return code
+
+
+def ignored_fields(spec: RayJobSpec) -> list[str]:
+    """Fields of the file that local mode validates but does not act on."""
+    named = {
+        "submitterPodTemplate": spec.submitter_pod_template is not None,
+        "submitterConfig": spec.submitter_config is not None,
+        "backoffLimit": spec.backoff_limit > 0,
+        "deletionStrategy": spec.deletion_strategy is not None,
+        "preRunningDeadlineSeconds": spec.pre_running_deadline_seconds is not None,
+    }
+    return [name for name, present in named.items() if present]
 
 
 def _run(
