@@ -173,6 +173,10 @@ def run_job(
         if not old.finished and old.runner_alive():
             raise JobError(f"job {name!r} is running (pid {old.runner_pid}); "
                            f"`rayscale job stop {name}` first")
+        if old.owns_cluster and not old.cluster_shut_down and is_running(
+                ClusterDir(old.cluster)):
+            progress(f"cluster {old.cluster} of the job's previous run is still running "
+                     f"(`rayscale down {old.cluster}` stops it)")
     started = time.time()
     deadline = (time.monotonic() + job.spec.active_deadline_seconds
                 if job.spec.active_deadline_seconds else None)
