@@ -162,8 +162,12 @@ def test_the_example_job_scales_a_worker_up_and_its_cluster_is_gone_afterwards(
     assert record["deployment_status"] == "Complete"
     assert record["cluster"].startswith("rayjob-sample-") and record["cluster_shut_down"]
     assert f"starting cluster {record['cluster']}" in err
-    # its tasks ran on workers the autoscaler launched (the head has no CPU)
+    # its tasks ran on workers the autoscaler launched (the head has no CPU): the
+    # cluster's scaling events are kept with the job
     assert "nodes used: ['" in out
+    events = [json.loads(x) for x in (jobs.home / "jobs" / "rayjob-sample" /
+                                      "cluster-events.jsonl").read_text().splitlines()]
+    assert any(e["kind"] == "launch" and e.get("group") == "small-group" for e in events)
     # shutdownAfterJobFinishes: the cluster is gone, nothing of it runs
     assert record["cluster"] not in jobs.clusters()
     assert not [p for p in _pids_with_home(jobs.home) if p not in (x.pid for x in jobs.started)]
@@ -268,6 +272,21 @@ def test_list_logs_and_stop(jobs: Jobs, shared: str) -> None:
     assert _listed(jobs)["long"]["job_status"] == "STOPPED"
     again = jobs.cli("job", "stop", "long")
     assert again.returncode == 1 and "already ended" in again.stderr
+
+
+def test_stop_settles_a_job_whose_submit_command_was_killed(jobs: Jobs, shared: str) -> None:
+    path = jobs.write("orphan", job_doc(
+        "orphan", py("import time\nprint('started', flush=True)\ntime.sleep(600)")))
+    proc = jobs.submit(path)
+    wait_for(lambda: "started" in jobs.cli("job", "logs", "orphan").stdout, 120, "the job's logs")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    line = next(x for x in jobs.cli("job", "list").stdout.splitlines() if x.startswith("orphan"))
+    assert "(submit command gone)" in line
+    stop = jobs.cli("job", "stop", "orphan")
+    assert stop.returncode == 0, stop.stderr
+    record = jobs.record("orphan")
+    assert (record["job_status"], record["deployment_status"]) == ("STOPPED", "Complete")
 
 
 def test_ctrl_c_stops_the_job_and_the_deadline_fails_it(jobs: Jobs, shared: str) -> None:

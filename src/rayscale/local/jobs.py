@@ -27,7 +27,8 @@ Ctrl-C shuts it down at once).
 
 Each job's record (:class:`JobRecord`) lives in
 ``$RAYSCALE_HOME/jobs/<name>/`` (0700; files 0600): ``job.json``, the file
-as submitted (``job.yaml``) and the logs (``job.log``).
+as submitted (``job.yaml``), the logs (``job.log``) and, once the job's own
+cluster is shut down, its scaling events (``cluster-events.jsonl``).
 """
 
 from __future__ import annotations
@@ -118,6 +119,11 @@ class JobDir:
     @property
     def log_file(self) -> Path:
         return self.root / "job.log"
+
+    @property
+    def events_file(self) -> Path:
+        """The scaling events of the job's own cluster, kept when it is shut down."""
+        return self.root / "cluster-events.jsonl"
 
     def exists(self) -> bool:
         return self.record_file.exists()
@@ -368,9 +374,16 @@ def _after(spec: RayJobSpec, jdir: JobDir, record: JobRecord, progress: Callable
     except ClusterError as exc:
         progress(f"cluster {record.cluster} did not shut down cleanly: {exc}")
         return
-    shutil.rmtree(cluster.root, ignore_errors=True)
+    _forget_cluster(jdir, cluster)
     record.cluster_shut_down = True
     jdir.save(record)
+
+
+def _forget_cluster(jdir: JobDir, cluster: ClusterDir) -> None:
+    """Remove a shut-down job cluster's directory, keeping its scaling events with the job."""
+    if cluster.events_file.exists():
+        write_private(jdir.events_file, cluster.events_file.read_bytes())
+    shutil.rmtree(cluster.root, ignore_errors=True)
 
 
 def _finish(jdir: JobDir, record: JobRecord, status: DeploymentStatus,
@@ -441,7 +454,7 @@ def stop_job(name: str) -> JobRecord:
         if record.owns_cluster and spec.get("shutdownAfterJobFinishes"):
             with contextlib.suppress(ClusterError):
                 down(record.cluster)
-                shutil.rmtree(ClusterDir(record.cluster).root, ignore_errors=True)
+                _forget_cluster(jdir, ClusterDir(record.cluster))
                 record.cluster_shut_down = True
                 jdir.save(record)
     return jdir.load()
