@@ -443,7 +443,10 @@ def stop_job(name: str) -> JobRecord:
     if record.finished:
         raise JobError(f"job {name!r} already ended "
                        f"({record.job_status or record.deployment_status})")
-    with contextlib.suppress(JobError):
+    if record.deployment_status == "Initializing" and record.runner_alive():
+        raise JobError(f"job {name!r} is still starting (its cluster {record.cluster}); "
+                       f"stop it once it runs, or press Ctrl-C where it was submitted")
+    with contextlib.suppress(JobError, OSError, RuntimeError):
         client = cluster_client(record.cluster)
         client.stop_job(record.submission_id)
         _wait_terminal(client, record.submission_id)
@@ -464,6 +467,9 @@ def job_logs(name: str, follow: bool = False) -> Iterator[str]:
     """The job's logs: from its cluster while it runs there, else the kept copy."""
     jdir = JobDir(name)
     record = jdir.load()
+    while follow and record.deployment_status == "Initializing" and record.runner_alive():
+        time.sleep(POLL_S)  # its cluster is starting: the job is not submitted yet
+        record = jdir.load()
     client = None
     if is_running(ClusterDir(record.cluster)) and record.deployment_status == "Running":
         with contextlib.suppress(JobError, OSError, RuntimeError):
@@ -475,11 +481,20 @@ def job_logs(name: str, follow: bool = False) -> Iterator[str]:
         return
     shown = 0
     while True:
-        logs = client.get_job_logs(record.submission_id)
+        try:
+            # the status first: once it is terminal, the logs read after it are complete
+            done = not follow or str(client.get_job_status(record.submission_id).value) \
+                in TERMINAL_RAY_STATUSES
+            logs = client.get_job_logs(record.submission_id)
+        except (OSError, RuntimeError):
+            # the cluster went away (shut down after the job): the rest from the kept copy,
+            # which holds Ray's logs as they came
+            kept = jdir.log_file.read_text(errors="replace") if jdir.log_file.exists() else ""
+            yield kept[shown:]
+            return
         if len(logs) > shown:
             yield logs[shown:]
             shown = len(logs)
-        if not follow or str(client.get_job_status(record.submission_id).value) \
-                in TERMINAL_RAY_STATUSES:
+        if done:
             return
         time.sleep(POLL_S)
