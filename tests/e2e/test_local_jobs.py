@@ -221,13 +221,25 @@ def test_cluster_selector_runs_on_the_existing_cluster_and_leaves_it_up(
     jobs: Jobs, shared: str,
 ) -> None:
     path = jobs.write("on-shared", job_doc(
-        "on-shared", py("import ray; ray.init(); print('ON', ray.get(ray.remote("
-                        "lambda: ray.get_runtime_context().get_node_id()).remote())[:8])"),
+        "on-shared", py("import os, ray; ray.init(); print('ON', ray.get(ray.remote("
+                        "lambda: ray.get_runtime_context().get_node_id()).remote())[:8]); "
+                        "print('GREETING', os.environ['GREETING']); print('CWD', os.getcwd())"),
         jobId="fixed-submission-id", metadata={"team": "a"}, entrypointNumCpus=0,
         runtimeEnvYAML="env_vars:\n  GREETING: hello\n"))
     code, out, err = jobs.run(path)
     assert code == 0, err
     assert "ON " in out
+    assert "GREETING hello" in out  # runtimeEnvYAML reached Ray
+    assert f"CWD {jobs.workdir}" in out  # run where `job submit` was run
+    # Ray's own record of the job: the submission id and metadata from the file
+    from ray.job_submission import JobSubmissionClient
+
+    cluster = json.loads((jobs.home / "clusters" / shared / "cluster.json").read_text())
+    client = JobSubmissionClient(f"http://{cluster['head_ip']}:{cluster['dashboard_port']}",
+                                 headers=rayauth.bearer_headers(cluster["token_file"]))
+    info = client.get_job_info("fixed-submission-id")
+    assert info.metadata == {"team": "a"} and info.status.value == "SUCCEEDED"
+    assert (info.runtime_env or {}).get("env_vars") == {"GREETING": "hello"}
     assert f"{shared} (clusterSelector) is left running" in err
     record = jobs.record("on-shared")
     assert record["cluster"] == shared and not record["owns_cluster"]
