@@ -480,18 +480,29 @@ def job_logs(name: str, follow: bool = False) -> Iterator[str]:
             yield jdir.log_file.read_text(errors="replace")
         return
     shown = 0
+    try:
+        for chunk in follow_logs(client, record.submission_id, follow):
+            shown += len(chunk)
+            yield chunk
+    except (OSError, RuntimeError):
+        # the cluster went away (shut down after the job): the rest from the kept copy,
+        # which holds Ray's logs as they came
+        kept = jdir.log_file.read_text(errors="replace") if jdir.log_file.exists() else ""
+        yield kept[shown:]
+
+
+def follow_logs(client: Any, submission_id: str, follow: bool = True) -> Iterator[str]:
+    """A Ray job's logs as they grow (polling: no event loop needed), until it ends.
+
+    Without ``follow``, the logs so far. Ray's client errors (OSError, RuntimeError)
+    pass through.
+    """
+    shown = 0
     while True:
-        try:
-            # the status first: once it is terminal, the logs read after it are complete
-            done = not follow or str(client.get_job_status(record.submission_id).value) \
-                in TERMINAL_RAY_STATUSES
-            logs = client.get_job_logs(record.submission_id)
-        except (OSError, RuntimeError):
-            # the cluster went away (shut down after the job): the rest from the kept copy,
-            # which holds Ray's logs as they came
-            kept = jdir.log_file.read_text(errors="replace") if jdir.log_file.exists() else ""
-            yield kept[shown:]
-            return
+        # the status first: once it is terminal, the logs read after it are complete
+        done = not follow or str(client.get_job_status(submission_id).value) \
+            in TERMINAL_RAY_STATUSES
+        logs = client.get_job_logs(submission_id)
         if len(logs) > shown:
             yield logs[shown:]
             shown = len(logs)
