@@ -358,3 +358,18 @@ def test_ttl_seconds_after_finished_is_waited_before_the_shutdown(jobs: Jobs) ->
     assert proc.returncode == 0, err
     assert "keeping cluster" in err and "ttlSecondsAfterFinished" in err
     assert cluster not in jobs.clusters() and jobs.record("ttl")["cluster_shut_down"]
+
+
+def test_a_deadline_that_passes_while_the_cluster_starts_fails_the_job_and_leaves_nothing(
+    jobs: Jobs,
+) -> None:
+    before = set(_pids_with_home(jobs.home))
+    path = jobs.write("too-short", _own_cluster_job(
+        "too-short", shutdownAfterJobFinishes=True, activeDeadlineSeconds=1))
+    code, _, err = jobs.run(path, timeout=180)
+    assert code == 1, err
+    record = jobs.record("too-short")
+    assert (record["deployment_status"], record["reason"]) == ("Failed", "DeadlineExceeded")
+    assert "activeDeadlineSeconds (1) passed while cluster" in err
+    assert record["cluster"] not in jobs.clusters()
+    assert set(_pids_with_home(jobs.home)) <= before  # the half-started cluster is gone

@@ -255,9 +255,13 @@ def _run(
             up_spec(cluster_spec, manifest, Path(record.spec_file), wait_s=max(wait, 1.0),
                     progress=progress)
         except ClusterError as exc:
-            over = deadline is not None and time.monotonic() >= deadline
-            _finish(jdir, record, "Failed", reason="DeadlineExceeded" if over else
-                    "SubmissionFailed", message=f"cluster {record.cluster}: {exc}")
+            if deadline is not None and time.monotonic() >= deadline:
+                _finish(jdir, record, "Failed", reason="DeadlineExceeded",
+                        message=f"activeDeadlineSeconds ({job.spec.active_deadline_seconds}) "
+                                f"passed while cluster {record.cluster} was starting")
+            else:
+                _finish(jdir, record, "Failed", reason="SubmissionFailed",
+                        message=f"cluster {record.cluster} did not start: {exc}")
             progress(f"job {record.name} failed: {record.message}")
             return EXIT_FAILED
     elif not is_running(ClusterDir(record.cluster)):
