@@ -19,6 +19,7 @@ from rich.table import Table
 from rayscale import ports, procs, rayauth
 from rayscale.autoscaler.events import read_events
 from rayscale.local.cluster import ClusterError, down, is_running, resume, up
+from rayscale.local.jobs import follow_logs
 from rayscale.local.store import ClusterDir, ClusterRecord
 from rayscale.spec import SpecError
 
@@ -299,7 +300,7 @@ def submit_command(
         if no_wait:
             typer.echo(job_id)
             return
-        for chunk in _tail(client, job_id):
+        for chunk in follow_logs(client, job_id):
             sys.stdout.write(chunk)
             sys.stdout.flush()
         final = client.get_job_status(job_id)
@@ -309,19 +310,3 @@ def submit_command(
         raise typer.Exit(1) from None
     err.print(f"job {job_id} {final.value}")
     raise typer.Exit(0 if final == JobStatus.SUCCEEDED else 1)
-
-
-def _tail(client: Any, job_id: str) -> Any:
-    """Stream a job's logs until it ends (polling: no event loop needed)."""
-    shown = 0
-    while True:
-        logs = client.get_job_logs(job_id)
-        if len(logs) > shown:
-            yield logs[shown:]
-            shown = len(logs)
-        if client.get_job_status(job_id).is_terminal():
-            logs = client.get_job_logs(job_id)
-            if len(logs) > shown:
-                yield logs[shown:]
-            return
-        time.sleep(0.5)

@@ -1,4 +1,4 @@
-"""Entry point: `rayscale up | down | status | submit | plan | autoscaler | operator | crds`."""
+"""Entry point: `rayscale up | down | status | submit | job | plan | operator | crds | ...`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import typer
 from rayscale.cli.autoscaler_cmd import autoscaler_command
 from rayscale.cli.crd_cmd import crds_command
 from rayscale.cli.dev_cmds import dev_cluster_app, vnode_command
+from rayscale.cli.job_cmds import job_app
 from rayscale.cli.local_cmds import (
     down_command,
     resume_command,
@@ -35,6 +36,7 @@ app.command("plan")(plan_command)
 app.command("autoscaler")(autoscaler_command)
 app.command("operator")(operator_command)
 app.command("crds")(crds_command)
+app.add_typer(job_app, name="job")
 app.add_typer(dev_cluster_app, name="dev-cluster")
 app.command("vnode")(vnode_command)
 

@@ -69,6 +69,21 @@ def up(
     process's Ray clients are switched to it (``rayauth.activate``).
     """
     spec = load_cluster_spec(spec_file)  # SpecError: nothing started
+    record = up_spec(spec, spec_file.read_bytes(), spec_file, wait_s=wait_s, progress=progress,
+                     no_auth=no_auth)
+    return spec, record
+
+
+def up_spec(
+    spec: RayCluster,
+    manifest: bytes,
+    source: Path,
+    wait_s: float = 180.0,
+    progress: Callable[[str], None] = lambda _: None,
+    no_auth: bool = False,
+) -> ClusterRecord:
+    """:func:`up` of a validated cluster: ``manifest`` is its document (the autoscaler
+    reads it), ``source`` the file it came from (a RayCluster, or a RayJob's)."""
     cluster = ClusterDir(spec.name)
     if is_running(cluster):
         raise ClusterError(
@@ -85,7 +100,7 @@ def up(
     record = ClusterRecord(
         name=spec.name,
         id=marker,
-        spec_file=str(spec_file.resolve()),
+        spec_file=str(source.resolve()),
         slot=slot,
         head_ip=ip,
         gcs_port=free_port(),
@@ -99,7 +114,7 @@ def up(
         private_dir(temp_root())
     except UnsafePathError as exc:
         raise ClusterError(str(exc)) from None
-    write_private(cluster.spec_copy, spec_file.read_bytes())
+    write_private(cluster.spec_copy, manifest)
     if wants_token_auth(spec, no_auth):
         record.token_file = str(rayauth.create_token_file(cluster.token_file))
     # the head's dashboard would otherwise probe cloud metadata servers (cloudprobe)
@@ -115,7 +130,7 @@ def up(
     except BaseException:
         down(spec.name)
         raise
-    return spec, cluster.load()
+    return cluster.load()
 
 
 def _start_head(spec: RayCluster, cluster: ClusterDir, record: ClusterRecord) -> None:

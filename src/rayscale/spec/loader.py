@@ -30,10 +30,11 @@ from .parse import parse_cluster_spec
 
 def load_cluster_spec(path: str | Path) -> RayCluster:
     """Load and validate the RayCluster manifest at ``path``."""
-    return parse_cluster_spec(_read_document(Path(path)))
+    return parse_cluster_spec(read_document(Path(path)))
 
 
-def _read_document(path: Path) -> dict[str, Any]:
+def read_document(path: Path, kind: str = "RayCluster") -> dict[str, Any]:
+    """The one YAML document (a mapping) of the ``kind`` manifest at ``path``."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -50,15 +51,15 @@ def _read_document(path: Path) -> dict[str, Any]:
     except ValueError as exc:  # the same: an integer with too many digits
         raise SpecError([f"{path}: invalid YAML: {exc}"]) from None
     if not documents:
-        raise SpecError([f"{path}: empty file (expected a RayCluster manifest)"])
+        raise SpecError([f"{path}: empty file (expected a {kind} manifest)"])
     if len(documents) > 1:
         raise SpecError(
-            [f"{path}: expected one YAML document (a RayCluster), found {len(documents)}"]
+            [f"{path}: expected one YAML document (a {kind}), found {len(documents)}"]
         )
     document = documents[0]
     if not isinstance(document, dict):
         raise SpecError(
-            [f"{path}: expected a mapping (a RayCluster manifest), got {describe(document)}"]
+            [f"{path}: expected a mapping (a {kind} manifest), got {describe(document)}"]
         )
     return document
 
