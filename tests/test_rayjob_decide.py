@@ -76,6 +76,7 @@ def test_invalid_specs_name_the_field() -> None:
         "spec.backoffLimit": sample(clusterSelector={"ray.io/cluster": "c"}, backoffLimit=1),
         "spec.runtimeEnvYAML": sample(runtimeEnvYAML="[1, 2"),
         "spec.entrypoint": sample(entrypoint=" "),
+        "entrypoint: cannot be split": sample(entrypoint="python -c 'x"),
         "metadata.name": {**sample(), "metadata": {"name": "x" * 48, "namespace": "ns"}},
     }
     for field, body in cases.items():
@@ -194,7 +195,7 @@ def test_cluster_manifest_and_submitter_job() -> None:
     container = manifest["spec"]["template"]["spec"]["containers"][0]
     assert container["command"][:5] == ["/py", "-c", SUBMITTER_PROGRAM, "http://svc:8265",
                                         "id-1"]
-    assert container["command"][-2:] == ["--", "python /home/ray/samples/sample_code.py"]
+    assert container["command"][-3:] == ["--", "python", "/home/ray/samples/sample_code.py"]
     env = {e["name"]: e for e in container["env"]}
     assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {
         "name": "rayjob-sample-abcde", "key": "auth_token"}

@@ -28,6 +28,7 @@ observes and acts.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -152,6 +153,11 @@ def _spec_problem(job: RayJob) -> str | None:
             return "spec.submitterConfig: SidecarMode doesn't support it"
     if spec.submission_mode != "InteractiveMode" and not (spec.entrypoint or "").strip():
         return "spec.entrypoint: must be set"
+    if spec.submission_mode == "K8sJobMode":
+        try:
+            shlex.split(spec.entrypoint or "")
+        except ValueError as exc:
+            return f"spec.entrypoint: cannot be split into words as a shell would: {exc}"
     if spec.runtime_env_yaml:
         try:
             loaded = yaml.safe_load(spec.runtime_env_yaml)

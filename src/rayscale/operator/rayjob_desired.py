@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import secrets
+import shlex
 from typing import Any
 
 import yaml
@@ -144,9 +145,10 @@ def submit_options(job: RayJob) -> list[str]:
         out += ["--entrypoint-num-gpus", f"{spec.entrypoint_num_gpus:f}"]
     if spec.entrypoint_resources:
         out += ["--entrypoint-resources", spec.entrypoint_resources]
-    # the entrypoint is one shell command line for Ray (it runs it in the head, as
-    # `ray job submit -- <entrypoint>` does); it is one argument here, never parsed by us
-    return [*out, "--", (spec.entrypoint or "").strip()]
+    # KubeRay puts the entrypoint into a bash line, which splits it into words that
+    # `ray job submit` joins again (quoting words with spaces): the same words here,
+    # split as the shell would (quotes and escapes) but without expanding anything
+    return [*out, "--", *shlex.split(spec.entrypoint or "")]
 
 
 def submitter_job(body: dict[str, Any], job: RayJob, cluster: RayCluster, job_id: str,
