@@ -203,3 +203,75 @@ def test_invalid_spec_is_validation_failed_with_a_warning(kube: Client, jobs_ns:
     assert not list(kube.list(Job, namespace=jobs_ns))
     with contextlib.suppress(ApiError):
         pass
+
+
+# ----------------------------------------------------------------- lifecycle
+
+SLEEP = "python -c \"import time; time.sleep(600)\""
+
+
+def patch_spec(kube: Client, ns: str, name: str, **spec: Any) -> None:
+    from lightkube.types import PatchType
+
+    kube.patch(RayJob, name, {"spec": spec}, namespace=ns, patch_type=PatchType.MERGE)
+
+
+def test_suspend_before_start_then_resume_then_suspend_running(kube: Client,
+                                                               jobs_ns: str) -> None:
+    create(kube, jobs_ns, small_job("susp", SLEEP, submissionMode="HTTPMode", suspend=True,
+                                    shutdownAfterJobFinishes=True))
+    wait_deployment(kube, jobs_ns, "susp", "Suspended", 60)
+    with contextlib.suppress(TimeoutError):
+        wait_for(lambda: list(kube.list(RayCluster, namespace=jobs_ns)), 3, "no cluster")
+    assert not list(kube.list(RayCluster, namespace=jobs_ns)), "a suspended job creates nothing"
+    patch_spec(kube, jobs_ns, "susp", suspend=False)
+    st = wait_deployment(kube, jobs_ns, "susp", "Running")
+    cluster = st["rayClusterName"]
+    wait_for(lambda: status(kube, jobs_ns, "susp").get("jobStatus") == "RUNNING", 120,
+             "the Ray job running")
+    patch_spec(kube, jobs_ns, "susp", suspend=True)
+    st = wait_deployment(kube, jobs_ns, "susp", "Suspended", 120)
+    assert not st.get("rayClusterName") and not st.get("jobId")
+    assert not exists(kube, RayCluster, jobs_ns, cluster)
+    reasons = [e.reason for e in events(kube, jobs_ns, "susp")]
+    assert "Suspending" in reasons and "Suspended" in reasons and "Resumed" in reasons
+
+
+def test_active_deadline_fails_the_job(kube: Client, jobs_ns: str) -> None:
+    create(kube, jobs_ns, small_job("deadline", SLEEP, submissionMode="HTTPMode",
+                                    activeDeadlineSeconds=45, shutdownAfterJobFinishes=True))
+    st = wait_deployment(kube, jobs_ns, "deadline", "Failed", 180)
+    assert st["reason"] == "DeadlineExceeded", st
+    wait_for(lambda: not exists(kube, RayCluster, jobs_ns, st["rayClusterName"]), 60,
+             "the cluster deleted (shutdownAfterJobFinishes, ttl 0)")
+
+
+def test_backoff_limit_retries_on_a_fresh_cluster(kube: Client, jobs_ns: str) -> None:
+    create(kube, jobs_ns, small_job("retry", "python -c \"import sys; sys.exit(1)\"",
+                                    submissionMode="HTTPMode", backoffLimit=1,
+                                    shutdownAfterJobFinishes=True))
+    st = wait_deployment(kube, jobs_ns, "retry", "Failed", 400)
+    assert st["failed"] == 2 and st["reason"] == "AppFailed", st
+    created = [e.message for e in events(kube, jobs_ns, "retry")
+               if e.reason == "CreatedRayCluster"]
+    assert len(set(created)) == 2, created  # two clusters, one per attempt
+    assert "Retrying" in [e.reason for e in events(kube, jobs_ns, "retry")]
+
+
+def test_cluster_selector_uses_and_keeps_an_existing_cluster(kube: Client,
+                                                             jobs_ns: str) -> None:
+    spec = small_job("x", "x")["spec"]["rayClusterSpec"]
+    kube.create(RayCluster.from_dict(  # type: ignore[arg-type]
+        {"apiVersion": "ray.io/v1", "kind": "RayCluster",
+         "metadata": {"name": "shared"}, "spec": spec}), namespace=jobs_ns)
+    job = small_job("selected", "python -c \"print('hi')\"", submissionMode="HTTPMode",
+                    shutdownAfterJobFinishes=True,
+                    clusterSelector={"ray.io/cluster": "shared"})
+    job["spec"].pop("rayClusterSpec")
+    create(kube, jobs_ns, job)
+    st = wait_deployment(kube, jobs_ns, "selected", "Complete", 300)
+    assert st["rayClusterName"] == "shared" and st["jobStatus"] == "SUCCEEDED"
+    with contextlib.suppress(TimeoutError):
+        wait_for(lambda: not exists(kube, RayCluster, jobs_ns, "shared"), 5, "kept")
+    assert exists(kube, RayCluster, jobs_ns, "shared"), "a selected cluster is never deleted"
+    kube.delete(RayCluster, "shared", namespace=jobs_ns)
