@@ -201,3 +201,29 @@ def test_cluster_manifest_and_submitter_job() -> None:
         "name": "rayjob-sample-abcde", "key": "auth_token"}
     opts = submit_options(job)
     assert opts[0] == "--runtime-env-json" and '"counter_name": "test_counter"' in opts[1]
+
+
+def test_pre_running_deadline() -> None:
+    body = with_status(sample(preRunningDeadlineSeconds=30), jobDeploymentStatus="Initializing")
+    d = decide(seen(body, cluster=ClusterView(name="c"), now=NOW + timedelta(seconds=61)))
+    assert d.status["jobDeploymentStatus"] == "Failed"
+    assert d.status["reason"] == "PreRunningDeadlineExceeded"
+    running = with_status(sample(preRunningDeadlineSeconds=30), jobDeploymentStatus="Running")
+    d = decide(seen(running, cluster=READY, ray=RayJobView("RUNNING"), submitter_exists=True,
+                    now=NOW + timedelta(seconds=61)))
+    assert d.status.get("jobDeploymentStatus") is None
+
+
+def test_interactive_mode_waits_for_the_job_id() -> None:
+    d = decide(seen(sample(submissionMode="InteractiveMode")))
+    assert d.status["jobId"] is None
+    body = with_status(sample(submissionMode="InteractiveMode"), jobDeploymentStatus="Initializing",
+                       jobId=None)
+    d = decide(seen(body, cluster=READY))
+    assert d.status["jobDeploymentStatus"] == "Waiting" and not d.create_submitter
+    body = with_status(sample(submissionMode="InteractiveMode"), jobDeploymentStatus="Waiting",
+                       jobId=None)
+    assert decide(seen(body, cluster=READY)).status == {}
+    body["spec"]["jobId"] = "mine"
+    d = decide(seen(body, cluster=READY))
+    assert d.status == {"jobId": "mine", "jobDeploymentStatus": "Running"}

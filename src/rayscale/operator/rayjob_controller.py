@@ -106,6 +106,11 @@ def _owned_by(obj: Obj | None, uid: str) -> bool:
     return any(r.get("uid") == uid for r in refs)
 
 
+class DashboardNotReady(Exception):
+    """The head's job API does not answer yet (the cluster's state is ready as soon as
+    the head pod runs): submit again shortly."""
+
+
 class RayJobController:
     """Informers, caches, the work queue and the workers of RayJobs."""
 
@@ -193,7 +198,9 @@ class RayJobController:
         except Exception as exc:
             failures = self.failures[key] = self.failures.get(key, 0) + 1
             delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (failures - 1))
-            if isinstance(exc, ApiError | httpx.HTTPError):
+            if isinstance(exc, DashboardNotReady):
+                log.info("RayJob %s: %s (retry in %.1f s)", key, exc, delay)
+            elif isinstance(exc, ApiError | httpx.HTTPError):
                 log.warning("reconcile of RayJob %s failed (retry in %.1f s): %s", key, delay,
                             exc)
             else:
@@ -354,7 +361,10 @@ class RayJobController:
                 raise
 
     def _submit_http(self, job: RayJob, cluster_obj: Obj, job_id: str) -> None:
-        client = self._dashboard(cluster_obj)
+        try:
+            client = self._dashboard(cluster_obj)
+        except ConnectionError as exc:
+            raise DashboardNotReady(f"the job API does not answer yet: {exc}") from None
         try:
             client.get_job_info(job_id)
             return  # submitted before (a retried reconcile)

@@ -7,6 +7,10 @@ KubeRay v1.7's ``jobDeploymentStatus`` transitions (``rayjob_controller.go``):
 - ``Initializing``: create the RayCluster (or use the ``clusterSelector``'s);
   when its ``status.state`` is ``ready``: the dashboard URL, then submit (the
   submitter Job, or the dashboard's job API in HTTPMode) -> ``Running``;
+- ``Waiting`` (InteractiveMode, the cluster ready): until ``spec.jobId`` names
+  the job the user submitted -> ``Running``;
+- ``preRunningDeadlineSeconds`` past ``startTime`` before ``Running`` ->
+  ``Failed`` (``PreRunningDeadlineExceeded``);
 - ``Running``: Ray's job status into ``jobStatus``; ``SUCCEEDED`` ->
   ``Complete``, ``FAILED``/``STOPPED`` -> ``Failed`` (``AppFailed``, Ray's
   message), or ``Retrying`` while ``failed < backoffLimit``; a submitter Job
@@ -196,12 +200,25 @@ def decide(seen: Observed) -> Decision:
             out.events.append(("Normal", "Suspending", "suspend: deleting the RayCluster"))
             out.requeue_after = 0.0
             return out
-        if _deadline_passed(seen, status):
+        if _deadline_passed(seen, status, spec.active_deadline_seconds):
             return _finish(seen, out, status, "Failed", "DeadlineExceeded",
                            f"The RayJob has passed the activeDeadlineSeconds "
                            f"({spec.active_deadline_seconds} s).", stop=True)
+        if ds != "Running" and _deadline_passed(seen, status, spec.pre_running_deadline_seconds):
+            return _finish(seen, out, status, "Failed", "PreRunningDeadlineExceeded",
+                           f"The RayJob has passed the preRunningDeadlineSeconds "
+                           f"({spec.pre_running_deadline_seconds} s) before running.",
+                           stop=False)
     if ds == "Initializing":
         return _initializing(seen, out, status)
+    if ds == "Waiting":  # InteractiveMode: the user submits, then names the job in spec.jobId
+        if spec.job_id:
+            out.status.update(jobId=spec.job_id, jobDeploymentStatus="Running")
+            out.events.append(("Normal", "Running", f"following job {spec.job_id}"))
+            out.requeue_after = 0.0
+        else:
+            out.requeue_after = WAIT_POLL_S
+        return out
     if ds == "Running":
         return _running(seen, out, status)
     if ds in ("Complete", "Failed"):
@@ -229,21 +246,20 @@ def _new(seen: Observed, out: Decision) -> Decision:
     else:
         cluster = f"{meta['name']}-{seen.new_suffix}"
     job_id = spec.job_id or (seen.body.get("status") or {}).get("jobId") \
-        or f"{meta['name']}-{seen.new_suffix}"
+        or (None if spec.submission_mode == "InteractiveMode"
+            else f"{meta['name']}-{seen.new_suffix}")
     out.status.update(
         jobDeploymentStatus="Initializing", jobId=job_id, rayClusterName=cluster,
         startTime=rfc3339(seen.now), endTime=None, jobStatus="", dashboardURL=None,
         observedGeneration=meta.get("generation"),
     )
     out.events.append(("Normal", "Initializing",
-                       f"job {job_id} on RayCluster {cluster}"))
+                       f"job {job_id or '(interactive)'} on RayCluster {cluster}"))
     out.requeue_after = 0.0
     return out
 
 
-def _deadline_passed(seen: Observed, status: dict[str, Any]) -> bool:
-    assert seen.job is not None
-    limit = seen.job.spec.active_deadline_seconds
+def _deadline_passed(seen: Observed, status: dict[str, Any], limit: int | None) -> bool:
     started = parse_time(status.get("startTime"))
     return limit is not None and started is not None \
         and (seen.now - started).total_seconds() >= limit
@@ -266,6 +282,12 @@ def _initializing(seen: Observed, out: Decision, status: dict[str, Any]) -> Deci
         out.requeue_after = WAIT_POLL_S
         return out
     out.status["dashboardURL"] = cluster.dashboard_url
+    if spec.submission_mode == "InteractiveMode":
+        out.status["jobDeploymentStatus"] = "Waiting"
+        out.events.append(("Normal", "Waiting",
+                           "the RayCluster is ready: submit the job, then set spec.jobId"))
+        out.requeue_after = 0.0
+        return out
     if spec.submission_mode == "K8sJobMode":
         if not seen.submitter_exists:
             out.create_submitter = True

@@ -275,3 +275,34 @@ def test_cluster_selector_uses_and_keeps_an_existing_cluster(kube: Client,
         wait_for(lambda: not exists(kube, RayCluster, jobs_ns, "shared"), 5, "kept")
     assert exists(kube, RayCluster, jobs_ns, "shared"), "a selected cluster is never deleted"
     kube.delete(RayCluster, "shared", namespace=jobs_ns)
+
+
+def test_pre_running_deadline_fails_a_job_that_does_not_start(kube: Client,
+                                                               jobs_ns: str) -> None:
+    job = small_job("late", SLEEP, preRunningDeadlineSeconds=10, shutdownAfterJobFinishes=True)
+    # a worker no node can take: the cluster never becomes ready
+    group = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    group.update(replicas=1, minReplicas=1)
+    group["template"]["spec"]["nodeSelector"] = {"rayscale.io/nowhere": "true"}
+    create(kube, jobs_ns, job)
+    st = wait_deployment(kube, jobs_ns, "late", "Failed", 60)
+    assert st["reason"] == "PreRunningDeadlineExceeded", st
+    wait_for(lambda: not exists(kube, RayCluster, jobs_ns, st["rayClusterName"]), 60,
+             "the cluster deleted")
+
+
+def test_interactive_mode_follows_the_job_the_user_submits(kube: Client,
+                                                           jobs_ns: str) -> None:
+    from tests.k8s.operator.conftest import _job_client, dashboard_url
+
+    create(kube, jobs_ns, small_job("inter", "unused", submissionMode="InteractiveMode",
+                                    shutdownAfterJobFinishes=True))
+    st = wait_deployment(kube, jobs_ns, "inter", "Waiting")
+    assert not st.get("jobId")
+    cluster = kube.get(RayCluster, st["rayClusterName"], namespace=jobs_ns)
+    url = dashboard_url(kube, jobs_ns, st["rayClusterName"], cluster["status"]["head"]["podIP"])
+    client: Any = wait_for(lambda: _job_client(url, {}), 60, "the job API")
+    client.submit_job(entrypoint="python -c \"print('hello')\"", submission_id="by-hand-1")
+    patch_spec(kube, jobs_ns, "inter", jobId="by-hand-1")
+    st = wait_deployment(kube, jobs_ns, "inter", "Complete", 120)
+    assert st["jobId"] == "by-hand-1" and st["jobStatus"] == "SUCCEEDED"
