@@ -227,3 +227,53 @@ def test_interactive_mode_waits_for_the_job_id() -> None:
     body["spec"]["jobId"] = "mine"
     d = decide(seen(body, cluster=READY))
     assert d.status == {"jobId": "mine", "jobDeploymentStatus": "Running"}
+
+
+RULES = [{"policy": "DeleteWorkers", "condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 0}},
+         {"policy": "DeleteCluster", "condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 20}},
+         {"policy": "DeleteSelf", "condition": {"jobDeploymentStatus": "Failed",
+                                                "ttlSeconds": 0}}]
+
+
+def test_deletion_rules_most_impactful_due_rule_first() -> None:
+    body = with_status(sample(deletionStrategy={"deletionRules": RULES}),
+                       jobDeploymentStatus="Complete", jobStatus="SUCCEEDED",
+                       endTime="2026-11-28T12:00:00Z")
+    d = decide(seen(body, cluster=READY, submitter_exists=True))
+    assert d.suspend_workers and d.delete_cluster is None and d.requeue_after == 20
+    suspended = ClusterView(name=READY.name, state="ready", workers_suspended=True)
+    d = decide(seen(body, cluster=suspended, now=NOW + timedelta(seconds=5)))
+    assert not d.suspend_workers and d.requeue_after == 15
+    d = decide(seen(body, cluster=READY, submitter_exists=True,
+                    now=NOW + timedelta(seconds=30)))
+    assert d.delete_cluster == READY.name and not d.suspend_workers  # the more impactful
+    failed = with_status(sample(deletionStrategy={"deletionRules": RULES}),
+                         jobDeploymentStatus="Failed", jobStatus="FAILED",
+                         endTime="2026-11-28T12:00:00Z")
+    assert decide(seen(failed, cluster=READY)).delete_self
+
+
+def test_legacy_on_success_on_failure() -> None:
+    strategy = {"onSuccess": {"policy": "DeleteWorkers"}, "onFailure": {"policy": "DeleteNone"}}
+    body = with_status(sample(deletionStrategy=strategy), jobDeploymentStatus="Complete",
+                       jobStatus="SUCCEEDED", endTime="2026-11-28T12:00:00Z")
+    assert decide(seen(body, cluster=READY)).suspend_workers
+    body["status"]["jobStatus"] = "FAILED"
+    d = decide(seen(body, cluster=READY))
+    assert not d.suspend_workers and d.delete_cluster is None
+
+
+def test_deletion_strategy_validation() -> None:
+    cases = {
+        "mutually exclusive": sample(shutdownAfterJobFinishes=True,
+                                     deletionStrategy={"deletionRules": RULES}),
+        "must both set": sample(deletionStrategy={"onSuccess": {"policy": "DeleteSelf"}}),
+        "requires either": sample(deletionStrategy={}),
+        "duplicate": sample(deletionStrategy={"deletionRules": [RULES[0], RULES[0]]}),
+        "exactly one": sample(deletionStrategy={"deletionRules": [
+            {"policy": "DeleteSelf", "condition": {"ttlSeconds": 1}}]}),
+        "ttlSecondsAfterFinished": sample(ttlSecondsAfterFinished=10),
+    }
+    for words, body in cases.items():
+        job, problem = validate(body)
+        assert job is None and problem is not None and words in problem, (words, problem)

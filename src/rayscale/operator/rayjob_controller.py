@@ -225,6 +225,8 @@ class RayJobController:
                 state=(cluster_obj.get("status") or {}).get("state"),
                 dashboard_url=dashboard_url(cluster_obj),
                 deleting=bool(cluster_obj["metadata"].get("deletionTimestamp")),
+                workers_suspended=all(bool(g.get("suspend")) for g in
+                                      cluster_obj["spec"].get("workerGroupSpecs") or []),
             )
         submitter_obj = self.submitters.get(ns, name)
         if not _owned_by(submitter_obj, uid):
@@ -337,6 +339,15 @@ class RayJobController:
                 if exc.status.code != 404:
                     raise
             self.clusters.mark_deleting(ns, decision.delete_cluster)
+        if decision.suspend_workers and cluster_obj is not None:
+            groups = [{**g, "suspend": True}
+                      for g in cluster_obj["spec"].get("workerGroupSpecs") or []]
+            patched_cluster = self.client.patch(
+                RayClusterResource, cluster_obj["metadata"]["name"],
+                {"metadata": {"resourceVersion": cluster_obj["metadata"]["resourceVersion"]},
+                 "spec": {"workerGroupSpecs": groups}},
+                namespace=ns, patch_type=PatchType.MERGE)
+            self.clusters.upsert(patched_cluster.to_dict())  # type: ignore[no-untyped-call]
         for kind, reason, message in decision.events:
             self._event(body, kind, reason, message)
         if decision.status:
@@ -344,6 +355,13 @@ class RayJobController:
                                         {"status": decision.status}, namespace=ns,
                                         patch_type=PatchType.MERGE)
             self.jobs.upsert(patched.to_dict())  # type: ignore[no-untyped-call]
+        if decision.delete_self:
+            try:
+                self.client.delete(RayJobResource, meta["name"], namespace=ns)
+            except ApiError as exc:
+                if exc.status.code != 404:
+                    raise
+            return
         if decision.requeue_after is not None:
             self.queue.add_after(key, max(decision.requeue_after, 0.05))
 

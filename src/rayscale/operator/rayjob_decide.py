@@ -55,6 +55,7 @@ class ClusterView:
     state: str | None = None  # the RayCluster's status.state
     dashboard_url: str = ""  # KubeRay's <head svc>.<ns>.svc.cluster.local:<port>
     deleting: bool = False
+    workers_suspended: bool = False  # every worker group has suspend: true
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,8 @@ class Decision:
     stop_ray_job: bool = False
     delete_cluster: str | None = None
     delete_submitter: bool = False
+    suspend_workers: bool = False  # DeleteWorkers: every worker group's suspend set
+    delete_self: bool = False  # DeleteSelf: the RayJob itself
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     requeue_after: float | None = None
 
@@ -134,6 +137,12 @@ def validate(body: dict[str, Any]) -> tuple[RayJob | None, str | None]:
 def _spec_problem(job: RayJob) -> str | None:
     spec = job.spec
     selector = bool(spec.cluster_selector)
+    if not spec.shutdown_after_job_finishes and spec.ttl_seconds_after_finished > 0:
+        return ("spec.ttlSecondsAfterFinished: a RayJob with shutdownAfterJobFinishes set to "
+                "false cannot have ttlSecondsAfterFinished")
+    problem = _deletion_problem(job)
+    if problem:
+        return problem
     if spec.suspend and not spec.shutdown_after_job_finishes:
         return ("spec.suspend: a RayJob with shutdownAfterJobFinishes set to false is not "
                 "allowed to be suspended")
@@ -169,6 +178,45 @@ def _spec_problem(job: RayJob) -> str | None:
             return f"spec.runtimeEnvYAML: not valid YAML: {exc}"
         if loaded is not None and not isinstance(loaded, dict):
             return "spec.runtimeEnvYAML: must be a mapping"
+    return None
+
+
+def _deletion_problem(job: RayJob) -> str | None:
+    """KubeRay's ``validateDeletionConfiguration`` (the feature gate is on by default)."""
+    strategy = job.spec.deletion_strategy
+    if strategy is None:
+        return None
+    legacy = strategy.on_success is not None or strategy.on_failure is not None
+    rules = strategy.deletion_rules or []
+    where = "spec.deletionStrategy"
+    if rules and job.spec.shutdown_after_job_finishes:
+        return (f"{where}.deletionRules: spec.shutdownAfterJobFinishes and "
+                "deletionRules are mutually exclusive")
+    if rules and legacy:
+        return f"{where}: cannot use both onSuccess/onFailure and deletionRules"
+    if legacy:
+        if strategy.on_success is None or strategy.on_failure is None \
+                or strategy.on_success.policy is None or strategy.on_failure.policy is None:
+            return f"{where}: onSuccess and onFailure must both set a policy"
+        return None
+    if not rules:
+        return f"{where}: requires either both onSuccess and onFailure, or deletionRules"
+    seen: set[tuple[str, str]] = set()
+    autoscaling = job.spec.ray_cluster_spec is not None \
+        and bool(job.spec.ray_cluster_spec.enable_in_tree_autoscaling)
+    for i, rule in enumerate(rules):
+        cond = rule.condition
+        at = f"{where}.deletionRules[{i}]"
+        if (cond.job_status is None) == (cond.job_deployment_status is None):
+            return f"{at}.condition: exactly one of jobStatus and jobDeploymentStatus"
+        if job.spec.cluster_selector and rule.policy in ("DeleteCluster", "DeleteWorkers"):
+            return f"{at}.policy: '{rule.policy}' not supported when clusterSelector is set"
+        if autoscaling and rule.policy == "DeleteWorkers":
+            return f"{at}.policy: 'DeleteWorkers' not supported with autoscaling enabled"
+        when = cond.job_status or cond.job_deployment_status or ""
+        if (rule.policy, when) in seen:
+            return f"{at}: duplicate rule for '{rule.policy}' and '{when}'"
+        seen.add((rule.policy, when))
     return None
 
 
@@ -367,24 +415,83 @@ def _finish(seen: Observed, out: Decision, status: dict[str, Any], ds: str,
     return out
 
 
+#: KubeRay's ``selectMostImpactfulRule`` order.
+_IMPACT = {"DeleteSelf": 4, "DeleteCluster": 3, "DeleteWorkers": 2, "DeleteNone": 1}
+
+
 def _finished(seen: Observed, out: Decision, status: dict[str, Any]) -> Decision:
+    """Complete or Failed: what is deleted, and when (deletionStrategy's rules, its
+    onSuccess/onFailure, or shutdownAfterJobFinishes; KubeRay's precedence)."""
     assert seen.job is not None
     spec = seen.job.spec
+    ended = parse_time(status.get("endTime")) or seen.now
+    age = (seen.now - ended).total_seconds()
+    strategy = spec.deletion_strategy
+    if strategy is not None and strategy.deletion_rules:
+        due: list[str] = []
+        next_in: float | None = None
+        for rule in strategy.deletion_rules:
+            cond = rule.condition
+            matched = (cond.job_status == status.get("jobStatus") if cond.job_status
+                       else cond.job_deployment_status == status.get("jobDeploymentStatus"))
+            if not matched:
+                continue
+            remaining = cond.ttl_seconds - age
+            if remaining > 0:
+                next_in = remaining if next_in is None else min(next_in, remaining)
+            elif not _policy_done(seen, rule.policy):
+                due.append(rule.policy)
+        if due:
+            _apply_policy(seen, out, max(due, key=lambda p: _IMPACT[p]), "deletionRules")
+        out.requeue_after = next_in
+        return out
+    if strategy is not None and (strategy.on_success or strategy.on_failure):
+        chosen = {"SUCCEEDED": strategy.on_success,
+                  "FAILED": strategy.on_failure}.get(status.get("jobStatus") or "")
+        if chosen is None or chosen.policy in (None, "DeleteNone"):
+            return out
+        remaining = spec.ttl_seconds_after_finished - age
+        if remaining > 0:
+            out.requeue_after = remaining
+        elif not _policy_done(seen, chosen.policy):
+            _apply_policy(seen, out, chosen.policy, "deletionStrategy")
+        return out
     if not spec.shutdown_after_job_finishes or spec.cluster_selector:
         return out
-    ended = parse_time(status.get("endTime")) or seen.now
-    remaining = spec.ttl_seconds_after_finished - (seen.now - ended).total_seconds()
+    remaining = spec.ttl_seconds_after_finished - age
     if remaining > 0:
         out.requeue_after = remaining
         return out
-    if seen.cluster is not None and not seen.cluster.deleting:
-        out.delete_cluster = seen.cluster.name
-        out.events.append(("Normal", "DeletedRayCluster",
-                           f"Deleted RayCluster {seen.cluster.name} "
-                           f"(ttlSecondsAfterFinished: {spec.ttl_seconds_after_finished})"))
-    if seen.submitter_exists:
-        out.delete_submitter = True
+    _apply_policy(seen, out, "DeleteCluster",
+                  f"ttlSecondsAfterFinished: {spec.ttl_seconds_after_finished}")
     return out
+
+
+def _policy_done(seen: Observed, policy: str) -> bool:
+    cluster = seen.cluster
+    if policy == "DeleteCluster":
+        return cluster is None or cluster.deleting
+    if policy == "DeleteWorkers":
+        return cluster is None or cluster.deleting or cluster.workers_suspended
+    return policy == "DeleteNone"
+
+
+def _apply_policy(seen: Observed, out: Decision, policy: str, why: str) -> None:
+    cluster = seen.cluster
+    if policy == "DeleteSelf":
+        out.delete_self = True
+        out.events.append(("Normal", "DeletedRayJob", f"Deleting the RayJob ({why})"))
+    elif policy == "DeleteCluster":
+        if cluster is not None and not cluster.deleting:
+            out.delete_cluster = cluster.name
+            out.events.append(("Normal", "DeletedRayCluster",
+                               f"Deleted RayCluster {cluster.name} ({why})"))
+        if seen.submitter_exists:
+            out.delete_submitter = True
+    elif policy == "DeleteWorkers" and cluster is not None and not cluster.workers_suspended:
+        out.suspend_workers = True
+        out.events.append(("Normal", "DeletedWorkers",
+                           f"Suspended the worker groups of RayCluster {cluster.name} ({why})"))
 
 
 def _release(seen: Observed, out: Decision, ds: str) -> Decision:
