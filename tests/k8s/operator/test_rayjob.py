@@ -306,3 +306,33 @@ def test_interactive_mode_follows_the_job_the_user_submits(kube: Client,
     patch_spec(kube, jobs_ns, "inter", jobId="by-hand-1")
     st = wait_deployment(kube, jobs_ns, "inter", "Complete", 120)
     assert st["jobId"] == "by-hand-1" and st["jobStatus"] == "SUCCEEDED"
+
+
+def test_deletion_rules_delete_workers_then_the_rayjob(kube: Client, jobs_ns: str) -> None:
+    rules = [
+        {"policy": "DeleteWorkers", "condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 0}},
+        {"policy": "DeleteSelf", "condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 40}},
+    ]
+    job = small_job("rules", "python -c \"print('hi')\"", submissionMode="HTTPMode",
+                    deletionStrategy={"deletionRules": rules})
+    group = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    group.update(replicas=1, minReplicas=1)
+    create(kube, jobs_ns, job)
+    st = wait_deployment(kube, jobs_ns, "rules", "Complete")
+    cluster = st["rayClusterName"]
+
+    def workers() -> list[Pod]:
+        return [p for p in kube.list(Pod, namespace=jobs_ns,
+                                     labels={"ray.io/cluster": cluster,
+                                             "ray.io/node-type": "worker"})]
+
+    def suspended() -> bool:
+        groups = kube.get(RayCluster, cluster, namespace=jobs_ns)["spec"]["workerGroupSpecs"]
+        return all(g.get("suspend") for g in groups)
+
+    wait_for(suspended, 20, "the worker groups suspended (DeleteWorkers)")
+    wait_for(lambda: not workers(), 35, "the worker pods deleted")
+    assert exists(kube, RayCluster, jobs_ns, cluster), "DeleteWorkers keeps the head"
+    wait_for(lambda: not exists(kube, RayJob, jobs_ns, "rules"), 60, "the RayJob deleted")
+    wait_for(lambda: not exists(kube, RayCluster, jobs_ns, cluster), 60,
+             "its cluster collected with it")
