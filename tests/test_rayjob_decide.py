@@ -277,3 +277,21 @@ def test_deletion_strategy_validation() -> None:
     for words, body in cases.items():
         job, problem = validate(body)
         assert job is None and problem is not None and words in problem, (words, problem)
+
+
+def test_sidecar_mode_puts_the_submitter_in_the_head_pod() -> None:
+    body = with_status(sample(submissionMode="SidecarMode"), jobDeploymentStatus="Initializing")
+    job, problem = validate(body)
+    assert job is not None, problem
+    cluster = ray_cluster(body, "c-1", job, "id-1", "/py", shared_network=True)
+    head = cluster["spec"]["headGroupSpec"]["template"]["spec"]
+    assert head["restartPolicy"] == "Never"
+    submitter = head["containers"][-1]
+    assert submitter["name"] == "ray-job-submitter"
+    assert submitter["command"][3:5] == ["http://$(POD_IP):8265", "id-1"]
+    d = decide(seen(body, cluster=READY))
+    assert d.status["jobDeploymentStatus"] == "Running" and not d.create_submitter
+    assert not d.submit_http
+    bad = sample(submissionMode="SidecarMode")
+    bad["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["restartPolicy"] = "Always"
+    assert "restartPolicy" in (validate(bad)[1] or "")

@@ -306,7 +306,9 @@ class RayJobController:
         ns = meta["namespace"]
         status = {**(body.get("status") or {}), **decision.status}
         if decision.create_cluster:
-            manifest = ray_cluster(body, decision.create_cluster)
+            manifest = ray_cluster(body, decision.create_cluster, job,
+                                   str(status.get("jobId") or ""), self.settings.python,
+                                   self.settings.pods.shared_network)
             try:
                 created = self.client.create(
                     cast(Any, RayClusterResource).from_dict(manifest), namespace=ns)

@@ -164,6 +164,11 @@ def _spec_problem(job: RayJob) -> str | None:
             return "spec.submitterPodTemplate: SidecarMode doesn't support it"
         if spec.submitter_config is not None:
             return "spec.submitterConfig: SidecarMode doesn't support it"
+        head = (spec.ray_cluster_spec.head_group_spec.template.spec.restart_policy
+                if spec.ray_cluster_spec is not None else None)
+        if head not in (None, "", "Never"):
+            return ("spec.rayClusterSpec.headGroupSpec.template.spec.restartPolicy: should be "
+                    "Never or unset when using SidecarMode")
     if spec.submission_mode != "InteractiveMode" and not (spec.entrypoint or "").strip():
         return "spec.entrypoint: must be set"
     if spec.submission_mode == "K8sJobMode":
@@ -341,6 +346,9 @@ def _initializing(seen: Observed, out: Decision, status: dict[str, Any]) -> Deci
             out.create_submitter = True
             out.events.append(("Normal", "CreatedRayJobSubmitter",
                                f"Created submitter Job {seen.body['metadata']['name']}"))
+    elif spec.submission_mode == "SidecarMode":
+        out.events.append(("Normal", "Running",
+                           "the head pod's submitter container submits the job"))
     elif spec.submission_mode == "HTTPMode":
         out.submit_http = True
         out.events.append(("Normal", "SubmittedRayJob",

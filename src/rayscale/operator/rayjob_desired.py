@@ -30,6 +30,7 @@ from rayscale.api.rayjob import RayJob
 from rayscale.labels import DEFAULT_HEAD_PORTS
 from rayscale.operator import auth
 from rayscale.operator.desired import MANAGED_BY, head_service_name
+from rayscale.spec import parse_cluster_spec
 
 ORIGIN_CRD_LABEL = "ray.io/originated-from-crd"
 ORIGIN_NAME_LABEL = "ray.io/originated-from-cr-name"
@@ -91,18 +92,52 @@ def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
             "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}
 
 
-def ray_cluster(body: dict[str, Any], name: str) -> dict[str, Any]:
+def ray_cluster(body: dict[str, Any], name: str, job: RayJob | None = None,
+                job_id: str = "", python: str = "python",
+                shared_network: bool = False) -> dict[str, Any]:
     """The RayCluster a RayJob owns: its ``rayClusterSpec`` as written (unknown fields
-    kept), the RayJob's labels with KubeRay's origin labels."""
+    kept), the RayJob's labels with KubeRay's origin labels. In SidecarMode the head
+    pod also runs the submitter (KubeRay's ``ray-job-submitter`` container, the head's
+    ``restartPolicy`` Never), against the dashboard in its own pod."""
     meta = body["metadata"]
     labels = {**(meta.get("labels") or {}), **origin_labels(meta["name"])}
-    return {
+    manifest = {
         "apiVersion": "ray.io/v1", "kind": "RayCluster",
         "metadata": {"name": name, "namespace": meta["namespace"], "labels": labels,
                      "annotations": dict(meta.get("annotations") or {}),
                      "ownerReferences": [owner_reference(body)]},
         "spec": copy.deepcopy(body["spec"]["rayClusterSpec"]),
     }
+    if job is not None and job.spec.submission_mode == "SidecarMode":
+        _add_sidecar_submitter(manifest, job, job_id, python, shared_network)
+    return manifest
+
+
+def _add_sidecar_submitter(manifest: dict[str, Any], job: RayJob, job_id: str, python: str,
+                           shared_network: bool) -> None:
+    cluster = parse_cluster_spec(manifest)
+    template = manifest["spec"]["headGroupSpec"]["template"]
+    pod_spec = template.setdefault("spec", {})
+    port = dashboard_port({"status": {"endpoints": {
+        p.name: p.container_port for p in cluster.head.template.spec.ray_container.ports
+        if p.name == "dashboard"}}})
+    # the dashboard binds the pod IP where pods share one network (the dev cluster)
+    host = "$(POD_IP)" if shared_network else "127.0.0.1"
+    address = f"http://{host}:{port}"
+    container = _default_container(cluster)
+    container["command"] = [python, "-c", SUBMITTER_PROGRAM, address, job_id,
+                            *submit_options(job)]
+    container["env"] = [
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "RAY_DASHBOARD_ADDRESS", "value": address.removeprefix("http://")},
+        {"name": "RAY_JOB_SUBMISSION_ID", "value": job_id},
+    ]
+    if auth.token_auth(cluster):
+        auth.set_container_auth(container, cluster)
+    else:
+        auth.disable_unless_set(container)
+    pod_spec["containers"] = [*(pod_spec.get("containers") or []), container]
+    pod_spec["restartPolicy"] = "Never"
 
 
 def dashboard_port(cluster: dict[str, Any]) -> int:

@@ -336,3 +336,15 @@ def test_deletion_rules_delete_workers_then_the_rayjob(kube: Client, jobs_ns: st
     wait_for(lambda: not exists(kube, RayJob, jobs_ns, "rules"), 60, "the RayJob deleted")
     wait_for(lambda: not exists(kube, RayCluster, jobs_ns, cluster), 60,
              "its cluster collected with it")
+
+
+def test_sidecar_mode_submits_from_the_head_pod(kube: Client, jobs_ns: str) -> None:
+    create(kube, jobs_ns, small_job("sidecar", "python -c \"print('from the head')\"",
+                                    submissionMode="SidecarMode"))
+    st = wait_deployment(kube, jobs_ns, "sidecar", "Complete")
+    assert st["jobStatus"] == "SUCCEEDED"
+    assert not list(kube.list(Job, namespace=jobs_ns)), "no submitter Job in SidecarMode"
+    head = kube.list(Pod, namespace=jobs_ns, labels={"ray.io/cluster": st["rayClusterName"],
+                                                    "ray.io/node-type": "head"})
+    names = [c.name for p in head for c in (p.spec.containers if p.spec else [])]
+    assert "ray-job-submitter" in names, names
