@@ -353,8 +353,12 @@ class RayJobController:
         for kind, reason, message in decision.events:
             self._event(body, kind, reason, message)
         if decision.status:
+            # on the version decided from: a status someone else wrote meanwhile (a
+            # conflict) is read again, never overwritten
             patched = self.client.patch(RayJobResource.Status, meta["name"],
-                                        {"status": decision.status}, namespace=ns,
+                                        {"metadata": {"resourceVersion":
+                                                      meta.get("resourceVersion")},
+                                         "status": decision.status}, namespace=ns,
                                         patch_type=PatchType.MERGE)
             self.jobs.upsert(patched.to_dict())  # type: ignore[no-untyped-call]
         if decision.delete_self:

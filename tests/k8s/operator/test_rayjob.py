@@ -168,7 +168,8 @@ def test_kuberay_shutdown_sample_removes_the_cluster_after_ttl(kube: Client,
 # ------------------------------------------------------------ HTTPMode, auth
 
 
-def test_failing_entrypoint_http_mode_with_token_auth(kube: Client, jobs_ns: str) -> None:
+def test_failing_entrypoint_http_mode_with_token_auth(kube: Client, jobs_ns: str,
+                                                      operator: Any) -> None:
     job = small_job("fails", "python -c \"import sys; print('bye'); sys.exit(3)\"",
                     submissionMode="HTTPMode", shutdownAfterJobFinishes=True,
                     ttlSecondsAfterFinished=0, metadata={"team": "a"})
@@ -188,6 +189,7 @@ def test_failing_entrypoint_http_mode_with_token_auth(kube: Client, jobs_ns: str
     every = str(kube.get(RayJob, "fails", namespace=jobs_ns)) + str(
         [(e.reason, e.message) for e in events(kube, jobs_ns, "fails")])
     assert token not in every
+    assert token not in operator.log.read_text(), "the token in the operator's log"
     assert "AppFailed" in [e.reason for e in events(kube, jobs_ns, "fails")]
 
 
