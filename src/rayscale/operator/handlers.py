@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -58,6 +59,7 @@ from rayscale.operator.desired import (
     head_service,
 )
 from rayscale.operator.metrics import OperatorMetrics
+from rayscale.operator.rayjob_controller import RayJobController, RayJobSettings
 from rayscale.operator.rbac import ensure_autoscaler_rbac, use_autoscaler_account
 from rayscale.operator.reconcile import ObservedPod, conditions, reconcile
 from rayscale.operator.watch import Informer, Obj, ObjectCache, WorkQueue
@@ -103,6 +105,7 @@ class OperatorContext:
 
 CONTEXT: OperatorContext | None = None
 CONTROLLER: Controller | None = None
+RAYJOBS: RayJobController | None = None
 
 
 def _ctx() -> OperatorContext:
@@ -133,12 +136,20 @@ def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     global CONTROLLER
     CONTROLLER = Controller(_ctx())
     CONTROLLER.start()
+    global RAYJOBS
+    ctx = _ctx()  # RayJobs: the submitter runs this Python where pods are local processes
+    RAYJOBS = RayJobController(ctx.client, RayJobSettings(
+        pods=ctx.settings, namespaces=tuple(ctx.namespaces),
+        python=sys.executable if ctx.settings.shared_network else "python"))
+    RAYJOBS.start()
 
 
 @kopf.on.cleanup()
 def _stop(**_: Any) -> None:
     if CONTROLLER is not None:
         CONTROLLER.stop()
+    if RAYJOBS is not None:
+        RAYJOBS.stop()
 
 
 # ------------------------------------------------------------------ controller

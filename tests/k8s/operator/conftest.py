@@ -19,6 +19,7 @@ from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Pod, Secret
 
 from rayscale import procs
+from rayscale.api.crd import crd as generate_crd
 from rayscale.devcluster import DevCluster
 from rayscale.operator.auth import TOKEN_KEY
 from rayscale.ports import free_port
@@ -31,17 +32,20 @@ RayCluster = create_namespaced_resource("ray.io", "v1", "RayCluster", "raycluste
 
 @pytest.fixture(scope="session")
 def crd(kube: Client) -> None:
-    obj = codecs.from_dict(yaml.safe_load(CRD.read_text()))
-    try:
-        kube.create(obj)  # type: ignore[arg-type]
-    except ApiError as exc:
-        if exc.status.code != 409:
-            raise
-    wait_for(lambda: _established(kube), 30, "the RayCluster CRD to be established")
+    # the RayJob CRD is generated from the models (deploy/crds holds only RayCluster's)
+    for doc in (yaml.safe_load(CRD.read_text()), generate_crd("RayJob")):
+        obj = codecs.from_dict(doc)
+        try:
+            kube.create(obj)  # type: ignore[arg-type]
+        except ApiError as exc:
+            if exc.status.code != 409:
+                raise
+    for name in ("rayclusters.ray.io", "rayjobs.ray.io"):
+        wait_for(lambda n=name: _established(kube, n), 30, f"the CRD {name} to be established")
 
 
-def _established(kube: Client) -> bool:
-    crd = kube.get(CustomResourceDefinition, "rayclusters.ray.io")
+def _established(kube: Client, name: str = "rayclusters.ray.io") -> bool:
+    crd = kube.get(CustomResourceDefinition, name)
     conditions = (crd.status.conditions if crd.status else None) or []
     return any(c.type == "Established" and c.status == "True" for c in conditions)
 

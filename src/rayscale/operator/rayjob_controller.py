@@ -1,0 +1,452 @@
+"""The RayJob controller: watch RayJobs, their RayClusters and submitter Jobs; act.
+
+Built like the RayCluster controller (:mod:`rayscale.operator.handlers`) from
+:mod:`rayscale.operator.watch`: three informers (RayJobs; the RayClusters and
+the batch/v1 Jobs labelled ``ray.io/originated-from-crd=RayJob``, indexed by
+their RayJob) feed caches and queue the RayJob's key; workers reconcile one
+key at a time. A reconcile observes (the caches; Ray's job status from the
+dashboard's job API while the job runs), asks the pure state machine
+(:func:`rayscale.operator.rayjob_decide.decide`) what to do, and acts: create
+or delete the RayCluster and the submitter Job, submit or stop the Ray job
+(HTTPMode, deadlines), post Events, patch the status. A running job is polled
+every :data:`~rayscale.operator.rayjob_decide.RUNNING_POLL_S` seconds (KubeRay
+requeues too); a finished one costs nothing until its ttl.
+
+The token of a cluster with ``authOptions.mode: token`` is read from its
+Secret when the dashboard is called, used as a bearer header and dropped: it
+is never cached, logged, or written into a status or an Event.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import httpx2 as httpx
+from lightkube import ApiError, Client
+from lightkube.config import client_adapter
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.batch_v1 import Job
+from lightkube.resources.core_v1 import Event, Secret
+from lightkube.types import PatchType
+
+from rayscale.api import RayCluster
+from rayscale.api.rayjob import RayJob
+from rayscale.operator import auth
+from rayscale.operator.desired import PodSettings
+from rayscale.operator.rayjob_decide import (
+    ClusterView,
+    Decision,
+    Observed,
+    RayJobView,
+    SubmitterView,
+    decide,
+    rfc3339,
+    validate,
+)
+from rayscale.operator.rayjob_desired import (
+    ORIGIN_CRD_LABEL,
+    ORIGIN_NAME_LABEL,
+    RAYJOB_CRD,
+    dashboard_port,
+    dashboard_url,
+    random_suffix,
+    ray_cluster,
+    runtime_env,
+    submitter_job,
+)
+from rayscale.operator.watch import Informer, Obj, ObjectCache, WorkQueue
+from rayscale.spec import SpecError, parse_cluster_spec
+
+log = logging.getLogger(__name__)
+
+RayJobResource = create_namespaced_resource("ray.io", "v1", "RayJob", "rayjobs")
+RayClusterResource = create_namespaced_resource("ray.io", "v1", "RayCluster", "rayclusters")
+COMPONENT = "rayscale-operator"
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
+DASHBOARD_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class RayJobSettings:
+    pods: PodSettings
+    #: The submitter's Python (``python`` in the Ray image; on the dev cluster, whose
+    #: pods are local processes, the operator's own).
+    python: str = "python"
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    workers: int = 2
+    server_timeout_s: int = 300
+
+
+def _own_key(obj: Obj) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"
+
+
+def job_key_of(obj: Obj) -> str | None:
+    """The ``namespace/name`` of the RayJob a cluster or submitter Job comes from."""
+    meta = obj.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if labels.get(ORIGIN_CRD_LABEL) != RAYJOB_CRD or not labels.get(ORIGIN_NAME_LABEL):
+        return None
+    return f"{meta.get('namespace')}/{labels[ORIGIN_NAME_LABEL]}"
+
+
+def _owned_by(obj: Obj | None, uid: str) -> bool:
+    refs = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("uid") == uid for r in refs)
+
+
+class DashboardNotReady(Exception):
+    """The head's job API does not answer yet (the cluster's state is ready as soon as
+    the head pod runs): submit again shortly."""
+
+
+class RayJobController:
+    """Informers, caches, the work queue and the workers of RayJobs."""
+
+    def __init__(self, client: Client, settings: RayJobSettings) -> None:
+        self.client = client
+        self.settings = settings
+        self.queue = WorkQueue()
+        self.jobs = ObjectCache(index=_own_key, on_change=self._changed)
+        self.clusters = ObjectCache(index=job_key_of, on_change=self._changed)
+        self.submitters = ObjectCache(index=job_key_of, on_change=self._changed)
+        self.failures: dict[str, int] = {}
+        self.said: dict[str, set[str]] = {}  # warnings posted, per RayJob
+        self.informers: list[Informer] = []
+        self._workers: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._http: httpx.Client | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._http = client_adapter.Client(
+            self.client.config, client_adapter.ConnectionParams(timeout=httpx.Timeout(10.0)))
+        selector = f"{ORIGIN_CRD_LABEL}={RAYJOB_CRD}"
+        kinds = [
+            ("rayjobs", self.jobs, "apis/ray.io/v1", "rayjobs", None, "ray.io/v1", "RayJob"),
+            ("rayjob-clusters", self.clusters, "apis/ray.io/v1", "rayclusters", selector,
+             "ray.io/v1", "RayCluster"),
+            ("rayjob-submitters", self.submitters, "apis/batch/v1", "jobs", selector,
+             "batch/v1", "Job"),
+        ]
+        for name, cache, prefix, plural, label, api_version, kind in kinds:
+            scopes: list[str | None] = list(self.settings.namespaces) or [None]
+            for ns in scopes:
+                self.informers.append(Informer(
+                    name=f"{name}@{ns or '*'}", http=self._http, cache=cache,
+                    all_path=f"{prefix}/{plural}", path=f"{prefix}/namespaces/{{ns}}/{plural}",
+                    namespace=ns, label_selector=label,
+                    server_timeout_s=self.settings.server_timeout_s,
+                    api_version=api_version, kind=kind,
+                ))
+        for informer in self.informers:
+            informer.start()
+        for index in range(max(1, self.settings.workers)):
+            worker = threading.Thread(target=self._work, name=f"rayjob-{index}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.queue.shutdown()
+        for informer in self.informers:
+            informer.stop(wait_s=0.0)
+        deadline = time.monotonic() + 5.0
+        for worker in self._workers:
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def _changed(self, key: str | None, old: Obj | None, new: Obj | None) -> None:
+        if key is not None:
+            self.queue.add(key)
+
+    def _work(self) -> None:
+        for informer in self.informers:
+            while not informer.synced.wait(0.5):
+                if self._stopping.is_set():
+                    return
+        while not self._stopping.is_set():
+            key = self.queue.get()
+            if key is None:
+                return
+            try:
+                self.process(key)
+            finally:
+                self.queue.done(key)
+
+    def process(self, key: str) -> None:
+        ns, name = key.split("/", 1)
+        body = self.jobs.get(ns, name)
+        if body is None:
+            self.failures.pop(key, None)
+            self.said.pop(key, None)
+            return
+        try:
+            self._reconcile(body)
+            self.failures.pop(key, None)
+        except Exception as exc:
+            failures = self.failures[key] = self.failures.get(key, 0) + 1
+            delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (failures - 1))
+            if isinstance(exc, DashboardNotReady):
+                log.info("RayJob %s: %s (retry in %.1f s)", key, exc, delay)
+            elif isinstance(exc, ApiError | httpx.HTTPError):
+                log.warning("reconcile of RayJob %s failed (retry in %.1f s): %s", key, delay,
+                            exc)
+            else:
+                log.exception("reconcile of RayJob %s failed (retry in %.1f s)", key, delay)
+            self.queue.add_after(key, delay)
+
+    # ------------------------------------------------------------- observe
+
+    def _reconcile(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
+        key = f"{ns}/{name}"
+        if meta.get("deletionTimestamp"):
+            return  # the garbage collector removes what it owns
+        job, invalid = validate(body)
+        status = body.get("status") or {}
+        cluster_obj = self._cluster(job, ns, status.get("rayClusterName"), uid)
+        cluster = None
+        if cluster_obj is not None:
+            cluster = ClusterView(
+                name=cluster_obj["metadata"]["name"],
+                state=(cluster_obj.get("status") or {}).get("state"),
+                dashboard_url=dashboard_url(cluster_obj),
+                deleting=bool(cluster_obj["metadata"].get("deletionTimestamp")),
+                workers_suspended=all(bool(g.get("suspend")) for g in
+                                      cluster_obj["spec"].get("workerGroupSpecs") or []),
+            )
+        submitter_obj = self.submitters.get(ns, name)
+        if not _owned_by(submitter_obj, uid):
+            submitter_obj = None
+        submitter = _submitter_view(submitter_obj) if submitter_obj is not None else None
+        ray_job = None
+        if job is not None and cluster_obj is not None and cluster is not None \
+                and cluster.state == "ready" and status.get("jobId") \
+                and status.get("jobDeploymentStatus") == "Running":
+            ray_job = self._ray_job(cluster_obj, str(status["jobId"]))
+        seen = Observed(body=body, job=job, invalid=invalid, cluster=cluster,
+                        submitter=submitter, submitter_exists=submitter_obj is not None,
+                        ray_job=ray_job, now=datetime.now(UTC), new_suffix=random_suffix())
+        decision = decide(seen)
+        self._act(body, job, cluster_obj, decision, key)
+
+    def _cluster(self, job: RayJob | None, ns: str, name: str | None, uid: str) -> Obj | None:
+        if not name:
+            return None
+        if job is not None and job.spec.cluster_selector:
+            # the user's cluster (not labelled ours): read when needed
+            try:
+                got = self.client.get(RayClusterResource, name, namespace=ns)
+            except ApiError as exc:
+                if exc.status.code == 404:
+                    return None
+                raise
+            return cast(Obj, got.to_dict())  # type: ignore[no-untyped-call]
+        found = self.clusters.get(ns, name)
+        return found if _owned_by(found, uid) else None
+
+    def _address(self, cluster: Obj) -> str:
+        """The dashboard's URL as this process reaches it: the head Service's name, or,
+        when pods share this machine's network (the dev cluster), the head pod's IP."""
+        if self.settings.pods.shared_network:
+            head_ip = ((cluster.get("status") or {}).get("head") or {}).get("podIP")
+            if head_ip:
+                return f"http://{head_ip}:{dashboard_port(cluster)}"
+        return f"http://{dashboard_url(cluster)}"
+
+    def _headers(self, cluster: Obj) -> dict[str, str]:
+        """The bearer header of a token cluster, read from its Secret now (not kept)."""
+        try:
+            spec = parse_cluster_spec({k: v for k, v in cluster.items() if k != "status"})
+        except SpecError:
+            return {}
+        secret = auth.secret_name(spec)
+        if secret is None:
+            return {}
+        got = self.client.get(Secret, secret, namespace=spec.namespace)
+        data = (got.data or {}).get(auth.TOKEN_KEY)
+        if not data:
+            return {}
+        return {"Authorization": f"Bearer {base64.b64decode(data).decode()}"}
+
+    def _dashboard(self, cluster: Obj) -> Any:
+        from ray.job_submission import JobSubmissionClient
+
+        return JobSubmissionClient(self._address(cluster), headers=self._headers(cluster))
+
+    def _ray_job(self, cluster: Obj, job_id: str) -> RayJobView | None:
+        try:
+            info = self._dashboard(cluster).get_job_info(job_id)
+        except Exception as exc:  # not submitted yet, or the dashboard is not answering
+            log.info("job %s: no status from the dashboard yet (%s)", job_id,
+                     str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+            return None
+        status = getattr(info.status, "value", str(info.status))
+        return RayJobView(status=str(status), message=info.message or "",
+                          start_time_ms=info.start_time, end_time_ms=info.end_time)
+
+    # ----------------------------------------------------------------- act
+
+    def _act(self, body: dict[str, Any], job: RayJob | None, cluster_obj: Obj | None,
+             decision: Decision, key: str) -> None:
+        meta = body["metadata"]
+        ns = meta["namespace"]
+        status = {**(body.get("status") or {}), **decision.status}
+        if decision.create_cluster:
+            manifest = ray_cluster(body, decision.create_cluster, job,
+                                   str(status.get("jobId") or ""), self.settings.python,
+                                   self.settings.pods.shared_network)
+            try:
+                created = self.client.create(
+                    cast(Any, RayClusterResource).from_dict(manifest), namespace=ns)
+                self.clusters.upsert(created.to_dict())
+            except ApiError as exc:
+                if exc.status.code != 409:
+                    raise
+        if decision.create_submitter and job is not None and cluster_obj is not None:
+            self._create_submitter(body, job, cluster_obj, str(status.get("jobId")),
+                                   str(status.get("dashboardURL") or dashboard_url(cluster_obj)))
+        if decision.submit_http and job is not None and cluster_obj is not None:
+            self._submit_http(job, cluster_obj, str(status.get("jobId")))
+        if decision.stop_ray_job and cluster_obj is not None and status.get("jobId"):
+            try:
+                self._dashboard(cluster_obj).stop_job(str(status["jobId"]))
+            except Exception as exc:  # the cluster is going away anyway
+                log.info("%s: could not stop the Ray job: %s", key, exc)
+        if decision.delete_submitter:
+            try:
+                self.client.delete(Job, meta["name"], namespace=ns,
+                                   cascade=_background())
+            except ApiError as exc:
+                if exc.status.code != 404:
+                    raise
+            self.submitters.mark_deleting(ns, meta["name"])
+        if decision.delete_cluster:
+            try:
+                self.client.delete(RayClusterResource, decision.delete_cluster, namespace=ns)
+            except ApiError as exc:
+                if exc.status.code != 404:
+                    raise
+            self.clusters.mark_deleting(ns, decision.delete_cluster)
+        if decision.suspend_workers and cluster_obj is not None:
+            groups = [{**g, "suspend": True}
+                      for g in cluster_obj["spec"].get("workerGroupSpecs") or []]
+            patched_cluster = self.client.patch(
+                RayClusterResource, cluster_obj["metadata"]["name"],
+                {"metadata": {"resourceVersion": cluster_obj["metadata"]["resourceVersion"]},
+                 "spec": {"workerGroupSpecs": groups}},
+                namespace=ns, patch_type=PatchType.MERGE)
+            self.clusters.upsert(patched_cluster.to_dict())  # type: ignore[no-untyped-call]
+        for kind, reason, message in decision.events:
+            self._event(body, kind, reason, message)
+        if decision.status:
+            # on the version decided from: a status someone else wrote meanwhile (a
+            # conflict) is read again, never overwritten
+            patched = self.client.patch(RayJobResource.Status, meta["name"],
+                                        {"metadata": {"resourceVersion":
+                                                      meta.get("resourceVersion")},
+                                         "status": decision.status}, namespace=ns,
+                                        patch_type=PatchType.MERGE)
+            self.jobs.upsert(patched.to_dict())  # type: ignore[no-untyped-call]
+        if decision.delete_self:
+            try:
+                self.client.delete(RayJobResource, meta["name"], namespace=ns)
+            except ApiError as exc:
+                if exc.status.code != 404:
+                    raise
+            return
+        if decision.requeue_after is not None:
+            self.queue.add_after(key, max(decision.requeue_after, 0.05))
+
+    def _create_submitter(self, body: dict[str, Any], job: RayJob, cluster_obj: Obj,
+                          job_id: str, url: str) -> None:
+        cluster = _typed(cluster_obj)
+        manifest = submitter_job(body, job, cluster, job_id, f"http://{url}",
+                                 python=self.settings.python)
+        try:
+            created = self.client.create(cast(Job, Job.from_dict(manifest)),
+                                         namespace=body["metadata"]["namespace"])
+            self.submitters.upsert(created.to_dict())
+        except ApiError as exc:
+            if exc.status.code != 409:
+                raise
+
+    def _submit_http(self, job: RayJob, cluster_obj: Obj, job_id: str) -> None:
+        try:
+            client = self._dashboard(cluster_obj)
+        except ConnectionError as exc:
+            raise DashboardNotReady(f"the job API does not answer yet: {exc}") from None
+        try:
+            client.get_job_info(job_id)
+            return  # submitted before (a retried reconcile)
+        except Exception:  # not found: submit it
+            pass
+        spec = job.spec
+        kwargs: dict[str, Any] = {}
+        if spec.entrypoint_num_cpus:
+            kwargs["entrypoint_num_cpus"] = spec.entrypoint_num_cpus
+        if spec.entrypoint_num_gpus:
+            kwargs["entrypoint_num_gpus"] = spec.entrypoint_num_gpus
+        if spec.entrypoint_resources:
+            kwargs["entrypoint_resources"] = json.loads(spec.entrypoint_resources)
+        client.submit_job(entrypoint=(spec.entrypoint or "").strip(), submission_id=job_id,
+                          runtime_env=runtime_env(job), metadata=dict(spec.metadata) or None,
+                          **kwargs)
+
+    def _event(self, body: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        meta = body["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        if kind == "Warning":  # the same warning once (a bad spec is seen at every event)
+            seen = self.said.setdefault(key, set())
+            if message in seen:
+                return
+            seen.add(message)
+        log.info("RayJob %s: %s %s: %s", key, kind, reason, message)
+        now = rfc3339(datetime.now(UTC))
+        event: dict[str, Any] = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "type": kind, "reason": reason, "message": message[:1024], "action": reason,
+            "involvedObject": {"apiVersion": "ray.io/v1", "kind": "RayJob",
+                               "name": meta["name"], "namespace": meta["namespace"],
+                               "uid": meta.get("uid")},
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": os.environ.get("HOSTNAME") or socket.gethostname(),
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        try:
+            self.client.create(cast(Event, Event.from_dict(event)), namespace=meta["namespace"])
+        except (ApiError, httpx.HTTPError) as exc:
+            log.warning("could not post event %s on RayJob %s: %s", reason, key, exc)
+
+
+def _typed(cluster_obj: Obj) -> RayCluster:
+    return parse_cluster_spec({k: v for k, v in cluster_obj.items() if k != "status"})
+
+
+def _submitter_view(obj: Obj) -> SubmitterView:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Failed" and cond.get("status") == "True":
+            return SubmitterView(failed=True, message=str(cond.get("message") or
+                                                          cond.get("reason") or ""))
+    return SubmitterView()
+
+
+def _background() -> Any:
+    from lightkube.types import CascadeType
+
+    return CascadeType.BACKGROUND
