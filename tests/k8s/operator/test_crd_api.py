@@ -2,7 +2,7 @@
 
 - every kind's CRD is accepted (structural schema, CEL rules compile: server-side
   dry run), and the installed RayCluster CRD is stored as generated, nothing lost;
-- every RayCluster under examples/ is accepted;
+- every example under examples/ (RayClusters, a RayJob) is accepted as its kind;
 - what the schema keeps and prunes: pod templates and group specs keep fields
   rayscale does not model, an undeclared spec field is pruned.
 Bad manifests the API refuses: test_operator.py::test_bad_manifests_are_rejected_by_the_api.
@@ -16,11 +16,14 @@ from typing import Any
 import pytest
 import yaml
 from lightkube import Client, codecs
+from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 
 from rayscale.api.crd import MODELS
 from rayscale.api.crd import crd as generated  # `crd` is the fixture installing it
 from tests.k8s.operator.conftest import ROOT, RayCluster, manifest
+
+RayJob = create_namespaced_resource("ray.io", "v1", "RayJob", "rayjobs")
 
 
 def _untyped(client: Client) -> Any:
@@ -45,7 +48,8 @@ def test_installed_crd_is_stored_as_generated(kube: Client, crd: None) -> None:
 @pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
 def test_examples_are_accepted(kube: Client, ns: str, crd: None, path: Path) -> None:
     doc = yaml.safe_load(path.read_text())
-    _untyped(kube).create(RayCluster.from_dict(doc), namespace=ns, dry_run=True)
+    kinds = {"RayCluster": RayCluster, "RayJob": RayJob}  # the crd fixture installs both
+    _untyped(kube).create(kinds[doc["kind"]].from_dict(doc), namespace=ns, dry_run=True)
 
 
 def test_templates_and_groups_keep_unmodelled_fields_spec_prunes_undeclared(
