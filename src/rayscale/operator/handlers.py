@@ -62,7 +62,7 @@ from rayscale.operator.metrics import OperatorMetrics
 from rayscale.operator.rayjob_controller import RayJobController, RayJobSettings
 from rayscale.operator.rbac import ensure_autoscaler_rbac, use_autoscaler_account
 from rayscale.operator.reconcile import ObservedPod, conditions, reconcile
-from rayscale.operator.watch import Informer, Obj, ObjectCache, WorkQueue
+from rayscale.operator.watch import Informer, Obj, ObjectCache, WorkQueue, serve_queue
 from rayscale.providers.kuberay import RayClusterResource
 from rayscale.spec import SpecError, parse_cluster_spec
 
@@ -275,18 +275,7 @@ class Controller:
     # --------------------------------------------------------------- workers
 
     def _work(self) -> None:
-        for informer in self.informers:  # reconcile only from complete caches (no duplicates)
-            while not informer.synced.wait(0.5):
-                if self._stopping.is_set():
-                    return
-        while not self._stopping.is_set():
-            key = self.queue.get()
-            if key is None:
-                return
-            try:
-                self.process(key)
-            finally:
-                self.queue.done(key)
+        serve_queue(self.informers, self.queue, self._stopping, self.process)
 
     def process(self, key: str) -> None:
         ctx = self.ctx

@@ -77,7 +77,7 @@ from rayscale.operator.raycronjob_schedule import (
     to_delete,
     validate_name,
 )
-from rayscale.operator.watch import Informer, Obj, ObjectCache, WorkQueue
+from rayscale.operator.watch import Informer, Obj, ObjectCache, WorkQueue, serve_queue
 
 log = logging.getLogger(__name__)
 
@@ -201,18 +201,7 @@ class RayCronJobController:
     # --------------------------------------------------------------- workers
 
     def _work(self) -> None:
-        for informer in self.informers:  # act only on complete caches
-            while not informer.synced.wait(0.5):
-                if self._stopping.is_set():
-                    return
-        while not self._stopping.is_set():
-            key = self.queue.get()
-            if key is None:
-                return
-            try:
-                self.process(key)
-            finally:
-                self.queue.done(key)
+        serve_queue(self.informers, self.queue, self._stopping, self.process)
 
     def process(self, key: str) -> None:
         ns, name = key.split("/", 1)

@@ -63,7 +63,7 @@ from rayscale.operator.rayjob_desired import (
     runtime_env,
     submitter_job,
 )
-from rayscale.operator.watch import Informer, Obj, ObjectCache, WorkQueue
+from rayscale.operator.watch import Informer, Obj, ObjectCache, WorkQueue, serve_queue
 from rayscale.spec import SpecError, parse_cluster_spec
 
 log = logging.getLogger(__name__)
@@ -172,18 +172,7 @@ class RayJobController:
             self.queue.add(key)
 
     def _work(self) -> None:
-        for informer in self.informers:
-            while not informer.synced.wait(0.5):
-                if self._stopping.is_set():
-                    return
-        while not self._stopping.is_set():
-            key = self.queue.get()
-            if key is None:
-                return
-            try:
-                self.process(key)
-            finally:
-                self.queue.done(key)
+        serve_queue(self.informers, self.queue, self._stopping, self.process)
 
     def process(self, key: str) -> None:
         ns, name = key.split("/", 1)

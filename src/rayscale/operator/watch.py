@@ -520,3 +520,26 @@ class WorkQueue:
                 # nothing delayed: sleep until add_after() or shutdown notifies
                 wait = self._delayed[0][0] - now if self._delayed else None
                 self._cond.wait(wait)
+
+
+def serve_queue(
+    informers: Iterable[Informer], queue: WorkQueue, stopping: threading.Event,
+    process: Callable[[str], None],
+) -> None:
+    """A controller's worker: once every informer has listed (act only on complete
+    caches), process queued keys until the queue shuts down or ``stopping`` is set.
+
+    The queue hands a key to one worker at a time; ``done`` lets it go to the next.
+    """
+    for informer in informers:
+        while not informer.synced.wait(0.5):
+            if stopping.is_set():
+                return
+    while not stopping.is_set():
+        key = queue.get()
+        if key is None:
+            return
+        try:
+            process(key)
+        finally:
+            queue.done(key)
