@@ -30,8 +30,6 @@ garbage collector remove them.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import sys
 import threading
 import time
@@ -58,6 +56,7 @@ from rayscale.operator.desired import (
     head_ports,
     head_service,
 )
+from rayscale.operator.events import event_manifest
 from rayscale.operator.metrics import OperatorMetrics
 from rayscale.operator.rayjob_controller import RayJobController, RayJobSettings
 from rayscale.operator.rbac import ensure_autoscaler_rbac, use_autoscaler_account
@@ -532,26 +531,11 @@ def _say_once(ctx: OperatorContext, body: dict[str, Any], kind: str, reason: str
         log.info("%s: %s: %s", key, reason, message)
         return
     meta = body["metadata"]
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    event: dict[str, Any] = {
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-        "type": kind, "reason": reason, "message": message[:1024], "action": reason,
-        "involvedObject": {"apiVersion": "ray.io/v1", "kind": "RayCluster",
-                           "name": meta["name"], "namespace": meta["namespace"],
-                           "uid": meta.get("uid")},
-        "source": {"component": COMPONENT},
-        "reportingComponent": COMPONENT, "reportingInstance": _instance(),
-        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-    }
+    event = event_manifest(body, "RayCluster", kind, reason, message, COMPONENT)
     try:
         ctx.client.create(cast(Event, Event.from_dict(event)), namespace=meta["namespace"])
     except (ApiError, httpx.HTTPError) as exc:  # events help; they never fail a reconcile
         log.warning("could not post event %s on %s: %s", reason, key, exc)
-
-
-def _instance() -> str:
-    return os.environ.get("HOSTNAME") or socket.gethostname()
 
 
 def _add_autoscaler_sidecar(pod: dict[str, Any], spec: RayCluster, sidecar: SidecarSettings,

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -62,6 +61,7 @@ from rayscale.api.raycronjob import (
     DEFAULT_SUCCESSFUL_JOBS_HISTORY_LIMIT,
     RayCronJob,
 )
+from rayscale.operator.events import event_manifest
 from rayscale.operator.raycronjob_schedule import (
     CRONJOB_NAME_LABEL,
     SCHEDULED_TIMESTAMP_ANNOTATION,
@@ -361,19 +361,7 @@ class RayCronJobController:
 
     def _event(self, body: Obj, kind: str, reason: str, message: str) -> None:
         meta = body["metadata"]
-        now = format_time(utc_now())
-        event = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "type": kind, "reason": reason, "message": message[:1024], "action": reason,
-            "involvedObject": {"apiVersion": "ray.io/v1", "kind": "RayCronJob",
-                               "name": meta["name"], "namespace": meta["namespace"],
-                               "uid": meta.get("uid")},
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": os.environ.get("HOSTNAME") or socket.gethostname(),
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        }
+        event = event_manifest(body, "RayCronJob", kind, reason, message, COMPONENT)
         try:
             resp = self.http.post(f"api/v1/namespaces/{meta['namespace']}/events", json=event)
             resp.raise_for_status()

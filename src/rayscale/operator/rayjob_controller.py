@@ -22,8 +22,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -42,6 +40,7 @@ from rayscale.api import RayCluster
 from rayscale.api.rayjob import RayJob
 from rayscale.operator import auth
 from rayscale.operator.desired import PodSettings
+from rayscale.operator.events import event_manifest
 from rayscale.operator.rayjob_decide import (
     ClusterView,
     Decision,
@@ -49,7 +48,6 @@ from rayscale.operator.rayjob_decide import (
     RayJobView,
     SubmitterView,
     decide,
-    rfc3339,
     validate,
 )
 from rayscale.operator.rayjob_desired import (
@@ -404,19 +402,7 @@ class RayJobController:
                 return
             seen.add(message)
         log.info("RayJob %s: %s %s: %s", key, kind, reason, message)
-        now = rfc3339(datetime.now(UTC))
-        event: dict[str, Any] = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "type": kind, "reason": reason, "message": message[:1024], "action": reason,
-            "involvedObject": {"apiVersion": "ray.io/v1", "kind": "RayJob",
-                               "name": meta["name"], "namespace": meta["namespace"],
-                               "uid": meta.get("uid")},
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "reportingInstance": os.environ.get("HOSTNAME") or socket.gethostname(),
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        }
+        event = event_manifest(body, "RayJob", kind, reason, message, COMPONENT)
         try:
             self.client.create(cast(Event, Event.from_dict(event)), namespace=meta["namespace"])
         except (ApiError, httpx.HTTPError) as exc:
