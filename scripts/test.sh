@@ -12,4 +12,4 @@ export RAY_USAGE_STATS_ENABLED=0
 .venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/lint-imports
-exec bash scripts/loopback-only.sh .venv/bin/python -m pytest -q "$@"
+exec bash scripts/loopback-only.sh .venv/bin/python -m pytest -q --durations=30 "$@"

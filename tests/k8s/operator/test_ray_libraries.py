@@ -23,7 +23,11 @@ pytestmark = pytest.mark.e2e
 PIPELINE = """
     import time
     import ray._private.state as state
-    config = state.state.get_cluster_config()
+    # the sidecar reports the config in its first round, which may come after
+    # the head pod is Running (the job is submitted as soon as the job API answers)
+    deadline = time.monotonic() + 60
+    while (config := state.state.get_cluster_config()) is None and time.monotonic() < deadline:
+        time.sleep(0.5)
     print("GROUPS", config and sorted((g.name, g.max_count) for g in config.node_group_configs))
     def double(batch):
         time.sleep(1.0)
