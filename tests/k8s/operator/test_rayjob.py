@@ -14,6 +14,8 @@ RayClusters, submitter Jobs and pods must be gone (garbage collected).
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -350,3 +352,48 @@ def test_sidecar_mode_submits_from_the_head_pod(kube: Client, jobs_ns: str) -> N
                                                     "ray.io/node-type": "head"})
     names = [c.name for p in head for c in (p.spec.containers if p.spec else [])]
     assert "ray-job-submitter" in names, names
+
+
+# --------------------------------------------------------------- autoscaling
+
+SPREAD = (  # two 1-CPU bundles on two different nodes: two workers, the head has no CPU
+    "python -c \""
+    "import ray; from ray.util.placement_group import placement_group; ray.init(); "
+    "pg = placement_group([{'CPU': 1}] * 2, strategy='STRICT_SPREAD'); "
+    "ray.get(pg.ready(), timeout=300); print('spread over two workers')\""
+)
+
+
+def test_an_autoscaling_rayjob_scales_its_workers_up_and_finishes(kube: Client,
+                                                                  jobs_ns: str) -> None:
+    """Two 1-CPU bundles spread over nodes, on a head with no CPUs: the sidecar adds
+    two workers from zero, the job succeeds on them, and the cluster is removed after."""
+    job = small_job("elastic", SPREAD, submissionMode="HTTPMode",
+                    shutdownAfterJobFinishes=True, ttlSecondsAfterFinished=0)
+    cluster = job["spec"]["rayClusterSpec"]
+    cluster["enableInTreeAutoscaling"] = True
+    cluster["autoscalerOptions"] = {"idleTimeoutSeconds": 60}
+    cluster["headGroupSpec"]["rayStartParams"] = {"num-cpus": "0"}
+    cluster["workerGroupSpecs"][0].update(replicas=0, minReplicas=0, maxReplicas=2)
+    create(kube, jobs_ns, job)
+
+    peak, stop = [0], threading.Event()
+
+    def follow() -> None:
+        while not stop.is_set():
+            live = list(kube.list(Pod, namespace=jobs_ns,
+                                  labels={"ray.io/node-type": "worker"}))
+            peak[0] = max(peak[0], len(live))
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=follow)
+    watcher.start()
+    try:
+        st = wait_deployment(kube, jobs_ns, "elastic", "Complete", 420)
+    finally:
+        stop.set()
+        watcher.join()
+    assert st["jobStatus"] == "SUCCEEDED", st  # its placement group needed both workers
+    assert peak[0] == 2, f"the sidecar scaled the workers from 0 to 2 (peak {peak[0]})"
+    wait_for(lambda: not exists(kube, RayCluster, jobs_ns, st["rayClusterName"]), 60,
+             "the cluster deleted after the job (ttl 0)")
