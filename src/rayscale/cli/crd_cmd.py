@@ -10,8 +10,10 @@ import yaml
 from rayscale.api.crd import MODELS, crd, plural
 
 #: The kinds whose CRDs deploy/crds holds (and the Helm chart installs): the
-#: ones rayscale's operator reconciles. The others are made on request (--kind).
-DEPLOYED_KINDS = ("RayCluster",)
+#: ones rayscale's operator reconciles (RayCronJobs behind the RayCronJob feature
+#: gate; its CRD is installed either way, as KubeRay's chart does). The others are
+#: made on request (--kind).
+DEPLOYED_KINDS = ("RayCluster", "RayJob", "RayCronJob")
 DEFAULT_OUTPUT_DIR = Path("deploy/crds")
 _KNOWN = ", ".join(MODELS)
 HEADER = (

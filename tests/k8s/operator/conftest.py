@@ -1,4 +1,4 @@
-"""Operator fixtures: the RayCluster CRD installed, the operator running, namespaces cleaned."""
+"""Operator fixtures: the CRDs installed, the operator running, namespaces cleaned."""
 
 from __future__ import annotations
 
@@ -19,28 +19,29 @@ from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Pod, Secret
 
 from rayscale import procs
-from rayscale.api.crd import crd as generate_crd
+from rayscale.cli.crd_cmd import DEPLOYED_KINDS, file_name
 from rayscale.devcluster import DevCluster
 from rayscale.operator.auth import TOKEN_KEY
 from rayscale.ports import free_port
 from tests.devtools import wait_for
 
 ROOT = Path(__file__).parent.parent.parent.parent
-CRD = ROOT / "deploy" / "crds" / "ray.io_rayclusters.yaml"
+CRDS = ROOT / "deploy" / "crds"
+CRD = CRDS / "ray.io_rayclusters.yaml"
 RayCluster = create_namespaced_resource("ray.io", "v1", "RayCluster", "rayclusters")
 
 
 @pytest.fixture(scope="session")
 def crd(kube: Client) -> None:
-    # the RayJob CRD is generated from the models (deploy/crds holds only RayCluster's)
-    for doc in (yaml.safe_load(CRD.read_text()), generate_crd("RayJob")):
-        obj = codecs.from_dict(doc)
-        try:
-            kube.create(obj)  # type: ignore[arg-type]
-        except ApiError as exc:
-            if exc.status.code != 409:
-                raise
-    for name in ("rayclusters.ray.io", "rayjobs.ray.io"):
+    """The CRDs a user installs, from their files in deploy/crds (RayCluster, RayJob,
+    RayCronJob: DEPLOYED_KINDS), applied server-side (a stale one is brought up to
+    date), each Established before a test uses it."""
+    names = []
+    for kind in DEPLOYED_KINDS:
+        doc = yaml.safe_load((CRDS / file_name(kind)).read_text())
+        names.append(doc["metadata"]["name"])
+        kube.apply(codecs.from_dict(doc), field_manager="rayscale-test", force=True)
+    for name in names:
         wait_for(lambda n=name: _established(kube, n), 30, f"the CRD {name} to be established")
 
 

@@ -1,7 +1,8 @@
 """The generated CRDs on the real kube-apiserver (no operator needed).
 
 - every kind's CRD is accepted (structural schema, CEL rules compile: server-side
-  dry run), and the installed RayCluster CRD is stored as generated, nothing lost;
+  dry run), and the installed CRDs (deploy/crds: RayCluster, RayJob, RayCronJob)
+  are stored as generated, nothing lost;
 - every example under examples/ (RayClusters, a RayJob) is accepted as its kind;
 - what the schema keeps and prunes: pod templates and group specs keep fields
   rayscale does not model, an undeclared spec field is pruned.
@@ -21,6 +22,7 @@ from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 
 from rayscale.api.crd import MODELS
 from rayscale.api.crd import crd as generated  # `crd` is the fixture installing it
+from rayscale.cli.crd_cmd import DEPLOYED_KINDS
 from tests.k8s.operator.conftest import ROOT, RayCluster, manifest
 
 RayJob = create_namespaced_resource("ray.io", "v1", "RayJob", "rayjobs")
@@ -37,10 +39,12 @@ def test_every_kinds_crd_is_accepted(kube: Client, kind: str) -> None:
                          force=True, dry_run=True)
 
 
-def test_installed_crd_is_stored_as_generated(kube: Client, crd: None) -> None:
-    stored = kube.get(CustomResourceDefinition, "rayclusters.ray.io").to_dict()
+@pytest.mark.parametrize("kind", DEPLOYED_KINDS)
+def test_installed_crd_is_stored_as_generated(kube: Client, crd: None, kind: str) -> None:
+    doc = generated(kind)
+    stored = kube.get(CustomResourceDefinition, doc["metadata"]["name"]).to_dict()
     (version,) = stored["spec"]["versions"]
-    (want,) = generated("RayCluster")["spec"]["versions"]
+    (want,) = doc["spec"]["versions"]
     assert version["schema"] == want["schema"]
     assert version["additionalPrinterColumns"] == want["additionalPrinterColumns"]
 
@@ -48,7 +52,7 @@ def test_installed_crd_is_stored_as_generated(kube: Client, crd: None) -> None:
 @pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
 def test_examples_are_accepted(kube: Client, ns: str, crd: None, path: Path) -> None:
     doc = yaml.safe_load(path.read_text())
-    kinds = {"RayCluster": RayCluster, "RayJob": RayJob}  # the crd fixture installs both
+    kinds = {"RayCluster": RayCluster, "RayJob": RayJob}  # the crd fixture installs them
     _untyped(kube).create(kinds[doc["kind"]].from_dict(doc), namespace=ns, dry_run=True)
 
 

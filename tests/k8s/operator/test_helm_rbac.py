@@ -7,17 +7,20 @@ while its version matches. Without a Go toolchain these tests skip.
 
 What they prove:
 
-- ``helm lint`` passes (cluster-wide and namespaced values); the chart's CRD is
-  the one in deploy/crds (a symlink helm follows); the RBAC rules are exactly
-  the least-privilege set below, with no wildcard;
+- ``helm lint`` passes (cluster-wide and namespaced values); the chart's CRDs
+  (RayCluster, RayJob, RayCronJob) are the ones in deploy/crds (symlinks helm
+  follows); the RBAC rules are exactly the least-privilege set below, with no
+  wildcard;
 - every rendered object is accepted by the real kube-apiserver (server-side
   apply, dry run);
 - with the rendered RBAC installed, SubjectAccessReviews say the operator's
   account can do what it needs and nothing it must not (change or delete
-  secrets, namespaces, other ClusterRoles); acting with a token of that account, rbac.py creates the
-  sidecar's ServiceAccount and RoleBinding (the ``bind`` rule at work) and the
-  API refuses a RoleBinding to cluster-admin; the sidecar's account can patch
-  its RayCluster and cannot create pods;
+  secrets, namespaces, other ClusterRoles, a RayJob's spec); acting with a token
+  of that account, rbac.py creates the sidecar's ServiceAccount and RoleBinding
+  (the ``bind`` rule at work) and the API refuses a RoleBinding to
+  cluster-admin; what the RayJob controller does (a RayJob's RayCluster and
+  submitter Job, owned by it, its status, DeleteSelf) is allowed, as dry runs;
+  the sidecar's account can patch its RayCluster and cannot create pods;
 - the running operator gives an autoscaling RayCluster its ServiceAccount and
   RoleBinding, owned by it (collected when it is deleted), and runs the head
   pod as that account.
@@ -39,24 +42,27 @@ from typing import Any
 import pytest
 import yaml
 from lightkube import ApiError, Client, KubeConfig, codecs
+from lightkube.generic_resource import create_namespaced_resource
 from lightkube.models.authentication_v1 import TokenRequestSpec
 from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessReviewSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.authorization_v1 import SubjectAccessReview
+from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import Namespace, Pod, Secret, ServiceAccount
 from lightkube.resources.rbac_authorization_v1 import ClusterRoleBinding, RoleBinding
 from lightkube.types import PatchType
 
+from rayscale.cli.crd_cmd import DEPLOYED_KINDS, file_name
 from rayscale.devcluster import DevCluster
-from rayscale.operator import rbac
+from rayscale.operator import rayjob_desired, rbac
 from tests.devtools import wait_for
-from tests.k8s.operator.conftest import ROOT, RayCluster, manifest, pods
+from tests.k8s.operator.conftest import CRDS, ROOT, RayCluster, manifest, pods
 
 HELM_VERSION = "v3.21.4"
 HELM_CLIENT_GO_MINOR = "36"  # helm v3.21.4 requires k8s.io/client-go v0.36.x
 HELM_BUILD_TIMEOUT_S = 1800
 CHART = ROOT / "deploy" / "helm" / "rayscale"
-CRD = ROOT / "deploy" / "crds" / "ray.io_rayclusters.yaml"
+RayJob = create_namespaced_resource("ray.io", "v1", "RayJob", "rayjobs")
 
 
 def _helm_dir() -> Path:
@@ -166,7 +172,7 @@ def _rows(group: str, resource: str, verbs: str, name: str = "") -> set[tuple[st
 
 
 OPERATOR_GRANTS = (
-    _rows("ray.io", "rayclusters", "get list watch patch")
+    _rows("ray.io", "rayclusters", "get list watch create delete patch")
     | _rows("ray.io", "rayclusters/status", "get patch update")
     | _rows("ray.io", "rayclusters/finalizers", "update")
     | _rows("", "pods", "get list watch create delete")
@@ -177,6 +183,11 @@ OPERATOR_GRANTS = (
     | _rows("", "serviceaccounts", "get create")
     | _rows("rbac.authorization.k8s.io", "rolebindings", "get create")
     | _rows("rbac.authorization.k8s.io", "clusterroles", "bind", "rayscale-autoscaler")
+    # the RayJob controller (rayjob_controller.py); its clusters are in the rows above
+    | _rows("ray.io", "rayjobs", "list watch delete")
+    | _rows("ray.io", "rayjobs/status", "patch")
+    | _rows("ray.io", "rayjobs/finalizers", "update")
+    | _rows("batch", "jobs", "list watch create delete")
 )
 CLUSTER_SCOPE_GRANTS = _rows("apiextensions.k8s.io", "customresourcedefinitions",
                              "get list watch")
@@ -197,15 +208,18 @@ def test_chart_lints_and_renders_least_privilege_rbac(helm: Path) -> None:
     kinds = sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
     assert kinds == sorted([
         "CustomResourceDefinition/rayclusters.ray.io",
+        "CustomResourceDefinition/rayjobs.ray.io",
+        "CustomResourceDefinition/raycronjobs.ray.io",
         "ClusterRole/rayscale", "ClusterRole/rayscale-cluster",
         "ClusterRole/rayscale-autoscaler",
         "ClusterRoleBinding/rayscale", "ClusterRoleBinding/rayscale-cluster",
         "Deployment/rayscale", "Service/rayscale-metrics", "ServiceAccount/rayscale",
     ])
-    # one source of truth: the chart's crds/ file is deploy/crds's, followed through a symlink
-    assert (CHART / "crds" / "ray.io_rayclusters.yaml").is_symlink()
-    assert _one(docs, "CustomResourceDefinition", "rayclusters.ray.io") == \
-        yaml.safe_load(CRD.read_text())
+    # one source of truth: the chart's crds/ files are deploy/crds's, followed through symlinks
+    for kind in DEPLOYED_KINDS:
+        assert (CHART / "crds" / file_name(kind)).is_symlink()
+        want = yaml.safe_load((CRDS / file_name(kind)).read_text())
+        assert _one(docs, "CustomResourceDefinition", want["metadata"]["name"]) == want
 
     assert _grants(_one(docs, "ClusterRole", "rayscale")) == OPERATOR_GRANTS
     assert _grants(_one(docs, "ClusterRole", "rayscale-cluster")) == CLUSTER_SCOPE_GRANTS
@@ -397,6 +411,19 @@ def test_rendered_chart_is_valid_and_grants_only_what_it_needs(
         ("create", "serviceaccounts", {}),
         ("create", "rolebindings", {"group": "rbac.authorization.k8s.io"}),
         ("bind", "clusterroles", {"group": "rbac.authorization.k8s.io", "name": role}),
+        # the RayJob controller
+        ("list", "rayjobs", {"group": "ray.io"}),
+        ("watch", "rayjobs", {"group": "ray.io"}),
+        ("delete", "rayjobs", {"group": "ray.io"}),
+        ("patch", "rayjobs", {"group": "ray.io", "subresource": "status"}),
+        ("update", "rayjobs", {"group": "ray.io", "subresource": "finalizers"}),
+        ("create", "rayclusters", {"group": "ray.io"}),
+        ("delete", "rayclusters", {"group": "ray.io"}),
+        ("get", "rayclusters", {"group": "ray.io"}),
+        ("get", "secrets", {}),
+        ("create", "jobs", {"group": "batch"}),
+        ("delete", "jobs", {"group": "batch"}),
+        ("watch", "jobs", {"group": "batch"}),
     ]:
         assert _can(kube, operator, verb, resource, namespace=elsewhere, **kw), (verb, resource, kw)
     assert _can(kube, operator, "watch", "customresourcedefinitions",
@@ -410,9 +437,21 @@ def test_rendered_chart_is_valid_and_grants_only_what_it_needs(
         ("update", "pods", {"namespace": elsewhere}),
         ("create", "pods", {"namespace": elsewhere, "subresource": "exec"}),
         ("delete", "services", {"namespace": elsewhere}),
-        ("delete", "rayclusters", {"group": "ray.io", "namespace": elsewhere}),
-        ("create", "rayclusters", {"group": "ray.io", "namespace": elsewhere}),
         ("update", "rayclusters", {"group": "ray.io", "namespace": elsewhere}),
+        ("deletecollection", "rayclusters", {"group": "ray.io", "namespace": elsewhere}),
+        # a RayJob's spec is the user's; RayJobs are created only by the RayCronJob
+        # controller (its gate is off here), and nothing else of KubeRay's is touched
+        ("update", "rayjobs", {"group": "ray.io", "namespace": elsewhere}),
+        ("patch", "rayjobs", {"group": "ray.io", "namespace": elsewhere}),
+        ("create", "rayjobs", {"group": "ray.io", "namespace": elsewhere}),
+        ("update", "rayjobs", {"group": "ray.io", "namespace": elsewhere,
+                               "subresource": "status"}),
+        ("list", "raycronjobs", {"group": "ray.io", "namespace": elsewhere}),
+        ("create", "rayservices", {"group": "ray.io", "namespace": elsewhere}),
+        ("update", "jobs", {"group": "batch", "namespace": elsewhere}),
+        ("patch", "jobs", {"group": "batch", "namespace": elsewhere}),
+        ("create", "cronjobs", {"group": "batch", "namespace": elsewhere}),
+        ("get", "configmaps", {"namespace": elsewhere}),
         ("delete", "serviceaccounts", {"namespace": elsewhere}),
         ("create", "serviceaccounts", {"namespace": elsewhere, "subresource": "token"}),
         ("create", "clusterrolebindings", {"group": "rbac.authorization.k8s.io"}),
@@ -448,6 +487,26 @@ def test_rendered_chart_is_valid_and_grants_only_what_it_needs(
                                  dry_run=True)
     as_operator.patch(RayCluster.Status, "owner", {"status": {"state": "suspended"}},
                       namespace=namespace, patch_type=PatchType.MERGE)
+
+    # acting as the operator's account, what the RayJob controller does (dry runs): the
+    # RayJob's RayCluster and submitter Job, owned by it with blockOwnerDeletion; watching
+    # both by label; its status; deleting it (DeleteSelf). Suspended, so an operator
+    # running in this session makes neither.
+    job = dict(_untyped(kube).create(RayJob.from_dict(_rayjob(namespace, "probe")),
+                                     namespace=namespace).to_dict())
+    origin = rayjob_desired.origin_labels("probe")
+    _untyped(as_operator).create(
+        RayCluster.from_dict(rayjob_desired.ray_cluster(job, "probe-bcdfg")),
+        namespace=namespace, dry_run=True)
+    assert list(as_operator.list(RayCluster, namespace=namespace, labels=origin)) == []
+    _untyped(as_operator).create(Job.from_dict(_submitter(job)), namespace=namespace,
+                                 dry_run=True)
+    assert list(as_operator.list(Job, namespace=namespace, labels=origin)) == []
+    _untyped(as_operator).patch(RayJob.Status, "probe",
+                                {"status": {"message": "rbac probe"}}, namespace=namespace,
+                                patch_type=PatchType.MERGE, dry_run=True)
+    as_operator.delete(RayCluster, "owner", namespace=namespace, dry_run=True)
+    _untyped(as_operator).delete(RayJob, "probe", namespace=namespace, dry_run=True)
     refused: list[Callable[[], Any]] = [
         lambda: as_operator.delete(Secret, "any", namespace=namespace, dry_run=True),
         lambda: _untyped(as_operator).create(
@@ -455,6 +514,12 @@ def test_rendered_chart_is_valid_and_grants_only_what_it_needs(
             namespace=namespace, dry_run=True),
         lambda: as_operator.delete(Namespace, namespace, dry_run=True),
         lambda: list(as_operator.list(ClusterRoleBinding)),
+        # a RayJob's spec is its user's
+        lambda: _untyped(as_operator).patch(RayJob, "probe", {"spec": {"suspend": False}},
+                                            namespace=namespace, patch_type=PatchType.MERGE,
+                                            dry_run=True),
+        lambda: _untyped(as_operator).create(RayJob.from_dict(_rayjob(namespace, "other")),
+                                             namespace=namespace, dry_run=True),
     ]
     for attempt in refused:
         with pytest.raises(ApiError) as err:
@@ -484,12 +549,34 @@ def test_rendered_chart_is_valid_and_grants_only_what_it_needs(
     ]:
         assert not _can(kube, sidecar, verb, resource, **kw), (verb, resource, kw)
     kube.delete(RayCluster, "owner", namespace=namespace)
+    kube.delete(RayJob, "probe", namespace=namespace)
 
 
 def _pod(namespace: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "probe", "namespace": namespace},
             "spec": {"containers": [{"name": "c", "image": "x", "command": ["true"]}]}}
+
+
+def _rayjob(namespace: str, name: str) -> dict[str, Any]:
+    """A RayJob nothing runs: suspended (a suspended RayJob gets no cluster)."""
+    return {"apiVersion": "ray.io/v1", "kind": "RayJob",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"entrypoint": "python -c 'print(1)'", "suspend": True,
+                     "shutdownAfterJobFinishes": True,
+                     "rayClusterSpec": manifest("unused")["spec"]}}
+
+
+def _submitter(job: dict[str, Any]) -> dict[str, Any]:
+    """A submitter Job as the RayJob controller makes one: labelled, owned by the RayJob."""
+    meta = job["metadata"]
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"],
+                         "labels": rayjob_desired.origin_labels(meta["name"]),
+                         "ownerReferences": [rayjob_desired.owner_reference(job)]},
+            "spec": {"backoffLimit": 0, "template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "x", "command": ["true"]}]}}}}
 
 
 def _binding(namespace: str, role: str) -> dict[str, Any]:

@@ -3,10 +3,10 @@
 The operator runs here with ``--feature-gates RayCronJob=true`` (KubeRay's gate,
 off by default) and ``--namespace`` of the test, so it is alone with the test's
 objects even beside the session's operator. The RayJob and RayCronJob CRDs are
-the ones ``rayscale crds`` makes. Nothing runs the RayJobs (that is the RayJob
-controller's job, and the template says ``suspend: true`` so that none
-does): the tests look at the RayJob objects made, and set a RayJob's status
-themselves where they need a finished one.
+deploy/crds's, installed by the session's ``crd`` fixture. Nothing runs the
+RayJobs (that is the RayJob controller's job, and the template says
+``suspend: true`` so that none does): the tests look at the RayJob objects
+made, and set a RayJob's status themselves where they need a finished one.
 
 The schedules are real, no clock is faked. ``@every 4s`` (robfig/cron's
 descriptor, which KubeRay accepts) fires within seconds, but KubeRay names a
@@ -26,40 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from lightkube import ApiError, Client, codecs
+from lightkube import Client
 from lightkube.generic_resource import create_namespaced_resource
-from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Event
 from lightkube.types import PatchType
 
 from rayscale import procs
-from rayscale.cli.crd_cmd import render
 from rayscale.devcluster import DevCluster
 from tests.devtools import wait_for
 from tests.k8s.operator.conftest import OperatorProcess, manifest
 
 RayJob = create_namespaced_resource("ray.io", "v1", "RayJob", "rayjobs")
 RayCronJob = create_namespaced_resource("ray.io", "v1", "RayCronJob", "raycronjobs")
-
-
-@pytest.fixture(scope="module")
-def cron_crds(kube: Client) -> None:
-    for kind, plural in (("RayJob", "rayjobs"), ("RayCronJob", "raycronjobs")):
-        obj = codecs.from_dict(yaml.safe_load(render(kind)))
-        try:
-            kube.create(obj)  # type: ignore[arg-type]
-        except ApiError as exc:
-            if exc.status.code != 409:
-                raise
-        wait_for(lambda p=plural: _established(kube, f"{p}.ray.io"), 30,
-                 f"the {kind} CRD to be established")
-
-
-def _established(kube: Client, name: str) -> bool:
-    crd = kube.get(CustomResourceDefinition, name)
-    conditions = (crd.status.conditions if crd.status else None) or []
-    return any(c.type == "Established" and c.status == "True" for c in conditions)
 
 
 class GatedOperator(OperatorProcess):
@@ -83,7 +61,7 @@ class GatedOperator(OperatorProcess):
 
 
 @pytest.fixture
-def cron_operator(dev_cluster: DevCluster, cron_crds: None, namespace: str,
+def cron_operator(dev_cluster: DevCluster, crd: None, namespace: str,
                   tmp_path: Path) -> Iterator[GatedOperator]:
     handle = GatedOperator(dev_cluster.kubeconfig, tmp_path / "operator.log", namespace)
     handle.start()
