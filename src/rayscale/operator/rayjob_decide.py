@@ -41,7 +41,7 @@ import yaml
 from pydantic import ValidationError
 
 from rayscale.api.errors import messages
-from rayscale.api.rayjob import TERMINAL_JOB_STATUSES, RayJob
+from rayscale.api.rayjob import TERMINAL_DEPLOYMENT_STATUSES, TERMINAL_JOB_STATUSES, RayJob
 from rayscale.operator.rayjob_desired import CLUSTER_SELECTOR_KEY
 
 MAX_NAME_LENGTH = 47  # KubeRay's MaxRayJobNameLength
@@ -524,3 +524,23 @@ def _release(seen: Observed, out: Decision, ds: str) -> Decision:
         out.status.update(reset, jobDeploymentStatus="", jobId=None)
         out.requeue_after = 0.0
     return out
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def execution_ended(before: dict[str, Any], after: dict[str, Any],
+                    now: datetime) -> tuple[str, int, float] | None:
+    """KubeRay's ``emitRayJobExecutionDuration``: when a status write takes the job
+    from a non-terminal deployment status to Complete, Failed or Retrying, that
+    status, the retry count (``failed`` before the write) and the seconds since
+    ``startTime``; else None."""
+    was = before.get("jobDeploymentStatus") or ""
+    now_ds = after.get("jobDeploymentStatus") or ""
+    if was in TERMINAL_DEPLOYMENT_STATUSES \
+            or now_ds not in (*TERMINAL_DEPLOYMENT_STATUSES, "Retrying"):
+        return None
+    started = parse_time(after.get("startTime"))
+    if started is None:
+        return None
+    return now_ds, int(before.get("failed") or 0), max(0.0, (now - started).total_seconds())
