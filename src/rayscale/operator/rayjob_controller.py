@@ -225,6 +225,7 @@ class RayJobController:
                 deleting=bool(cluster_obj["metadata"].get("deletionTimestamp")),
                 workers_suspended=all(bool(g.get("suspend")) for g in
                                       cluster_obj["spec"].get("workerGroupSpecs") or []),
+                status=dict(cluster_obj.get("status") or {}),
             )
         submitter_obj = self.submitters.get(ns, name)
         if not _owned_by(submitter_obj, uid):

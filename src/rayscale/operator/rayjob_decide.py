@@ -25,6 +25,11 @@ KubeRay v1.7's ``jobDeploymentStatus`` transitions (``rayjob_controller.go``):
 - ``Retrying``: the cluster and submitter deleted, then new again (a fresh
   cluster).
 
+While initializing, waiting or running, ``status.rayClusterStatus`` mirrors the
+RayCluster's status, written when a field KubeRay compares changes
+(``InconsistentRayClusterStatus``: state, reason, the worker counts,
+endpoints, head, conditions); it is reset with the cluster (suspend, retry).
+
 :func:`decide` returns a :class:`Decision`: the status fields to write and the
 actions to take; the controller (:mod:`rayscale.operator.rayjob_controller`)
 observes and acts.
@@ -56,6 +61,7 @@ class ClusterView:
     dashboard_url: str = ""  # KubeRay's <head svc>.<ns>.svc.cluster.local:<port>
     deleting: bool = False
     workers_suspended: bool = False  # every worker group has suspend: true
+    status: dict[str, Any] = field(default_factory=dict)  # the RayCluster's status
 
 
 @dataclass(frozen=True)
@@ -229,6 +235,12 @@ def _deletion_problem(job: RayJob) -> str | None:
 
 
 def decide(seen: Observed) -> Decision:
+    out = _decide(seen)
+    _mirror_cluster_status(seen, out)
+    return out
+
+
+def _decide(seen: Observed) -> Decision:
     status = dict(seen.body.get("status") or {})
     ds = status.get("jobDeploymentStatus") or ""
     out = Decision()
@@ -524,6 +536,50 @@ def _release(seen: Observed, out: Decision, ds: str) -> Decision:
         out.status.update(reset, jobDeploymentStatus="", jobId=None)
         out.requeue_after = 0.0
     return out
+
+
+# ------------------------------------------------------- rayClusterStatus
+
+#: The RayCluster status fields whose change is written (KubeRay's
+#: ``InconsistentRayClusterStatus``; not lastUpdateTime or the desired resources).
+CLUSTER_STATUS_COMPARED = (
+    "state", "reason", "readyWorkerReplicas", "availableWorkerReplicas",
+    "desiredWorkerReplicas", "minWorkerReplicas", "maxWorkerReplicas", "endpoints", "head",
+    "conditions",
+)
+#: Where the RayJob's status follows its cluster's (KubeRay: Initializing, Running).
+_MIRRORING = ("Initializing", "Waiting", "Running")
+
+
+def _mirror_cluster_status(seen: Observed, out: Decision) -> None:
+    """``status.rayClusterStatus``: the cluster's status when it changed (see the module)."""
+    status = seen.body.get("status") or {}
+    if seen.job is None or seen.cluster is None or seen.cluster.deleting \
+            or "rayClusterStatus" in out.status \
+            or status.get("jobDeploymentStatus") not in _MIRRORING:
+        return
+    old = status.get("rayClusterStatus") or {}
+    new = seen.cluster.status
+    if all(_blank(old.get(k)) == _blank(new.get(k)) for k in CLUSTER_STATUS_COMPARED):
+        return
+    out.status["rayClusterStatus"] = merge_patch(old, new)
+
+
+def _blank(value: Any) -> Any:
+    return None if value in ({}, [], "") else value
+
+
+def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7396) that turns ``old`` into ``new``: a key ``new``
+    lacks is removed (None), a map is patched key by key, anything else replaced."""
+    patch: dict[str, Any] = {k: None for k in old if k not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            patch[key] = merge_patch(before, value)
+        else:
+            patch[key] = value
+    return patch
 
 
 # ---------------------------------------------------------------- metrics
