@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from rayscale.api.rayjob import RayJobStatus
 from rayscale.operator.rayjob_decide import (
     ClusterView,
     Observed,
@@ -295,3 +296,81 @@ def test_sidecar_mode_puts_the_submitter_in_the_head_pod() -> None:
     bad = sample(submissionMode="SidecarMode")
     bad["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["restartPolicy"] = "Always"
     assert "restartPolicy" in (validate(bad)[1] or "")
+
+
+# ------------------------------------------------------- status.rayClusterStatus
+
+PROVISIONING = {"desiredWorkerReplicas": 1, "minWorkerReplicas": 1, "maxWorkerReplicas": 5,
+                "readyWorkerReplicas": 0, "availableWorkerReplicas": 0,
+                "lastUpdateTime": "2026-11-28T11:59:30Z",
+                "endpoints": {"dashboard": "8265", "client": "10001"},
+                "head": {"podName": "rayjob-sample-abcde-head-x", "podIP": "10.0.0.7"},
+                "conditions": [{"type": "HeadPodReady", "status": "False",
+                                "reason": "ContainersNotReady",
+                                "lastTransitionTime": "2026-11-28T11:59:10Z"}]}
+RUNNING_CLUSTER = {**PROVISIONING, "state": "ready", "readyWorkerReplicas": 1,
+                   "availableWorkerReplicas": 1,
+                   "conditions": [{"type": "HeadPodReady", "status": "True",
+                                   "reason": "HeadPodRunningAndReady",
+                                   "lastTransitionTime": "2026-11-28T11:59:40Z"}]}
+
+
+def _apply(old: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch applied as the API server does (RFC 7396)."""
+    out = dict(old)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _apply(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def test_the_cluster_status_is_mirrored_while_initializing_and_running() -> None:
+    body = with_status(sample(), jobDeploymentStatus="Initializing")
+    pending = ClusterView(name=READY.name, status=PROVISIONING)
+    d = decide(seen(body, cluster=pending))
+    assert d.status == {"rayClusterStatus": PROVISIONING}  # not ready yet: only this
+    # what the API server then holds is the cluster's status, and parses as KubeRay's type
+    mirrored = RayJobStatus.model_validate({"rayClusterStatus": PROVISIONING})
+    assert mirrored.ray_cluster_status is not None
+    assert mirrored.ray_cluster_status.desired_worker_replicas == 1
+    body["status"]["rayClusterStatus"] = PROVISIONING
+    assert decide(seen(body, cluster=pending)).status == {}  # unchanged: no write
+    later = ClusterView(name=READY.name, status={**PROVISIONING,
+                                                 "lastUpdateTime": "2026-11-28T12:00:00Z"})
+    assert decide(seen(body, cluster=later)).status == {}  # KubeRay ignores lastUpdateTime
+    ready = ClusterView(name=READY.name, state="ready", dashboard_url=READY.dashboard_url,
+                        status=RUNNING_CLUSTER)
+    d = decide(seen(body, cluster=ready))
+    assert d.status["jobDeploymentStatus"] == "Running"
+    assert _apply(PROVISIONING, d.status["rayClusterStatus"]) == RUNNING_CLUSTER
+    assert d.status["rayClusterStatus"]["state"] == "ready"
+
+
+def test_the_last_write_of_a_run_carries_the_cluster_status_then_it_stays() -> None:
+    body = with_status(sample(), jobDeploymentStatus="Running", jobStatus="RUNNING",
+                       rayClusterStatus=RUNNING_CLUSTER)
+    fewer = {k: v for k, v in RUNNING_CLUSTER.items() if k != "endpoints"}
+    fewer["head"] = {"podName": "rayjob-sample-abcde-head-x"}
+    cluster = ClusterView(name=READY.name, state="ready", status={**fewer, "reason": "gone"})
+    d = decide(seen(body, cluster=cluster, ray=RayJobView("SUCCEEDED"), submitter_exists=True))
+    assert d.status["jobDeploymentStatus"] == "Complete"
+    patch = d.status["rayClusterStatus"]
+    assert patch["endpoints"] is None and patch["head"]["podIP"] is None  # removed
+    assert _apply(RUNNING_CLUSTER, patch) == {**fewer, "reason": "gone"}
+    done = with_status(sample(), jobDeploymentStatus="Complete", jobStatus="SUCCEEDED",
+                       rayClusterStatus=RUNNING_CLUSTER, endTime="2026-11-28T12:00:00Z")
+    changed = ClusterView(name=READY.name, state="suspended", status={"state": "suspended"})
+    assert "rayClusterStatus" not in decide(seen(done, cluster=changed)).status
+    deleting = ClusterView(name=READY.name, state="ready", deleting=True, status=PROVISIONING)
+    assert "rayClusterStatus" not in decide(seen(body, cluster=deleting)).status
+
+
+def test_the_cluster_status_is_reset_with_the_cluster() -> None:
+    body = with_status(sample(backoffLimit=1), jobDeploymentStatus="Retrying", failed=1,
+                       rayClusterStatus=RUNNING_CLUSTER)
+    d = decide(seen(body))
+    assert d.status["jobDeploymentStatus"] == "" and d.status["rayClusterStatus"] is None

@@ -139,7 +139,7 @@ def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     ctx = _ctx()  # RayJobs: the submitter runs this Python where pods are local processes
     RAYJOBS = RayJobController(ctx.client, RayJobSettings(
         pods=ctx.settings, namespaces=tuple(ctx.namespaces),
-        python=sys.executable if ctx.settings.shared_network else "python"))
+        python=sys.executable if ctx.settings.shared_network else "python"), ctx.metrics)
     RAYJOBS.start()
 
 

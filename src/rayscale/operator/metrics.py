@@ -1,7 +1,14 @@
-"""Prometheus metrics of the operator (names start with rayscale_operator_)."""
+"""Prometheus metrics of the operator (names start with rayscale_operator_).
+
+The RayJob series are KubeRay's (``kuberay_job_info``,
+``kuberay_job_deployment_status``, ``kuberay_job_execution_duration_seconds``)
+under rayscale's prefix, kept per RayJob by the RayJob controller and removed
+when the RayJob is gone.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter as Tally
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -29,11 +36,58 @@ class OperatorMetrics:
                                     registry=self.registry)
         self.clusters = Gauge("rayscale_operator_clusters", "RayClusters by state", ["state"],
                               registry=self.registry)
+        self.job_info = Gauge(
+            "rayscale_operator_job_info", "RayJobs the operator knows (1 each)",
+            ["name", "namespace"], registry=self.registry)
+        self.job_deployment_status = Gauge(
+            "rayscale_operator_job_deployment_status",
+            "1 for the RayJob's current status.jobDeploymentStatus",
+            ["name", "namespace", "deployment_status"], registry=self.registry)
+        self.job_execution_duration_seconds = Gauge(
+            "rayscale_operator_job_execution_duration_seconds",
+            "Seconds from the RayJob's status.startTime (Initializing) to the status it "
+            "reached: Complete, Failed, or Retrying (failed, backoffLimit left); retry_count "
+            "is status.failed before it", ["name", "namespace", "job_deployment_status",
+                                            "retry_count"], registry=self.registry)
+        self._jobs_lock = threading.Lock()
+        self._job_status: dict[tuple[str, str], str] = {}  # (namespace, name): its label
+        self._job_runs: dict[tuple[str, str], set[tuple[str, str]]] = {}  # duration labels
 
     def set_states(self, states: dict[str, str]) -> None:
         tally = Tally(states.values())
         for state in {"ready", "provisioning", "suspended", "failed", *tally}:
             self.clusters.labels(state).set(tally.get(state, 0))
+
+    def set_job(self, namespace: str, name: str, deployment_status: str) -> None:
+        """The RayJob exists, with this jobDeploymentStatus (its only status series)."""
+        key = (namespace, name)
+        with self._jobs_lock:
+            before = self._job_status.get(key)
+            if before is not None and before != deployment_status:
+                self.job_deployment_status.remove(name, namespace, before)
+            self._job_status[key] = deployment_status
+            self.job_info.labels(name, namespace).set(1)
+            self.job_deployment_status.labels(name, namespace, deployment_status).set(1)
+
+    def observe_job_execution(self, namespace: str, name: str, deployment_status: str,
+                              retry_count: int, seconds: float) -> None:
+        with self._jobs_lock:
+            labels = (deployment_status, str(retry_count))
+            self._job_runs.setdefault((namespace, name), set()).add(labels)
+            self.job_execution_duration_seconds.labels(name, namespace, *labels).set(seconds)
+
+    def forget_job(self, namespace: str, name: str) -> None:
+        """The RayJob is gone: every series of it removed."""
+        key = (namespace, name)
+        with self._jobs_lock:
+            status = self._job_status.pop(key, None)
+            if status is None and key not in self._job_runs:
+                return
+            if status is not None:
+                self.job_info.remove(name, namespace)
+                self.job_deployment_status.remove(name, namespace, status)
+            for labels in self._job_runs.pop(key, set()):
+                self.job_execution_duration_seconds.remove(name, namespace, *labels)
 
     def serve(self, host: str, port: int) -> int:
         # not prometheus_client's server: it asks DNS for the name of a pod IP

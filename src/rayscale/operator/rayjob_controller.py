@@ -12,6 +12,10 @@ or delete the RayCluster and the submitter Job, submit or stop the Ray job
 every :data:`~rayscale.operator.rayjob_decide.RUNNING_POLL_S` seconds (KubeRay
 requeues too); a finished one costs nothing until its ttl.
 
+With the status it writes, the controller keeps the operator's RayJob metrics
+(:class:`rayscale.operator.metrics.OperatorMetrics`: info, deployment status,
+execution duration) and removes a RayJob's series when it is gone.
+
 The token of a cluster with ``authOptions.mode: token`` is read from its
 Secret when the dashboard is called, used as a bearer header and dropped: it
 is never cached, logged, or written into a status or an Event.
@@ -41,6 +45,7 @@ from rayscale.api.rayjob import RayJob
 from rayscale.operator import auth
 from rayscale.operator.desired import PodSettings
 from rayscale.operator.events import event_manifest
+from rayscale.operator.metrics import OperatorMetrics
 from rayscale.operator.rayjob_decide import (
     ClusterView,
     Decision,
@@ -48,6 +53,7 @@ from rayscale.operator.rayjob_decide import (
     RayJobView,
     SubmitterView,
     decide,
+    execution_ended,
     validate,
 )
 from rayscale.operator.rayjob_desired import (
@@ -112,9 +118,11 @@ class DashboardNotReady(Exception):
 class RayJobController:
     """Informers, caches, the work queue and the workers of RayJobs."""
 
-    def __init__(self, client: Client, settings: RayJobSettings) -> None:
+    def __init__(self, client: Client, settings: RayJobSettings,
+                 metrics: OperatorMetrics | None = None) -> None:
         self.client = client
         self.settings = settings
+        self.metrics = metrics
         self.queue = WorkQueue()
         self.jobs = ObjectCache(index=_own_key, on_change=self._changed)
         self.clusters = ObjectCache(index=job_key_of, on_change=self._changed)
@@ -178,6 +186,8 @@ class RayJobController:
         if body is None:
             self.failures.pop(key, None)
             self.said.pop(key, None)
+            if self.metrics is not None:
+                self.metrics.forget_job(ns, name)
             return
         try:
             self._reconcile(body)
@@ -201,6 +211,7 @@ class RayJobController:
         ns, name, uid = meta["namespace"], meta["name"], meta["uid"]
         key = f"{ns}/{name}"
         if meta.get("deletionTimestamp"):
+            self._record(ns, name, body.get("status") or {})
             return  # the garbage collector removes what it owns
         job, invalid = validate(body)
         status = body.get("status") or {}
@@ -214,6 +225,7 @@ class RayJobController:
                 deleting=bool(cluster_obj["metadata"].get("deletionTimestamp")),
                 workers_suspended=all(bool(g.get("suspend")) for g in
                                       cluster_obj["spec"].get("workerGroupSpecs") or []),
+                status=dict(cluster_obj.get("status") or {}),
             )
         submitter_obj = self.submitters.get(ns, name)
         if not _owned_by(submitter_obj, uid):
@@ -348,6 +360,10 @@ class RayJobController:
                                          "status": decision.status}, namespace=ns,
                                         patch_type=PatchType.MERGE)
             self.jobs.upsert(patched.to_dict())  # type: ignore[no-untyped-call]
+            ended = execution_ended(body.get("status") or {}, status, datetime.now(UTC))
+            if ended is not None and self.metrics is not None:
+                self.metrics.observe_job_execution(ns, meta["name"], *ended)
+        self._record(ns, meta["name"], status)
         if decision.delete_self:
             try:
                 self.client.delete(RayJobResource, meta["name"], namespace=ns)
@@ -357,6 +373,10 @@ class RayJobController:
             return
         if decision.requeue_after is not None:
             self.queue.add_after(key, max(decision.requeue_after, 0.05))
+
+    def _record(self, ns: str, name: str, status: dict[str, Any]) -> None:
+        if self.metrics is not None:
+            self.metrics.set_job(ns, name, str(status.get("jobDeploymentStatus") or ""))
 
     def _create_submitter(self, body: dict[str, Any], job: RayJob, cluster_obj: Obj,
                           job_id: str, url: str) -> None:

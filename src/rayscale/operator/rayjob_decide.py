@@ -25,6 +25,11 @@ KubeRay v1.7's ``jobDeploymentStatus`` transitions (``rayjob_controller.go``):
 - ``Retrying``: the cluster and submitter deleted, then new again (a fresh
   cluster).
 
+While initializing, waiting or running, ``status.rayClusterStatus`` mirrors the
+RayCluster's status, written when a field KubeRay compares changes
+(``InconsistentRayClusterStatus``: state, reason, the worker counts,
+endpoints, head, conditions); it is reset with the cluster (suspend, retry).
+
 :func:`decide` returns a :class:`Decision`: the status fields to write and the
 actions to take; the controller (:mod:`rayscale.operator.rayjob_controller`)
 observes and acts.
@@ -41,7 +46,7 @@ import yaml
 from pydantic import ValidationError
 
 from rayscale.api.errors import messages
-from rayscale.api.rayjob import TERMINAL_JOB_STATUSES, RayJob
+from rayscale.api.rayjob import TERMINAL_DEPLOYMENT_STATUSES, TERMINAL_JOB_STATUSES, RayJob
 from rayscale.operator.rayjob_desired import CLUSTER_SELECTOR_KEY
 
 MAX_NAME_LENGTH = 47  # KubeRay's MaxRayJobNameLength
@@ -56,6 +61,7 @@ class ClusterView:
     dashboard_url: str = ""  # KubeRay's <head svc>.<ns>.svc.cluster.local:<port>
     deleting: bool = False
     workers_suspended: bool = False  # every worker group has suspend: true
+    status: dict[str, Any] = field(default_factory=dict)  # the RayCluster's status
 
 
 @dataclass(frozen=True)
@@ -229,6 +235,12 @@ def _deletion_problem(job: RayJob) -> str | None:
 
 
 def decide(seen: Observed) -> Decision:
+    out = _decide(seen)
+    _mirror_cluster_status(seen, out)
+    return out
+
+
+def _decide(seen: Observed) -> Decision:
     status = dict(seen.body.get("status") or {})
     ds = status.get("jobDeploymentStatus") or ""
     out = Decision()
@@ -524,3 +536,67 @@ def _release(seen: Observed, out: Decision, ds: str) -> Decision:
         out.status.update(reset, jobDeploymentStatus="", jobId=None)
         out.requeue_after = 0.0
     return out
+
+
+# ------------------------------------------------------- rayClusterStatus
+
+#: The RayCluster status fields whose change is written (KubeRay's
+#: ``InconsistentRayClusterStatus``; not lastUpdateTime or the desired resources).
+CLUSTER_STATUS_COMPARED = (
+    "state", "reason", "readyWorkerReplicas", "availableWorkerReplicas",
+    "desiredWorkerReplicas", "minWorkerReplicas", "maxWorkerReplicas", "endpoints", "head",
+    "conditions",
+)
+#: Where the RayJob's status follows its cluster's (KubeRay: Initializing, Running).
+_MIRRORING = ("Initializing", "Waiting", "Running")
+
+
+def _mirror_cluster_status(seen: Observed, out: Decision) -> None:
+    """``status.rayClusterStatus``: the cluster's status when it changed (see the module)."""
+    status = seen.body.get("status") or {}
+    if seen.job is None or seen.cluster is None or seen.cluster.deleting \
+            or "rayClusterStatus" in out.status \
+            or status.get("jobDeploymentStatus") not in _MIRRORING:
+        return
+    old = status.get("rayClusterStatus") or {}
+    new = seen.cluster.status
+    if all(_blank(old.get(k)) == _blank(new.get(k)) for k in CLUSTER_STATUS_COMPARED):
+        return
+    out.status["rayClusterStatus"] = merge_patch(old, new)
+
+
+def _blank(value: Any) -> Any:
+    return None if value in ({}, [], "") else value
+
+
+def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7396) that turns ``old`` into ``new``: a key ``new``
+    lacks is removed (None), a map is patched key by key, anything else replaced."""
+    patch: dict[str, Any] = {k: None for k in old if k not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            patch[key] = merge_patch(before, value)
+        else:
+            patch[key] = value
+    return patch
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def execution_ended(before: dict[str, Any], after: dict[str, Any],
+                    now: datetime) -> tuple[str, int, float] | None:
+    """KubeRay's ``emitRayJobExecutionDuration``: when a status write takes the job
+    from a non-terminal deployment status to Complete, Failed or Retrying, that
+    status, the retry count (``failed`` before the write) and the seconds since
+    ``startTime``; else None."""
+    was = before.get("jobDeploymentStatus") or ""
+    now_ds = after.get("jobDeploymentStatus") or ""
+    if was in TERMINAL_DEPLOYMENT_STATUSES \
+            or now_ds not in (*TERMINAL_DEPLOYMENT_STATUSES, "Retrying"):
+        return None
+    started = parse_time(after.get("startTime"))
+    if started is None:
+        return None
+    return now_ds, int(before.get("failed") or 0), max(0.0, (now - started).total_seconds())

@@ -126,7 +126,8 @@ def create(kube: Client, ns: str, *docs: dict[str, Any]) -> None:
 # ------------------------------------------------------------------- samples
 
 
-def test_kuberay_sample_succeeds_in_k8s_job_mode(kube: Client, jobs_ns: str) -> None:
+def test_kuberay_sample_succeeds_in_k8s_job_mode(kube: Client, jobs_ns: str,
+                                                operator: Any) -> None:
     job, config_map = kuberay_job("ray-job.sample.yaml")
     create(kube, jobs_ns, config_map, job)
     st = wait_deployment(kube, jobs_ns, "rayjob-sample", "Complete")
@@ -149,6 +150,45 @@ def test_kuberay_sample_succeeds_in_k8s_job_mode(kube: Client, jobs_ns: str) -> 
     reasons = [e.reason for e in events(kube, jobs_ns, "rayjob-sample")]
     for reason in ("Initializing", "CreatedRayCluster", "CreatedRayJobSubmitter", "Complete"):
         assert reason in reasons, reasons
+    # status.rayClusterStatus: the cluster's status, as last written while the job ran
+    assert st["rayClusterStatus"]["state"] == "ready", st.get("rayClusterStatus")
+    assert st["rayClusterStatus"]["head"]["podIP"], st["rayClusterStatus"]
+    # the operator's RayJob metrics: the job, its deployment status, how long it ran
+    import urllib.request
+    from datetime import UTC, datetime
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """This RayJob's rayscale_operator_job* samples: (name, other labels) -> value."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        text = opener.open(operator.metrics_url, timeout=10).read().decode()
+        return {(s.name, frozenset((k, v) for k, v in s.labels.items() if k != "name")): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples
+                if s.name.startswith("rayscale_operator_job")
+                and s.labels.get("name") == "rayjob-sample"}
+
+    def key(metric: str, **labels: str) -> tuple[str, frozenset[tuple[str, str]]]:
+        return metric, frozenset({"namespace": jobs_ns, **labels}.items())
+
+    info = key("rayscale_operator_job_info")
+    complete = key("rayscale_operator_job_deployment_status", deployment_status="Complete")
+
+    def complete_series() -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
+        got = scrape()
+        return got if got.get(info) == 1 and got.get(complete) == 1 else None
+
+    series = wait_for(complete_series, 30, "the RayJob's info and Complete series on /metrics")
+    statuses = [k for k in series if k[0] == "rayscale_operator_job_deployment_status"]
+    assert statuses == [complete], series  # one status series per job: the current one
+    ran = series[key("rayscale_operator_job_execution_duration_seconds",
+                     job_deployment_status="Complete", retry_count="0")]
+    started = datetime.strptime(st["startTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    ended = datetime.strptime(st["endTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert 0 < ran <= (ended - started).total_seconds() + 2, (ran, st)
+    # deleted: its series go
+    kube.delete(RayJob, "rayjob-sample", namespace=jobs_ns)
+    wait_for(lambda: not scrape(), 60, "the RayJob's series removed from /metrics")
 
 
 def test_kuberay_shutdown_sample_removes_the_cluster_after_ttl(kube: Client,
