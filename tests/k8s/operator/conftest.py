@@ -109,12 +109,30 @@ def ns(kube: Client, namespace: str) -> Iterator[str]:
              "Ray pods collected after their RayClusters were deleted")
 
 
+#: Ray 2.60's ``ray start --block`` drains its node for up to this long on SIGTERM (for
+#: Serve upgrades); a head never finishes draining, so every deleted head pod took the
+#: whole 30 s. Test manifests turn it off (a user's choice in the pod template; KubeRay's
+#: vendored samples keep Ray's default).
+NO_DRAIN = {"name": "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "value": "0"}
+
+
+def without_shutdown_drain(cluster_spec: dict[str, Any]) -> dict[str, Any]:
+    """``cluster_spec`` (a RayCluster's spec) with NO_DRAIN in every Ray container."""
+    templates = [cluster_spec["headGroupSpec"]["template"]] + [
+        g["template"] for g in cluster_spec.get("workerGroupSpecs") or []]
+    for template in templates:
+        container = template["spec"]["containers"][0]
+        container["env"] = [*(container.get("env") or []), NO_DRAIN]
+    return cluster_spec
+
+
 def manifest(name: str, replicas: int = 1, autoscaling: bool = False) -> dict[str, Any]:
     doc = yaml.safe_load((ROOT / "examples" / "seeds-autoscaler.yaml").read_text())
     doc["metadata"]["name"] = name
     doc["spec"]["enableInTreeAutoscaling"] = autoscaling
     group = doc["spec"]["workerGroupSpecs"][0]
     group["replicas"] = replicas
+    without_shutdown_drain(doc["spec"])
     return dict(doc)
 
 

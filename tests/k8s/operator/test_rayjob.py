@@ -28,7 +28,7 @@ from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import ConfigMap, Event, Pod
 
 from tests.devtools import wait_for
-from tests.k8s.operator.conftest import RayCluster, cluster_token
+from tests.k8s.operator.conftest import RayCluster, cluster_token, without_shutdown_drain
 
 RayJob = create_namespaced_resource("ray.io", "v1", "RayJob", "rayjobs")
 KUBERAY = Path(__file__).parent / "kuberay"
@@ -61,6 +61,7 @@ def small_job(name: str, entrypoint: str, **spec: Any) -> dict[str, Any]:
     head["containers"][0]["resources"] = {"limits": {"cpu": "1", "memory": "2Gi"},
                                           "requests": {"cpu": "1", "memory": "1Gi"}}
     cluster["workerGroupSpecs"][0].update(replicas=0, minReplicas=0)
+    without_shutdown_drain(cluster)
     job["spec"].update(spec)
     return dict(job)
 
@@ -283,7 +284,7 @@ def test_suspend_before_start_then_resume_then_suspend_running(kube: Client,
 
 def test_active_deadline_fails_the_job(kube: Client, jobs_ns: str) -> None:
     create(kube, jobs_ns, small_job("deadline", SLEEP, submissionMode="HTTPMode",
-                                    activeDeadlineSeconds=45, shutdownAfterJobFinishes=True))
+                                    activeDeadlineSeconds=30, shutdownAfterJobFinishes=True))
     st = wait_deployment(kube, jobs_ns, "deadline", "Failed", 180)
     assert st["reason"] == "DeadlineExceeded", st
     wait_for(lambda: not exists(kube, RayCluster, jobs_ns, st["rayClusterName"]), 60,
@@ -355,7 +356,7 @@ def test_interactive_mode_follows_the_job_the_user_submits(kube: Client,
 def test_deletion_rules_delete_workers_then_the_rayjob(kube: Client, jobs_ns: str) -> None:
     rules = [
         {"policy": "DeleteWorkers", "condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 0}},
-        {"policy": "DeleteSelf", "condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 40}},
+        {"policy": "DeleteSelf", "condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 20}},
     ]
     job = small_job("rules", "python -c \"print('hi')\"", submissionMode="HTTPMode",
                     deletionStrategy={"deletionRules": rules})
