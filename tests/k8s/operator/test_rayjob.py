@@ -358,13 +358,23 @@ def test_deletion_rules_delete_workers_then_the_rayjob(kube: Client, jobs_ns: st
         {"policy": "DeleteWorkers", "condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 0}},
         {"policy": "DeleteSelf", "condition": {"jobStatus": "SUCCEEDED", "ttlSeconds": 20}},
     ]
-    job = small_job("rules", "python -c \"print('hi')\"", submissionMode="HTTPMode",
+    # K8sJobMode with token auth: the submitter Job gets the token from the Secret
+    job = small_job("rules", "python -c \"print('hi')\"",
                     deletionStrategy={"deletionRules": rules})
+    job["spec"]["rayClusterSpec"]["authOptions"] = {"mode": "token"}
     group = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     group.update(replicas=1, minReplicas=1)
     create(kube, jobs_ns, job)
     st = wait_deployment(kube, jobs_ns, "rules", "Complete")
+    assert st["jobStatus"] == "SUCCEEDED", st
     cluster = st["rayClusterName"]
+    submitter = kube.get(Job, "rules", namespace=jobs_ns)
+    assert submitter.spec is not None and submitter.spec.template.spec is not None
+    env = {e.name: e for e in submitter.spec.template.spec.containers[0].env or []}
+    token = env["RAY_AUTH_TOKEN"]
+    assert token.value is None and token.valueFrom is not None, "the token by reference only"
+    assert token.valueFrom.secretKeyRef is not None
+    assert token.valueFrom.secretKeyRef.name == cluster
 
     def workers() -> list[Pod]:
         return [p for p in kube.list(Pod, namespace=jobs_ns,
