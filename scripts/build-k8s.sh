@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build the dev-cluster control plane from source through the Go module proxy:
 # kube-apiserver, kube-controller-manager, kube-scheduler (k8s.io/kubernetes)
-# and etcd (go.etcd.io/etcd/server/v3), from the wrapper module in k8s/.
+# and etcd (go.etcd.io/etcd/server/v3), from the wrapper module in k8s/; plus
+# kubectl (k8s.io/kubernetes/cmd/kubectl) at the same release, for the docs'
+# `kubectl apply` walkthroughs (the dev cluster itself does not need it).
 #
 # Output: $RAYSCALE_K8S_CACHE/bin (default ~/.cache/rayscale/k8s/bin: outside the
 # work tree, so a fresh clone on the same machine, such as CI's, reuses it).
@@ -27,7 +29,7 @@ MODDIR="$ROOT/k8s"
 CACHE="${RAYSCALE_K8S_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rayscale/k8s}"
 BIN="$CACHE/bin"
 STAMP="$BIN/.stamp"
-BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler)
+BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
 
 if [[ -z "${GO:-}" ]]; then
   if command -v go >/dev/null 2>&1; then GO="$(command -v go)"
@@ -86,7 +88,8 @@ cd "$MODDIR"
 nice -n 10 "$GO" build -trimpath -ldflags "$LDFLAGS" -o "$tmp/" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
-  k8s.io/kubernetes/cmd/kube-scheduler
+  k8s.io/kubernetes/cmd/kube-scheduler \
+  k8s.io/kubernetes/cmd/kubectl
 nice -n 10 "$GO" build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
 
 for b in "${BINARIES[@]}"; do mv -f "$tmp/$b" "$BIN/$b"; done

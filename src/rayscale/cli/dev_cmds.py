@@ -1,4 +1,4 @@
-"""`rayscale dev-cluster up|down|status|kubeconfig` and `rayscale vnode`.
+"""`rayscale dev-cluster up|down|status|kubeconfig|bin-dir` and `rayscale vnode`.
 
 The dev cluster is a real Kubernetes control plane on loopback
 (:mod:`rayscale.devcluster`); the vnode is the kubelet stand-in that gives it
@@ -83,6 +83,21 @@ def kubeconfig_command(
         typer.echo("no kubeconfig yet: run `rayscale dev-cluster up`", err=True)
         raise typer.Exit(1)
     typer.echo(str(cluster.kubeconfig) if path_only else cluster.kubeconfig.read_text())
+
+
+@dev_cluster_app.command("bin-dir")
+def bin_dir_command() -> None:
+    """Print the directory of the built binaries, kubectl included.
+
+    For `export PATH="$(rayscale dev-cluster bin-dir):$PATH"`. Warns (on stderr) when
+    kubectl is not built there yet: `bash scripts/build-k8s.sh` builds it.
+    """
+    from rayscale.devcluster import binaries
+
+    d = binaries.bin_dir()
+    if not (d / "kubectl").exists():
+        typer.echo(f"no kubectl in {d} yet: run `bash scripts/build-k8s.sh`", err=True)
+    typer.echo(str(d))
 
 
 def vnode_command(
