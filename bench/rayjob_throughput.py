@@ -88,6 +88,7 @@ from rayscale.vnode.config import Pool, VNodeConfig
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # bench/operator_scale.py and the test helpers, run as a script
 from bench.operator_scale import (  # noqa: E402
+    ClusterWatch,
     Interrupted,
     Operator,
     Scrape,
@@ -109,6 +110,9 @@ FAKE_RUN_NOTE = ("phase A runs on the fake-run virtual node: pods are reported R
                  "process and no Ray is started, so no job can reach Complete; its figures "
                  "stop at jobDeploymentStatus Running (cluster ready, submitter Job created, "
                  "every pod Running)")
+REAL_NOTE = ("phase B runs on the real virtual node: every pod is a local process, the head "
+             "runs ray start and the submitter ray job submit, so a job reaches Complete "
+             "through Ray")
 KUBERAY_NOTE = ("KubeRay's published figure (benchmark/perf-tests/10000-rayjob, KubeRay "
                 "v1.1.1 on GKE, real PyTorch MNIST and Ray Data jobs): 10,000 RayJobs "
                 "created in about 110 s, all complete 5,735 s (96 min) later, about 100 "
@@ -158,7 +162,12 @@ class BatchResult:
     jobs_per_min: float | None = None
     per_job_median_s: float | None = None  # each job's own create -> target
     per_job_max_s: float | None = None
-    running_median_s: float | None = None  # create -> jobDeploymentStatus Running
+    # the medians of each job's own steps, from its create call: the RayJob controller
+    # took it (Initializing), its RayCluster ready (head and workers Running), submitted
+    # (jobDeploymentStatus Running: the submitter Job created)
+    initializing_median_s: float | None = None
+    cluster_ready_median_s: float | None = None
+    running_median_s: float | None = None
     pods_running: int = 0
     failed: list[str] = field(default_factory=list)  # jobs that ended Failed, with reasons
     timed_out: bool = False
@@ -180,7 +189,7 @@ class BatchResult:
 
 @dataclass
 class Report:
-    note: str = FAKE_RUN_NOTE
+    notes: list[str] = field(default_factory=list)
     kuberay: str = KUBERAY_NOTE
     date: str = field(default_factory=lambda: time.strftime("%Y-%m-%d"))
     cores: int = field(default_factory=lambda: os.cpu_count() or 0)
@@ -189,6 +198,7 @@ class Report:
     control_plane_start_s: float = 0.0
     warmups: dict[str, float | None] = field(default_factory=dict)  # phase -> create to target
     batches: list[BatchResult] = field(default_factory=list)
+    load_average_start: list[float] = field(default_factory=lambda: list(os.getloadavg()))
     load_average: list[float] = field(default_factory=list)
 
 
@@ -320,6 +330,7 @@ def run_batch(kube: Client, kubeconfig: Path, operator: Operator, pids: dict[str
     say(f"{phase} {n}: creating {n} RayJob(s) ({workers} worker(s) each) in {ns}, "
         f"until {target}" + (" and every pod Running" if fake else ""))
     jobs = JobWatch(kubeconfig, ns)
+    clusters = ClusterWatch(kubeconfig, ns)
     pods = PodWatch(kubeconfig, ns) if fake else None
     created_at: dict[str, float] = {}
     before, cpu_before = operator.scrape(), cpu_all(pids)
@@ -369,10 +380,15 @@ def run_batch(kube: Client, kubeconfig: Path, operator: Operator, pids: dict[str
     if latencies:
         result.per_job_median_s = statistics.median(latencies)
         result.per_job_max_s = max(latencies)
-    running = [at - created_at[name] for name, at in jobs.at("Running").items()
-               if name in created_at]
-    if running:
-        result.running_median_s = statistics.median(running)
+    def median_since_create(at: dict[str, float]) -> float | None:
+        steps = [when - created_at[name] for name, when in at.items() if name in created_at]
+        return statistics.median(steps) if steps else None
+
+    result.initializing_median_s = median_since_create(jobs.at("Initializing"))
+    result.running_median_s = median_since_create(jobs.at("Running"))
+    ready, _ = clusters.snapshot()  # cluster <job>-<5 random> -> when first ready
+    result.cluster_ready_median_s = median_since_create(
+        {name.rsplit("-", 1)[0]: when for name, when in ready.items()})
     result.cpu_s = {k: cpu_after[k] - cpu_before[k] for k in cpu_after if k in cpu_before}
     result.operator_cpu_s = result.cpu_s.get("operator")
     if result.operator_cpu_s is not None:
@@ -437,7 +453,7 @@ def delete_jobs(kube: Client, ns: str, names: list[str], operator: Operator,
 
 
 def table(report: Report) -> str:
-    lines = [f"NOTE: {report.note}.", ""]
+    lines = [f"NOTE: {note}." for note in report.notes] + [""]
     header = ("| phase | RayJobs | workers each | until | reached | all there | jobs/min "
               "| per job: create -> until, median / max | operator CPU s per job "
               "| operator API requests per job | all gone after delete |")
@@ -452,6 +468,16 @@ def table(report: Report) -> str:
             f" | {_fmt(r.per_job_median_s, unit=' s')} / {_fmt(r.per_job_max_s, unit=' s')}"
             f" | {_fmt(r.operator_cpu_per_job_s, '.3f')} | {_fmt(r.requests_per_job, '.1f')}"
             f" | {_fmt(r.delete_s, unit=' s')} |")
+    steps = ("| phase | RayJobs | create -> Initializing | -> RayCluster ready | -> Running "
+             "(submitter Job created) | -> " + " / ".join(sorted({r.target for r in
+                                                                   report.batches})) + " |")
+    lines += ["", "Each job's steps, medians from its own create call:", "", steps,
+              "|---|---|---|---|---|---|"]
+    for r in report.batches:
+        lines.append(f"| {r.phase} | {r.jobs} | {_fmt(r.initializing_median_s, '.2f', ' s')}"
+                     f" | {_fmt(r.cluster_ready_median_s, '.2f', ' s')}"
+                     f" | {_fmt(r.running_median_s, '.2f', ' s')}"
+                     f" | {_fmt(r.per_job_median_s, '.2f', ' s')} |")
     names = sorted({k for r in report.batches for k in r.cpu_s})
     cpu_header = "| phase | RayJobs | " + " | ".join(names) + " |"
     lines += ["", "CPU seconds from the first create to all there:", "", cpu_header,
@@ -484,7 +510,8 @@ def table(report: Report) -> str:
         "",
         f"{report.date}, {report.cores} cores, Python {report.python}, {report.kubernetes}; "
         f"control plane up in {report.control_plane_start_s:.1f} s; warm-up job (not in the "
-        f"figures): {warm or '–'}; load average at the end "
+        f"figures): {warm or '–'}; load average at the start "
+        f"{', '.join(f'{x:.1f}' for x in report.load_average_start)}, at the end "
         f"{', '.join(f'{x:.1f}' for x in report.load_average)}.",
         "jobs/min = RayJobs / time from the first create to all at 'until'. Per job: from "
         "its own create call to its status (seen by a watch). All gone: from the first "
@@ -545,7 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.sizes:
         say(f"NOTE: {FAKE_RUN_NOTE}")
     say(f"state and logs in {state}")
-    report = Report()
+    report = Report(notes=([FAKE_RUN_NOTE] if args.sizes else [])
+                    + ([REAL_NOTE] if args.real > 0 else []))
     cluster: DevCluster | None = None
     vnode: VNodeProcess | None = None
     operator: Operator | None = None
