@@ -160,6 +160,8 @@ class BatchResult:
     reached: int = 0  # jobs at the target
     all_s: float | None = None  # first create to every job at the target (and pods Running)
     jobs_per_min: float | None = None
+    last_job_s: float | None = None  # first create to the last job at the target
+    last_pod_s: float | None = None  # first create to the last pod Running (fake-run)
     per_job_median_s: float | None = None  # each job's own create -> target
     per_job_max_s: float | None = None
     # the medians of each job's own steps, from its create call: the RayJob controller
@@ -372,8 +374,12 @@ def run_batch(kube: Client, kubeconfig: Path, operator: Operator, pids: dict[str
     result.pods_running = pods.count() if pods is not None else 0
     if not result.timed_out and result.reached == n:
         last = max(done.values())
+        result.last_job_s = last - t0
         if pods is not None:  # the last pod Running may come after the last job's status
-            last = max(last, pods.last_running() or last)
+            last_pod = pods.last_running()
+            if last_pod is not None:
+                result.last_pod_s = last_pod - t0
+                last = max(last, last_pod)
         result.all_s = last - t0
         result.jobs_per_min = 60.0 * n / result.all_s
     latencies = [at - created_at[name] for name, at in done.items() if name in created_at]
@@ -470,14 +476,17 @@ def table(report: Report) -> str:
             f" | {_fmt(r.delete_s, unit=' s')} |")
     steps = ("| phase | RayJobs | create -> Initializing | -> RayCluster ready | -> Running "
              "(submitter Job created) | -> " + " / ".join(sorted({r.target for r in
-                                                                   report.batches})) + " |")
-    lines += ["", "Each job's steps, medians from its own create call:", "", steps,
-              "|---|---|---|---|---|---|"]
+                                                                   report.batches}))
+             + " | last job there | last pod Running |")
+    lines += ["", "Each job's steps, medians from its own create call; then, from the first "
+              "create, when the last job reached the end point and the last pod Running:", "",
+              steps, "|---|---|---|---|---|---|---|---|"]
     for r in report.batches:
         lines.append(f"| {r.phase} | {r.jobs} | {_fmt(r.initializing_median_s, '.2f', ' s')}"
                      f" | {_fmt(r.cluster_ready_median_s, '.2f', ' s')}"
                      f" | {_fmt(r.running_median_s, '.2f', ' s')}"
-                     f" | {_fmt(r.per_job_median_s, '.2f', ' s')} |")
+                     f" | {_fmt(r.per_job_median_s, '.2f', ' s')}"
+                     f" | {_fmt(r.last_job_s, unit=' s')} | {_fmt(r.last_pod_s, unit=' s')} |")
     names = sorted({k for r in report.batches for k in r.cpu_s})
     cpu_header = "| phase | RayJobs | " + " | ".join(names) + " |"
     lines += ["", "CPU seconds from the first create to all there:", "", cpu_header,
@@ -555,6 +564,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=10.0,
                         help="phase A: seconds to watch the operator with every job Running "
                         "(default 10; 0: skip)")
+    parser.add_argument("--operator-pythonpath", default=None,
+                        help="PYTHONPATH of the operator process only (e.g. another checkout's "
+                        "src, to compare versions on the same terms)")
     parser.add_argument("--state-dir", type=Path, default=None,
                         help="where the control plane, vnode and operator keep files and logs "
                         "(default: a new temporary directory)")
@@ -589,7 +601,8 @@ def main(argv: list[str] | None = None) -> int:
         report.kubernetes = "Kubernetes " + cluster.version().get("gitVersion", "?")
         kube = cluster.client(timeout_s=30)
         install_crds(kube)
-        operator = Operator(cluster.kubeconfig, state / "operator.log")
+        operator = Operator(cluster.kubeconfig, state / "operator.log",
+                            args.operator_pythonpath)
         operator.start()
         say(f"operator running (pid {operator.proc.pid if operator.proc else '?'}), "
             f"metrics at {operator.metrics_url}")
