@@ -55,6 +55,8 @@ def with_status(body: dict[str, Any], **status: Any) -> dict[str, Any]:
 
 READY = ClusterView(name="rayjob-sample-abcde", state="ready",
                     dashboard_url="rayjob-sample-abcde-head-svc.ns.svc.cluster.local:8265")
+#: a submitter Job that completed a second ago (the RayJob ends only once it did)
+DONE = SubmitterView(finished_at=NOW - timedelta(seconds=1))
 
 
 def test_the_sample_is_valid_and_starts_initializing() -> None:
@@ -115,12 +117,10 @@ def test_running_follows_ray_to_complete_or_failed() -> None:
     body = with_status(sample(), jobDeploymentStatus="Running", jobStatus="")
     d = decide(seen(body, cluster=READY, ray=RayJobView("RUNNING"), submitter_exists=True))
     assert d.status["jobStatus"] == "RUNNING" and d.requeue_after
-    d = decide(seen(body, cluster=READY, ray=RayJobView("SUCCEEDED", "done"),
-                    submitter_exists=True))
+    d = decide(seen(body, cluster=READY, ray=RayJobView("SUCCEEDED", "done"), submitter=DONE))
     assert d.status["jobDeploymentStatus"] == "Complete" and d.status["succeeded"] == 1
     assert d.status["endTime"] == "2026-11-28T12:00:00Z"
-    d = decide(seen(body, cluster=READY, ray=RayJobView("FAILED", "exit code 1"),
-                    submitter_exists=True))
+    d = decide(seen(body, cluster=READY, ray=RayJobView("FAILED", "exit code 1"), submitter=DONE))
     assert d.status["jobDeploymentStatus"] == "Failed" and d.status["reason"] == "AppFailed"
     assert d.status["message"] == "exit code 1" and d.status["failed"] == 1
     d = decide(seen(body, cluster=READY, submitter=SubmitterView(failed=True, message="x")))
@@ -129,7 +129,7 @@ def test_running_follows_ray_to_complete_or_failed() -> None:
 
 def test_backoff_limit_retries_on_a_fresh_cluster() -> None:
     body = with_status(sample(backoffLimit=1), jobDeploymentStatus="Running")
-    d = decide(seen(body, cluster=READY, ray=RayJobView("FAILED"), submitter_exists=True))
+    d = decide(seen(body, cluster=READY, ray=RayJobView("FAILED"), submitter=DONE))
     assert d.status["jobDeploymentStatus"] == "Retrying" and d.status["failed"] == 1
     body = with_status(sample(backoffLimit=1), jobDeploymentStatus="Retrying", failed=1)
     d = decide(seen(body, cluster=READY, submitter_exists=True))
@@ -137,7 +137,7 @@ def test_backoff_limit_retries_on_a_fresh_cluster() -> None:
     d = decide(seen(body))
     assert d.status["jobDeploymentStatus"] == "" and d.status["rayClusterName"] is None
     body = with_status(sample(backoffLimit=1), jobDeploymentStatus="Running", failed=1)
-    d = decide(seen(body, cluster=READY, ray=RayJobView("FAILED"), submitter_exists=True))
+    d = decide(seen(body, cluster=READY, ray=RayJobView("FAILED"), submitter=DONE))
     assert d.status["jobDeploymentStatus"] == "Failed" and d.status["failed"] == 2
 
 
@@ -356,7 +356,7 @@ def test_the_last_write_of_a_run_carries_the_cluster_status_then_it_stays() -> N
     fewer = {k: v for k, v in RUNNING_CLUSTER.items() if k != "endpoints"}
     fewer["head"] = {"podName": "rayjob-sample-abcde-head-x"}
     cluster = ClusterView(name=READY.name, state="ready", status={**fewer, "reason": "gone"})
-    d = decide(seen(body, cluster=cluster, ray=RayJobView("SUCCEEDED"), submitter_exists=True))
+    d = decide(seen(body, cluster=cluster, ray=RayJobView("SUCCEEDED"), submitter=DONE))
     assert d.status["jobDeploymentStatus"] == "Complete"
     patch = d.status["rayClusterStatus"]
     assert patch["endpoints"] is None and patch["head"]["podIP"] is None  # removed
