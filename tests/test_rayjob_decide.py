@@ -607,3 +607,23 @@ def test_submitter_views_from_the_job_and_the_head_pod() -> None:
     assert not ok.failed and ok.finished_at == NOW
     running = sidecar_submitter_view(pod({"running": {"startedAt": "2026-11-28T11:00:00Z"}}))
     assert running == SubmitterView()
+
+
+def test_http_mode_submits_again_when_the_dashboard_lost_the_job() -> None:
+    """reconcileHTTPModeJobNotFound: submit again; a failed submission starts the status
+    check failure clock, a successful one stops it."""
+    body = with_status(sample(submissionMode="HTTPMode"), jobDeploymentStatus="Running",
+                       jobStatus="RUNNING")
+    d = decide(seen(body, cluster=READY, ray_job_missing=True))
+    assert d.resubmit_http and d.status == {}
+    assert d.after_resubmit == {
+        True: {}, False: {"jobStatusCheckFailureStartTime": "2026-11-28T12:00:00Z"}}
+    failing = with_status(sample(submissionMode="HTTPMode"), jobDeploymentStatus="Running",
+                          jobStatusCheckFailureStartTime="2026-11-28T12:00:00Z")
+    d = decide(seen(failing, cluster=READY, ray_job_missing=True, now=later(10)))
+    assert d.after_resubmit == {True: {"jobStatusCheckFailureStartTime": None}, False: {}}
+    d = decide(seen(failing, cluster=READY, ray_job_missing=True, now=later(300)))
+    assert not d.resubmit_http and d.status["reason"] == CHECK
+    k8s = with_status(sample(), jobDeploymentStatus="Running", jobStatus="RUNNING")
+    assert not decide(seen(k8s, cluster=READY, ray_job_missing=True,
+                           submitter_exists=True)).resubmit_http

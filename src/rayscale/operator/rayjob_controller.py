@@ -364,6 +364,18 @@ class RayJobController:
                                    str(status.get("dashboardURL") or dashboard_url(cluster_obj)))
         if decision.submit_http and job is not None and cluster_obj is not None:
             self._submit_http(job, cluster_obj, str(status.get("jobId")))
+        if decision.resubmit_http and job is not None and cluster_obj is not None:
+            log.info("%s: job %s not on the dashboard: submitting it again", key,
+                     status.get("jobId"))
+            try:
+                self._submit_http(job, cluster_obj, str(status.get("jobId")))
+                submitted = True
+            except Exception as exc:  # KubeRay: recordJobStatusCheckFailure
+                log.info("%s: could not submit the Ray job again: %s", key,
+                         str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+                submitted = False
+            decision.status.update(decision.after_resubmit.get(submitted, {}))
+            status.update(decision.after_resubmit.get(submitted, {}))
         if decision.stop_ray_job and cluster_obj is not None and status.get("jobId"):
             try:
                 self._dashboard(cluster_obj).stop_job(str(status["jobId"]))

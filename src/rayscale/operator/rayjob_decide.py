@@ -18,7 +18,8 @@ KubeRay v1.7's ``jobDeploymentStatus`` transitions (``rayjob_controller.go``):
   too (KubeRay PR 1919); a submitter Job that failed, or a sidecar submitter
   that exited non-zero -> ``Failed`` (``SubmissionFailed``, or ``AppFailed``
   when ``jobStatus`` is already ``FAILED``); SidecarMode without a head pod ->
-  ``Failed`` (``AppFailed``);
+  ``Failed`` (``AppFailed``); HTTPMode, the dashboard has no such job: submit it
+  again (a failed submission is a status check failure);
 - Running with timeouts (``rayjob_controller.go``): the submitter finished
   :data:`SUBMITTER_FINISHED_TIMEOUT_S` ago and the job is still Running ->
   ``Failed``, ``jobStatus: FAILED``
@@ -142,6 +143,10 @@ class Decision:
     create_cluster: str | None = None  # its name
     create_submitter: bool = False
     submit_http: bool = False
+    #: HTTPMode, Running, the dashboard has no such job: submit it again, then add
+    #: ``after_resubmit[True]`` (it worked) or ``[False]`` (it failed) to ``status``
+    resubmit_http: bool = False
+    after_resubmit: dict[bool, dict[str, Any]] = field(default_factory=dict)
     stop_ray_job: bool = False
     delete_cluster: str | None = None
     delete_submitter: bool = False
@@ -553,6 +558,14 @@ def _running(seen: Observed, out: Decision, status: dict[str, Any]) -> Decision:
                            status.get("message") or "", stop=False)
         return _finish(seen, out, status, "Failed", "SubmissionFailed", failure, stop=False)
     if seen.ray_job_missing:  # the dashboard has no such job (yet)
+        if spec.submission_mode == "HTTPMode":  # reconcileHTTPModeJobNotFound
+            out.resubmit_http = True
+            recorded = bool(status.get("jobStatusCheckFailureStartTime"))
+            out.after_resubmit = {
+                True: {"jobStatusCheckFailureStartTime": None} if recorded else {},
+                False: {} if recorded else {"jobStatusCheckFailureStartTime": rfc3339(seen.now)},
+            }
+            return out
         if finished_at is not None:
             return _finish(seen, out, status, "Failed", "AppFailed",
                            "Submitter completed but Ray job not found in RayCluster.",
