@@ -11,11 +11,16 @@ import yaml
 
 from rayscale.api.rayjob import RayJobStatus
 from rayscale.operator.rayjob_decide import (
+    GRACE_PERIOD_MESSAGE,
     ClusterView,
     Observed,
     RayJobView,
     SubmitterView,
     decide,
+    job_submitter_view,
+    sidecar_submitter_view,
+    status_check_timeout_s,
+    transition_grace_period_s,
     validate,
 )
 from rayscale.operator.rayjob_desired import (
@@ -39,11 +44,11 @@ def sample(**spec: Any) -> dict[str, Any]:
 
 def seen(body: dict[str, Any], cluster: ClusterView | None = None,
          ray: RayJobView | None = None, submitter: SubmitterView | None = None,
-         submitter_exists: bool = False, now: datetime = NOW) -> Observed:
+         submitter_exists: bool = False, now: datetime = NOW, **more: Any) -> Observed:
     job, invalid = validate(body)
     return Observed(body=body, job=job, invalid=invalid, cluster=cluster, submitter=submitter,
                     submitter_exists=submitter_exists or submitter is not None, ray_job=ray,
-                    now=now, new_suffix="abcde")
+                    now=now, new_suffix="abcde", **more)
 
 
 def with_status(body: dict[str, Any], **status: Any) -> dict[str, Any]:
@@ -55,6 +60,8 @@ def with_status(body: dict[str, Any], **status: Any) -> dict[str, Any]:
 
 READY = ClusterView(name="rayjob-sample-abcde", state="ready",
                     dashboard_url="rayjob-sample-abcde-head-svc.ns.svc.cluster.local:8265")
+#: a submitter Job that completed a second ago (the RayJob ends only once it did)
+DONE = SubmitterView(finished_at=NOW - timedelta(seconds=1))
 
 
 def test_the_sample_is_valid_and_starts_initializing() -> None:
@@ -115,12 +122,10 @@ def test_running_follows_ray_to_complete_or_failed() -> None:
     body = with_status(sample(), jobDeploymentStatus="Running", jobStatus="")
     d = decide(seen(body, cluster=READY, ray=RayJobView("RUNNING"), submitter_exists=True))
     assert d.status["jobStatus"] == "RUNNING" and d.requeue_after
-    d = decide(seen(body, cluster=READY, ray=RayJobView("SUCCEEDED", "done"),
-                    submitter_exists=True))
+    d = decide(seen(body, cluster=READY, ray=RayJobView("SUCCEEDED", "done"), submitter=DONE))
     assert d.status["jobDeploymentStatus"] == "Complete" and d.status["succeeded"] == 1
     assert d.status["endTime"] == "2026-11-28T12:00:00Z"
-    d = decide(seen(body, cluster=READY, ray=RayJobView("FAILED", "exit code 1"),
-                    submitter_exists=True))
+    d = decide(seen(body, cluster=READY, ray=RayJobView("FAILED", "exit code 1"), submitter=DONE))
     assert d.status["jobDeploymentStatus"] == "Failed" and d.status["reason"] == "AppFailed"
     assert d.status["message"] == "exit code 1" and d.status["failed"] == 1
     d = decide(seen(body, cluster=READY, submitter=SubmitterView(failed=True, message="x")))
@@ -129,7 +134,7 @@ def test_running_follows_ray_to_complete_or_failed() -> None:
 
 def test_backoff_limit_retries_on_a_fresh_cluster() -> None:
     body = with_status(sample(backoffLimit=1), jobDeploymentStatus="Running")
-    d = decide(seen(body, cluster=READY, ray=RayJobView("FAILED"), submitter_exists=True))
+    d = decide(seen(body, cluster=READY, ray=RayJobView("FAILED"), submitter=DONE))
     assert d.status["jobDeploymentStatus"] == "Retrying" and d.status["failed"] == 1
     body = with_status(sample(backoffLimit=1), jobDeploymentStatus="Retrying", failed=1)
     d = decide(seen(body, cluster=READY, submitter_exists=True))
@@ -137,7 +142,7 @@ def test_backoff_limit_retries_on_a_fresh_cluster() -> None:
     d = decide(seen(body))
     assert d.status["jobDeploymentStatus"] == "" and d.status["rayClusterName"] is None
     body = with_status(sample(backoffLimit=1), jobDeploymentStatus="Running", failed=1)
-    d = decide(seen(body, cluster=READY, ray=RayJobView("FAILED"), submitter_exists=True))
+    d = decide(seen(body, cluster=READY, ray=RayJobView("FAILED"), submitter=DONE))
     assert d.status["jobDeploymentStatus"] == "Failed" and d.status["failed"] == 2
 
 
@@ -356,7 +361,7 @@ def test_the_last_write_of_a_run_carries_the_cluster_status_then_it_stays() -> N
     fewer = {k: v for k, v in RUNNING_CLUSTER.items() if k != "endpoints"}
     fewer["head"] = {"podName": "rayjob-sample-abcde-head-x"}
     cluster = ClusterView(name=READY.name, state="ready", status={**fewer, "reason": "gone"})
-    d = decide(seen(body, cluster=cluster, ray=RayJobView("SUCCEEDED"), submitter_exists=True))
+    d = decide(seen(body, cluster=cluster, ray=RayJobView("SUCCEEDED"), submitter=DONE))
     assert d.status["jobDeploymentStatus"] == "Complete"
     patch = d.status["rayClusterStatus"]
     assert patch["endpoints"] is None and patch["head"]["podIP"] is None  # removed
@@ -374,3 +379,251 @@ def test_the_cluster_status_is_reset_with_the_cluster() -> None:
                        rayClusterStatus=RUNNING_CLUSTER)
     d = decide(seen(body))
     assert d.status["jobDeploymentStatus"] == "" and d.status["rayClusterStatus"] is None
+
+
+# --------------------------------------- KubeRay's timeouts and submitter checks
+
+GRACE = "JobDeploymentStatusTransitionGracePeriodExceeded"
+CHECK = "JobStatusCheckTimeoutExceeded"
+
+
+def later(seconds: float) -> datetime:
+    return NOW + timedelta(seconds=seconds)
+
+
+def test_a_submitter_mode_ends_only_once_its_submitter_finished() -> None:
+    body = with_status(sample(), jobDeploymentStatus="Running", jobStatus="RUNNING")
+    ray = RayJobView("SUCCEEDED", "done", start_time_ms=1, end_time_ms=1_795_000_000_000)
+    d = decide(seen(body, cluster=READY, ray=ray, submitter=SubmitterView()))  # still running
+    assert "jobDeploymentStatus" not in d.status
+    assert d.status["jobStatus"] == "SUCCEEDED" and d.status["rayJobInfo"]["endTime"]
+    d = decide(seen(body, cluster=READY, ray=ray, submitter=DONE))
+    assert d.status["jobDeploymentStatus"] == "Complete"
+    http = with_status(sample(submissionMode="HTTPMode"), jobDeploymentStatus="Running")
+    assert decide(seen(http, cluster=READY, ray=ray)).status["jobDeploymentStatus"] == "Complete"
+
+
+def test_submitter_finished_timeout() -> None:
+    """checkSubmitterFinishedTimeoutAndUpdateStatusIfNeeded: 30 s after the submitter
+    finished, a RayJob still Running fails (Ray's status unknown or not terminal)."""
+    body = with_status(sample(), jobDeploymentStatus="Running", jobStatus="RUNNING")
+    finished = SubmitterView(finished_at=NOW)
+    d = decide(seen(body, cluster=READY, ray=RayJobView("RUNNING"), submitter=finished,
+                    now=later(29)))
+    assert "jobDeploymentStatus" not in d.status  # not before the timeout
+    for ray, more in ((RayJobView("RUNNING"), {}), (None, {"ray_job_error": "refused"})):
+        d = decide(seen(body, cluster=READY, ray=ray, submitter=finished, now=later(30), **more))
+        assert d.status["jobDeploymentStatus"] == "Failed" and d.status["reason"] == GRACE
+        assert d.status["jobStatus"] == "FAILED" and d.status["failed"] == 1
+        assert d.status["message"] == ("The RayJob submitter finished at 2026-11-28 12:00:00 "
+                                       "but the ray job did not reach terminal state within 30s")
+    # it comes before a failed submitter's own reason, as in KubeRay
+    failed = SubmitterView(failed=True, reason="BackoffLimitExceeded", finished_at=NOW)
+    d = decide(seen(body, cluster=READY, submitter=failed, now=later(31)))
+    assert d.status["reason"] == GRACE
+    # retried like any failure but DeadlineExceeded and JobStatusCheckTimeoutExceeded
+    retry = with_status(sample(backoffLimit=1), jobDeploymentStatus="Running")
+    d = decide(seen(retry, cluster=READY, submitter=finished, now=later(30)))
+    assert d.status["jobDeploymentStatus"] == "Retrying" and d.status["reason"] == GRACE
+    # SidecarMode: the head pod's submitter container, exit code 0
+    side = with_status(sample(submissionMode="SidecarMode"), jobDeploymentStatus="Running")
+    d = decide(seen(side, cluster=READY, ray=RayJobView("RUNNING"),
+                    submitter=SubmitterView(exit_code=0, finished_at=NOW), now=later(30)))
+    assert d.status["jobDeploymentStatus"] == "Failed" and d.status["reason"] == GRACE
+
+
+def test_transition_grace_period() -> None:
+    """checkTransitionGracePeriodAndUpdateStatusIfNeeded: Ray's job is terminal (jobStatus)
+    but the RayJob is still Running (its submitter never finished) for the grace period
+    past rayJobInfo.endTime: Complete, or Failed for FAILED, with the grace reason."""
+    info = {"startTime": "2026-11-28T11:59:00Z", "endTime": "2026-11-28T12:00:00Z"}
+    body = with_status(sample(), jobDeploymentStatus="Running", jobStatus="SUCCEEDED",
+                       rayJobInfo=info, message="done")
+    ray = RayJobView("SUCCEEDED", "done")
+    running = SubmitterView()
+    d = decide(seen(body, cluster=READY, ray=ray, submitter=running, now=later(299)))
+    assert d.status == {}  # not before the grace period
+    d = decide(seen(body, cluster=READY, ray=ray, submitter=running, now=later(300)))
+    assert d.status["jobDeploymentStatus"] == "Complete" and d.status["reason"] == GRACE
+    assert d.status["message"] == GRACE_PERIOD_MESSAGE and d.status["succeeded"] == 1
+    body["status"]["jobStatus"] = "FAILED"
+    d = decide(seen(body, cluster=READY, submitter=running, now=later(300)))
+    assert d.status["jobDeploymentStatus"] == "Failed" and d.status["reason"] == GRACE
+    body["status"]["jobStatus"] = "STOPPED"
+    d = decide(seen(body, cluster=READY, submitter=running, now=later(300)))
+    assert d.status["jobDeploymentStatus"] == "Complete" and "succeeded" not in d.status
+    d = decide(seen(body, cluster=READY, submitter=running, now=later(10),
+                    transition_grace_period_s=10))
+    assert d.status["reason"] == GRACE
+    no_end = with_status(sample(), jobDeploymentStatus="Running", jobStatus="SUCCEEDED")
+    d = decide(seen(no_end, cluster=READY, submitter=running, now=later(3600)))
+    assert "jobDeploymentStatus" not in d.status  # no endTime: KubeRay's nil guard
+
+
+def test_job_status_check_failures_are_timed_and_cleared() -> None:
+    body = with_status(sample(), jobDeploymentStatus="Running", jobStatus="RUNNING")
+    d = decide(seen(body, cluster=READY, ray_job_error="connection refused"))
+    assert d.status == {"jobStatusCheckFailureStartTime": "2026-11-28T12:00:00Z"}
+    assert d.requeue_after
+    failing = with_status(sample(), jobDeploymentStatus="Running", jobStatus="RUNNING",
+                          jobStatusCheckFailureStartTime="2026-11-28T12:00:00Z")
+    d = decide(seen(failing, cluster=READY, ray_job_error="refused", now=later(100)))
+    assert d.status == {}  # the first failure's time is kept
+    d = decide(seen(failing, cluster=READY, ray=RayJobView("RUNNING"), submitter_exists=True,
+                    now=later(100)))
+    assert d.status == {"jobStatusCheckFailureStartTime": None}  # answered: cleared
+    d = decide(seen(failing, cluster=READY, ray_job_missing=True, submitter_exists=True,
+                    now=later(100)))
+    assert d.status == {}  # "no such job" is an answer, neither recorded nor cleared
+    d = decide(seen(body, cluster=READY, ray_job_missing=True, submitter_exists=True))
+    assert d.status == {}
+    d = decide(seen(failing, cluster=READY, ray_job_error="refused", now=later(299)))
+    assert "jobDeploymentStatus" not in d.status  # not before the timeout
+    d = decide(seen(failing, cluster=READY, ray_job_error="refused", now=later(300)))
+    assert d.status["jobDeploymentStatus"] == "Failed" and d.status["reason"] == CHECK
+    assert d.status["message"] == ("Job status checks have been failing since "
+                                   "2026-11-28 12:00:00; exceeded timeout of 300s")
+    d = decide(seen(failing, cluster=READY, ray_job_error="refused", now=later(60),
+                    status_check_timeout_s=60))
+    assert d.status["reason"] == CHECK and d.status["message"].endswith("timeout of 60s")
+    # KubeRay checks the timeout before asking again: a late answer does not save it
+    d = decide(seen(failing, cluster=READY, ray=RayJobView("RUNNING"), now=later(300)))
+    assert d.status["reason"] == CHECK
+
+
+def test_status_check_timeout_and_deadline_are_never_retried() -> None:
+    failing = with_status(sample(backoffLimit=2), jobDeploymentStatus="Running",
+                          jobStatusCheckFailureStartTime="2026-11-28T12:00:00Z")
+    d = decide(seen(failing, cluster=READY, ray_job_error="refused", now=later(300)))
+    assert d.status["jobDeploymentStatus"] == "Failed" and d.status["failed"] == 1
+    deadline = with_status(sample(backoffLimit=2, activeDeadlineSeconds=30),
+                           jobDeploymentStatus="Running")
+    d = decide(seen(deadline, cluster=READY, ray=RayJobView("RUNNING"), now=later(61)))
+    assert d.status["jobDeploymentStatus"] == "Failed"
+    assert d.status["reason"] == "DeadlineExceeded"
+    # other failures are retried: a Ray job that FAILED, with the same backoffLimit
+    body = with_status(sample(backoffLimit=2), jobDeploymentStatus="Running")
+    d = decide(seen(body, cluster=READY, ray=RayJobView("FAILED"), submitter=DONE))
+    assert d.status["jobDeploymentStatus"] == "Retrying"
+
+
+def test_the_failure_clock_is_reset_with_the_cluster() -> None:
+    body = with_status(sample(backoffLimit=1), jobDeploymentStatus="Retrying", failed=1,
+                       jobStatusCheckFailureStartTime="2026-11-28T12:00:00Z")
+    d = decide(seen(body))
+    assert d.status["jobDeploymentStatus"] == ""
+    assert d.status["jobStatusCheckFailureStartTime"] is None
+    parsed = RayJobStatus.model_validate({"jobStatusCheckFailureStartTime":
+                                          "2026-11-28T12:00:00Z"})
+    assert parsed.job_status_check_failure_start_time == "2026-11-28T12:00:00Z"
+
+
+def test_timeout_env_vars_as_kuberay_reads_them() -> None:
+    grace = "RAYJOB_DEPLOYMENT_STATUS_TRANSITION_GRACE_PERIOD_SECONDS"
+    check = "RAYJOB_STATUS_CHECK_TIMEOUT_SECONDS"
+    assert transition_grace_period_s({}) == 300 and status_check_timeout_s({}) == 300
+    assert transition_grace_period_s({grace: "10"}) == 10
+    assert transition_grace_period_s({grace: "ten"}) == 300
+    assert transition_grace_period_s({grace: " 10"}) == 300  # strconv.Atoi: no spaces
+    assert transition_grace_period_s({grace: "0"}) == 0  # KubeRay takes any integer here
+    assert status_check_timeout_s({check: "60"}) == 60
+    assert status_check_timeout_s({check: "+60"}) == 60
+    for bad in ("0", "-5", "1.5", "", "6_0"):
+        assert status_check_timeout_s({check: bad}) == 300, bad
+
+
+def test_k8s_job_mode_submitter_failure() -> None:
+    body = with_status(sample(), jobDeploymentStatus="Running", jobStatus="RUNNING")
+    failed = SubmitterView(failed=True, reason="BackoffLimitExceeded",
+                           message="Job has reached the specified backoff limit",
+                           finished_at=NOW)
+    d = decide(seen(body, cluster=READY, submitter=failed, ray=RayJobView("SUCCEEDED")))
+    assert d.status["jobDeploymentStatus"] == "Failed"
+    assert d.status["reason"] == "SubmissionFailed"
+    assert d.status["message"] == ("Job submission has failed. Reason: BackoffLimitExceeded. "
+                                   "Message: Job has reached the specified backoff limit")
+    app = with_status(sample(), jobDeploymentStatus="Running", jobStatus="FAILED",
+                      message="Job entrypoint command failed with exit code 1")
+    d = decide(seen(app, cluster=READY, submitter=failed))
+    assert d.status["reason"] == "AppFailed"
+    assert d.status["message"] == "Job entrypoint command failed with exit code 1"
+    # the submitter finished and the dashboard has no such job
+    d = decide(seen(body, cluster=READY, submitter=DONE, ray_job_missing=True))
+    assert d.status["jobDeploymentStatus"] == "Failed" and d.status["reason"] == "AppFailed"
+    assert d.status["message"] == "Submitter completed but Ray job not found in RayCluster."
+
+
+def test_sidecar_mode_submitter_failure() -> None:
+    """checkSidecarContainerStatus: the head pod's ray-job-submitter container
+    terminated with a non-zero exit code -> Failed (SubmissionFailed, or AppFailed when
+    Ray already said FAILED); no head pod -> Failed (AppFailed)."""
+    body = with_status(sample(submissionMode="SidecarMode"), jobDeploymentStatus="Running",
+                       jobStatus="RUNNING")
+    crashed = SubmitterView(failed=True, reason="Error", exit_code=1,
+                            container="ray-job-submitter", finished_at=NOW)
+    d = decide(seen(body, cluster=READY, submitter=crashed, ray=RayJobView("RUNNING")))
+    assert d.status["jobDeploymentStatus"] == "Failed"
+    assert d.status["reason"] == "SubmissionFailed"
+    assert d.status["message"] == ("Ray head pod container ray-job-submitter terminated with "
+                                   "exit code 1: Error")
+    app = with_status(sample(submissionMode="SidecarMode"), jobDeploymentStatus="Running",
+                      jobStatus="FAILED", message="boom")
+    d = decide(seen(app, cluster=READY, submitter=crashed))
+    assert d.status["reason"] == "AppFailed" and d.status["message"] == "boom"
+    d = decide(seen(body, cluster=READY, submitter=SubmitterView(), ray=RayJobView("RUNNING")))
+    assert "jobDeploymentStatus" not in d.status  # still running: nothing
+    d = decide(seen(body, cluster=READY, head_pod_missing=True))
+    assert d.status["jobDeploymentStatus"] == "Failed" and d.status["reason"] == "AppFailed"
+    assert d.status["message"] == "Ray head pod not found."
+    ok = SubmitterView(exit_code=0, container="ray-job-submitter", finished_at=NOW)
+    d = decide(seen(body, cluster=READY, submitter=ok, ray=RayJobView("SUCCEEDED")))
+    assert d.status["jobDeploymentStatus"] == "Complete"
+
+
+def test_submitter_views_from_the_job_and_the_head_pod() -> None:
+    job = {"status": {"conditions": [
+        {"type": "FailureTarget", "status": "True", "lastTransitionTime": "2026-11-28T11:00:00Z"},
+        {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+         "message": "Job has reached the specified backoff limit",
+         "lastTransitionTime": "2026-11-28T12:00:00Z"}]}}
+    view = job_submitter_view(job)
+    assert view.failed and view.reason == "BackoffLimitExceeded" and view.finished_at == NOW
+    done = job_submitter_view({"status": {"conditions": [
+        {"type": "Complete", "status": "True", "lastTransitionTime": "2026-11-28T12:00:00Z"}]}})
+    assert not done.failed and done.finished_at == NOW
+    assert job_submitter_view({"status": {}}) == SubmitterView()
+
+    def pod(state: dict[str, Any]) -> dict[str, Any]:
+        return {"status": {"containerStatuses": [
+            {"name": "ray-head", "state": {"terminated": {"exitCode": 2}}},
+            {"name": "ray-job-submitter", "state": state}]}}
+
+    crashed = sidecar_submitter_view(pod({"terminated": {
+        "exitCode": 1, "reason": "Error", "finishedAt": "2026-11-28T12:00:00Z"}}))
+    assert crashed.failed and crashed.exit_code == 1 and crashed.reason == "Error"
+    assert crashed.container == "ray-job-submitter" and crashed.finished_at == NOW
+    ok = sidecar_submitter_view(pod({"terminated": {"exitCode": 0, "reason": "Completed",
+                                                    "finishedAt": "2026-11-28T12:00:00Z"}}))
+    assert not ok.failed and ok.finished_at == NOW
+    running = sidecar_submitter_view(pod({"running": {"startedAt": "2026-11-28T11:00:00Z"}}))
+    assert running == SubmitterView()
+
+
+def test_http_mode_submits_again_when_the_dashboard_lost_the_job() -> None:
+    """reconcileHTTPModeJobNotFound: submit again; a failed submission starts the status
+    check failure clock, a successful one stops it."""
+    body = with_status(sample(submissionMode="HTTPMode"), jobDeploymentStatus="Running",
+                       jobStatus="RUNNING")
+    d = decide(seen(body, cluster=READY, ray_job_missing=True))
+    assert d.resubmit_http and d.status == {}
+    assert d.after_resubmit == {
+        True: {}, False: {"jobStatusCheckFailureStartTime": "2026-11-28T12:00:00Z"}}
+    failing = with_status(sample(submissionMode="HTTPMode"), jobDeploymentStatus="Running",
+                          jobStatusCheckFailureStartTime="2026-11-28T12:00:00Z")
+    d = decide(seen(failing, cluster=READY, ray_job_missing=True, now=later(10)))
+    assert d.after_resubmit == {True: {"jobStatusCheckFailureStartTime": None}, False: {}}
+    d = decide(seen(failing, cluster=READY, ray_job_missing=True, now=later(300)))
+    assert not d.resubmit_http and d.status["reason"] == CHECK
+    k8s = with_status(sample(), jobDeploymentStatus="Running", jobStatus="RUNNING")
+    assert not decide(seen(k8s, cluster=READY, ray_job_missing=True,
+                           submitter_exists=True)).resubmit_http

@@ -5,7 +5,9 @@ Built like the RayCluster controller (:mod:`rayscale.operator.handlers`) from
 the batch/v1 Jobs labelled ``ray.io/originated-from-crd=RayJob``, indexed by
 their RayJob) feed caches and queue the RayJob's key; workers reconcile one
 key at a time. A reconcile observes (the caches; Ray's job status from the
-dashboard's job API while the job runs), asks the pure state machine
+dashboard's job API while the job runs: its answer, "no such job", or that it
+could not be asked; in SidecarMode the head pod, read when needed), asks the
+pure state machine
 (:func:`rayscale.operator.rayjob_decide.decide`) what to do, and acts: create
 or delete the RayCluster and the submitter Job, submit or stop the Ray job
 (HTTPMode, deadlines), post Events, patch the status. A running job is polled
@@ -26,6 +28,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -37,11 +40,12 @@ from lightkube import ApiError, Client
 from lightkube.config import client_adapter
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.batch_v1 import Job
-from lightkube.resources.core_v1 import Event, Secret
+from lightkube.resources.core_v1 import Event, Pod, Secret
 from lightkube.types import PatchType
 
 from rayscale.api import RayCluster
 from rayscale.api.rayjob import RayJob
+from rayscale.labels import CLUSTER_LABEL, NODE_TYPE_LABEL
 from rayscale.operator import auth
 from rayscale.operator.desired import PodSettings
 from rayscale.operator.events import event_manifest
@@ -54,6 +58,10 @@ from rayscale.operator.rayjob_decide import (
     SubmitterView,
     decide,
     execution_ended,
+    job_submitter_view,
+    sidecar_submitter_view,
+    status_check_timeout_s,
+    transition_grace_period_s,
     validate,
 )
 from rayscale.operator.rayjob_desired import (
@@ -77,7 +85,7 @@ RayClusterResource = create_namespaced_resource("ray.io", "v1", "RayCluster", "r
 COMPONENT = "rayscale-operator"
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
-DASHBOARD_TIMEOUT_S = 10.0
+DASHBOARD_TIMEOUT_S = 10.0  # a job status query (KubeRay: 2 s direct, 10 s proxied)
 
 
 @dataclass(frozen=True)
@@ -230,15 +238,28 @@ class RayJobController:
         submitter_obj = self.submitters.get(ns, name)
         if not _owned_by(submitter_obj, uid):
             submitter_obj = None
-        submitter = _submitter_view(submitter_obj) if submitter_obj is not None else None
-        ray_job = None
-        if job is not None and cluster_obj is not None and cluster is not None \
-                and cluster.state == "ready" and status.get("jobId") \
-                and status.get("jobDeploymentStatus") == "Running":
-            ray_job = self._ray_job(cluster_obj, str(status["jobId"]))
+        submitter: SubmitterView | None = None
+        if submitter_obj is not None:
+            submitter = job_submitter_view(submitter_obj)
+        ray_job: RayJobView | None = None
+        missing, error, head_missing = False, None, False
+        if job is not None and status.get("jobDeploymentStatus") == "Running":
+            if job.spec.submission_mode == "SidecarMode" and cluster_obj is not None:
+                head = self._head_pod(ns, cluster_obj["metadata"]["name"])
+                head_missing = head is None
+                submitter = sidecar_submitter_view(head) if head is not None else None
+            if status.get("jobId"):  # KubeRay asks whatever the cluster's state
+                if cluster_obj is None:
+                    error = f"the RayCluster {status.get('rayClusterName')} does not exist"
+                else:
+                    ray_job, missing, error = self._ray_job(cluster_obj, str(status["jobId"]))
         seen = Observed(body=body, job=job, invalid=invalid, cluster=cluster,
                         submitter=submitter, submitter_exists=submitter_obj is not None,
-                        ray_job=ray_job, now=datetime.now(UTC), new_suffix=random_suffix())
+                        ray_job=ray_job, now=datetime.now(UTC), new_suffix=random_suffix(),
+                        ray_job_missing=missing, ray_job_error=error,
+                        head_pod_missing=head_missing,
+                        transition_grace_period_s=transition_grace_period_s(os.environ),
+                        status_check_timeout_s=status_check_timeout_s(os.environ))
         decision = decide(seen)
         self._act(body, job, cluster_obj, decision, key)
 
@@ -286,16 +307,39 @@ class RayJobController:
 
         return JobSubmissionClient(self._address(cluster), headers=self._headers(cluster))
 
-    def _ray_job(self, cluster: Obj, job_id: str) -> RayJobView | None:
+    def _ray_job(self, cluster: Obj, job_id: str) -> tuple[RayJobView | None, bool, str | None]:
+        """Ray's view of the job; or that the dashboard has no such job (a 404, KubeRay's
+        BadRequest); or why it could not be asked (a status check failure). KubeRay's
+        ``GetJobInfo``: ``GET /api/jobs/<id>`` with a deadline (the Ray SDK's client has
+        none: a dashboard that never answers would hold this worker, and its timeout
+        never come)."""
+        headers = self._headers(cluster)  # the Secret unreadable: the reconcile retries
+        url = f"{self._address(cluster)}/api/jobs/{job_id}"
         try:
-            info = self._dashboard(cluster).get_job_info(job_id)
-        except Exception as exc:  # not submitted yet, or the dashboard is not answering
-            log.info("job %s: no status from the dashboard yet (%s)", job_id,
-                     str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
-            return None
-        status = getattr(info.status, "value", str(info.status))
-        return RayJobView(status=str(status), message=info.message or "",
-                          start_time_ms=info.start_time, end_time_ms=info.end_time)
+            got = httpx.get(url, headers=headers, timeout=DASHBOARD_TIMEOUT_S, trust_env=False)
+            if got.status_code == 404:
+                log.info("job %s: not on the dashboard (yet)", job_id)
+                return None, True, None
+            got.raise_for_status()
+            info = got.json()
+            if not isinstance(info, dict) or not info.get("status"):
+                raise ValueError(f"not a job's details: {got.text[:200]}")
+        except Exception as exc:
+            text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            log.info("job %s: the dashboard did not answer (%s)", job_id, text)
+            return None, False, text
+        return RayJobView(status=str(info["status"]), message=str(info.get("message") or ""),
+                          start_time_ms=info.get("start_time"),
+                          end_time_ms=info.get("end_time")), False, None
+
+    def _head_pod(self, ns: str, cluster: str) -> Obj | None:
+        """The cluster's head pod, read now (KubeRay's ``GetRayClusterHeadPod``: none is
+        None, more than one an error)."""
+        pods = list(self.client.list(Pod, namespace=ns,
+                                     labels={CLUSTER_LABEL: cluster, NODE_TYPE_LABEL: "head"}))
+        if len(pods) > 1:
+            raise RuntimeError(f"RayCluster {ns}/{cluster} has {len(pods)} head pods")
+        return cast(Obj, pods[0].to_dict()) if pods else None
 
     # ----------------------------------------------------------------- act
 
@@ -320,6 +364,18 @@ class RayJobController:
                                    str(status.get("dashboardURL") or dashboard_url(cluster_obj)))
         if decision.submit_http and job is not None and cluster_obj is not None:
             self._submit_http(job, cluster_obj, str(status.get("jobId")))
+        if decision.resubmit_http and job is not None and cluster_obj is not None:
+            log.info("%s: job %s not on the dashboard: submitting it again", key,
+                     status.get("jobId"))
+            try:
+                self._submit_http(job, cluster_obj, str(status.get("jobId")))
+                submitted = True
+            except Exception as exc:  # KubeRay: recordJobStatusCheckFailure
+                log.info("%s: could not submit the Ray job again: %s", key,
+                         str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+                submitted = False
+            decision.status.update(decision.after_resubmit.get(submitted, {}))
+            status.update(decision.after_resubmit.get(submitted, {}))
         if decision.stop_ray_job and cluster_obj is not None and status.get("jobId"):
             try:
                 self._dashboard(cluster_obj).stop_job(str(status["jobId"]))
@@ -431,14 +487,6 @@ class RayJobController:
 
 def _typed(cluster_obj: Obj) -> RayCluster:
     return parse_cluster_spec({k: v for k, v in cluster_obj.items() if k != "status"})
-
-
-def _submitter_view(obj: Obj) -> SubmitterView:
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Failed" and cond.get("status") == "True":
-            return SubmitterView(failed=True, message=str(cond.get("message") or
-                                                          cond.get("reason") or ""))
-    return SubmitterView()
 
 
 def _background() -> Any:

@@ -13,8 +13,23 @@ KubeRay v1.7's ``jobDeploymentStatus`` transitions (``rayjob_controller.go``):
   ``Failed`` (``PreRunningDeadlineExceeded``);
 - ``Running``: Ray's job status into ``jobStatus``; ``SUCCEEDED`` ->
   ``Complete``, ``FAILED``/``STOPPED`` -> ``Failed`` (``AppFailed``, Ray's
-  message), or ``Retrying`` while ``failed < backoffLimit``; a submitter Job
-  that failed -> ``Failed`` (``SubmissionFailed``);
+  message), or ``Retrying`` while ``failed < backoffLimit``; with a submitter
+  (K8sJobMode's Job, SidecarMode's head pod container) only once it finished
+  too (KubeRay PR 1919); a submitter Job that failed, or a sidecar submitter
+  that exited non-zero -> ``Failed`` (``SubmissionFailed``, or ``AppFailed``
+  when ``jobStatus`` is already ``FAILED``); SidecarMode without a head pod ->
+  ``Failed`` (``AppFailed``); HTTPMode, the dashboard has no such job: submit it
+  again (a failed submission is a status check failure);
+- Running with timeouts (``rayjob_controller.go``): the submitter finished
+  :data:`SUBMITTER_FINISHED_TIMEOUT_S` ago and the job is still Running ->
+  ``Failed``, ``jobStatus: FAILED``
+  (``JobDeploymentStatusTransitionGracePeriodExceeded``); ``jobStatus``
+  terminal for ``RAYJOB_DEPLOYMENT_STATUS_TRANSITION_GRACE_PERIOD_SECONDS``
+  (300) past ``rayJobInfo.endTime`` -> ``Complete``/``Failed`` (the same
+  reason); the dashboard not answering for Ray's job status since
+  ``jobStatusCheckFailureStartTime`` for ``RAYJOB_STATUS_CHECK_TIMEOUT_SECONDS``
+  (300) -> ``Failed`` (``JobStatusCheckTimeoutExceeded``, never retried, like
+  ``DeadlineExceeded``);
 - ``activeDeadlineSeconds`` past ``startTime`` before the end -> ``Failed``
   (``DeadlineExceeded``), the Ray job stopped;
 - ``Complete``/``Failed`` with ``shutdownAfterJobFinishes``: the cluster and the
@@ -37,9 +52,11 @@ observes and acts.
 
 from __future__ import annotations
 
+import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import yaml
@@ -47,11 +64,22 @@ from pydantic import ValidationError
 
 from rayscale.api.errors import messages
 from rayscale.api.rayjob import TERMINAL_DEPLOYMENT_STATUSES, TERMINAL_JOB_STATUSES, RayJob
-from rayscale.operator.rayjob_desired import CLUSTER_SELECTOR_KEY
+from rayscale.operator.rayjob_desired import CLUSTER_SELECTOR_KEY, SUBMITTER_CONTAINER
 
 MAX_NAME_LENGTH = 47  # KubeRay's MaxRayJobNameLength
 RUNNING_POLL_S = 2.0  # how often Ray's job status is read while the job runs
 WAIT_POLL_S = 2.0  # initializing, suspending, retrying: check again after this
+#: KubeRay's ``DefaultSubmitterFinishedTimeout``: how long after the submitter finished
+#: Ray's job may take to reach a terminal status.
+SUBMITTER_FINISHED_TIMEOUT_S = 30
+#: KubeRay's env vars (read by the operator at each reconcile) and their defaults.
+TRANSITION_GRACE_PERIOD_ENV = "RAYJOB_DEPLOYMENT_STATUS_TRANSITION_GRACE_PERIOD_SECONDS"
+DEFAULT_TRANSITION_GRACE_PERIOD_S = 300
+STATUS_CHECK_TIMEOUT_ENV = "RAYJOB_STATUS_CHECK_TIMEOUT_SECONDS"
+DEFAULT_STATUS_CHECK_TIMEOUT_S = 300
+#: KubeRay's ``JobDeploymentStatusTransitionGracePeriodExceeded`` message.
+GRACE_PERIOD_MESSAGE = ("JobDeploymentStatus does not transition to Complete or Failed within "
+                        "the grace period after JobStatus reaches a terminal state.")
 
 
 @dataclass(frozen=True)
@@ -66,8 +94,17 @@ class ClusterView:
 
 @dataclass(frozen=True)
 class SubmitterView:
-    failed: bool = False  # the Job's Failed condition (backoffLimit exhausted)
-    message: str = ""
+    """The submitter: K8sJobMode's Job, or SidecarMode's ``ray-job-submitter`` container
+    of the head pod."""
+
+    failed: bool = False  # the Job's Failed condition; the container exited non-zero
+    reason: str = ""  # the condition's reason; the container's terminated reason
+    message: str = ""  # the condition's message
+    exit_code: int | None = None  # SidecarMode: the container's exit code
+    container: str = ""  # SidecarMode: the container's name
+    #: when it finished: the Job's Complete/Failed condition's lastTransitionTime, the
+    #: container's terminated finishedAt; None while it runs
+    finished_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +128,13 @@ class Observed:
     ray_job: RayJobView | None
     now: datetime
     new_suffix: str  # random, for names the decision may need (a cluster, a job id)
+    #: the dashboard was asked for Ray's job status and answered "no such job" (404)
+    ray_job_missing: bool = False
+    #: the dashboard could not be asked, or failed to answer (why): a status check failure
+    ray_job_error: str | None = None
+    head_pod_missing: bool = False  # SidecarMode, Running: the cluster has no head pod
+    transition_grace_period_s: int = DEFAULT_TRANSITION_GRACE_PERIOD_S
+    status_check_timeout_s: int = DEFAULT_STATUS_CHECK_TIMEOUT_S
 
 
 @dataclass
@@ -99,6 +143,10 @@ class Decision:
     create_cluster: str | None = None  # its name
     create_submitter: bool = False
     submit_http: bool = False
+    #: HTTPMode, Running, the dashboard has no such job: submit it again, then add
+    #: ``after_resubmit[True]`` (it worked) or ``[False]`` (it failed) to ``status``
+    resubmit_http: bool = False
+    after_resubmit: dict[bool, dict[str, Any]] = field(default_factory=dict)
     stop_ray_job: bool = False
     delete_cluster: str | None = None
     delete_submitter: bool = False
@@ -118,7 +166,83 @@ def parse_time(text: str | None) -> datetime | None:
     try:
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:
+        pass
+    try:  # written by someone else: fractions of a second, an offset
+        when = datetime.fromisoformat(text)
+    except ValueError:
         return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def go_datetime(when: datetime) -> str:
+    """Go's ``time.DateTime`` layout (``2006-01-02 15:04:05``), as KubeRay's messages
+    print times (UTC: the times come from the API server)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+_GO_INT = re.compile(r"[+-]?[0-9]+")
+
+
+def _atoi(text: str | None) -> int | None:
+    """Go's ``strconv.Atoi``: an optional sign and decimal digits, nothing else."""
+    return int(text) if text is not None and _GO_INT.fullmatch(text) else None
+
+
+def transition_grace_period_s(environ: Mapping[str, str]) -> int:
+    """KubeRay's ``RAYJOB_DEPLOYMENT_STATUS_TRANSITION_GRACE_PERIOD_SECONDS``: the
+    default when unset or not an integer (any integer is taken, as KubeRay does)."""
+    value = _atoi(environ.get(TRANSITION_GRACE_PERIOD_ENV))
+    return DEFAULT_TRANSITION_GRACE_PERIOD_S if value is None else value
+
+
+def status_check_timeout_s(environ: Mapping[str, str]) -> int:
+    """KubeRay's ``getJobStatusCheckTimeoutSeconds``: ``RAYJOB_STATUS_CHECK_TIMEOUT_SECONDS``,
+    the default when unset, not an integer, or not positive."""
+    value = _atoi(environ.get(STATUS_CHECK_TIMEOUT_ENV))
+    return DEFAULT_STATUS_CHECK_TIMEOUT_S if value is None or value <= 0 else value
+
+
+# ------------------------------------------------------------- observations
+
+
+def job_submitter_view(job: Mapping[str, Any]) -> SubmitterView:
+    """K8sJobMode's submitter Job (KubeRay's ``checkK8sJobStatus``,
+    ``getJobFinishedCondition``): failed on its ``Failed`` condition; finished at the
+    ``lastTransitionTime`` of its first ``Complete`` or ``Failed`` condition."""
+    failed: Mapping[str, Any] | None = None
+    finished_at: datetime | None = None
+    finished_seen = False
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") == "Failed" and failed is None:
+            failed = cond
+        if cond.get("type") in ("Complete", "Failed") and not finished_seen:
+            finished_seen = True
+            finished_at = parse_time(cond.get("lastTransitionTime"))
+    if failed is None:
+        return SubmitterView(finished_at=finished_at)
+    return SubmitterView(failed=True, reason=str(failed.get("reason") or ""),
+                         message=str(failed.get("message") or ""), finished_at=finished_at)
+
+
+def sidecar_submitter_view(head_pod: Mapping[str, Any]) -> SubmitterView:
+    """SidecarMode's ``ray-job-submitter`` container of the head pod (KubeRay's
+    ``checkSidecarContainerStatus``, ``getSubmitterContainerFinishedTime``; the
+    ``SidecarSubmitterRestart`` gate off, its default): failed when it terminated with a
+    non-zero exit code; finished when it terminated."""
+    for cs in (head_pod.get("status") or {}).get("containerStatuses") or []:
+        if cs.get("name") != SUBMITTER_CONTAINER:
+            continue
+        ended = (cs.get("state") or {}).get("terminated")
+        if not ended:
+            return SubmitterView()
+        code = int(ended.get("exitCode") or 0)
+        return SubmitterView(failed=code != 0, reason=str(ended.get("reason") or ""),
+                             message=str(ended.get("message") or ""), exit_code=code,
+                             container=SUBMITTER_CONTAINER,
+                             finished_at=parse_time(ended.get("finishedAt")))
+    return SubmitterView()
 
 
 # ------------------------------------------------------------------ validation
@@ -370,21 +494,92 @@ def _initializing(seen: Observed, out: Decision, status: dict[str, Any]) -> Deci
     return out
 
 
+GRACE_PERIOD_REASON = "JobDeploymentStatusTransitionGracePeriodExceeded"
+STATUS_CHECK_TIMEOUT_REASON = "JobStatusCheckTimeoutExceeded"
+#: Failures never retried whatever ``backoffLimit`` says (KubeRay's
+#: ``checkBackoffLimitAndUpdateStatusIfNeeded``).
+NOT_RETRIED = frozenset({"DeadlineExceeded", STATUS_CHECK_TIMEOUT_REASON})
+#: The modes whose submitter must finish too before the RayJob does (``utils.HasSubmitter``).
+SUBMITTER_MODES = ("K8sJobMode", "SidecarMode")
+
+
 def _running(seen: Observed, out: Decision, status: dict[str, Any]) -> Decision:
+    """Running, in ``rayjob_controller.go``'s order: the transition grace period, the
+    job status check timeout, the submitter (failed; finished too long ago), then Ray's
+    job status (suspend and activeDeadlineSeconds come first, in :func:`_decide`)."""
     assert seen.job is not None
     spec = seen.job.spec
+    job_status = status.get("jobStatus") or ""
+    # checkTransitionGracePeriodAndUpdateStatusIfNeeded: Ray's job ended, the RayJob
+    # did not follow (its submitter never finished)
+    ray_ended = parse_time((status.get("rayJobInfo") or {}).get("endTime"))
+    if job_status in TERMINAL_JOB_STATUSES and ray_ended is not None \
+            and seen.now >= ray_ended + timedelta(seconds=seen.transition_grace_period_s):
+        return _finish(seen, out, status, "Failed" if job_status == "FAILED" else "Complete",
+                       GRACE_PERIOD_REASON, GRACE_PERIOD_MESSAGE, stop=False)
+    # checkJobStatusCheckTimeoutAndUpdateStatusIfNeeded
+    failing_since = parse_time(status.get("jobStatusCheckFailureStartTime"))
+    if failing_since is not None \
+            and seen.now >= failing_since + timedelta(seconds=seen.status_check_timeout_s):
+        return _finish(seen, out, status, "Failed", STATUS_CHECK_TIMEOUT_REASON,
+                       f"Job status checks have been failing since "
+                       f"{go_datetime(failing_since)}; exceeded timeout of "
+                       f"{seen.status_check_timeout_s}s", stop=False)
+    out.requeue_after = RUNNING_POLL_S
+    # checkSubmitterAndUpdateStatusIfNeeded
+    sub = seen.submitter
+    finished_at = sub.finished_at if sub is not None else None
+    failure: str | None = None  # KubeRay's SubmissionFailed message
     if spec.submission_mode == "K8sJobMode":
         if not seen.submitter_exists and (seen.ray_job is None):
             out.create_submitter = True  # deleted meanwhile: create it again
-        if seen.submitter is not None and seen.submitter.failed and (
-                seen.ray_job is None or seen.ray_job.status not in TERMINAL_JOB_STATUSES):
-            return _finish(seen, out, status, "Failed", "SubmissionFailed",
-                           f"The submitter Job failed: {seen.submitter.message}".strip(),
+        if sub is not None and sub.failed:
+            failure = f"Job submission has failed. Reason: {sub.reason}. Message: {sub.message}"
+    elif spec.submission_mode == "SidecarMode":
+        if seen.head_pod_missing:
+            return _finish(seen, out, status, "Failed", "AppFailed", "Ray head pod not found.",
                            stop=False)
+        if sub is not None and sub.failed:
+            failure = (f"Ray head pod container {sub.container} terminated with exit code "
+                       f"{sub.exit_code}: {sub.reason}")
+    # checkSubmitterFinishedTimeoutAndUpdateStatusIfNeeded (before a failed submitter's
+    # own reason, as KubeRay orders them)
+    if finished_at is not None \
+            and seen.now >= finished_at + timedelta(seconds=SUBMITTER_FINISHED_TIMEOUT_S):
+        out.status["jobStatus"] = "FAILED"
+        return _finish(seen, out, status, "Failed", GRACE_PERIOD_REASON,
+                       f"The RayJob submitter finished at {go_datetime(finished_at)} but the "
+                       f"ray job did not reach terminal state within "
+                       f"{SUBMITTER_FINISHED_TIMEOUT_S}s", stop=False)
+    if failure is not None:
+        # the submitter waits for the user's code: when Ray already said FAILED, that is why
+        if job_status == "FAILED":
+            return _finish(seen, out, status, "Failed", "AppFailed",
+                           status.get("message") or "", stop=False)
+        return _finish(seen, out, status, "Failed", "SubmissionFailed", failure, stop=False)
+    if seen.ray_job_missing:  # the dashboard has no such job (yet)
+        if spec.submission_mode == "HTTPMode":  # reconcileHTTPModeJobNotFound
+            out.resubmit_http = True
+            recorded = bool(status.get("jobStatusCheckFailureStartTime"))
+            out.after_resubmit = {
+                True: {"jobStatusCheckFailureStartTime": None} if recorded else {},
+                False: {} if recorded else {"jobStatusCheckFailureStartTime": rfc3339(seen.now)},
+            }
+            return out
+        if finished_at is not None:
+            return _finish(seen, out, status, "Failed", "AppFailed",
+                           "Submitter completed but Ray job not found in RayCluster.",
+                           stop=False)
+        return out
+    if seen.ray_job_error is not None:  # recordJobStatusCheckFailure: the first one
+        if not status.get("jobStatusCheckFailureStartTime"):
+            out.status["jobStatusCheckFailureStartTime"] = rfc3339(seen.now)
+        return out
     ray = seen.ray_job
-    out.requeue_after = RUNNING_POLL_S
     if ray is None:
         return out
+    if status.get("jobStatusCheckFailureStartTime"):  # answered: the clock stops
+        out.status["jobStatusCheckFailureStartTime"] = None
     if ray.status != status.get("jobStatus") or ray.message != (status.get("message") or ""):
         out.status["jobStatus"] = ray.status
         out.status["message"] = ray.message or None
@@ -394,6 +589,8 @@ def _running(seen: Observed, out: Decision, status: dict[str, Any]) -> Decision:
         if ray.end_time_ms:
             info["endTime"] = _ms(ray.end_time_ms)
         out.status["rayJobInfo"] = info or None
+    if spec.submission_mode in SUBMITTER_MODES and finished_at is None:
+        return out  # the submitter still runs: the RayJob ends with it (KubeRay PR 1919)
     if ray.status == "SUCCEEDED":
         return _finish(seen, out, status, "Complete", None, ray.message, stop=False)
     if ray.status in ("FAILED", "STOPPED"):
@@ -416,10 +613,10 @@ def _finish(seen: Observed, out: Decision, status: dict[str, Any], ds: str,
     if ds == "Failed":
         failed += 1
         out.status["failed"] = failed
-    else:
-        succeeded += 1
+    elif out.status.get("jobStatus", status.get("jobStatus")) == "SUCCEEDED":
+        succeeded += 1  # not a Complete whose Ray job was STOPPED (the grace period)
         out.status["succeeded"] = succeeded
-    if ds == "Failed" and failed <= spec.backoff_limit and reason != "DeadlineExceeded":
+    if ds == "Failed" and failed <= spec.backoff_limit and reason not in NOT_RETRIED:
         out.status.update(jobDeploymentStatus="Retrying", reason=reason, message=message or None)
         out.events.append(("Warning", "Retrying",
                            f"attempt {failed} failed ({reason}); retrying on a fresh RayCluster"
@@ -527,7 +724,8 @@ def _release(seen: Observed, out: Decision, ds: str) -> Decision:
     if out.requeue_after is not None:
         return out
     reset: dict[str, Any] = {"rayClusterName": None, "dashboardURL": None, "jobStatus": "",
-                             "rayJobInfo": None, "rayClusterStatus": None}
+                             "rayJobInfo": None, "rayClusterStatus": None,
+                             "jobStatusCheckFailureStartTime": None}
     if ds == "Suspending":
         out.status.update(reset, jobDeploymentStatus="Suspended", jobId=None, reason=None,
                           message=None, startTime=None, endTime=None)
