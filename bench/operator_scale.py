@@ -929,6 +929,34 @@ def table(report: Report) -> str:
 # ----------------------------------------------------------------- main
 
 
+def stop_started(kube: Client | None, operator: Operator | None, vnode: Any,
+                 cluster: DevCluster | None, previous_int: Any, previous_term: Any) -> None:
+    """Stop what a benchmark started, operator first, control plane last, without a
+    second interruption half-way; then restore the SIGINT/SIGTERM handlers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        if kube is not None:
+            kube.close()
+        if operator is not None:
+            say("stopping the operator")
+            operator.stop()
+        if vnode is not None:
+            say("stopping the vnode")
+            swept = vnode.stop()
+            if swept:
+                say(f"swept pod processes {swept}")
+        if cluster is not None:
+            say("stopping the control plane")
+            cluster.stop()
+            left = [c for c, alive in cluster.running().items() if alive]
+            if left:
+                say(f"still running after stop: {left}")
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous_term)
+
+
 class Interrupted(Exception):
     pass
 
@@ -1048,31 +1076,9 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Interrupted) as exc:
         say(f"interrupted ({str(exc) or 'Ctrl-C'}); cleaning up")
     finally:
-        # no second interruption half-way through stopping what we started
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            if kube is not None:
-                kube.close()
-            if apiserver is not None:
-                apiserver.close()
-            if operator is not None:
-                say("stopping the operator")
-                operator.stop()
-            if vnode is not None:
-                say("stopping the vnode")
-                swept = vnode.stop()
-                if swept:
-                    say(f"swept pod processes {swept} (there should be none in fake-run mode)")
-            if cluster is not None:
-                say("stopping the control plane")
-                cluster.stop()
-                left = [c for c, alive in cluster.running().items() if alive]
-                if left:
-                    say(f"still running after stop: {left}")
-        finally:
-            signal.signal(signal.SIGINT, previous_int)
-            signal.signal(signal.SIGTERM, previous_term)
+        if apiserver is not None:
+            apiserver.close()
+        stop_started(kube, operator, vnode, cluster, previous_int, previous_term)
         if ok and not args.keep_state and args.state_dir is None:
             shutil.rmtree(state, ignore_errors=True)
         elif report.sizes or not ok:

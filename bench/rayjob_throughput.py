@@ -98,6 +98,7 @@ from bench.operator_scale import (  # noqa: E402
     cpu_all,
     delete_namespace,
     say,
+    stop_started,
 )
 from tests.devtools import VNodeProcess, start_vnode, wait_for  # noqa: E402
 from tests.k8s.operator.test_rayjob import small_job  # noqa: E402
@@ -650,29 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Interrupted) as exc:
         say(f"interrupted ({str(exc) or 'Ctrl-C'}); cleaning up")
     finally:
-        # no second interruption half-way through stopping what we started
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            if kube is not None:
-                kube.close()
-            if operator is not None:
-                say("stopping the operator")
-                operator.stop()
-            if vnode is not None:
-                say("stopping the vnode")
-                swept = vnode.stop()
-                if swept:
-                    say(f"swept pod processes {swept}")
-            if cluster is not None:
-                say("stopping the control plane")
-                cluster.stop()
-                left = [c for c, alive in cluster.running().items() if alive]
-                if left:
-                    say(f"still running after stop: {left}")
-        finally:
-            signal.signal(signal.SIGINT, previous_int)
-            signal.signal(signal.SIGTERM, previous_term)
+        stop_started(kube, operator, vnode, cluster, previous_int, previous_term)
         if ok and not args.keep_state and args.state_dir is None:
             shutil.rmtree(state, ignore_errors=True)
         elif report.batches or not ok:
