@@ -184,6 +184,7 @@ class BatchResult:
     settle_s: float = 0.0
     idle_cpu_pct: float | None = None  # operator, % of one core
     idle_requests_per_job_min: float | None = None
+    idle_requests: dict[str, float] = field(default_factory=dict)  # by verb resource
     # deleting every RayJob until RayJobs, RayClusters, Jobs and pods are gone
     delete_s: float | None = None
     delete_operator_cpu_s: float | None = None
@@ -419,6 +420,7 @@ def run_batch(kube: Client, kubeconfig: Path, operator: Operator, pids: dict[str
             result.idle_cpu_pct = 100.0 * (idle_cpu_after["operator"] - idle_cpu["operator"]) / span
         made = _diff(_requests(idle_after), _requests(idle_before))
         result.idle_requests_per_job_min = sum(made.values()) * 60.0 / span / n
+        result.idle_requests = made
     delete_jobs(kube, ns, names, operator, pids, threads, timeout_s, result)
     return result
 
@@ -457,6 +459,10 @@ def delete_jobs(kube: Client, ns: str, names: list[str], operator: Operator,
 
 
 # ----------------------------------------------------------------- report
+
+
+def _verbs(requests: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.0f}" for k, v in sorted(requests.items())) or "none"
 
 
 def table(report: Report) -> str:
@@ -511,7 +517,7 @@ def table(report: Report) -> str:
             lines.append(f"- {r.jobs} jobs, {r.settle_s:.0f} s: operator "
                          f"{_fmt(r.idle_cpu_pct, '.0f', ' %')} of a core, "
                          f"{_fmt(r.idle_requests_per_job_min, '.2f')} API requests per job "
-                         "per minute")
+                         f"per minute ({_verbs(r.idle_requests)})")
     if any(r.failed for r in report.batches):
         lines += ["", "Failed jobs:"] + [f"- {r.phase}: {f}" for r in report.batches
                                          for f in r.failed]
