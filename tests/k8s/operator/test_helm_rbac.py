@@ -29,11 +29,10 @@ What they prove:
 from __future__ import annotations
 
 import base64
-import fcntl
 import os
+import re
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -58,8 +57,9 @@ from rayscale.operator import rayjob_desired, rbac
 from tests.devtools import wait_for
 from tests.k8s.operator.conftest import CRDS, ROOT, RayCluster, manifest, pods
 
-HELM_VERSION = "v3.21.4"
-HELM_CLIENT_GO_MINOR = "36"  # helm v3.21.4 requires k8s.io/client-go v0.36.x
+BUILD_HELM = ROOT / "scripts" / "build-helm.sh"
+#: the pinned version, from the build script (one place for it and its ldflags)
+HELM_VERSION = re.search(r'^HELM_VERSION="(v[^"]+)"', BUILD_HELM.read_text(), re.M)[1]  # type: ignore[index]
 HELM_BUILD_TIMEOUT_S = 1800
 CHART = ROOT / "deploy" / "helm" / "rayscale"
 RayJob = create_namespaced_resource("ray.io", "v1", "RayJob", "rayjobs")
@@ -91,45 +91,21 @@ if not _helm_ok(_helm_dir() / "bin" / "helm"):
 
 @pytest.fixture(scope="session")
 def helm() -> Path:
-    """helm HELM_VERSION, built once (under a lock, so parallel sessions build it once)."""
-    cache = _helm_dir()
-    binary = cache / "bin" / "helm"
+    """helm HELM_VERSION, built once by scripts/build-helm.sh (scripts/test.sh starts it
+    before the tests; under a lock, so a build already running is waited for)."""
+    binary = _helm_dir() / "bin" / "helm"
     if _helm_ok(binary):
         return binary
-    go = _go()
-    if go is None:
+    if _go() is None:
         pytest.skip("no helm and no Go toolchain to build it")
-    cache.mkdir(parents=True, exist_ok=True)
-    with (cache / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _helm_ok(binary):
-            started = time.monotonic()
-            log = cache / "build.log"
-            with log.open("w") as out:
-                done = subprocess.run(
-                    ["nice", "-n", "10", go, "install", "-ldflags", _ldflags(),
-                     f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"],
-                    env={**os.environ, "GOBIN": str(binary.parent), "CGO_ENABLED": "0",
-                         "GOFLAGS": "-buildvcs=false"},
-                    stdout=out, stderr=subprocess.STDOUT, timeout=HELM_BUILD_TIMEOUT_S,
-                    cwd=cache,
-                )
-            assert done.returncode == 0, f"building helm failed; see {log}"
-            (cache / "build-seconds").write_text(f"{time.monotonic() - started:.0f}\n")
+    _helm_dir().mkdir(parents=True, exist_ok=True)
+    log = _helm_dir() / "build.log"
+    with log.open("w") as out:
+        done = subprocess.run(["bash", str(BUILD_HELM)], stdout=out, stderr=subprocess.STDOUT,
+                              timeout=HELM_BUILD_TIMEOUT_S)
+    assert done.returncode == 0, f"building helm failed; see {log}"
     assert _helm_ok(binary)
     return binary
-
-
-def _ldflags() -> str:
-    """What helm's Makefile links in: its version, and the Kubernetes version that
-    `helm template` and `helm lint` assume (1.<client-go minor>) instead of v1.20."""
-    pkg = "helm.sh/helm/v3"
-    flags = ["-w", "-s", f"-X {pkg}/internal/version.version={HELM_VERSION}",
-             f"-X {pkg}/internal/version.gitTreeState=clean"]
-    for where in ("pkg/lint/rules", "pkg/chartutil"):
-        flags += [f"-X {pkg}/{where}.k8sVersionMajor=1",
-                  f"-X {pkg}/{where}.k8sVersionMinor={HELM_CLIENT_GO_MINOR}"]
-    return " ".join(flags)
 
 
 def _helm(helm: Path, *args: str) -> subprocess.CompletedProcess[str]:
