@@ -45,6 +45,7 @@ from tests.k8s.operator.conftest import (
     ray_node_count,
     run_job,
     running,
+    without_shutdown_drain,
 )
 
 SAMPLE = Path(__file__).parent / "kuberay" / "ray-cluster.auth.yaml"
@@ -54,7 +55,8 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 def kuberay_auth_sample() -> dict[str, Any]:
     """KubeRay's sample as written, shrunk: 4 CPU / 8 GiB pods would fill the test
-    machine's virtual nodes, and a head that takes no tasks makes demand scale workers."""
+    machine's virtual nodes, and a head that takes no tasks makes demand scale workers
+    (and no 30 s drain on deletion: conftest.NO_DRAIN)."""
     doc = yaml.safe_load(SAMPLE.read_text())
     spec = doc["spec"]
     head = spec["headGroupSpec"]
@@ -66,6 +68,7 @@ def kuberay_auth_sample() -> dict[str, Any]:
     worker["maxReplicas"] = 2
     worker["template"]["spec"]["containers"][0]["resources"] = {
         "limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}}
+    without_shutdown_drain(spec)
     return dict(doc)
 
 
@@ -337,6 +340,7 @@ def kuberay_k8s_auth_sample(ns: str) -> list[dict[str, Any]]:
             doc["spec"]["workerGroupSpecs"][0]["maxReplicas"] = 1
             # and rayscale's sidecar, which talks to Ray with the head's account token
             doc["spec"]["enableInTreeAutoscaling"] = True
+            without_shutdown_drain(doc["spec"])
         elif kind in ("ClusterRole", "ClusterRoleBinding"):
             doc["metadata"]["name"] = f"{doc['metadata']['name']}-{ns}"
         if kind in ("ClusterRoleBinding", "RoleBinding"):
