@@ -1,7 +1,10 @@
 """The autoscaler of one local cluster: its loop wired to the local provider and state dir.
 
 `rayscale up` starts ``rayscale autoscaler --cluster NAME`` in the background,
-which builds its loop here.
+which builds its loop here. With GCS fault tolerance (``rayscale up --ha``) it
+also keeps the head: before each round :class:`HeadKeeper` checks the head's
+process and starts a new head on the same address, ports and store when it
+died (the loop holds scaling meanwhile: autoscaler/headwatch.py).
 """
 
 from __future__ import annotations
@@ -9,10 +12,12 @@ from __future__ import annotations
 import logging
 import os
 
-from rayscale import rayauth
-from rayscale.autoscaler.events import EventLog
+from rayscale import procs, rayauth
+from rayscale.api import RayCluster
+from rayscale.autoscaler.events import EventLog, ScalingEvent
 from rayscale.autoscaler.loop import Autoscaler, LoopOptions
 from rayscale.autoscaler.metrics import AutoscalerMetrics
+from rayscale.local.cluster import ClusterError, restart_head
 from rayscale.local.provider import LocalProvider
 from rayscale.local.store import ClusterDir
 from rayscale.observe.memory import DashboardMemoryProbe
@@ -20,6 +25,34 @@ from rayscale.observe.ray_state import RayObserver
 from rayscale.spec import load_cluster_spec
 
 log = logging.getLogger("rayscale.autoscaler")
+
+
+class HeadKeeper:
+    """Starts a new head when the head process of an HA cluster has died."""
+
+    def __init__(self, spec: RayCluster, cdir: ClusterDir, events: EventLog,
+                 metrics: AutoscalerMetrics) -> None:
+        self.spec = spec
+        self.cdir = cdir
+        self.events = events
+        self.metrics = metrics
+
+    def check(self) -> None:
+        record = self.cdir.load()
+        if not record.ha or record.head_pid is None or procs.is_alive(record.head_pid):
+            return
+        old = record.head_pid
+        try:
+            record = restart_head(self.spec, self.cdir)
+        except (ClusterError, OSError) as exc:
+            self.events.add(ScalingEvent("error", f"restarting the head failed: {exc}"))
+            return
+        self.metrics.head_restarts.inc()
+        self.events.add(ScalingEvent(
+            "head_restart", f"the head process {old} died: started a new head (pid "
+            f"{record.head_pid}, restart {record.head_restarts}) on {record.address} "
+            "with the same GCS store; workers reconnect to it",
+        ))
 
 
 def local_autoscaler(cluster: str, options: LoopOptions) -> Autoscaler:
@@ -36,16 +69,18 @@ def local_autoscaler(cluster: str, options: LoopOptions) -> Autoscaler:
         status["autoscaler_pid"] = os.getpid()
         cdir.write_status(status)
 
+    events = EventLog(cdir.events_file)
     return Autoscaler(
         spec,
         LocalProvider(spec, cdir),
         RayObserver(record.address),
         head_ip=record.head_ip,
-        events=EventLog(cdir.events_file),
+        events=events,
         metrics=metrics,
         options=options,
         memory_probe=DashboardMemoryProbe(
             record.dashboard_url, headers=rayauth.bearer_headers(record.token_file)
         ),
         on_status=publish,
+        before_round=HeadKeeper(spec, cdir, events, metrics).check if record.ha else None,
     )
