@@ -5,9 +5,11 @@ GCS cannot be reached there is no picture (a round stops nothing and launches
 nothing). When it answers again after an outage (a restarted head, with GCS
 fault tolerance), its first pictures are incomplete: workers re-register one
 by one, so a node that runs and is ours may look unregistered (a "pending"
-launch long timed out) and demand may look unserved. Until every live node
-of ours is registered again, or ``grace_s`` has passed, the autoscaler
-*holds*: no launch, no stop, no launch timeout. (Ray's own autoscaler once
+launch long timed out) and demand may look unserved; or the GCS shows the
+nodes it read back from its store as alive before they report (their load
+unknown). For ``settle_s`` at least, and then until every live node of ours
+is registered again, at most ``grace_s`` in all, the autoscaler *holds*: no
+launch, no stop, no launch timeout. (Ray's own autoscaler once
 terminated every node when a list call timed out: ray#58933.)
 
 Pure logic: no I/O, no clock; callers pass ``now``.
@@ -32,8 +34,9 @@ class Change:
 class HeadWatch:
     """The GCS's reachability over rounds, and the hold after an outage."""
 
-    def __init__(self, grace_s: float) -> None:
+    def __init__(self, grace_s: float, settle_s: float = 10.0) -> None:
         self.grace_s = grace_s
+        self.settle_s = min(settle_s, grace_s)
         self.state: HeadState = "up"
         self.since: float | None = None  # when the current down/recovering state began
         self.down_for: float = 0.0  # how long the last outage lasted
@@ -62,18 +65,16 @@ class HeadWatch:
             assert self.since is not None
             self.down_for = now - self.since
             self.state, self.since = "recovering", now
-            if unregistered == 0:
-                self.state, self.since = "up", None
-                return Change("gcs_back", f"the head's GCS is back after {self.down_for:.1f}s; "
-                              "every node is registered: scaling resumes")
+            waiting = f"{unregistered} live node(s) to re-register" if unregistered \
+                else "the nodes to report"
             return Change("gcs_back", f"the head's GCS is back after {self.down_for:.1f}s; "
-                          f"holding (no stop, no launch) until {unregistered} live node(s) "
-                          f"re-register, at most {self.grace_s:.0f}s")
+                          f"holding (no stop, no launch) for {waiting}: at least "
+                          f"{self.settle_s:.0f}s, at most {self.grace_s:.0f}s")
         assert self.since is not None
         waited = now - self.since
-        if unregistered == 0:
+        if unregistered == 0 and waited >= self.settle_s:
             self.state, self.since = "up", None
-            return Change("hold_end", f"every live node re-registered {waited:.1f}s after the "
+            return Change("hold_end", f"every live node is registered {waited:.1f}s after the "
                           "GCS came back: scaling resumes")
         if waited >= self.grace_s:
             self.state, self.since = "up", None

@@ -84,6 +84,7 @@ class LoopOptions:
     # After a GCS outage (a restarted head), no launch and no stop until every live
     # node of ours re-registered, or for at most this long (headwatch.py).
     recovery_grace_s: float = 60.0
+    recovery_settle_s: float = 10.0  # ... and at least this long
 
 
 class Autoscaler:
@@ -100,7 +101,7 @@ class Autoscaler:
         on_status: Callable[[dict[str, Any]], None] | None = None,
         refresh_spec: Callable[[], RayCluster] | None = None,
         reporter: Reporter | None = None,
-        before_round: Callable[[], None] | None = None,
+        before_round: Callable[[], str | None] | None = None,
     ) -> None:
         self.spec = spec
         self.provider = provider
@@ -112,9 +113,10 @@ class Autoscaler:
         self.memory_probe = memory_probe
         self.on_status = on_status
         self.refresh_spec = refresh_spec  # Kubernetes: the CR may change at any time
-        # local mode: restart a dead head (GCS fault tolerance) before observing
+        # local mode: restart a dead head (GCS fault tolerance) before observing; it
+        # returns why the GCS cannot be used this round (None: it can)
         self.before_round = before_round
-        self.head = HeadWatch(self.options.recovery_grace_s)
+        self.head = HeadWatch(self.options.recovery_grace_s, self.options.recovery_settle_s)
         # an observer that can also report (RayObserver) reports unless told otherwise
         self.reporter = reporter if reporter is not None else (
             observer if isinstance(observer, Reporter) else None
@@ -169,11 +171,14 @@ class Autoscaler:
         if self.refresh_spec is not None:
             self.spec = self.refresh_spec()
         if self.before_round is not None:
-            self.before_round()
+            why = self.before_round()
+            if why is not None:
+                return self._unreachable(why)
         try:
             observation = self.observer.observe()
         except Exception as exc:
-            return self._unreachable(exc)
+            log.warning("observing Ray failed: %r", exc)
+            return self._unreachable(type(exc).__name__)
         provider_nodes = self.provider.nodes()
         now = time.time()
         self._settle_dead(provider_nodes, now)
@@ -212,19 +217,18 @@ class Autoscaler:
 
     # ------------------------------------------------------ head outages
 
-    def _unreachable(self, exc: Exception) -> Plan:
+    def _unreachable(self, why: str) -> Plan:
         """A round without the GCS: nothing launched, nothing stopped, nothing timed out.
 
         The status document of the last good round is published again (marked
         with the outage), so `rayscale status` sees a live autoscaler.
         """
         now = time.time()
-        change = self.head.unreachable(now, type(exc).__name__)
+        change = self.head.unreachable(now, why)
         self.metrics.gcs_reachable.set(0)
         self.metrics.holding.set(1)
         self.metrics.held_rounds.labels("gcs_unreachable").inc()
         if change is not None:
-            log.warning("GCS unreachable: %r", exc)
             self.metrics.gcs_outages.inc()
             self.events.add(ScalingEvent(change.kind, change.message))
         decision = self.last_plan or Plan()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 
-from rayscale import procs, rayauth
+from rayscale import ports, procs, rayauth
 from rayscale.api import RayCluster
 from rayscale.autoscaler.events import EventLog, ScalingEvent
 from rayscale.autoscaler.loop import Autoscaler, LoopOptions
@@ -36,23 +36,32 @@ class HeadKeeper:
         self.cdir = cdir
         self.events = events
         self.metrics = metrics
+        self.restarting = False
 
-    def check(self) -> None:
+    def check(self) -> str | None:
+        """Restart a dead head; say why the GCS cannot be used now (None: it can)."""
         record = self.cdir.load()
-        if not record.ha or record.head_pid is None or procs.is_alive(record.head_pid):
-            return
+        if record.head_pid is None:
+            return None
+        if procs.is_alive(record.head_pid):
+            if self.restarting and not ports.accepts(record.head_ip, record.gcs_port):
+                return "the new head's GCS is starting"
+            self.restarting = False
+            return None
         old = record.head_pid
         try:
             record = restart_head(self.spec, self.cdir)
         except (ClusterError, OSError) as exc:
             self.events.add(ScalingEvent("error", f"restarting the head failed: {exc}"))
-            return
+            return f"the head process {old} died"
+        self.restarting = True
         self.metrics.head_restarts.inc()
         self.events.add(ScalingEvent(
             "head_restart", f"the head process {old} died: started a new head (pid "
             f"{record.head_pid}, restart {record.head_restarts}) on {record.address} "
             "with the same GCS store; workers reconnect to it",
         ))
+        return f"the head process {old} died"
 
 
 def local_autoscaler(cluster: str, options: LoopOptions) -> Autoscaler:

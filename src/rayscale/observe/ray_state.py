@@ -78,6 +78,11 @@ class Observation:
         return [n for n in self.nodes if n.status != "dead"]
 
 
+# One observation may take this long: without a deadline, Ray's GCS client waits
+# for a GCS that is gone until its reconnect timeout, and the loop with it.
+OBSERVE_TIMEOUT_S = 10.0
+
+
 class RayObserver:
     """Observations of one Ray cluster, by its GCS address (``ip:port``)."""
 
@@ -89,9 +94,12 @@ class RayObserver:
         self._version = 0
 
     def observe(self) -> Observation:
-        from ray.autoscaler.v2.sdk import get_cluster_resource_state
+        """Ray's ``get_cluster_resource_state`` (autoscaler v2 SDK), with a deadline."""
+        from ray.core.generated.autoscaler_pb2 import GetClusterResourceStateReply
 
-        return observation(get_cluster_resource_state(self.gcs))
+        reply = GetClusterResourceStateReply()
+        reply.ParseFromString(self.gcs.get_cluster_resource_state(timeout_s=OBSERVE_TIMEOUT_S))
+        return observation(reply.cluster_resource_state)
 
     def report_cluster_config(self, groups: Iterable[NodeGroup]) -> None:
         """Publish the node groups as Ray's autoscaler does (``ReportClusterConfig``)."""
