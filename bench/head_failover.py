@@ -202,6 +202,10 @@ def _measure(workers: int, work: Path, cdir: ClusterDir, address: str, token: st
              60, "the busy job to end")
     info = client.get_job_info(job)
     status = f"{info.status.value}: {info.message}"
+    if not went_on:  # what the job's driver said last (its log is on its worker)
+        for log in Path(record.temp_dir).glob(f"w*/session_*/logs/job-driver-{job}.log"):
+            print(f"{log}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]),
+                  file=sys.stderr)
     times = sorted(float(t) for t in ticks.read_text().split())
     gaps = [b - a for a, b in itertools.pairwise(times) if b > killed - 5]
     events = [json.loads(x) for x in cdir.events_file.read_text().splitlines()]

@@ -146,7 +146,10 @@ def test_killed_head_restarts_and_loses_nothing(start_cluster: Any, tmp_path: Pa
     # no worker replaced: same records, same processes
     assert {n.id: n.pid for n in cluster.dir.nodes()} == workers
     assert all(procs.is_alive(pid) for pid in workers.values() if pid is not None)
-    wait_for(lambda: cluster.events("hold_end"), 90, "the autoscaler to resume scaling")
+    try:
+        wait_for(lambda: cluster.events("hold_end"), 90, "the autoscaler to resume scaling")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nevents: {cluster.events()[-12:]}") from None
     after = [e for e in cluster.events() if e["ts"] >= killed_at]
     kinds = {e["kind"] for e in after}
     print("\n".join(f"{e['kind']}: {e['message']}" for e in after))

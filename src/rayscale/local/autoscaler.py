@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 from rayscale import ports, procs, rayauth
 from rayscale.api import RayCluster
@@ -28,18 +29,51 @@ log = logging.getLogger("rayscale.autoscaler")
 
 
 class HeadKeeper:
-    """Starts a new head when the head process of an HA cluster has died."""
+    """Starts a new head when the head process of an HA cluster has died.
+
+    It watches from a thread of its own (every ``every_s``), so a round blocked
+    on a GCS that is gone (up to the observation deadline) does not delay the
+    restart; the loop asks :meth:`why_unusable` before each round. ``lock``
+    serializes writes of the cluster record with the provider's.
+    """
 
     def __init__(self, spec: RayCluster, cdir: ClusterDir, events: EventLog,
-                 metrics: AutoscalerMetrics) -> None:
+                 metrics: AutoscalerMetrics, lock: threading.Lock,
+                 every_s: float = 0.2) -> None:
         self.spec = spec
         self.cdir = cdir
         self.events = events
         self.metrics = metrics
+        self.lock = lock
+        self.every_s = every_s
         self.restarting = False
+        self._why: str | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> HeadKeeper:
+        threading.Thread(target=self._run, name="head-keeper", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def why_unusable(self) -> str | None:
+        """Why the GCS cannot be used now (the head died, the new one is starting)."""
+        return self._why
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self._why = self.check()
+            except Exception:  # the keeper must outlive a bad check
+                log.exception("checking the head failed")
 
     def check(self) -> str | None:
         """Restart a dead head; say why the GCS cannot be used now (None: it can)."""
+        with self.lock:
+            return self._check()
+
+    def _check(self) -> str | None:
         record = self.cdir.load()
         if record.head_pid is None:
             return None
@@ -79,9 +113,12 @@ def local_autoscaler(cluster: str, options: LoopOptions) -> Autoscaler:
         cdir.write_status(status)
 
     events = EventLog(cdir.events_file)
+    provider = LocalProvider(spec, cdir)
+    keeper = HeadKeeper(spec, cdir, events, metrics, provider.record_lock).start() \
+        if record.ha else None
     return Autoscaler(
         spec,
-        LocalProvider(spec, cdir),
+        provider,
         RayObserver(record.address),
         head_ip=record.head_ip,
         events=events,
@@ -91,5 +128,5 @@ def local_autoscaler(cluster: str, options: LoopOptions) -> Autoscaler:
             record.dashboard_url, headers=rayauth.bearer_headers(record.token_file)
         ),
         on_status=publish,
-        before_round=HeadKeeper(spec, cdir, events, metrics).check if record.ha else None,
+        before_round=keeper.why_unusable if keeper is not None else None,
     )

@@ -112,12 +112,13 @@ class LocalProvider:
         self.spec = spec
         self.cluster = cluster
         self._children: dict[str, subprocess.Popen[bytes]] = {}
-        self._lock = threading.Lock()
+        # held while the cluster record is read and written (the head keeper too)
+        self.record_lock = threading.Lock()
 
     def launch(self, group: str, count: int) -> list[str]:
         ids = []
         for _ in range(count):
-            with self._lock:
+            with self.record_lock:
                 record = self.cluster.load()
                 index = record.next_node
                 record.next_node += 1
