@@ -48,6 +48,9 @@ class HeadKeeper:
         self.every_s = every_s
         self.restarting = False
         self._why: str | None = None
+        # a restart the loop has not been told of: the new GCS may answer before
+        # the loop's next round, which must still count the outage
+        self._unseen: str | None = None
         self._stop = threading.Event()
 
     def start(self) -> HeadKeeper:
@@ -58,8 +61,11 @@ class HeadKeeper:
         self._stop.set()
 
     def why_unusable(self) -> str | None:
-        """Why the GCS cannot be used now (the head died, the new one is starting)."""
-        return self._why
+        """Why the GCS cannot be used now (the head died, the new one is starting);
+        a restart since the last call is reported once even if the GCS is back."""
+        why, unseen = self._why, self._unseen
+        self._unseen = None
+        return why or unseen
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
@@ -89,6 +95,7 @@ class HeadKeeper:
             self.events.add(ScalingEvent("error", f"restarting the head failed: {exc}"))
             return f"the head process {old} died"
         self.restarting = True
+        self._unseen = f"the head process {old} died"
         self.metrics.head_restarts.inc()
         self.events.add(ScalingEvent(
             "head_restart", f"the head process {old} died: started a new head (pid "
