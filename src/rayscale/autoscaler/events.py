@@ -29,6 +29,10 @@ EventKind = Literal[
     "backoff",
     "infeasible",
     "error",
+    "gcs_unreachable",
+    "gcs_back",
+    "hold_end",
+    "head_restart",
 ]
 
 

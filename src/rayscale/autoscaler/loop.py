@@ -31,6 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from rayscale.api import RayCluster
 from rayscale.autoscaler.events import EventLog, ScalingEvent
+from rayscale.autoscaler.headwatch import HeadWatch
 from rayscale.autoscaler.metrics import AutoscalerMetrics
 from rayscale.autoscaler.snapshot import NodeView, Snapshot, cluster_state, join
 from rayscale.autoscaler.status import publish_gauges, status_document
@@ -80,6 +81,10 @@ class LoopOptions:
     # Ray's demand dips for a moment while tasks move to new nodes: a pending node
     # is cancelled only after the planner found it unneeded for this long.
     pending_grace_s: float = 5.0
+    # After a GCS outage (a restarted head), no launch and no stop until every live
+    # node of ours re-registered, or for at most this long (headwatch.py).
+    recovery_grace_s: float = 60.0
+    recovery_settle_s: float = 10.0  # ... and at least this long
 
 
 class Autoscaler:
@@ -96,6 +101,7 @@ class Autoscaler:
         on_status: Callable[[dict[str, Any]], None] | None = None,
         refresh_spec: Callable[[], RayCluster] | None = None,
         reporter: Reporter | None = None,
+        before_round: Callable[[], str | None] | None = None,
     ) -> None:
         self.spec = spec
         self.provider = provider
@@ -107,6 +113,10 @@ class Autoscaler:
         self.memory_probe = memory_probe
         self.on_status = on_status
         self.refresh_spec = refresh_spec  # Kubernetes: the CR may change at any time
+        # local mode: restart a dead head (GCS fault tolerance) before observing; it
+        # returns why the GCS cannot be used this round (None: it can)
+        self.before_round = before_round
+        self.head = HeadWatch(self.options.recovery_grace_s, self.options.recovery_settle_s)
         # an observer that can also report (RayObserver) reports unless told otherwise
         self.reporter = reporter if reporter is not None else (
             observer if isinstance(observer, Reporter) else None
@@ -160,14 +170,24 @@ class Autoscaler:
     def tick(self) -> Plan:
         if self.refresh_spec is not None:
             self.spec = self.refresh_spec()
-        observation = self.observer.observe()
+        if self.before_round is not None:
+            why = self.before_round()
+            if why is not None:
+                return self._unreachable(why)
+        try:
+            observation = self.observer.observe()
+        except Exception as exc:
+            log.warning("observing Ray failed: %r", exc)
+            return self._unreachable(type(exc).__name__)
         provider_nodes = self.provider.nodes()
         now = time.time()
         self._settle_dead(provider_nodes, now)
         memory = self._memory(observation)
         snapshot = join(provider_nodes, observation, self.head_ip, memory, gone=self._gone)
+        self._watch_head(snapshot, provider_nodes, now)
         self._follow(snapshot, provider_nodes, now)
-        self._stop_suspended(snapshot, now)
+        if not self.head.holding:
+            self._stop_suspended(snapshot, now)
 
         not_launchable = self.backoff.blocked(now)
         state = cluster_state(self.spec, snapshot, not_launchable)
@@ -175,7 +195,10 @@ class Autoscaler:
         decision = plan(state)
         self.metrics.plan_seconds.observe(time.perf_counter() - started)
 
-        self._act(decision, snapshot, now)
+        if self.head.holding:
+            self.metrics.held_rounds.labels("recovering").inc()
+        else:
+            self._act(decision, snapshot, now)
         self._report(snapshot, decision, now)
         self.last_plan = decision
         self.last_snapshot = snapshot
@@ -187,7 +210,50 @@ class Autoscaler:
     def status(self, snapshot: Snapshot, decision: Plan) -> dict[str, Any]:
         """The status document (`rayscale status`) for a round."""
         not_launchable = self.backoff.blocked(time.time())
-        return status_document(self.spec, snapshot, decision, not_launchable, self.events.recent)
+        doc = status_document(self.spec, snapshot, decision, not_launchable, self.events.recent)
+        doc["gcs"] = {"state": self.head.state, "since": self.head.since,
+                      "outages": self.head.outages}
+        return doc
+
+    # ------------------------------------------------------ head outages
+
+    def _unreachable(self, why: str) -> Plan:
+        """A round without the GCS: nothing launched, nothing stopped, nothing timed out.
+
+        The status document of the last good round is published again (marked
+        with the outage), so `rayscale status` sees a live autoscaler.
+        """
+        now = time.time()
+        change = self.head.unreachable(now, why)
+        self.metrics.gcs_reachable.set(0)
+        self.metrics.holding.set(1)
+        self.metrics.held_rounds.labels("gcs_unreachable").inc()
+        if change is not None:
+            self.metrics.gcs_outages.inc()
+            self.events.add(ScalingEvent(change.kind, change.message))
+        decision = self.last_plan or Plan()
+        if self.on_status is not None and self.last_snapshot is not None:
+            self.on_status(self.status(self.last_snapshot, decision))
+        return decision
+
+    def _watch_head(self, snapshot: Snapshot, provider_nodes: list[ProviderNode],
+                    now: float) -> None:
+        """The GCS answered: after an outage, hold until our live nodes re-registered."""
+        self.metrics.gcs_reachable.set(1)
+        if not self.head.holding:
+            return
+        registered = {v.id for v in snapshot.nodes if v.status != "pending"}
+        unregistered = 0
+        for p in provider_nodes:
+            tracked = self.tracker.get(p.id)
+            # ours, alive, known to Ray before the outage, not (yet) registered again
+            if p.state == "started" and p.id not in registered and tracked is not None \
+                    and tracked.registered:
+                unregistered += 1
+        change = self.head.reachable(now, unregistered)
+        if change is not None:
+            self.events.add(ScalingEvent(change.kind, change.message))
+        self.metrics.holding.set(1 if self.head.holding else 0)
 
     def _memory(self, observation: Observation) -> dict[str, float]:
         if self.memory_probe is None:
@@ -232,6 +298,8 @@ class Autoscaler:
                 view.group, view.id,
             ))
         for view in observed.timed_out:
+            if self.head.holding:
+                continue  # a node of ours re-registering after an outage, not a failed launch
             self._launch_failed(view.group, view.id, "did not register in time", now,
                                 view.launched_at)
             self._stop_node(view, "launch_failed", now)

@@ -62,6 +62,28 @@ class AutoscalerMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=self.registry,
         )
+        self.gcs_reachable = Gauge(
+            "rayscale_gcs_reachable", "1 while the head's GCS answers, 0 while unreachable",
+            registry=self.registry,
+        )
+        self.gcs_reachable.set(1)
+        self.holding = Gauge(
+            "rayscale_scaling_held", "1 while no node is launched or stopped: the GCS is "
+            "unreachable, or back after an outage and its nodes are re-registering",
+            registry=self.registry,
+        )
+        self.held_rounds = Counter(
+            "rayscale_held_rounds", "Rounds that launched and stopped nothing, by reason "
+            "(gcs_unreachable, recovering)", ["reason"], registry=self.registry,
+        )
+        self.gcs_outages = Counter(
+            "rayscale_gcs_outages", "Times the head's GCS became unreachable",
+            registry=self.registry,
+        )
+        self.head_restarts = Counter(
+            "rayscale_head_restarts", "Head processes restarted (local mode, GCS fault "
+            "tolerance)", registry=self.registry,
+        )
         self.backoff = Gauge(
             "rayscale_group_backoff", "1 while a group is not launchable after a failure",
             ["group"], registry=self.registry,

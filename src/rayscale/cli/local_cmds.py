@@ -52,6 +52,11 @@ def up_command(
         False, "--no-auth",
         help="Start Ray WITHOUT token authentication (as `authOptions: {mode: disabled}`)",
     ),
+    ha: bool = typer.Option(
+        False, "--ha",
+        help="GCS fault tolerance with Ray's embedded store (as `gcsFaultToleranceOptions: "
+        "{backend: rocksdb}`): a head that dies is started again, workers rejoin it",
+    ),
 ) -> None:
     """Start a local cluster; print the environment a driver needs (KEY=VALUE lines).
 
@@ -60,7 +65,7 @@ def up_command(
     """
     try:
         spec, record = up(cluster_file, wait_s=timeout, progress=lambda m: err.print(f"[dim]{m}"),
-                          no_auth=no_auth)
+                          no_auth=no_auth, ha=ha)
     except SpecError as exc:
         _error(f"invalid cluster file {cluster_file}:")
         for line in exc.errors:
@@ -165,6 +170,11 @@ def _load_status(name: str) -> tuple[ClusterDir, dict[str, Any]]:
     status["gcs_reachable"] = gcs
     status["autoscaler_running"] = autoscaler
     status["report_age_s"] = age
+    status["head"] = {"pid": record.head_pid, "fault_tolerance": record.gcs_storage,
+                      "restarts": record.head_restarts,
+                      "restarted_at": record.head_restarted_at}
+    if record.ha and not head and autoscaler:
+        problems.append("the head is being restarted (GCS fault tolerance)")
     return cluster, status
 
 
@@ -193,6 +203,12 @@ def _render(status: dict[str, Any]) -> None:
     if status["state"] != "running":
         out.print(f"{status['state'].upper()}: " + "; ".join(status["problems"]),
                   style="bold red", markup=False)
+    head = status["head"]
+    if head["fault_tolerance"]:
+        when = (time.strftime(", last at %H:%M:%S", time.localtime(head["restarted_at"]))
+                if head["restarted_at"] else "")
+        out.print(f"head pid {head['pid']}  fault tolerance: {head['fault_tolerance']} store  "
+                  f"restarts: {head['restarts']}{when}", markup=False)
     if status["state"] == "down" or not status["gcs_reachable"]:
         last = status.get("last_known") or {}
         if last.get("updated_at"):

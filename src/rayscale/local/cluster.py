@@ -20,7 +20,13 @@ from typing import Any
 from rayscale import cloudprobe, procs, rayauth
 from rayscale.api import RayCluster
 from rayscale.labels import GROUP_LABEL, HEAD_GROUP
-from rayscale.local.provider import local_overrides, node_env, ray_executable, ray_node_type
+from rayscale.local.provider import (
+    ha_env,
+    local_overrides,
+    node_env,
+    ray_executable,
+    ray_node_type,
+)
 from rayscale.local.store import ClusterDir, ClusterRecord, free_slot, head_ip, now
 from rayscale.paths import UnsafePathError, private_dir, write_private
 from rayscale.ports import free_port
@@ -57,11 +63,25 @@ def wants_token_auth(spec: RayCluster, no_auth: bool = False) -> bool:
     return not no_auth and not (options is not None and options.mode == "disabled")
 
 
+def gcs_storage(spec: RayCluster, ha: bool = False) -> str | None:
+    """The GCS store of a local cluster: "rocksdb" (Ray's embedded store) with
+    ``--ha`` or ``gcsFaultToleranceOptions.backend: rocksdb``; None: in memory."""
+    options = spec.spec.gcs_fault_tolerance_options
+    if options is not None and (options.backend == "redis" or options.redis_address):
+        raise ClusterError(
+            "gcsFaultToleranceOptions with Redis is not supported in local mode yet; "
+            "use `backend: rocksdb` (or `rayscale up --ha`): Ray's embedded store")
+    if ha or (options is not None and options.backend == "rocksdb"):
+        return "rocksdb"
+    return None
+
+
 def up(
     spec_file: Path,
     wait_s: float = 180.0,
     progress: Callable[[str], None] = lambda _: None,
     no_auth: bool = False,
+    ha: bool = False,
 ) -> tuple[RayCluster, ClusterRecord]:
     """Start head and autoscaler; return once the cluster is ready (min workers joined).
 
@@ -70,7 +90,7 @@ def up(
     """
     spec = load_cluster_spec(spec_file)  # SpecError: nothing started
     record = up_spec(spec, spec_file.read_bytes(), spec_file, wait_s=wait_s, progress=progress,
-                     no_auth=no_auth)
+                     no_auth=no_auth, ha=ha)
     return spec, record
 
 
@@ -81,9 +101,11 @@ def up_spec(
     wait_s: float = 180.0,
     progress: Callable[[str], None] = lambda _: None,
     no_auth: bool = False,
+    ha: bool = False,
 ) -> ClusterRecord:
     """:func:`up` of a validated cluster: ``manifest`` is its document (the autoscaler
     reads it), ``source`` the file it came from (a RayCluster, or a RayJob's)."""
+    storage = gcs_storage(spec, ha)
     cluster = ClusterDir(spec.name)
     if is_running(cluster):
         raise ClusterError(
@@ -108,6 +130,7 @@ def up_spec(
         client_port=free_port(),
         temp_dir=str(temp_root() / marker[:10]),
         created=now(),
+        gcs_storage=storage,
     )
     try:
         cluster.create()
@@ -122,7 +145,7 @@ def up_spec(
     cluster.save(record)
     try:
         progress(f"starting Ray head on {record.address}")
-        _start_head(spec, cluster, record)
+        start_head(spec, cluster, record)
         _wait_for_gcs(cluster, record, deadline=time.monotonic() + wait_s)
         progress("starting the autoscaler")
         _start_autoscaler(cluster, record)
@@ -133,9 +156,19 @@ def up_spec(
     return cluster.load()
 
 
-def _start_head(spec: RayCluster, cluster: ClusterDir, record: ClusterRecord) -> None:
+def start_head(spec: RayCluster, cluster: ClusterDir, record: ClusterRecord) -> None:
+    """Spawn the head's `ray start` and record its PID (it runs in a session of its own).
+
+    With GCS fault tolerance the GCS keeps its tables in Ray's embedded store
+    (RocksDB) under the cluster's directory; a head started again on the same
+    address, ports and store takes the cluster over (:func:`restart_head`).
+    """
     argv = head_argv(spec, record)
-    env = {**node_env(record), **ray_node_type(HEAD_GROUP)}
+    env = {**node_env(record), **ha_env(record), **ray_node_type(HEAD_GROUP)}
+    if record.gcs_storage == "rocksdb":
+        env["RAY_gcs_storage"] = "rocksdb"
+        env["RAY_gcs_storage_path"] = str(cluster.gcs_store)
+        private_dir(cluster.gcs_store)
     # the dashboard's own metric ports default to fixed numbers: two clusters clash
     env["AUTOSCALER_METRIC_PORT"] = str(free_port())
     env["DASHBOARD_METRIC_PORT"] = str(free_port())
@@ -164,11 +197,32 @@ def head_argv(spec: RayCluster, record: ClusterRecord) -> list[str]:
             node_ip=record.head_ip,
             resources=resources,
             gcs_port=record.gcs_port,
-            temp_dir=record.node_temp_dir("head"),
+            temp_dir=record.head_temp_dir(),
             labels=node_labels(spec.head.labels, {GROUP_LABEL: HEAD_GROUP}),
             overrides=overrides,
         ),
     )
+
+
+def restart_head(spec: RayCluster, cluster: ClusterDir) -> ClusterRecord:
+    """Start a new head for an HA cluster whose head process died.
+
+    What is left of the old head's session (its GCS, raylet, dashboard: they
+    may outlive a killed `ray start`) is stopped first, so the new head gets
+    the same address, ports and store. The workers reconnect to it.
+    """
+    record = cluster.load()
+    if not record.ha:
+        raise ClusterError(f"cluster {record.name!r} runs without GCS fault tolerance")
+    old = record.head_pid
+    if old is not None and procs.is_alive(old):
+        raise ClusterError(f"the head of {record.name!r} is running (pid {old})")
+    if old is not None and _session_is_ours(old, record.id):
+        procs.stop_session(old, grace_s=2.0)
+    record.head_restarts += 1
+    record.head_restarted_at = now()
+    start_head(spec, cluster, record)
+    return record
 
 
 def _log_tail(log: Path, lines: int = 12) -> str:

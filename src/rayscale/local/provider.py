@@ -53,6 +53,18 @@ def node_env(record: ClusterRecord, base: Mapping[str, str] | None = None) -> di
     return env
 
 
+# Workers of an HA cluster wait this long for a GCS that went away (Ray's default:
+# 60 s) before their raylet exits: long enough to outlive a head restart.
+GCS_RECONNECT_TIMEOUT_S = 600
+
+
+def ha_env(record: ClusterRecord) -> dict[str, str]:
+    """What every Ray node of an HA cluster gets (none without HA)."""
+    if not record.ha:
+        return {}
+    return {"RAY_gcs_rpc_server_reconnect_timeout_s": str(GCS_RECONNECT_TIMEOUT_S)}
+
+
 def ray_node_type(group: str, node_id: str | None = None) -> dict[str, str]:
     """Ray's node type and instance id of a node, as KubeRay sets them for autoscaler v2.
 
@@ -100,12 +112,13 @@ class LocalProvider:
         self.spec = spec
         self.cluster = cluster
         self._children: dict[str, subprocess.Popen[bytes]] = {}
-        self._lock = threading.Lock()
+        # held while the cluster record is read and written (the head keeper too)
+        self.record_lock = threading.Lock()
 
     def launch(self, group: str, count: int) -> list[str]:
         ids = []
         for _ in range(count):
-            with self._lock:
+            with self.record_lock:
                 record = self.cluster.load()
                 index = record.next_node
                 record.next_node += 1
@@ -117,7 +130,8 @@ class LocalProvider:
             # the record exists before the process does: a crash here leaves no orphan
             self.cluster.save_node(node)
             proc = procs.spawn(
-                self._argv(record, node), {**node_env(record), **ray_node_type(group, node.id)},
+                self._argv(record, node),
+                {**node_env(record), **ha_env(record), **ray_node_type(group, node.id)},
                 self.cluster.logs / f"{node.id}.log",
             )
             self._children[node.id] = proc

@@ -8,6 +8,7 @@ Layout under ``$RAYSCALE_HOME`` (default ``~/.rayscale``)::
     clusters/<name>/status.json       the autoscaler's last view (for `status`)
     clusters/<name>/auth_token        Ray's token for this cluster (mode 0600)
     clusters/<name>/logs/             head, autoscaler and node logs
+    clusters/<name>/gcs/              the GCS's embedded store (``rayscale up --ha``)
 
 A node record is written *before* its process is spawned, so a crash at any
 moment leaves either a record to adopt or clean up, never an unknown process.
@@ -50,6 +51,20 @@ class ClusterRecord(BaseModel):
     token_file: str | None = None
     next_node: int = 0
     created: float
+    # GCS fault tolerance: "rocksdb" (Ray's embedded store under gcs/), None: off
+    gcs_storage: str | None = None
+    head_restarts: int = 0  # heads started again after the head process died
+    head_restarted_at: float | None = None
+
+    @property
+    def ha(self) -> bool:
+        return self.gcs_storage is not None
+
+    def head_temp_dir(self) -> str:
+        """The head's Ray temp dir; a restarted head gets a fresh one (its session
+        name is the old head's, read back from the store)."""
+        return self.node_temp_dir("head" if not self.head_restarts else
+                                  f"head{self.head_restarts}")
 
     @property
     def address(self) -> str:
@@ -116,6 +131,11 @@ class ClusterDir:
     @property
     def token_file(self) -> Path:
         return self.root / "auth_token"
+
+    @property
+    def gcs_store(self) -> Path:
+        """Ray's embedded GCS store (RocksDB) of an HA cluster: survives the head."""
+        return self.root / "gcs"
 
     def exists(self) -> bool:
         return self.record_file.exists()

@@ -31,8 +31,10 @@ light until they really talk to a cluster.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -78,6 +80,39 @@ class Observation:
         return [n for n in self.nodes if n.status != "dead"]
 
 
+# One observation (or report, or drain) may take this long: without a deadline,
+# Ray's GCS client waits for a GCS that is gone until its reconnect timeout, and
+# a call in flight when the GCS died may never return: the loop would wait too.
+OBSERVE_TIMEOUT_S = 10.0
+
+
+class GcsCallPending(RuntimeError):
+    """The previous call of this kind to the GCS has not returned yet."""
+
+
+def _bounded(calls: dict[str, Future[Any]], kind: str, fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` on a thread of its own, waited for at most OBSERVE_TIMEOUT_S.
+
+    A call that does not return in time is left running (a C++ call cannot be
+    cancelled); until it returns, the next call of the same kind is refused
+    (GcsCallPending), so stuck calls never pile up.
+    """
+    previous = calls.get(kind)
+    if previous is not None and not previous.done():
+        raise GcsCallPending(f"the previous {kind} call to the GCS has not returned")
+    future: Future[Any] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    calls[kind] = future
+    threading.Thread(target=run, name=f"gcs-{kind}", daemon=True).start()
+    return future.result(timeout=OBSERVE_TIMEOUT_S)
+
+
 class RayObserver:
     """Observations of one Ray cluster, by its GCS address (``ip:port``)."""
 
@@ -87,15 +122,21 @@ class RayObserver:
         self.gcs_address = gcs_address
         self.gcs = GcsClient(address=gcs_address)
         self._version = 0
+        self._calls: dict[str, Future[Any]] = {}
 
     def observe(self) -> Observation:
-        from ray.autoscaler.v2.sdk import get_cluster_resource_state
+        """Ray's ``get_cluster_resource_state`` (autoscaler v2 SDK), with a deadline."""
+        from ray.core.generated.autoscaler_pb2 import GetClusterResourceStateReply
 
-        return observation(get_cluster_resource_state(self.gcs))
+        reply = GetClusterResourceStateReply()
+        reply.ParseFromString(_bounded(self._calls, "observe",
+                                       self.gcs.get_cluster_resource_state, OBSERVE_TIMEOUT_S))
+        return observation(reply.cluster_resource_state)
 
     def report_cluster_config(self, groups: Iterable[NodeGroup]) -> None:
         """Publish the node groups as Ray's autoscaler does (``ReportClusterConfig``)."""
-        self.gcs.report_cluster_config(cluster_config(groups).SerializeToString())
+        _bounded(self._calls, "config", self.gcs.report_cluster_config,
+                 cluster_config(groups).SerializeToString())
 
     def report_autoscaling_state(self, report: AutoscalingReport, observed: int) -> None:
         """Publish pending, failed and infeasible (``ReportAutoscalingState``).
@@ -107,7 +148,8 @@ class RayObserver:
         """
         self._version = max(self._version + 1, int(time.time() * 1000))
         message = autoscaling_state(report, self._version, observed)
-        self.gcs.report_autoscaling_state(message.SerializeToString())
+        _bounded(self._calls, "state", self.gcs.report_autoscaling_state,
+                 message.SerializeToString(), OBSERVE_TIMEOUT_S)
 
     def drain(self, node_id: str, deadline_s: float, message: str) -> tuple[bool, str]:
         """Ask the GCS to drain an idle node; Ray refuses if the node is busy."""
@@ -115,7 +157,8 @@ class RayObserver:
 
         reason = autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_IDLE_TERMINATION")
         deadline_ms = int((time.time() + deadline_s) * 1000)
-        accepted, rejection = self.gcs.drain_node(node_id, reason, message, deadline_ms)
+        accepted, rejection = _bounded(self._calls, "drain", self.gcs.drain_node, node_id,
+                                       reason, message, deadline_ms, OBSERVE_TIMEOUT_S)
         return bool(accepted), str(rejection or "")
 
 

@@ -1,0 +1,83 @@
+"""Whether the autoscaler may act on what it sees: the head's GCS gone, back, settling.
+
+The autoscaler only acts on a picture of the cluster it can trust. While the
+GCS cannot be reached there is no picture (a round stops nothing and launches
+nothing). When it answers again after an outage (a restarted head, with GCS
+fault tolerance), its first pictures are incomplete: workers re-register one
+by one, so a node that runs and is ours may look unregistered (a "pending"
+launch long timed out) and demand may look unserved; or the GCS shows the
+nodes it read back from its store as alive before they report (their load
+unknown). For ``settle_s`` at least, and then until every live node of ours
+is registered again, at most ``grace_s`` in all, the autoscaler *holds*: no
+launch, no stop, no launch timeout. (Ray's own autoscaler once
+terminated every node when a list call timed out: ray#58933.)
+
+Pure logic: no I/O, no clock; callers pass ``now``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+HeadState = Literal["up", "down", "recovering"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one round changed, for the event log (None: nothing to say)."""
+
+    kind: Literal["gcs_unreachable", "gcs_back", "hold_end"]
+    message: str
+
+
+class HeadWatch:
+    """The GCS's reachability over rounds, and the hold after an outage."""
+
+    def __init__(self, grace_s: float, settle_s: float = 10.0) -> None:
+        self.grace_s = grace_s
+        self.settle_s = min(settle_s, grace_s)
+        self.state: HeadState = "up"
+        self.since: float | None = None  # when the current down/recovering state began
+        self.down_for: float = 0.0  # how long the last outage lasted
+        self.outages = 0
+
+    @property
+    def holding(self) -> bool:
+        """No scaling decision is acted on (down, or recovering from an outage)."""
+        return self.state != "up"
+
+    def unreachable(self, now: float, why: str) -> Change | None:
+        """A round could not observe the GCS."""
+        if self.state == "down":
+            return None
+        self.state, self.since = "down", now
+        self.outages += 1
+        return Change("gcs_unreachable", f"the head's GCS cannot be reached ({why}); "
+                      "stopping nothing and launching nothing until it is back")
+
+    def reachable(self, now: float, unregistered: int) -> Change | None:
+        """A round observed the GCS; ``unregistered``: live nodes of ours that Ray
+        does not show as registered (yet)."""
+        if self.state == "up":
+            return None
+        if self.state == "down":
+            assert self.since is not None
+            self.down_for = now - self.since
+            self.state, self.since = "recovering", now
+            waiting = f"{unregistered} live node(s) to re-register" if unregistered \
+                else "the nodes to report"
+            return Change("gcs_back", f"the head's GCS is back after {self.down_for:.1f}s; "
+                          f"holding (no stop, no launch) for {waiting}: at least "
+                          f"{self.settle_s:.0f}s, at most {self.grace_s:.0f}s")
+        assert self.since is not None
+        waited = now - self.since
+        if unregistered == 0 and waited >= self.settle_s:
+            self.state, self.since = "up", None
+            return Change("hold_end", f"every live node is registered {waited:.1f}s after the "
+                          "GCS came back: scaling resumes")
+        if waited >= self.grace_s:
+            self.state, self.since = "up", None
+            return Change("hold_end", f"{unregistered} node(s) did not re-register within "
+                          f"{self.grace_s:.0f}s of the GCS coming back: scaling resumes")
+        return None
