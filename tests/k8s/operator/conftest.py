@@ -36,13 +36,28 @@ def crd(kube: Client) -> None:
     """The CRDs a user installs, from their files in deploy/crds (RayCluster, RayJob,
     RayCronJob: DEPLOYED_KINDS), applied server-side (a stale one is brought up to
     date), each Established before a test uses it."""
-    names = []
-    for kind in DEPLOYED_KINDS:
-        doc = yaml.safe_load((CRDS / file_name(kind)).read_text())
-        names.append(doc["metadata"]["name"])
+    docs = [yaml.safe_load((CRDS / file_name(kind)).read_text()) for kind in DEPLOYED_KINDS]
+    for doc in docs:
         kube.apply(codecs.from_dict(doc), field_manager="rayscale-test", force=True)
-    for name in names:
+    for doc in docs:
+        name = doc["metadata"]["name"]
         wait_for(lambda n=name: _established(kube, n), 30, f"the CRD {name} to be established")
+        # a new or changed CRD's storage answers 429 "storage is (re)initializing" for
+        # a moment after Established: wait until its objects can be listed
+        names = doc["spec"]["names"]
+        res = create_namespaced_resource(doc["spec"]["group"], "v1", names["kind"],
+                                         names["plural"])
+        wait_for(lambda r=res: _listable(kube, r), 30, f"the CRD {name}'s storage")
+
+
+def _listable(kube: Client, res: Any) -> bool:
+    try:
+        list(kube.list(res, namespace="*"))
+        return True
+    except ApiError as exc:
+        if exc.status.code == 429:
+            return False
+        raise
 
 
 def _established(kube: Client, name: str = "rayclusters.ray.io") -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from lightkube import Client, codecs
+from lightkube import ApiError, Client, codecs
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 
@@ -76,3 +76,19 @@ def test_templates_and_groups_keep_unmodelled_fields_spec_prunes_undeclared(
     assert stored["template"]["spec"]["containers"][0]["readinessProbe"] == {
         "exec": {"command": ["true"]}}
     assert spec["headGroupSpec"]["template"]["metadata"] == {"annotations": {"a": "b"}}
+
+
+@pytest.mark.parametrize(("field", "value", "named"), [
+    ("submissionMode", "ShellMode", "spec.submissionMode"),
+    ("backoffLimit", "twice", "spec.backoffLimit"),
+    ("shutdownAfterJobFinishes", "yes please", "spec.shutdownAfterJobFinishes"),
+])
+def test_a_bad_rayjob_is_refused_by_the_api_naming_the_field(
+    kube: Client, ns: str, crd: None, field: str, value: Any, named: str
+) -> None:
+    doc = yaml.safe_load((ROOT / "examples" / "rayjob.yaml").read_text())
+    doc["spec"][field] = value
+    with pytest.raises(ApiError) as refused:
+        _untyped(kube).create(RayJob.from_dict(doc), namespace=ns, dry_run=True)
+    assert refused.value.status.code == 422
+    assert named in (refused.value.status.message or ""), refused.value.status.message
