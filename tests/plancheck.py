@@ -150,8 +150,10 @@ def _minus(entries: list[dict[str, Any]], left: list[dict[str, Any]], key: str) 
 
 
 def _selector_fields(entry: dict[str, Any]) -> tuple[Any, ...]:
+    bundles = entry.get("bundle_label_selector") or []
+    # [{}, ...] selects nothing, as no selector does (the planner keys them together)
     return (entry.get("label_selector") or {}, entry.get("fallback_strategy") or [],
-            entry.get("bundle_label_selector") or [])
+            bundles if any(bundles) else [])
 
 
 def sufficient(state: dict[str, Any], plan: dict[str, Any], drop: str | None = None) -> bool:
