@@ -8,19 +8,34 @@ took it in between.
 from __future__ import annotations
 
 import socket
+from collections import deque
+
+# Ports this process handed out or was told are taken. A port picked but not
+# bound yet is free again to the kernel, which may well pick it for the next
+# probe: two of one node's servers then get the same port and Ray refuses to
+# start ("trying to use a port number ... that is used by other components").
+_TAKEN: deque[int] = deque(maxlen=1024)
+
+
+def reserve(*ports: int | None) -> None:
+    """Never hand out ``ports`` from :func:`free_port` (ports a record already names)."""
+    _TAKEN.extend(port for port in ports if port)
 
 
 def free_port() -> int:
-    """A port free on every address, not only on one loopback IP.
+    """A port free on every address, not only on one loopback IP, and new to this process.
 
     Ray binds some of its servers (the GCS among them) to all addresses, so a
     port that is free on a node's loopback IP but bound on another loopback IP
     would still make it fail.
     """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _TAKEN:
+            _TAKEN.append(port)
+            return port
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:

@@ -29,7 +29,7 @@ from rayscale.local.provider import (
 )
 from rayscale.local.store import ClusterDir, ClusterRecord, free_slot, head_ip, now
 from rayscale.paths import UnsafePathError, private_dir, write_private
-from rayscale.ports import free_port
+from rayscale.ports import free_port, reserve
 from rayscale.raystart import RayStart, node_labels, ray_start_argv
 from rayscale.spec import load_cluster_spec
 
@@ -163,6 +163,7 @@ def start_head(spec: RayCluster, cluster: ClusterDir, record: ClusterRecord) -> 
     (RocksDB) under the cluster's directory; a head started again on the same
     address, ports and store takes the cluster over (:func:`restart_head`).
     """
+    reserve(record.gcs_port, record.dashboard_port, record.client_port, record.metrics_port)
     argv = head_argv(spec, record)
     env = {**node_env(record), **ha_env(record), **ray_node_type(HEAD_GROUP)}
     if record.gcs_storage == "rocksdb":
