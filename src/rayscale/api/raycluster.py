@@ -52,6 +52,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
+from rayscale.api import gcs_ft
 from rayscale.api.base import (
     Condition,
     KubeModel,
@@ -681,6 +682,15 @@ class RayCluster(KubeModel):
         if value != "RayCluster":
             raise ValueError(f"must be 'RayCluster', got {describe(value)}")
         return value
+
+    @model_validator(mode="after")
+    def _gcs_fault_tolerance(self) -> RayCluster:
+        """KubeRay's GCS fault tolerance rules (:mod:`rayscale.api.gcs_ft`): they read the
+        annotations and the spec together, so they run once both are valid."""
+        problems = gcs_ft.problems(self.spec, self.metadata.annotations)
+        if problems:
+            raise field_errors("RayCluster", problems)
+        return self
 
     @field_validator("metadata")
     @classmethod
