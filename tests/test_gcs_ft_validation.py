@@ -6,9 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from rayscale.api import gcs_ft
+from rayscale.api import RayService, gcs_ft
+from rayscale.api.errors import messages
 from rayscale.spec import SpecError, parse_cluster_spec
+from rayscale.spec.job import parse_job_spec
 
 SECRET_REF = {"secretKeyRef": {"name": "redis-password-secret", "key": "password"}}
 
@@ -58,7 +61,7 @@ def test_the_annotation_and_the_options_together_are_refused(value: str) -> None
                           annotations={"ray.io/ft-enabled": value}))
     assert errors == [
         "metadata.annotations[ray.io/ft-enabled]: cannot be set together with "
-        "spec.gcsFaultToleranceOptions: use only gcsFaultToleranceOptions to configure GCS "
+        "gcsFaultToleranceOptions: use only gcsFaultToleranceOptions to configure GCS "
         "fault tolerance"]
 
 
@@ -87,7 +90,7 @@ def test_with_the_options_the_old_places_for_password_address_namespace_are_refu
         "RAY_REDIS_ADDRESS env var in the head pod with gcsFaultToleranceOptions: use "
         "gcsFaultToleranceOptions.redisAddress instead",
         "metadata.annotations[ray.io/external-storage-namespace]: cannot be set with "
-        "spec.gcsFaultToleranceOptions: use gcsFaultToleranceOptions.externalStorageNamespace "
+        "gcsFaultToleranceOptions: use gcsFaultToleranceOptions.externalStorageNamespace "
         "instead",
     ]
     assert not any("hunter2" in e for e in errors)  # a password is never echoed
@@ -169,3 +172,40 @@ def test_storage_is_for_rocksdb_only(ft: dict[str, Any]) -> None:
 def test_the_rules_run_alongside_nothing_else_when_the_spec_is_fine() -> None:
     # no fault tolerance, nothing about it in the spec: no problem
     parse_cluster_spec(_doc(params={"num-cpus": "0"}))
+
+
+def _job(annotations: dict[str, str], ft: dict[str, Any] | None) -> dict[str, Any]:
+    cluster = _doc(ft)
+    return {"apiVersion": "ray.io/v1", "kind": "RayJob",
+            "metadata": {"name": "j", "annotations": annotations},
+            "spec": {"entrypoint": "python -c 'print(1)'", "rayClusterSpec": cluster["spec"]}}
+
+
+def test_a_rayjob_is_checked_with_its_own_annotations_as_kuberay_does() -> None:
+    # KubeRay's ValidateRayJobSpec: ValidateRayClusterSpec(rayClusterSpec, rayJob.Annotations)
+    with pytest.raises(SpecError) as info:
+        parse_job_spec(_job({"ray.io/ft-enabled": "true"}, {"redisAddress": "redis:6379"}))
+    assert info.value.errors == [
+        "metadata.annotations[ray.io/ft-enabled]: cannot be set together with "
+        "gcsFaultToleranceOptions: use only gcsFaultToleranceOptions to configure GCS "
+        "fault tolerance"]
+    with pytest.raises(SpecError) as info:
+        parse_job_spec(_job({}, {"redisAddress": "redis:6379", "storage": {}}))
+    assert info.value.errors == [
+        "rayClusterSpec.gcsFaultToleranceOptions.storage: cannot be set when backend is "
+        "'redis': it only applies to the 'rocksdb' backend"]
+    parse_job_spec(_job({}, {"redisAddress": "redis:6379"}))
+
+
+def test_a_rayservice_is_checked_with_its_own_annotations() -> None:
+    cluster = _doc(env=[{"name": "RAY_REDIS_ADDRESS", "value": "redis:6379"}])["spec"]
+    doc = {"apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": "s"},
+           "spec": {"rayClusterConfig": cluster}}
+    with pytest.raises(ValidationError) as info:
+        RayService.model_validate(doc)
+    assert messages(info.value) == [
+        "rayClusterConfig.headGroupSpec.template.spec.containers[0].env[0].name: "
+        "RAY_REDIS_ADDRESS implicitly enables GCS fault tolerance, but it is off: set "
+        "gcsFaultToleranceOptions (redisAddress) to enable it"]
+    RayService.model_validate({**doc, "metadata": {
+        "name": "s", "annotations": {"ray.io/ft-enabled": "true"}}})

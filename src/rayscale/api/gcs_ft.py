@@ -97,9 +97,20 @@ def _env_index(container: Mapping[str, Any], name: str) -> int | None:
     return None
 
 
-def problems(spec: RayClusterSpec, annotations: Mapping[str, str]) -> list[Problem]:
+def problems(spec: RayClusterSpec, annotations: Mapping[str, str],
+             at: tuple[str, ...] = ("spec",)) -> list[Problem]:
     """KubeRay's GCS fault tolerance rules, as ``(location, message, value)`` problems;
-    locations are from the document's top (``spec``/``metadata``)."""
+    locations are from the document's top (``metadata``, and ``at``: where the cluster
+    spec is, ``spec`` of a RayCluster, ``spec.rayClusterSpec`` of a RayJob)."""
+    return [(_moved(loc, at), message, value)
+            for loc, message, value in _problems(spec, annotations)]
+
+
+def _moved(loc: tuple[int | str, ...], at: tuple[str, ...]) -> tuple[int | str, ...]:
+    return (*at, *loc[1:]) if loc and loc[0] == "spec" else loc
+
+
+def _problems(spec: RayClusterSpec, annotations: Mapping[str, str]) -> list[Problem]:
     out: list[Problem] = []
     options = spec.gcs_fault_tolerance_options
     head = head_container_manifest(spec)
@@ -113,13 +124,13 @@ def problems(spec: RayClusterSpec, annotations: Mapping[str, str]) -> list[Probl
     if FT_ENABLED_ANNOTATION in annotations and annotations[FT_ENABLED_ANNOTATION] != "" \
             and options is not None:
         out.append((("metadata", "annotations", FT_ENABLED_ANNOTATION), (
-            "cannot be set together with spec.gcsFaultToleranceOptions: use only "
+            "cannot be set together with gcsFaultToleranceOptions: use only "
             "gcsFaultToleranceOptions to configure GCS fault tolerance"),
             annotations[FT_ENABLED_ANNOTATION]))
     if not enabled(spec, annotations):
         env_problem(RAY_REDIS_ADDRESS, (
             f"{RAY_REDIS_ADDRESS} implicitly enables GCS fault tolerance, but it is off: set "
-            "spec.gcsFaultToleranceOptions (redisAddress) to enable it"))
+            "gcsFaultToleranceOptions (redisAddress) to enable it"))
     if options is not None:
         if params.get("redis-password"):
             out.append(((*_HEAD, "rayStartParams", "redis-password"), (
@@ -133,7 +144,7 @@ def problems(spec: RayClusterSpec, annotations: Mapping[str, str]) -> list[Probl
             "gcsFaultToleranceOptions: use gcsFaultToleranceOptions.redisAddress instead"))
         if annotations.get(EXTERNAL_STORAGE_NS_ANNOTATION):
             out.append((("metadata", "annotations", EXTERNAL_STORAGE_NS_ANNOTATION), (
-                "cannot be set with spec.gcsFaultToleranceOptions: use "
+                "cannot be set with gcsFaultToleranceOptions: use "
                 "gcsFaultToleranceOptions.externalStorageNamespace instead"),
                 annotations[EXTERNAL_STORAGE_NS_ANNOTATION]))
         out += _credential_problems(options)
