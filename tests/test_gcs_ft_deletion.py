@@ -3,6 +3,8 @@ the finalizer, the timeout annotation, the cleanup Job; decisions only, no API."
 
 from __future__ import annotations
 
+import sys
+import types
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -175,3 +177,47 @@ def test_a_long_name_is_trimmed_to_63_from_the_front() -> None:
     assert name == "a" * 49 + "-redis-cleanup"
     # a cut that starts at punctuation gets KubeRay's leading "r" (CheckLabel)
     assert gcs_ft.cleanup_job_name("b" * 10 + "-" + "c" * 48) == "r" + "c" * 48 + "-redis-cleanup"
+
+
+def _python_of(script: str) -> str:
+    """The program of the script's `python -c "..."` (bash double quotes, nothing to expand)."""
+    start = script.index('python -c "') + len('python -c "')
+    assert script.endswith('"')
+    code = script[start:-1]
+    assert not any(c in code for c in '"$`\\')  # bash passes it on unchanged
+    return code
+
+
+@pytest.mark.parametrize(("address", "host", "port", "ssl"), [
+    ("redis:6379", "redis", 6379, False),
+    ("redis://redis.ns.svc:6380,other:1", "redis.ns.svc", 6380, False),
+    ("rediss://secure:6390", "secure", 6390, True),
+])
+@pytest.mark.parametrize("with_username", [False, True])
+def test_the_cleanup_program_calls_rays_cleanup_with_the_heads_env(
+        monkeypatch: pytest.MonkeyPatch, address: str, host: str, port: int, ssl: bool,
+        with_username: bool) -> None:
+    calls: list[dict[str, Any]] = []
+    stub = types.ModuleType("ray._private.gcs_utils")
+    stub.cleanup_redis_storage = lambda **kw: calls.append(kw) or True  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ray._private.gcs_utils", stub)
+    monkeypatch.setenv("RAY_REDIS_ADDRESS", address)
+    monkeypatch.setenv("REDIS_PASSWORD", "pw")
+    monkeypatch.setenv("REDIS_USERNAME", "user")
+    monkeypatch.setenv("RAY_external_storage_namespace", UID)
+    exec(compile(_python_of(gcs_ft.cleanup_script(with_username)), "<cleanup>", "exec"), {})
+    expected = {"host": host, "port": port, "password": "pw", "use_ssl": ssl,
+                "storage_namespace": UID}
+    if with_username:
+        expected["username"] = "user"
+    assert calls == [expected]
+
+
+def test_a_failed_cleanup_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    stub = types.ModuleType("ray._private.gcs_utils")
+    stub.cleanup_redis_storage = lambda **kw: False  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ray._private.gcs_utils", stub)
+    monkeypatch.setenv("RAY_REDIS_ADDRESS", "redis:6379")
+    with pytest.raises(SystemExit) as info:
+        exec(compile(_python_of(gcs_ft.cleanup_script(False)), "<cleanup>", "exec"), {})
+    assert info.value.code == 1
