@@ -26,6 +26,10 @@ stops at the first):
   ``gcs-storage`` or mounted at ``/data/gcs`` (KubeRay manages them);
   backend ``redis``: no ``storage``.
 
+A RayJob's ``rayClusterSpec`` and a RayService's ``rayClusterConfig`` are checked
+with the RayJob's or RayService's annotations, as KubeRay's ``ValidateRayJobSpec``
+and ``ValidateRayServiceSpec`` do.
+
 Beyond KubeRay: ``redisPassword`` / ``redisUsername`` with both ``value`` and
 ``valueFrom`` is refused here (KubeRay copies both into one env var, which the
 API server then refuses when the head pod is created).

@@ -33,6 +33,10 @@ Validation rules beyond plain types, and why:
   process or pod that runs it. Other ``ray.io/`` keys (``ray.io/market-type``,
   as KubeRay's samples use) are accepted: Ray 2.60's ``ray start --labels=k=v``
   takes them, and a user's ``ray.io/node-group`` replaces Ray's default.
+- GCS fault tolerance (``gcsFaultToleranceOptions``, the annotation
+  ``ray.io/ft-enabled``): KubeRay's rules, in :mod:`rayscale.api.gcs_ft`; they
+  read the annotations too, so they run on the whole RayCluster (and on a
+  RayJob's or RayService's, with its annotations).
 """
 
 from __future__ import annotations
