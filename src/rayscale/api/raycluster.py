@@ -33,6 +33,10 @@ Validation rules beyond plain types, and why:
   process or pod that runs it. Other ``ray.io/`` keys (``ray.io/market-type``,
   as KubeRay's samples use) are accepted: Ray 2.60's ``ray start --labels=k=v``
   takes them, and a user's ``ray.io/node-group`` replaces Ray's default.
+- GCS fault tolerance (``gcsFaultToleranceOptions``, the annotation
+  ``ray.io/ft-enabled``): KubeRay's rules, in :mod:`rayscale.api.gcs_ft`; they
+  read the annotations too, so they run on the whole RayCluster (and on a
+  RayJob's or RayService's, with its annotations).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
+from rayscale.api import gcs_ft
 from rayscale.api.base import (
     Condition,
     KubeModel,
@@ -681,6 +686,15 @@ class RayCluster(KubeModel):
         if value != "RayCluster":
             raise ValueError(f"must be 'RayCluster', got {describe(value)}")
         return value
+
+    @model_validator(mode="after")
+    def _gcs_fault_tolerance(self) -> RayCluster:
+        """KubeRay's GCS fault tolerance rules (:mod:`rayscale.api.gcs_ft`): they read the
+        annotations and the spec together, so they run once both are valid."""
+        problems = gcs_ft.problems(self.spec, self.metadata.annotations)
+        if problems:
+            raise field_errors("RayCluster", problems)
+        return self
 
     @field_validator("metadata")
     @classmethod

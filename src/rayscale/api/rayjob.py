@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from rayscale.api import gcs_ft
 from rayscale.api.base import KubeModel, NonNegInt32, ObjectMeta
+from rayscale.api.errors import field_errors
 from rayscale.api.pod import PodTemplateSpec
 from rayscale.api.raycluster import RayClusterSpec, RayClusterStatus, without_k8s_token_auth
 
@@ -115,5 +117,16 @@ class RayJob(KubeModel):
     metadata: ObjectMeta
     spec: RayJobSpec
     status: RayJobStatus | None = None
+
+    @model_validator(mode="after")
+    def _gcs_fault_tolerance(self) -> RayJob:
+        """KubeRay's ``ValidateRayJobSpec`` runs the RayCluster rules with the RayJob's
+        annotations (they are copied to the cluster it makes)."""
+        if self.spec.ray_cluster_spec is not None:
+            problems = gcs_ft.problems(self.spec.ray_cluster_spec, self.metadata.annotations,
+                                       at=("spec", "rayClusterSpec"))
+            if problems:
+                raise field_errors("RayJob", problems)
+        return self
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from rayscale.api import gcs_ft
 from rayscale.api.base import Condition, KubeModel, NonNegInt32, ObjectMeta
+from rayscale.api.errors import field_errors
 from rayscale.api.raycluster import RayClusterSpec, RayClusterStatus, without_k8s_token_auth
 
 RayServiceUpgradeType = Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"]
@@ -90,3 +92,13 @@ class RayService(KubeModel):
     metadata: ObjectMeta
     spec: RayServiceSpec
     status: RayServiceStatuses | None = None
+
+    @model_validator(mode="after")
+    def _gcs_fault_tolerance(self) -> RayService:
+        """KubeRay's ``ValidateRayServiceSpec`` runs the RayCluster rules with the
+        RayService's annotations."""
+        problems = gcs_ft.problems(self.spec.ray_cluster_config, self.metadata.annotations,
+                                   at=("spec", "rayClusterConfig"))
+        if problems:
+            raise field_errors("RayService", problems)
+        return self

@@ -4,7 +4,8 @@ Pure functions from the parsed spec (and the raw pod templates) to manifests,
 as plain dicts ready for the API. The `ray start` command comes from the one
 builder (:mod:`rayscale.raystart`) as an argument list, with resources from
 the spec's one derivation, so Ray, the planner and the pod agree. Token
-authentication (``authOptions``) is :mod:`rayscale.operator.auth`'s.
+authentication (``authOptions``) is :mod:`rayscale.operator.auth`'s, GCS fault
+tolerance (env, annotations, ``--redis-password``) :mod:`rayscale.operator.gcs_ft`'s.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from rayscale.labels import (
     NODE_LABEL,
     NODE_TYPE_LABEL,
 )
-from rayscale.operator import auth
+from rayscale.operator import auth, gcs_ft
 from rayscale.raystart import RayStart, node_labels, ray_start_argv
 
 MANAGED_BY = "app.kubernetes.io/created-by"
@@ -100,12 +101,16 @@ def head_pod(spec: RayCluster, settings: PodSettings) -> dict[str, Any]:
         resources=spec.head.ray_resources,
         gcs_port=ports.get("gcs-server", DEFAULT_HEAD_PORTS["gcs-server"]),
         labels=node_labels(spec.head.labels, {GROUP_LABEL: HEAD_GROUP}),
-        overrides={**overrides, **_shared_network_ports(settings)},
+        # GCS fault tolerance: --redis-password/--redis-username from the env
+        overrides={**overrides, **_shared_network_ports(settings),
+                   **gcs_ft.head_start_params(spec)},
     )
     argv = ray_start_argv(settings.ray_executable, spec.head.ray_start_params, start)
-    return _pod(spec, spec.head.template.to_manifest(), f"{spec.name}-head-",
-                {**spec.head.labels, **head_labels(spec)}, argv, ports=ports, restart="Always",
-                private_tmp=settings.shared_network)
+    pod = _pod(spec, spec.head.template.to_manifest(), f"{spec.name}-head-",
+               {**spec.head.labels, **head_labels(spec)}, argv, ports=ports, restart="Always",
+               private_tmp=settings.shared_network)
+    gcs_ft.configure_head(pod, spec)  # ray.io/ft-enabled; Redis address, password, namespace
+    return pod
 
 
 def worker_pod(spec: RayCluster, group: WorkerGroupSpec, settings: PodSettings) -> dict[str, Any]:
@@ -120,9 +125,11 @@ def worker_pod(spec: RayCluster, group: WorkerGroupSpec, settings: PodSettings) 
     argv = ray_start_argv(settings.ray_executable, group.ray_start_params, start)
     # a worker that exits (drained, or crashed) is replaced by the operator, not restarted
     # in place: an in-place restart would rejoin Ray behind the autoscaler's back
-    return _pod(spec, group.template.to_manifest(), f"{spec.name}-{group.group_name}-worker-",
-                {**group.labels, **worker_labels(spec, group.group_name)}, argv, ports=None,
-                restart="Never", private_tmp=settings.shared_network)
+    pod = _pod(spec, group.template.to_manifest(), f"{spec.name}-{group.group_name}-worker-",
+               {**group.labels, **worker_labels(spec, group.group_name)}, argv, ports=None,
+               restart="Never", private_tmp=settings.shared_network)
+    gcs_ft.configure_worker(pod, spec)  # with fault tolerance: outlive a head restart
+    return pod
 
 
 def head_service(spec: RayCluster, settings: PodSettings) -> dict[str, Any]:

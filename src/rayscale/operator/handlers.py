@@ -49,7 +49,7 @@ from lightkube.types import PatchType
 from rayscale.api import RayCluster
 from rayscale.kubedecode import warm_up
 from rayscale.labels import CLUSTER_LABEL, NODE_TYPE_HEAD, NODE_TYPE_LABEL
-from rayscale.operator import auth
+from rayscale.operator import auth, gcs_ft
 from rayscale.operator.desired import (
     PodSettings,
     gcs_port,
@@ -321,6 +321,9 @@ class Controller:
             # the status is this operator's output, not its input: an old or foreign one
             # that the typed model rejects must not fail the cluster
             spec = parse_cluster_spec({k: v for k, v in body.items() if k != "status"})
+            refused = gcs_ft.operator_problems(spec)  # the embedded GCS store: not here yet
+            if refused:
+                raise SpecError(refused)
         except SpecError as exc:
             # KubeRay's reason; like KubeRay, nothing is created for an invalid spec. The
             # status first: whoever sees the event can then read the failed state.
