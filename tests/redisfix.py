@@ -87,7 +87,8 @@ def redis_server(
                 if server.cli("PING") == "PONG":
                     break
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start: {(workdir / 'redis.log').read_text()}")
+                log_text = (workdir / "redis.log").read_text()
+                raise RuntimeError(f"redis-server did not start: {log_text}")
             time.sleep(0.05)
         yield server
     finally:
