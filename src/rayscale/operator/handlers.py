@@ -46,7 +46,7 @@ from lightkube.config import client_adapter
 from lightkube.resources.core_v1 import Event, Pod, Secret, Service
 from lightkube.types import PatchType
 
-from rayscale.api import RayCluster
+from rayscale.api import AutoscalerOptions, RayCluster
 from rayscale.kubedecode import warm_up
 from rayscale.labels import CLUSTER_LABEL, NODE_TYPE_HEAD, NODE_TYPE_LABEL
 from rayscale.operator import auth, gcs_ft
@@ -561,4 +561,20 @@ def _add_autoscaler_sidecar(pod: dict[str, Any], spec: RayCluster, sidecar: Side
     }
     # its GCS client and its dashboard requests authenticate as the Ray containers do
     auth.sidecar_auth(container, spec)
+    _merge_autoscaler_options(container, spec.spec.autoscaler_options)
     pod["spec"]["containers"].append(container)
+
+
+def _merge_autoscaler_options(container: dict[str, Any], options: AutoscalerOptions) -> None:
+    """``autoscalerOptions`` overrides on the sidecar, as KubeRay's mergeAutoscalerOverrides.
+
+    Resources, image, pull policy, security context, command and args replace
+    ours; env, envFrom and volume mounts are appended (a later env entry wins).
+    """
+    opts = options.to_manifest()
+    for key in ("resources", "image", "imagePullPolicy", "securityContext", "command", "args"):
+        if opts.get(key):
+            container[key] = opts[key]
+    for key in ("env", "envFrom", "volumeMounts"):
+        if opts.get(key):
+            container[key] = [*(container.get(key) or []), *opts[key]]
