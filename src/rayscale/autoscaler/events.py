@@ -33,6 +33,8 @@ EventKind = Literal[
     "gcs_back",
     "hold_end",
     "head_restart",
+    "provider_unreachable",
+    "provider_back",
 ]
 
 

@@ -33,6 +33,7 @@ from rayscale.api import RayCluster
 from rayscale.autoscaler.events import EventLog, ScalingEvent
 from rayscale.autoscaler.headwatch import HeadWatch
 from rayscale.autoscaler.metrics import AutoscalerMetrics
+from rayscale.autoscaler.providerwatch import ProviderWatch
 from rayscale.autoscaler.snapshot import NodeView, Snapshot, cluster_state, join
 from rayscale.autoscaler.status import publish_gauges, status_document
 from rayscale.autoscaler.tracking import GroupBackoff, NodeTracker
@@ -55,6 +56,8 @@ MAX_FAILURES_REPORTED = 20
 # restarted GCS starts without one).
 STATE_REFRESH_S = 5.0
 CONFIG_REFRESH_S = 60.0
+# A round that keeps failing the same way is reported once a minute, not 4 times a second.
+ERROR_REPEAT_S = 60.0
 
 
 class Observer(Protocol):
@@ -117,6 +120,7 @@ class Autoscaler:
         # returns why the GCS cannot be used this round (None: it can)
         self.before_round = before_round
         self.head = HeadWatch(self.options.recovery_grace_s, self.options.recovery_settle_s)
+        self.provider_watch = ProviderWatch()
         # an observer that can also report (RayObserver) reports unless told otherwise
         self.reporter = reporter if reporter is not None else (
             observer if isinstance(observer, Reporter) else None
@@ -134,12 +138,17 @@ class Autoscaler:
         self.last_snapshot: Snapshot | None = None
         self._stops = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rayscale-stop")
         self._stop = threading.Event()
+        self._last_error: tuple[str, float] | None = None
         self._adopt()
 
     # --------------------------------------------------------------- lifecycle
 
     def _adopt(self) -> None:
-        nodes = [n for n in self.provider.nodes() if n.state != "dead"]
+        try:
+            nodes = [n for n in self.provider.nodes() if n.state != "dead"]
+        except Exception as exc:  # the first round says so (providerwatch.py)
+            log.warning("listing the provider's nodes failed: %r", exc)
+            return
         if nodes:
             self.events.add(ScalingEvent("adopt", f"adopted {len(nodes)} node(s) already running: "
                                   + ", ".join(n.id for n in nodes)))
@@ -151,10 +160,18 @@ class Autoscaler:
                 self.tick()
             except Exception as exc:  # the loop must outlive a bad round
                 log.exception("autoscaler round failed")
-                self.events.add(ScalingEvent("error", f"round failed: {exc!r}"))
+                self._round_failed(exc, started)
             spent = time.monotonic() - started
             self.metrics.loop_seconds.observe(spent)
             self._stop.wait(max(0.0, self.options.tick_s - spent))
+
+    def _round_failed(self, exc: Exception, now: float) -> None:
+        """An event for a failed round: once per distinct error per minute, not per round."""
+        message = f"round failed: {exc!r}"
+        last = self._last_error
+        if last is None or last[0] != message or now - last[1] >= ERROR_REPEAT_S:
+            self.events.add(ScalingEvent("error", message))
+            self._last_error = (message, now)
 
     def request_stop(self) -> None:
         """Make `run` return after the current round (safe from a signal handler)."""
@@ -169,7 +186,10 @@ class Autoscaler:
 
     def tick(self) -> Plan:
         if self.refresh_spec is not None:
-            self.spec = self.refresh_spec()
+            try:
+                self.spec = self.refresh_spec()
+            except Exception as exc:
+                return self._provider_unreadable(exc)
         if self.before_round is not None:
             why = self.before_round()
             if why is not None:
@@ -179,8 +199,12 @@ class Autoscaler:
         except Exception as exc:
             log.warning("observing Ray failed: %r", exc)
             return self._unreachable(type(exc).__name__)
-        provider_nodes = self.provider.nodes()
+        try:
+            provider_nodes = self.provider.nodes()
+        except Exception as exc:
+            return self._provider_unreadable(exc)
         now = time.time()
+        self._provider_answered(now)
         self._settle_dead(provider_nodes, now)
         memory = self._memory(observation)
         snapshot = join(provider_nodes, observation, self.head_ip, memory, gone=self._gone)
@@ -213,6 +237,9 @@ class Autoscaler:
         doc = status_document(self.spec, snapshot, decision, not_launchable, self.events.recent)
         doc["gcs"] = {"state": self.head.state, "since": self.head.since,
                       "outages": self.head.outages}
+        doc["provider"] = {"state": "down" if self.provider_watch.down else "up",
+                           "since": self.provider_watch.down_since,
+                           "outages": self.provider_watch.outages}
         return doc
 
     # ------------------------------------------------------ head outages
@@ -235,6 +262,33 @@ class Autoscaler:
         if self.on_status is not None and self.last_snapshot is not None:
             self.on_status(self.status(self.last_snapshot, decision))
         return decision
+
+    def _provider_unreadable(self, exc: Exception) -> Plan:
+        """A round without the provider's nodes: nothing launched, nothing stopped.
+
+        Its picture of launches in flight is gone, so acting on the last one
+        could launch twice or stop a node that now works (providerwatch.py).
+        """
+        why = f"{type(exc).__name__}: {exc}"[:300]
+        change = self.provider_watch.failed(time.time(), why)
+        self.metrics.provider_reachable.set(0)
+        self.metrics.holding.set(1)
+        self.metrics.held_rounds.labels("provider_unreachable").inc()
+        if change is not None:
+            log.warning("%s", change.message)
+            self.metrics.provider_outages.inc()
+            self.events.add(ScalingEvent(change.kind, change.message))
+        decision = self.last_plan or Plan()
+        if self.on_status is not None and self.last_snapshot is not None:
+            self.on_status(self.status(self.last_snapshot, decision))
+        return decision
+
+    def _provider_answered(self, now: float) -> None:
+        self.metrics.provider_reachable.set(1)
+        change = self.provider_watch.answered(now)
+        if change is not None:
+            log.info("%s", change.message)
+            self.events.add(ScalingEvent(change.kind, change.message))
 
     def _watch_head(self, snapshot: Snapshot, provider_nodes: list[ProviderNode],
                     now: float) -> None:

@@ -74,7 +74,18 @@ class AutoscalerMetrics:
         )
         self.held_rounds = Counter(
             "rayscale_held_rounds", "Rounds that launched and stopped nothing, by reason "
-            "(gcs_unreachable, recovering)", ["reason"], registry=self.registry,
+            "(gcs_unreachable, recovering, provider_unreachable)", ["reason"],
+            registry=self.registry,
+        )
+        self.provider_reachable = Gauge(
+            "rayscale_provider_reachable", "1 while the node provider (the Kubernetes API "
+            "server; locally the process table) can be read, 0 while it cannot",
+            registry=self.registry,
+        )
+        self.provider_reachable.set(1)
+        self.provider_outages = Counter(
+            "rayscale_provider_outages", "Times the node provider became unreadable",
+            registry=self.registry,
         )
         self.gcs_outages = Counter(
             "rayscale_gcs_outages", "Times the head's GCS became unreachable",
