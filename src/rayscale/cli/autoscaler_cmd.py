@@ -58,6 +58,8 @@ def autoscaler_command(
     from rayscale.autoscaler.loop import LoopOptions
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # one INFO line per API request (several a second) would bury what matters
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     options = LoopOptions(
         tick_s=tick,
         launch_timeout_s=launch_timeout or _env_float("RAYSCALE_LAUNCH_TIMEOUT_S", 60.0),

@@ -40,6 +40,8 @@ def operator_command(
     from rayscale.operator.metrics import OperatorMetrics
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # one INFO line per API request (several a second) would bury what matters
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     try:
         gates = parse_feature_gates(feature_gates)
     except ValueError as exc:
