@@ -130,6 +130,11 @@ def test_running_follows_ray_to_complete_or_failed() -> None:
     assert d.status["message"] == "exit code 1" and d.status["failed"] == 1
     d = decide(seen(body, cluster=READY, submitter=SubmitterView(failed=True, message="x")))
     assert d.status["reason"] == "SubmissionFailed"
+    # a job its user stopped ended, it did not fail: Complete, no retry, not a success
+    d = decide(seen(body, cluster=READY, ray=RayJobView("STOPPED", "stopped by user"),
+                    submitter=DONE))
+    assert d.status["jobDeploymentStatus"] == "Complete" and d.status["reason"] is None
+    assert "succeeded" not in d.status and "failed" not in d.status
 
 
 def test_backoff_limit_retries_on_a_fresh_cluster() -> None:

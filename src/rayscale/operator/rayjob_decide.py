@@ -11,9 +11,10 @@ KubeRay v1.7's ``jobDeploymentStatus`` transitions (``rayjob_controller.go``):
   the job the user submitted -> ``Running``;
 - ``preRunningDeadlineSeconds`` past ``startTime`` before ``Running`` ->
   ``Failed`` (``PreRunningDeadlineExceeded``);
-- ``Running``: Ray's job status into ``jobStatus``; ``SUCCEEDED`` ->
-  ``Complete``, ``FAILED``/``STOPPED`` -> ``Failed`` (``AppFailed``, Ray's
-  message), or ``Retrying`` while ``failed < backoffLimit``; with a submitter
+- ``Running``: Ray's job status into ``jobStatus``; ``SUCCEEDED`` or
+  ``STOPPED`` -> ``Complete`` (only a success counts in ``succeeded``),
+  ``FAILED`` -> ``Failed`` (``AppFailed``, Ray's message), or ``Retrying``
+  while ``failed < backoffLimit``; with a submitter
   (K8sJobMode's Job, SidecarMode's head pod container) only once it finished
   too (KubeRay PR 1919); a submitter Job that failed, or a sidecar submitter
   that exited non-zero -> ``Failed`` (``SubmissionFailed``, or ``AppFailed``
@@ -593,7 +594,9 @@ def _running(seen: Observed, out: Decision, status: dict[str, Any]) -> Decision:
         return out  # the submitter still runs: the RayJob ends with it (KubeRay PR 1919)
     if ray.status == "SUCCEEDED":
         return _finish(seen, out, status, "Complete", None, ray.message, stop=False)
-    if ray.status in ("FAILED", "STOPPED"):
+    if ray.status == "STOPPED":  # stopped by a user: ended, not failed (KubeRay's rule)
+        return _finish(seen, out, status, "Complete", None, ray.message, stop=False)
+    if ray.status == "FAILED":
         return _finish(seen, out, status, "Failed", "AppFailed", ray.message, stop=False)
     return out
 
