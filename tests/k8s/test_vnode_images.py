@@ -1,15 +1,22 @@
-"""The vnode's image map (no cluster needed): which program a known image's container runs."""
+"""The vnode's image map: which program a known image's container runs (pure), and a
+``redis`` container without ``command`` serving for real on the dev cluster."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from lightkube import Client
+from lightkube.resources.core_v1 import Pod
 from pydantic import ValidationError
 
+from rayscale.ports import free_port
 from rayscale.vnode.config import load_config
 from rayscale.vnode.images import ImageProgram, default_images, find_image, repository
+from tests.devtools import VNodeProcess, wait_for
+from tests.k8s.helpers import wait_phase
 
 
 @pytest.mark.parametrize("ref", [
@@ -66,3 +73,31 @@ def _write(tmp_path: Path, doc: object) -> Path:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
+
+
+def test_a_redis_container_without_command_runs_redis_server(
+    kube: Client, vnode: VNodeProcess, namespace: str
+) -> None:
+    port = free_port()
+    kube.create(Pod.from_dict({  # type: ignore[arg-type]
+        "metadata": {"name": "cache", "namespace": namespace},
+        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 5,
+                 "containers": [{
+                     "name": "redis", "image": "docker.io/library/redis:7.4.0",
+                     "args": ["--port", str(port), "--bind", "$(POD_IP)", "--save", ""],
+                     "env": [{"name": "POD_IP",
+                              "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                 }]}}))
+    pod = wait_phase(kube, "cache", namespace, {"Running"})
+    assert pod.status is not None and pod.status.podIP
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(["redis-cli", "-h", pod.status.podIP, "-p", str(port), *args],
+                              capture_output=True, text=True, timeout=10)
+        return done.stdout.strip()
+
+    wait_for(lambda: cli("PING") == "PONG", 30, "PONG from the pod's redis-server")
+    # the image's WORKDIR is its VOLUME /data: a directory of the pod's own, mounted there
+    assert cli("CONFIG", "GET", "dir").splitlines() == ["dir", "/data"]
+    assert cli("CONFIG", "GET", "port").splitlines() == ["port", str(port)]
+    kube.delete(Pod, "cache", namespace=namespace)
