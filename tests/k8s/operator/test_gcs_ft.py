@@ -7,7 +7,8 @@ Deployment (image ``redis:7.4.0``, its redis.conf from a ConfigMap through a
 reached by the Service name ``redis``. Then the head pod is deleted: the
 operator creates a new one, the existing worker pod is kept and its raylet
 re-registers with the new GCS, and the sample's detached actor still has its
-count.
+count. Last, a copy of the sample with in-tree autoscaling loses its head too, and
+its new head's autoscaler still scales the group up for demand.
 """
 
 from __future__ import annotations
@@ -26,11 +27,20 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 from lightkube import Client, codecs
 from lightkube.resources.core_v1 import Event, Namespace, Pod, Secret
 
 from tests.devtools import VNodeProcess, wait_for
-from tests.k8s.operator.conftest import RayCluster, dashboard_url, gcs_address, pods, ray_env
+from tests.k8s.operator.conftest import (
+    RayCluster,
+    dashboard_url,
+    gcs_address,
+    pods,
+    ray_env,
+    run_job,
+    without_shutdown_drain,
+)
 from tests.redisfix import Redis
 
 SAMPLE = Path(__file__).parent / "kuberay" / "ray-cluster.external-redis.yaml"
@@ -80,9 +90,9 @@ def _ping(redis: Redis, password: str | None = None) -> str:
         return f"failed: {exc.stdout}{exc.stderr}"
 
 
-def _head(kube: Client, ns: str, other_than: str | None = None) -> Pod:
+def _head(kube: Client, ns: str, other_than: str | None = None, name: str = NAME) -> Pod:
     def found() -> Pod | None:
-        return next((p for p in pods(kube, ns, NAME, "head")
+        return next((p for p in pods(kube, ns, name, "head")
                      if p.status and p.status.phase == "Running" and p.status.podIP
                      and p.metadata and p.metadata.name != other_than), None)
 
@@ -225,3 +235,50 @@ def test_a_deleted_head_is_replaced_and_the_worker_rejoins_with_the_actor(
               if e.involvedObject.kind == "RayCluster" and e.reason == "CreatedHeadPod"]
     assert any("fault tolerance" in (e.message or "") for e in events), \
         [e.message for e in events]
+
+
+AUTOSCALED = "ft-autoscaled"
+
+
+def _autoscaled_copy() -> dict[str, Any]:
+    """The sample's RayCluster with the sidecar autoscaler, 1 to 2 workers, no drain."""
+    doc = next(d for d in yaml.safe_load_all(SAMPLE.read_text()) if d["kind"] == "RayCluster")
+    doc["metadata"]["name"] = AUTOSCALED
+    doc["spec"]["enableInTreeAutoscaling"] = True
+    doc["spec"]["workerGroupSpecs"][0].update(replicas=1, minReplicas=1, maxReplicas=2)
+    without_shutdown_drain(doc["spec"])
+    return dict(doc)
+
+
+def test_after_the_heads_replacement_demand_still_scales_the_workers(
+    kube: Client, ft_ns: str
+) -> None:
+    # one Ray cluster at a time on this small machine: the sample's goes first
+    kube.delete(RayCluster, NAME, namespace=ft_ns)
+    wait_for(lambda: not pods(kube, ft_ns, NAME, "head") + pods(kube, ft_ns, NAME, "worker"),
+             120, "the sample's Ray pods gone")
+    kube.create(RayCluster.from_dict(_autoscaled_copy()),  # type: ignore[arg-type]
+                namespace=ft_ns)
+    wait_for(lambda: (kube.get(RayCluster, AUTOSCALED, namespace=ft_ns).get("status") or {})
+             .get("state") == "ready", 300, "the autoscaled copy ready")
+    head = _head(kube, ft_ns, name=AUTOSCALED)
+    (worker,) = pods(kube, ft_ns, AUTOSCALED, "worker")
+    assert head.metadata is not None and head.metadata.name
+    assert worker.metadata is not None
+    kube.delete(Pod, head.metadata.name, namespace=ft_ns, grace_period=5)
+    new_head = _head(kube, ft_ns, other_than=head.metadata.name, name=AUTOSCALED)
+    new_gcs = gcs_address(kube, ft_ns, AUTOSCALED, _ip(new_head))
+    wait_for(lambda: _ip(worker) in _alive_nodes(new_gcs).values(), 300,
+             "the worker's raylet registered with the new head")
+
+    # two 1-CPU bundles on two nodes: the kept worker and one the autoscaler adds
+    logs = run_job(kube, ft_ns, AUTOSCALED, _ip(new_head), """
+        from ray.util.placement_group import placement_group
+        pg = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_SPREAD")
+        ray.get(pg.ready(), timeout=400)
+        table = ray.util.placement_group_table(pg)
+        print("PLACED", len(set(table["bundles_to_node_id"].values())))
+    """, timeout_s=480)
+    assert "PLACED 2" in logs, logs[-2000:]  # two nodes with CPUs: the head has none
+    workers = pods(kube, ft_ns, AUTOSCALED, "worker")
+    assert worker.metadata.uid in [p.metadata.uid for p in workers if p.metadata]
