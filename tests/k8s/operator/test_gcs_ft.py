@@ -33,6 +33,7 @@ from lightkube.resources.core_v1 import Event, Namespace, Pod, Secret
 
 from tests.devtools import VNodeProcess, wait_for
 from tests.k8s.operator.conftest import (
+    OperatorProcess,
     RayCluster,
     dashboard_url,
     gcs_address,
@@ -181,7 +182,7 @@ def test_the_samples_redis_runs_from_the_redis_image(kube: Client, ft_ns: str) -
 
 
 def test_the_sample_forms_a_cluster_that_keeps_its_tables_in_redis(
-    kube: Client, ft_ns: str
+    kube: Client, ft_ns: str, operator: OperatorProcess
 ) -> None:
     wait_for(lambda: (kube.get(RayCluster, NAME, namespace=ft_ns).get("status") or {})
              .get("state") == "ready", 300, "the sample ready (head and its worker)")
@@ -191,6 +192,12 @@ def test_the_sample_forms_a_cluster_that_keeps_its_tables_in_redis(
     uid = kube.get(RayCluster, NAME, namespace=ft_ns)["metadata"]["uid"]
     redis = _redis(kube, ft_ns)
     assert redis.keys(f"*{uid}*"), "no key of the cluster's storage namespace in Redis"
+    # the password stays in its Secret: the pods refer to it, the operator never prints it
+    for pod in pods(kube, ft_ns, NAME, "head") + pods(kube, ft_ns, NAME, "worker"):
+        assert redis.password not in json.dumps(pod.to_dict())
+    assert redis.password not in operator.log.read_text()
+    assert not [e for e in kube.list(Event, namespace=ft_ns)
+                if redis.password in (e.message or "")]
 
 
 def test_a_deleted_head_is_replaced_and_the_worker_rejoins_with_the_actor(
