@@ -521,16 +521,21 @@ def _instrument(client: Client, hook: Callable[[httpx.Request], None]) -> None:
 # --------------------------------------------------------------------- events
 
 
+#: Normal reasons posted as Events (rare, and what a user checks for after an outage).
+_POSTED_NORMAL = frozenset({"CreatedHeadPod"})
+
+
 def _say_once(ctx: OperatorContext, body: dict[str, Any], kind: str, reason: str, message: str,
               always: bool = False) -> None:
     """Post a Warning Event, the same one once per cluster; Normal ones are only logged
-    (as kopf's posting level WARNING did before)."""
+    (as kopf's posting level WARNING did before), except the rare ones a user looks for
+    (_POSTED_NORMAL: a head replaced with GCS fault tolerance)."""
     key = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
     seen = ctx.said.setdefault(key, set())
     if not always and message in seen:
         return
     seen.add(message)
-    if kind != "Warning":
+    if kind != "Warning" and reason not in _POSTED_NORMAL:
         log.info("%s: %s: %s", key, reason, message)
         return
     meta = body["metadata"]

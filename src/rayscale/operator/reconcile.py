@@ -3,7 +3,8 @@
 Pure: the kopf handlers observe and act; this module only decides, so every
 rule is tested without an API server:
 
-- one head pod; a failed head is replaced;
+- one head pod; a failed or deleted head is replaced (with GCS fault tolerance
+  the workers are kept: their raylets reconnect to the new head);
 - per group, ``replicas`` clamped into [minReplicas, maxReplicas] worker pods
   (0 when the group or the cluster is suspended);
 - pods named in ``scaleStrategy.workersToDelete`` are deleted;
@@ -20,6 +21,7 @@ from typing import Any, Literal
 
 from rayscale.api import RayCluster
 from rayscale.labels import GROUP_LABEL_K8S, HEAD_GROUP
+from rayscale.operator import gcs_ft
 from rayscale.operator.desired import (
     PodSettings,
     head_pod,
@@ -101,6 +103,7 @@ def reconcile(
                                         f"head pod {head.name} {head.phase.lower()}; replacing"))
     if not [h for h in heads if not h.finished]:
         actions.create.append(head_pod(spec, settings))
+        actions.events += _head_replacement_events(spec, live)
 
     wanted = desired_replicas(spec)
     for group in spec.worker_groups:
@@ -171,6 +174,18 @@ def conditions(
         out.append({"type": kind, "status": value, "reason": yes if ok else no,
                     "message": "", "lastTransitionTime": since})
     return out
+
+
+def _head_replacement_events(spec: RayCluster, live: list[ObservedPod]) -> list[Event]:
+    """With GCS fault tolerance, a head created while workers run replaces a lost one:
+    the workers are kept (their raylets wait for the new GCS, and reconnect through the
+    head Service's name), which the event says (KubeRay's reason, CreatedHeadPod)."""
+    workers = [p for p in live if p.group != HEAD_GROUP and not p.finished]
+    if not workers or not gcs_ft.enabled(spec):
+        return []
+    return [Event("Normal", "CreatedHeadPod",
+                  f"creating a new head pod with GCS fault tolerance on: {len(workers)} "
+                  "worker pod(s) kept, their raylets reconnect to the new head")]
 
 
 def _epoch(created: str) -> float:

@@ -23,6 +23,8 @@ YAML form (all keys optional; see docs/dev-cluster.md)::
         labels: {type: virtual-kubelet}
         taints:
           - {key: virtual-kubelet.io/provider, value: rayscale, effect: NoSchedule}
+    images:                  # image -> program of this machine (rayscale.vnode.images)
+      - {image: redis, entrypoint: [redis-server], volumes: [/data], working_dir: /data}
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rayscale.vnode.images import ImageProgram, default_images
 
 
 class Taint(BaseModel):
@@ -87,6 +91,8 @@ class VNodeConfig(BaseModel):
     renew_interval_s: float = 10.0
     status_interval_s: float = 30.0
     delete_nodes_on_exit: bool = True
+    # what containers of well-known images run when they have no `command`
+    images: list[ImageProgram] = Field(default_factory=default_images)
 
     @field_validator("pod_cidr")
     @classmethod

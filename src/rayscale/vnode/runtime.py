@@ -1,8 +1,9 @@
 """Running one pod as local processes: the part of a kubelet a virtual node needs.
 
 Each container is one process tree started from the container's ``command``
-+ ``args`` (the image is ignored; there is no image entrypoint, so a container
-without ``command`` fails with ``StartError``) with the environment the
++ ``args`` (images are not run: a container without ``command`` runs what the
+vnode's image map says its image runs, :mod:`rayscale.vnode.images`, or fails
+with ``StartError``) with the environment the
 kubelet would give it: ``env`` (values, ``$(VAR)`` expansion, ``fieldRef``,
 ``resourceFieldRef``, ``configMapKeyRef``/``secretKeyRef``) and ``envFrom``,
 over a small base environment whose PATH starts with this Python's bin dir
@@ -19,7 +20,9 @@ Isolation is just enough to look like a pod:
   metadata servers, see :mod:`rayscale.cloudprobe`), ``emptyDir`` and
   ``hostPath`` volumes, and the files of ``secret``, ``configMap``,
   ``downwardAPI`` and ``projected`` ones (:mod:`rayscale.vnode.volumes`), are
-  bind-mounted at their mount paths, and the hostname is the pod's.
+  bind-mounted at their mount paths (a ``subPath`` mounts one file or
+  directory of the volume), a known image's ``VOLUME`` paths get a directory of
+  the pod's own, and the hostname is the pod's.
 * A session of its own (process group = the container's PID) and an
   environment marker ``RAYSCALE_VNODE_CONTAINER=<pod uid>/<container>`` that
   every descendant inherits, so stopping a container signals its group and
@@ -54,6 +57,7 @@ from lightkube.utils.quantity import parse_quantity
 
 from rayscale import procs
 from rayscale.cloudprobe import ensure_bootstrap_config
+from rayscale.vnode.images import ImageProgram, find_image
 from rayscale.vnode.pacing import StartPacer
 from rayscale.vnode.volumes import PodVolumes, TokenRequest, VolumeError, file_volume
 
@@ -73,7 +77,9 @@ if [ -n "$3" ] && [ -e /etc/profile ]; then mount --bind "$3" /etc/profile; fi
 hostname "$4"
 workdir="$5"; n="$6"; shift 6
 while [ "$n" -gt 0 ]; do
-  mkdir -p "$2"; mount --bind "$1" "$2"; shift 2; n=$((n - 1))
+  if [ -d "$1" ]; then mkdir -p "$2"
+  else mkdir -p "$(dirname "$2")"; [ -e "$2" ] || : > "$2"; fi
+  mount --bind "$1" "$2"; shift 2; n=$((n - 1))
 done
 cd "$workdir"
 set +e
@@ -300,6 +306,8 @@ class PodRun:
     pacer: StartPacer | None = None
     #: Issues ServiceAccount tokens for ``serviceAccountToken`` volumes (None: refused).
     token_request: TokenRequest | None = None
+    #: What containers of well-known images run (the vnode's image map).
+    images: list[ImageProgram] = field(default_factory=list)
     init: list[ContainerRun] = field(default_factory=list)
     main: list[ContainerRun] = field(default_factory=list)
     start_time: str = field(default_factory=now_rfc3339)
@@ -465,15 +473,26 @@ class PodRun:
             c.next_start = time.monotonic() + 2.0
             return
         env[MARKER] = f"{self.uid}/{c.name}"
-        argv = [expand(a, env) for a in (c.spec.command or [])]
-        argv += [expand(a, env) for a in (c.spec.args or [])]
+        image = find_image(self.images, c.spec.image)
+        args = [expand(a, env) for a in (c.spec.args or [])]
+        if c.spec.command:
+            argv = [expand(a, env) for a in c.spec.command] + args
+        else:
+            argv = image.argv(args) if image is not None else []
         if not argv:
             c.state, c.reason, c.exit_code = "terminated", "StartError", 128
-            c.message = "no command: the vnode ignores images, so containers need `command`"
+            c.message = (f"no command: the vnode does not run images, and {c.spec.image!r} "
+                         "is not in its image map, so the container needs `command`")
             c.started_at = c.finished_at = now_rfc3339()
             return
-        mounts = self._mounts(c)
-        workdir = c.spec.workingDir or str(self.directory)
+        try:
+            mounts = self._image_mounts(c, image) + self._mounts(c)
+        except ValueError as e:
+            c.state, c.reason, c.exit_code, c.message = "terminated", "StartError", 128, str(e)
+            c.started_at = c.finished_at = now_rfc3339()
+            return
+        workdir = (c.spec.workingDir or (image.working_dir if image is not None else None)
+                   or str(self.directory))
         setup = [self.tools.unshare, "--mount", "--uts", "--propagation", "private", "--",
                  self.tools.sh, "-c", _SETUP, "sh", str(self.hosts_file), str(self.resolv_file),
                  str(self.profile_file), self.name[:63], workdir, str(len(mounts))]
@@ -491,22 +510,36 @@ class PodRun:
         c.started_at, c.finished_at = now_rfc3339(), None
         c.container_id = f"rayscale://{proc.pid}"
 
+    def _image_mounts(self, c: ContainerRun,
+                      image: ImageProgram | None) -> list[tuple[str, str]]:
+        """The image's VOLUME paths: a directory of this container's own for each, as
+        Docker's anonymous volumes (mounted first: a volumeMount at the path wins)."""
+        out = []
+        for i, path in enumerate(image.volumes if image is not None else []):
+            src = self.directory / "image-volumes" / c.name / str(i)
+            src.mkdir(parents=True, exist_ok=True)
+            out.append((str(src), path))
+        return out
+
     def _mounts(self, c: ContainerRun) -> list[tuple[str, str]]:
         assert self.pod.spec is not None
         volumes = {v.name: v for v in self.pod.spec.volumes or []}
         out = []
         for vm in c.spec.volumeMounts or []:
             vol = volumes.get(vm.name)
-            if vol is None or vm.subPath:
+            if vol is None:
                 continue
             if vol.emptyDir is not None:
-                src = self.directory / "volumes" / vm.name
-                src.mkdir(parents=True, exist_ok=True)
-                out.append((str(src), vm.mountPath))
+                root = self.directory / "volumes" / vm.name
+                root.mkdir(parents=True, exist_ok=True)
             elif vol.hostPath is not None:
-                out.append((vol.hostPath.path, vm.mountPath))
+                root = Path(vol.hostPath.path)
             elif file_volume(vol):  # secret, configMap, downwardAPI, projected
-                out.append((str(self.volumes.directory(vm.name)), vm.mountPath))
+                root = self.volumes.directory(vm.name)
+            else:
+                continue
+            out.append((str(_sub_path(root, vm.subPath, vm.name, vol.emptyDir is not None)),
+                        vm.mountPath))
         return out
 
     def _downward_value(self, item: DownwardAPIVolumeFile) -> str:
@@ -646,6 +679,20 @@ class PodRun:
         for c in status["conditions"]:
             c.pop("lastTransitionTime", None)
         return status
+
+
+def _sub_path(root: Path, sub: str | None, volume: str, create: bool) -> Path:
+    """``root``/``sub`` for a ``subPath`` mount (a kubelet creates a missing one in a
+    writable volume as a directory); an absolute path or ``..`` is refused."""
+    if not sub:
+        return root
+    if sub.startswith("/") or ".." in Path(sub).parts:
+        raise ValueError(f"volumeMounts[{volume}].subPath {sub!r} must be a relative path "
+                         "inside the volume")
+    path = root / sub
+    if create and not path.exists():
+        path.mkdir(parents=True)
+    return path
 
 
 def _qos(pod: Pod) -> str:

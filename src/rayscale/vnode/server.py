@@ -347,7 +347,8 @@ class VirtualNode:
             run = PodRun(pod=pod, ip=ip, host_ip=node.ip, directory=self._pod_dir(pod),
                          tools=self.tools, lookup=self._lookup,
                          node_allocatable=node.pool.capacity, extra_env=self.extra_env,
-                         pacer=self.pacer, token_request=self._token_request)
+                         pacer=self.pacer, token_request=self._token_request,
+                         images=self.config.images)
             self._write_hosts(run)
             self.runs[uid] = run
             log.info("pod %s/%s on %s: %s", run.namespace, run.name, spec.nodeName, ip)
