@@ -4,7 +4,7 @@ Two things, each called once per reconcile by :class:`rayscale.operator.handlers
 
 - :meth:`GcsFtWiring.deletion` carries out :func:`gcs_ft.deletion_step` (KubeRay
   v1.7's Redis cleanup): add the finalizer ``ray.io/gcs-ft-redis-cleanup-finalizer``
-  (then the reconcile goes on: the patch's response is the new object); on
+  (then the reconcile goes on with the patch's response; KubeRay requeues first); on
   deletion, delete the head and worker pods, wait for the head to be gone, create
   the cleanup Job ``<cluster>-redis-cleanup`` (owned by the RayCluster, listed by
   its labels as KubeRay does), poll it every 2 s, and remove the finalizer when it
@@ -12,7 +12,8 @@ Two things, each called once per reconcile by :class:`rayscale.operator.handlers
   are merge patches carrying the object's ``resourceVersion``: a concurrent change
   makes them fail (409) and the reconcile is retried on the newer object.
 - :meth:`GcsFtWiring.redis_check` asks the cluster's Redis (:mod:`redis_probe`)
-  while a head is to be created or is not ready, at most once per backoff step
+  while a head is to be created or is not ready (or ready, while the last look
+  failed: a GCS without Redis runs until Ray gives up), at most once per backoff step
   (2 s doubling to 60 s while it fails; a success is trusted for 30 s). Redis
   refusing the password withholds the head pod (it could only crash and restart);
   an unreachable Redis is reported but does not hold the head back, since the
