@@ -120,7 +120,7 @@ def test_a_wrong_password_is_reported_and_the_head_waits_until_it_is_right(
     with redis_server(tmp_path / "redis", password="right-pw-0c8d2b6a41") as redis, \
             deleted_at_end(kube, ns, name):
         make_secret(kube, ns, wrong)
-        kube.create(RayCluster.from_dict(  # type: ignore[arg-type]
+        created = kube.create(RayCluster.from_dict(  # type: ignore[arg-type]
             ft_manifest(name, redis.address)), namespace=ns)
         (event,) = wait_for(lambda: events(kube, ns, name, "RedisAuthenticationFailed"), 60,
                             "a RedisAuthenticationFailed event")
@@ -144,6 +144,9 @@ def test_a_wrong_password_is_reported_and_the_head_waits_until_it_is_right(
                  == "True", 180, "the head pod ready once the password is right")
         assert condition(kube, ns, name, "ReplicaFailure") is None
         assert running(kube, ns, name, "head") == 1
+        # and its GCS got in: its tables are in Redis
+        wait_for(lambda: redis.keys(f"RAY{created['metadata']['uid']}@*"), 180,
+                 "the GCS's keys in Redis with the right password")
         _no_text(kube, ns, name, operator, wrong, redis.password)
 
 
