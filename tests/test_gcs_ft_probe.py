@@ -161,16 +161,35 @@ def test_a_refused_password_withholds_the_head_until_redis_accepts(
     controller.process("ns/c")
     assert fake.cluster["metadata"]["finalizers"] == ["ray.io/gcs-ft-redis-cleanup-finalizer"]
     assert _created_pods(fake) == 0
-    assert ("create", "Event") in fake.calls
+    assert _events(fake) == 1
     kinds = {c["type"]: c for c in fake.cluster["status"]["conditions"]}
     assert kinds["ReplicaFailure"]["reason"] == "RedisAuthenticationFailed"
     assert kinds["HeadPodReady"]["reason"] == "RedisAuthenticationFailed"
 
+    _look_again(controller, fake)  # the same answer: said once
+    assert _created_pods(fake) == 0 and _events(fake) == 1
+
     verdicts[0] = None  # the Secret fixed: the next look after the backoff
-    controller.gcs_ft.probes["ns/c"].next_at = 0.0
-    controller.clusters.apply("MODIFIED", fake.cluster)
-    controller.process("ns/c")
+    _look_again(controller, fake)
     assert _created_pods(fake) == 1
     kinds = {c["type"]: c for c in fake.cluster["status"]["conditions"]}
     assert "ReplicaFailure" not in kinds
     assert kinds["HeadPodReady"]["reason"] == "HeadPodNotFound"
+
+    # the head pod (not ready) is still looked after: Redis down again is said again
+    verdicts[0] = Verdict("RedisUnreachable", "gone")
+    _look_again(controller, fake)
+    verdicts[0] = Verdict("RedisAuthenticationFailed", "refused")
+    _look_again(controller, fake)
+    assert _events(fake) == 3
+    assert _created_pods(fake) == 1  # a created head is not taken back
+
+
+def _events(fake: FakeClient) -> int:
+    return sum(1 for call in fake.calls if call == ("create", "Event"))
+
+
+def _look_again(controller: Controller, fake: FakeClient) -> None:
+    controller.gcs_ft.probes["ns/c"].next_at = 0.0
+    controller.clusters.apply("MODIFIED", fake.cluster)
+    controller.process("ns/c")

@@ -68,6 +68,7 @@ class _Probe:
     verdict: Verdict | None
     failures: int
     next_at: float  # monotonic: no new probe before
+    posted: str | None = None  # the message of the Warning Event posted while it fails
 
 
 def _parse_time(text: str | None) -> datetime | None:
@@ -202,10 +203,11 @@ class GcsFtWiring:
 
     # --------------------------------------------------------------- probe
 
-    def redis_check(self, spec: RayCluster, observed: list[ObservedPod],
+    def redis_check(self, body: Obj, spec: RayCluster, observed: list[ObservedPod],
                     create: list[Obj]) -> tuple[Verdict | None, bool]:
         """(the verdict on the cluster's Redis, whether the head pod is withheld);
-        ``create`` loses the head pod when it is."""
+        ``create`` loses the head pod when it is. A Warning Event says each new
+        verdict once while Redis fails; after a success the same failure is said again."""
         key = f"{spec.namespace}/{spec.name}"
         heads = [p for p in observed if _is_head(p) and not p.deleting and not p.finished]
         head_create = [m for m in create if _node_type(m) == NODE_TYPE_HEAD]
@@ -222,10 +224,14 @@ class GcsFtWiring:
             failures = 0 if verdict is None else (state.failures if state else 0) + 1
             delay = PROBE_OK_S if verdict is None else min(
                 PROBE_MAX_S, PROBE_FIRST_S * 2 ** (failures - 1))
-            state = self.probes[key] = _Probe(verdict, failures, now + delay)
+            posted = state.posted if state is not None and verdict is not None else None
+            state = self.probes[key] = _Probe(verdict, failures, now + delay, posted)
             if verdict is not None:
                 log.warning("%s: %s (%s; next look in %.0f s)", key, verdict.message,
                             verdict.reason, delay)
+                if verdict.message != posted:
+                    self.post(body, "Warning", verdict.reason, verdict.message)
+                    state.posted = verdict.message
         verdict = state.verdict
         if verdict is None:
             return None, False

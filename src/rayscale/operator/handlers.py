@@ -354,10 +354,8 @@ class Controller:
             ensure_autoscaler_rbac(ctx.client, body, owner)
         observed = [ObservedPod.from_pod(p) for p in self.pods.indexed(key)]
         actions = reconcile(spec, observed, ctx.settings)
-        # GCS FT: is Redis there? A refused password withholds the head pod
-        redis, withheld = self.gcs_ft.redis_check(spec, observed, actions.create)
-        if redis is not None:
-            _say_once(ctx, body, "Warning", redis.reason, redis.message)
+        # GCS FT: is Redis there? (its Warning Event; a refused password withholds the head)
+        redis, withheld = self.gcs_ft.redis_check(body, spec, observed, actions.create)
 
         for manifest in actions.create:
             manifest["metadata"]["namespace"] = ns
