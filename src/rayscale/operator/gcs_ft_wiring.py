@@ -139,11 +139,11 @@ class GcsFtWiring:
         elif step.action == "wait-job":
             self.requeue(key, REQUEUE_S)
         else:  # remove-stale, remove-finalizer, force-remove
+            if step.event is not None:  # first: once the finalizer is off, the object goes
+                self.post(body, step.event[0], step.event[1], step.message)
             self._remove_finalizer(body, finalizers)
             log.info("%s: removed the finalizer %s (%s) %s", key, gcs_ft.FINALIZER, step.action,
                      step.message)
-        if step.event is not None and step.action != "create-job":
-            self.post(body, step.event[0], step.event[1], step.message)
         return True
 
     def _patch_finalizers(self, body: Obj, finalizers: list[str]) -> None:

@@ -96,7 +96,8 @@ def test_deleting_a_cluster_deletes_its_keys_in_redis(
         wait_for(lambda: cluster(kube, ns, name) is None, 240,
                  "the RayCluster gone after the cleanup Job")
         assert redis.keys(f"RAY{uid}@*") == []
-        assert redis.keys("*") == ["not-rays"] and redis.dbsize() == 1
+        left = redis.keys("*")
+        assert left == ["not-rays"] and redis.dbsize() == 1, left
         (made,) = events(kube, ns, name, "CreatedRedisCleanupJob")
         assert made.type == "Normal"
         assert made.message == f"Created Redis cleanup Job {ns}/{name}-redis-cleanup"
