@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from lightkube import ApiError, Client
 from lightkube.resources.core_v1 import Event, Secret
 from lightkube.types import PatchType
@@ -36,6 +37,20 @@ def ft_manifest(name: str, address: str, annotations: dict[str, str] | None = No
         "redisAddress": address,
         "redisPassword": {"valueFrom": {"secretKeyRef": {"name": SECRET, "key": "password"}}},
     }
+    return doc
+
+
+def legacy_manifest(name: str, address: str) -> dict[str, Any]:
+    """The same in the older form (KubeRay's ray-cluster.deprecate-gcs-ft.yaml)."""
+    doc = manifest(name, replicas=0)
+    doc["metadata"]["annotations"] = {"ray.io/ft-enabled": "true"}
+    head = doc["spec"]["headGroupSpec"]
+    head["rayStartParams"]["redis-password"] = "$REDIS_PASSWORD"
+    container = head["template"]["spec"]["containers"][0]
+    container["env"] = [*container.get("env", []),
+                        {"name": "RAY_REDIS_ADDRESS", "value": address},
+                        {"name": "REDIS_PASSWORD", "valueFrom": {
+                            "secretKeyRef": {"name": SECRET, "key": "password"}}}]
     return doc
 
 
@@ -76,14 +91,16 @@ def deleted_at_end(kube: Client, ns: str, name: str) -> Iterator[None]:
             wait_for(lambda: cluster(kube, ns, name) is None, 120, f"{name} gone")
 
 
+@pytest.mark.parametrize("form", ["options", "annotation"])
 def test_deleting_a_cluster_deletes_its_keys_in_redis(
-        kube: Client, ns: str, operator: Any, tmp_path: Path) -> None:
+        kube: Client, ns: str, operator: Any, tmp_path: Path, form: str) -> None:
     name = "ft-cleanup"
+    make = ft_manifest if form == "options" else legacy_manifest
     with redis_server(tmp_path / "redis") as redis, deleted_at_end(kube, ns, name):
         make_secret(kube, ns, redis.password)
         redis.cli("SET", "not-rays", "kept")  # a key of nobody's cluster: must survive
         created = kube.create(RayCluster.from_dict(  # type: ignore[arg-type]
-            ft_manifest(name, redis.address)), namespace=ns)
+            make(name, redis.address)), namespace=ns)
         uid = created["metadata"]["uid"]
         wait_for(lambda: FINALIZER in ((cluster(kube, ns, name) or {}).get("metadata") or {})
                  .get("finalizers", []), 30, "the Redis cleanup finalizer")
