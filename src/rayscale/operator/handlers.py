@@ -24,7 +24,9 @@ reconciling is the :class:`Controller`'s, built from :mod:`rayscale.operator.wat
   on the work queue's timer, which sleeps while nothing is pending.
 
 Owned objects carry owner references: deleting the RayCluster lets Kubernetes'
-garbage collector remove them.
+garbage collector remove them. With GCS fault tolerance on Redis, KubeRay's cleanup
+finalizer and Job, and a look at the cluster's Redis before its head is created, are
+:mod:`rayscale.operator.gcs_ft_wiring`'s.
 """
 
 from __future__ import annotations
