@@ -94,6 +94,8 @@ def test_deletion_waits_for_the_head_then_runs_the_job_then_removes_the_finalize
     for failed in (job(("Failed", "True")), job(("FailureTarget", "True"))):
         step_ = step(spec, FIN, 40, job=failed)
         assert step_.action == "remove-finalizer" and "by hand" in step_.message
+        assert step_.event == ("Warning", "RedisCleanupJobFailed")
+    assert done.event is None
 
 
 def test_the_timeout_counts_from_the_deletion_and_forces_the_finalizer_off() -> None:

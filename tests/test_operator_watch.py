@@ -204,7 +204,11 @@ class FakeClient:
               patch_type: Any) -> Any:
         self.calls.append(("patch", name))
         body = copy.deepcopy(self.cluster)
-        body["status"] = {**(body.get("status") or {}), **obj["status"]}
+        if "status" in obj:
+            body["status"] = {**(body.get("status") or {}), **obj["status"]}
+        else:  # a metadata patch (GCS FT: the finalizer)
+            body["metadata"].update({k: v for k, v in obj["metadata"].items()
+                                     if k != "resourceVersion"})
         body["metadata"]["resourceVersion"] = str(next(self.rv))
         self.cluster = body
         return RayClusterResource.Status.from_dict(body)

@@ -43,6 +43,8 @@ it is deleted, its pods are deleted, then a Job (``<name>-redis-cleanup``) from
 the head's pod deletes the storage namespace's keys; the finalizer goes when
 the Job finishes, or after ``ray.io/gcs-ft-deletion-timeout`` seconds (default
 300) from the deletion, with a Warning Event ``ForceDeletedStuckCluster``.
+A failed Job also removes it, with rayscale's Warning Event ``RedisCleanupJobFailed``
+(KubeRay only logs it).
 :func:`deletion_step` is that decision; :func:`cleanup_job` the Job.
 """
 
@@ -300,11 +302,15 @@ def deletion_step(
                                 f"Created Redis cleanup Job {cluster.namespace}/{name}")
         if state == "running":
             return DeletionStep("wait-job")
-        return DeletionStep("remove-finalizer", None, (
-            "the Redis cleanup Job completed: the storage namespace is deleted"
-            if state == "complete" else
-            "the Redis cleanup Job failed: delete the storage namespace's keys in Redis "
-            "by hand"))
+        if state == "complete":
+            return DeletionStep("remove-finalizer", None, (
+                "the Redis cleanup Job completed: the storage namespace is deleted"))
+        # KubeRay only logs this; rayscale also says it where users look (its own reason)
+        return DeletionStep("remove-finalizer", ("Warning", "RedisCleanupJobFailed"), (
+            f"Removed the GCS FT finalizer: the Redis cleanup Job "
+            f"{cluster.namespace}/{cleanup_job_name(cluster.name)} failed; Redis storage "
+            f"namespace {storage_namespace(cluster)!r} may need manual cleanup (delete its "
+            "keys in Redis by hand)"))
     return DeletionStep("ignore" if deleting else "none")
 
 

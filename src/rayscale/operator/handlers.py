@@ -24,7 +24,9 @@ reconciling is the :class:`Controller`'s, built from :mod:`rayscale.operator.wat
   on the work queue's timer, which sleeps while nothing is pending.
 
 Owned objects carry owner references: deleting the RayCluster lets Kubernetes'
-garbage collector remove them.
+garbage collector remove them. With GCS fault tolerance on Redis, KubeRay's cleanup
+finalizer and Job, and a look at the cluster's Redis before its head is created, are
+:mod:`rayscale.operator.gcs_ft_wiring`'s.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from rayscale.operator.desired import (
     head_service,
 )
 from rayscale.operator.events import event_manifest
+from rayscale.operator.gcs_ft_wiring import GcsFtWiring, redis_conditions
 from rayscale.operator.metrics import OperatorMetrics
 from rayscale.operator.rayjob_controller import RayJobController, RayJobSettings
 from rayscale.operator.rbac import ensure_autoscaler_rbac, use_autoscaler_account
@@ -195,6 +198,11 @@ class Controller:
                                         thread_name_prefix="create")
         self._http: httpx.Client | None = None
         self.gated_stops: list[Callable[[], None]] = []  # controllers behind feature gates
+        # GCS fault tolerance: the Redis cleanup finalizer and Job, the Redis probe
+        self.gcs_ft = GcsFtWiring(ctx.client, ctx.settings, self.pods.indexed,
+                                  self.clusters.upsert, self.queue.add_after,
+                                  lambda body, kind, reason, message: _post_event(
+                                      ctx, body, kind, reason, message))
 
     # ------------------------------------------------------------ lifecycle
 
@@ -285,6 +293,7 @@ class Controller:
             self.failures.pop(key, None)
             self.holds.pop(key, None)
             self.status_written.pop(key, None)
+            self.gcs_ft.forget(key)
             self._set_state(key, None)
             return
         hold = self.holds.get(key)
@@ -325,6 +334,8 @@ class Controller:
             if refused:
                 raise SpecError(refused)
         except SpecError as exc:
+            if self.gcs_ft.deletion(body, None):  # deleting: only our finalizer to drop
+                return
             # KubeRay's reason; like KubeRay, nothing is created for an invalid spec. The
             # status first: whoever sees the event can then read the failed state.
             failed = {"state": "failed", "reason": str(exc)[:1000]}
@@ -332,6 +343,8 @@ class Controller:
                 self._patch_status(body, failed)
             _say_once(ctx, body, "Warning", "InvalidRayClusterSpec", str(exc))
             self._set_state(key, "failed")
+            return
+        if self.gcs_ft.deletion(body, spec):  # deleting (the Redis cleanup, if any)
             return
         owner = {
             "apiVersion": "ray.io/v1", "kind": "RayCluster", "name": name, "uid": meta["uid"],
@@ -343,6 +356,8 @@ class Controller:
             ensure_autoscaler_rbac(ctx.client, body, owner)
         observed = [ObservedPod.from_pod(p) for p in self.pods.indexed(key)]
         actions = reconcile(spec, observed, ctx.settings)
+        # GCS FT: is Redis there? (its Warning Event; a refused password withholds the head)
+        redis, withheld = self.gcs_ft.redis_check(body, spec, observed, actions.create)
 
         for manifest in actions.create:
             manifest["metadata"]["namespace"] = ns
@@ -385,7 +400,8 @@ class Controller:
         status["endpoints"] = {n: str(p) for n, p in head_ports(spec, ctx.settings).items()}
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         previous = (body.get("status") or {}).get("conditions") or []
-        status["conditions"] = conditions(status, spec.spec.suspend, previous, now)
+        status["conditions"] = redis_conditions(
+            conditions(status, spec.spec.suspend, previous, now), redis, withheld, previous, now)
         old = {k: v for k, v in (body.get("status") or {}).items() if k != "lastUpdateTime"}
         if {k: v for k, v in status.items()} != {k: old.get(k) for k in status}:
             due_in = self.status_interval_s - (time.monotonic()
@@ -538,7 +554,13 @@ def _say_once(ctx: OperatorContext, body: dict[str, Any], kind: str, reason: str
     if kind != "Warning" and reason not in _POSTED_NORMAL:
         log.info("%s: %s: %s", key, reason, message)
         return
+    _post_event(ctx, body, kind, reason, message)
+
+
+def _post_event(ctx: OperatorContext, body: dict[str, Any], kind: str, reason: str,
+                message: str) -> None:
     meta = body["metadata"]
+    key = f"{meta['namespace']}/{meta['name']}"
     event = event_manifest(body, "RayCluster", kind, reason, message, COMPONENT)
     try:
         ctx.client.create(cast(Event, Event.from_dict(event)), namespace=meta["namespace"])
