@@ -186,10 +186,43 @@ def test_without_the_hold_the_same_picture_would_stop_the_node() -> None:
     """The counterfactual: an unregistered node of ours launched long ago is a failed launch."""
     observer, provider, events = Scripted(), Provider(), EventLog(None)
     loop = Autoscaler(_spec(), provider, observer, head_ip="127.10.0.2", events=events)
+    observer.next = Observation(nodes=[HEAD, replace(WORKER, status="running", idle_s=0.0)])
+    loop.tick()  # w-0 registered, busy; then the GCS restarts between two rounds
     observer.next = Observation(nodes=[HEAD], tasks=[Shape(resources={"CPU": 1.0}, count=2)])
     loop.tick()
     loop.close()
     kinds = [e.kind for e in events.recent]
     assert "launch_failed" in kinds and "stop" in kinds
+
+
+def test_a_starting_autoscaler_holds_for_running_nodes_ray_does_not_show_yet() -> None:
+    """A replaced head's sidecar starts with it: its first picture is after an outage."""
+    observer, provider, events = Scripted(), Provider(), EventLog(None)
+    loop = Autoscaler(_spec(), provider, observer, head_ip="127.10.0.2", events=events,
+                      options=LoopOptions(recovery_grace_s=60, recovery_settle_s=0))
+    observer.next = Observation(nodes=[HEAD], tasks=[Shape(resources={"CPU": 1.0}, count=2)])
+    loop.tick()
+    loop.tick()
+    assert loop.head.holding
+    assert (provider.launched, provider.terminated, observer.drained) == ([], [], [])
+    kinds = [e.kind for e in events.recent]
+    assert kinds.count("start_hold") == 1 and not {"launch_failed", "stop", "launch"} & set(kinds)
+    observer.next = Observation(nodes=[HEAD, replace(WORKER, status="running", idle_s=0.0)],
+                                tasks=[Shape(resources={"CPU": 1.0}, count=2)])
+    loop.tick()  # w-0 re-registered: the hold ends and the demand is served
+    loop.close()
+    assert not loop.head.holding and "hold_end" in [e.kind for e in events.recent]
+    assert len(provider.launched) == 1
+
+
+def test_a_starting_autoscaler_with_every_node_registered_does_not_hold() -> None:
+    observer, provider, events = Scripted(), Provider(), EventLog(None)
+    loop = Autoscaler(_spec(), provider, observer, head_ip="127.10.0.2", events=events)
+    observer.next = Observation(nodes=[HEAD, replace(WORKER, status="running", idle_s=0.0)],
+                                tasks=[Shape(resources={"CPU": 1.0}, count=2)])
+    loop.tick()
+    loop.close()
+    assert not loop.head.holding and len(provider.launched) == 1
+    assert "start_hold" not in [e.kind for e in events.recent]
 
 

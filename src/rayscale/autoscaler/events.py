@@ -31,6 +31,7 @@ EventKind = Literal[
     "error",
     "gcs_unreachable",
     "gcs_back",
+    "start_hold",
     "hold_end",
     "head_restart",
     "provider_unreachable",

@@ -27,7 +27,7 @@ HeadState = Literal["up", "down", "recovering"]
 class Change:
     """What one round changed, for the event log (None: nothing to say)."""
 
-    kind: Literal["gcs_unreachable", "gcs_back", "hold_end"]
+    kind: Literal["gcs_unreachable", "gcs_back", "start_hold", "hold_end"]
     message: str
 
 
@@ -55,6 +55,19 @@ class HeadWatch:
         self.outages += 1
         return Change("gcs_unreachable", f"the head's GCS cannot be reached ({why}); "
                       "stopping nothing and launching nothing until it is back")
+
+    def starting(self, now: float, unregistered: int) -> Change:
+        """The first round found live nodes of ours that Ray does not show registered.
+
+        An autoscaler that starts has no history: with a head that was just
+        replaced (its sidecar starts with it) the GCS's first picture is the
+        one after an outage, so it holds the same way.
+        """
+        self.state, self.since = "recovering", now
+        return Change("start_hold", f"{unregistered} running node(s) of ours are not "
+                      "registered with Ray yet (a restarted head?): holding (no stop, no "
+                      f"launch) until they are: at least {self.settle_s:.0f}s, at most "
+                      f"{self.grace_s:.0f}s")
 
     def reachable(self, now: float, unregistered: int) -> Change | None:
         """A round observed the GCS; ``unregistered``: live nodes of ours that Ray

@@ -121,6 +121,9 @@ class Autoscaler:
         self.before_round = before_round
         self.head = HeadWatch(self.options.recovery_grace_s, self.options.recovery_settle_s)
         self.provider_watch = ProviderWatch()
+        # the provider's running nodes that Ray did not show registered in the first
+        # picture (None until then): a replaced head's sidecar holds for them
+        self._found_running: set[str] | None = None
         # an observer that can also report (RayObserver) reports unless told otherwise
         self.reporter = reporter if reporter is not None else (
             observer if isinstance(observer, Reporter) else None
@@ -294,15 +297,21 @@ class Autoscaler:
                     now: float) -> None:
         """The GCS answered: after an outage, hold until our live nodes re-registered."""
         self.metrics.gcs_reachable.set(1)
+        registered = {v.id for v in snapshot.nodes if v.status != "pending"}
+        if self._found_running is None:  # the first picture: nodes running, unregistered?
+            self._found_running = {p.id for p in provider_nodes
+                                   if p.state == "started" and p.id not in registered}
+            if self._found_running:
+                start = self.head.starting(now, len(self._found_running))
+                self.events.add(ScalingEvent(start.kind, start.message))
         if not self.head.holding:
             return
-        registered = {v.id for v in snapshot.nodes if v.status != "pending"}
         unregistered = 0
         for p in provider_nodes:
             tracked = self.tracker.get(p.id)
+            known = p.id in self._found_running or (tracked is not None and tracked.registered)
             # ours, alive, known to Ray before the outage, not (yet) registered again
-            if p.state == "started" and p.id not in registered and tracked is not None \
-                    and tracked.registered:
+            if p.state == "started" and p.id not in registered and known:
                 unregistered += 1
         change = self.head.reachable(now, unregistered)
         if change is not None:
