@@ -58,7 +58,8 @@ RAYSCALE = [sys.executable, "-m", "rayscale.cli.main"]
 
 BUSY_JOB = """
 import sys, time, ray
-ray.init()
+from rayscale.driver import connect
+connect()  # to its own worker's raylet; a plain ray.init() attaches to the head's
 out, stop = sys.argv[1], sys.argv[2]
 
 @ray.remote(num_cpus=0.25)

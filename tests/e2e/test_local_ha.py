@@ -48,7 +48,8 @@ class Counter:
 
 JOB = """
 import os, time, ray
-ray.init()
+from rayscale.driver import connect
+connect()  # to its own worker's raylet (a plain ray.init() attaches to the head's)
 go = {go!r}
 deadline = time.time() + 300
 while not os.path.exists(go) and time.time() < deadline:

@@ -21,6 +21,7 @@ from rayscale import cloudprobe, procs, rayauth
 from rayscale.api import RayCluster
 from rayscale.labels import GROUP_LABEL, HEAD_GROUP
 from rayscale.local.provider import (
+    NODE_IP_ENV,
     ha_env,
     local_overrides,
     node_env,
@@ -208,7 +209,8 @@ def start_head(spec: RayCluster, cluster: ClusterDir, record: ClusterRecord) -> 
     reserve(record.gcs_port, record.dashboard_port, record.client_port, record.metrics_port)
     store = _record_redis(spec, record)
     argv = head_argv(spec, record, store)
-    env = {**node_env(record), **ha_env(record), **ray_node_type(HEAD_GROUP)}
+    env = {**node_env(record), **ha_env(record), **ray_node_type(HEAD_GROUP),
+           NODE_IP_ENV: record.head_ip}
     if store is not None:
         env.update(store.head_env())
     if record.gcs_storage == "rocksdb":
