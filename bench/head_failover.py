@@ -19,8 +19,8 @@ measures, from the kill:
 - ``busy job``: the longest gap between two of the job's task completions
   around the kill, and whether the job finished.
 
-``KEEP_LOGS=DIR`` copies every node's Ray logs there when the busy job did not
-go on. Run inside the loopback-only namespace, e.g.::
+``KEEP_LOGS=DIR`` copies every node's Ray logs there (before ``down``).
+Run inside the loopback-only namespace, e.g.::
 
     RAY_USAGE_STATS_ENABLED=0 bash scripts/loopback-only.sh \
         env PYTHONPATH=src .venv/bin/python bench/head_failover.py --rounds 2 --store both
@@ -218,14 +218,14 @@ def _measure(workers: int, work: Path, cdir: ClusterDir, address: str, token: st
         for log in Path(record.temp_dir).glob(f"w*/session_*/logs/job-driver-{job}.log"):
             print(f"{log}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]),
                   file=sys.stderr)
-        keep = os.environ.get("KEEP_LOGS")
-        if keep:  # every node's Ray logs, before `down` removes the temp dirs
-            dest = Path(keep) / f"{record.id}-{job}"
-            for logs in Path(record.temp_dir).glob("*/session_*/logs"):
-                if not logs.is_symlink():
-                    shutil.copytree(logs, dest / logs.parent.parent.name / logs.parent.name,
-                                    dirs_exist_ok=True)
-            print(f"Ray logs kept in {dest}", file=sys.stderr)
+    keep = os.environ.get("KEEP_LOGS")
+    if keep:  # every node's Ray logs, before `down` removes the temp dirs
+        dest = Path(keep) / f"{record.id}-{job}"
+        for logs in Path(record.temp_dir).glob("*/session_*/logs"):
+            if not logs.is_symlink():
+                shutil.copytree(logs, dest / logs.parent.parent.name / logs.parent.name,
+                                dirs_exist_ok=True)
+        print(f"Ray logs kept in {dest}", file=sys.stderr)
     times = sorted(float(t) for t in ticks.read_text().split())
     gaps = [b - a for a, b in itertools.pairwise(times) if b > killed - 5]
     events = [json.loads(x) for x in cdir.events_file.read_text().splitlines()]
