@@ -28,6 +28,8 @@ from typing import Any
 
 import redis
 from redis import exceptions as redis_errors
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from rayscale.api import RayCluster
 from rayscale.api import gcs_ft as api
@@ -79,10 +81,13 @@ class RedisStore:
         """The SCAN pattern of this namespace's keys (``RAY<namespace>@*``)."""
         return "RAY" + re.sub(r"([\\*?\[\]])", r"\\\1", self.namespace) + "@*"
 
-    def client(self, timeout_s: float = PROBE_TIMEOUT_S) -> redis.Redis:
+    def client(self, timeout_s: float = PROBE_TIMEOUT_S, retries: int = 0) -> redis.Redis:
+        """A client that gives up after ``timeout_s`` (redis-py would otherwise retry
+        3 times with backoff: seconds before a refused connection is reported)."""
         return redis.Redis(host=self.host, port=self.port, username=self.username or None,
                            password=self.password or None, ssl=self.ssl,
-                           socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+                           socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                           retry=Retry(NoBackoff(), retries))
 
 
 def _credential(credential: Any, path: str) -> str | None:
@@ -210,7 +215,7 @@ def delete_keys(store: RedisStore, timeout_s: float = 10.0) -> int:
     """Delete the namespace's keys (KubeRay's cleanup finalizer); return how many.
 
     Raises redis-py's errors (the caller warns and goes on)."""
-    client = store.client(timeout_s)
+    client = store.client(timeout_s, retries=1)
     deleted = 0
     try:
         batch: list[bytes] = []
