@@ -135,7 +135,9 @@ def test_killed_head_restarts_on_redis_and_down_deletes_its_keys(
     assert f'"storage": "redis at {redis.address} (namespace {namespace})"' in status_json
 
     # the password is in no status, event, record or log of rayscale's
-    texts = {"status": status.stdout + status_json, "up": cluster.up_stderr}
+    texts = {"status": status.stdout + status_json, "up": cluster.up_stderr,
+             "up's driver env": "\n".join(f"{k}={v}" for k, v in cluster.driver_env.items()
+                                           if k not in cluster.env)}
     texts |= {str(p): p.read_text(errors="replace") for p in cluster.dir.root.rglob("*")
               if p.is_file() and p != cluster.dir.spec_copy}
     leaked = [where for where, text in texts.items() if redis.password in text]
