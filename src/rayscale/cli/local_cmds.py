@@ -55,7 +55,8 @@ def up_command(
     ha: bool = typer.Option(
         False, "--ha",
         help="GCS fault tolerance with Ray's embedded store (as `gcsFaultToleranceOptions: "
-        "{backend: rocksdb}`): a head that dies is started again, workers rejoin it",
+        "{backend: rocksdb}`): a head that dies is started again, workers rejoin it "
+        "(for an external Redis, set gcsFaultToleranceOptions.redisAddress in the file)",
     ),
 ) -> None:
     """Start a local cluster; print the environment a driver needs (KEY=VALUE lines).
