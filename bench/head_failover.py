@@ -1,6 +1,10 @@
-"""Head failover of a busy local cluster with GCS fault tolerance (Ray's embedded store).
+"""Head failover of a busy local cluster with GCS fault tolerance (Ray's embedded store,
+or an external Redis).
 
-Starts ``rayscale up --ha`` (head with 0 CPUs, ``--workers`` workers of 1 CPU,
+Starts ``rayscale up`` with ``gcsFaultToleranceOptions`` (``--store rocksdb``:
+Ray's embedded store; ``--store redis``: a real redis-server with a password on
+127.0.0.9, tests/redisfix.py; ``--store both``: a round of each, alternating;
+head with 0 CPUs, ``--workers`` workers of 1 CPU,
 all on loopback, in a RAYSCALE_HOME of its own), keeps it busy with a job
 whose driver runs on a worker and runs short tasks back to back, then kills
 every process of the head's session with SIGKILL (the head "pod" dies) and
@@ -15,10 +19,11 @@ measures, from the kill:
 - ``busy job``: the longest gap between two of the job's task completions
   around the kill, and whether the job finished.
 
+``KEEP_LOGS=DIR`` copies every node's Ray logs there (before ``down``).
 Run inside the loopback-only namespace, e.g.::
 
     RAY_USAGE_STATS_ENABLED=0 bash scripts/loopback-only.sh \
-        env PYTHONPATH=src .venv/bin/python bench/head_failover.py --rounds 2
+        env PYTHONPATH=src .venv/bin/python bench/head_failover.py --rounds 2 --store both
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import itertools
 import json
 import os
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -44,11 +50,16 @@ from rayscale import procs, rayauth
 from rayscale.labels import NODE_LABEL
 from rayscale.local.store import ClusterDir
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the test helpers (tests/redisfix.py), run as a script too
+from tests.redisfix import Redis, redis_server  # noqa: E402
+
 RAYSCALE = [sys.executable, "-m", "rayscale.cli.main"]
 
 BUSY_JOB = """
 import sys, time, ray
-ray.init()
+from rayscale.driver import connect
+connect()  # to its own worker's raylet; a plain ray.init() attaches to the head's
 out, stop = sys.argv[1], sys.argv[2]
 
 @ray.remote(num_cpus=0.25)
@@ -76,7 +87,7 @@ print(time.time())
 """
 
 
-def spec(workers: int) -> dict[str, Any]:
+def spec(workers: int, redis: Redis | None = None) -> dict[str, Any]:
     def container(name: str, cpu: str, mem: str) -> dict[str, Any]:
         return {"name": name, "image": "rayproject/ray:2.60.0",
                 "resources": {"limits": {"cpu": cpu, "memory": mem}}}
@@ -86,7 +97,8 @@ def spec(workers: int) -> dict[str, Any]:
         "spec": {
             "enableInTreeAutoscaling": True,
             "autoscalerOptions": {"idleTimeoutSeconds": 600},
-            "gcsFaultToleranceOptions": {"backend": "rocksdb"},
+            "gcsFaultToleranceOptions": {"backend": "rocksdb"} if redis is None else {
+                "redisAddress": redis.address, "redisPassword": {"value": redis.password}},
             "headGroupSpec": {"rayStartParams": {"num-cpus": "0"},
                               "template": {"spec": {"containers": [
                                   container("ray-head", "1", "2Gi")]}}},
@@ -120,13 +132,13 @@ def alive(address: str, token_file: str | None) -> dict[str, str] | None:
     return {n.labels.get(NODE_LABEL, "head"): n.node_id for n in nodes}
 
 
-def run_round(workers: int, work: Path) -> dict[str, Any]:
+def run_round(workers: int, work: Path, redis: Redis | None = None) -> dict[str, Any]:
     home = work / "home"
     env = {**os.environ, "RAYSCALE_HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0"}
     for name in rayauth.AUTH_ENV_VARS:
         env.pop(name, None)
     path = work / "failover.yaml"
-    path.write_text(yaml.safe_dump(spec(workers)))
+    path.write_text(yaml.safe_dump(spec(workers, redis)))
     up = subprocess.run([*RAYSCALE, "up", str(path)], env=env, capture_output=True, text=True,
                         timeout=300)
     if up.returncode != 0:
@@ -206,6 +218,14 @@ def _measure(workers: int, work: Path, cdir: ClusterDir, address: str, token: st
         for log in Path(record.temp_dir).glob(f"w*/session_*/logs/job-driver-{job}.log"):
             print(f"{log}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-15:]),
                   file=sys.stderr)
+    keep = os.environ.get("KEEP_LOGS")
+    if keep:  # every node's Ray logs, before `down` removes the temp dirs
+        dest = Path(keep) / f"{record.id}-{job}"
+        for logs in Path(record.temp_dir).glob("*/session_*/logs"):
+            if not logs.is_symlink():
+                shutil.copytree(logs, dest / logs.parent.parent.name / logs.parent.name,
+                                dirs_exist_ok=True)
+        print(f"Ray logs kept in {dest}", file=sys.stderr)
     times = sorted(float(t) for t in ticks.read_text().split())
     gaps = [b - a for a, b in itertools.pairwise(times) if b > killed - 5]
     events = [json.loads(x) for x in cdir.events_file.read_text().splitlines()]
@@ -227,17 +247,25 @@ def _measure(workers: int, work: Path, cdir: ClusterDir, address: str, token: st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=1, help="rounds per store")
+    parser.add_argument("--store", choices=["rocksdb", "redis", "both"], default="rocksdb")
     args = parser.parse_args()
-    results = []
+    stores = ["rocksdb", "redis"] if args.store == "both" else [args.store]
+    results: dict[str, list[dict[str, Any]]] = {s: [] for s in stores}
     for i in range(args.rounds):
-        with tempfile.TemporaryDirectory(prefix="rs-failover-") as tmp:
-            result = run_round(args.workers, Path(tmp))
-        results.append(result)
-        print(f"round {i + 1}: " + json.dumps(result), flush=True)
-    keys = [k for k, v in results[0].items() if isinstance(v, float)]
-    print("median over rounds: " + ", ".join(
-        f"{k} {statistics.median(r[k] for r in results):.2f}" for k in keys))
+        for store in stores:
+            with tempfile.TemporaryDirectory(prefix="rs-failover-") as tmp:
+                if store == "redis":
+                    with redis_server(Path(tmp) / "redis") as server:
+                        result = run_round(args.workers, Path(tmp), server)
+                else:
+                    result = run_round(args.workers, Path(tmp))
+            results[store].append(result)
+            print(f"{store} round {i + 1}: " + json.dumps(result), flush=True)
+    for store, rounds in results.items():
+        keys = [k for k, v in rounds[0].items() if isinstance(v, float)]
+        print(f"{store}, median over rounds: " + ", ".join(
+            f"{k} {statistics.median(r[k] for r in rounds):.2f}" for k in keys))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import pytest
 
 from rayscale.local.cluster import ClusterError, gcs_storage
 from rayscale.local.provider import GCS_RECONNECT_TIMEOUT_S, ha_env
+from rayscale.local.redisstore import StoreError, redis_store
 from rayscale.local.store import ClusterRecord
 from rayscale.spec import parse_cluster_spec
 
@@ -29,11 +30,54 @@ def test_in_memory_by_default_embedded_with_the_flag_or_the_field() -> None:
     assert gcs_storage(_spec({"backend": "rocksdb"})) == "rocksdb"
 
 
-@pytest.mark.parametrize("ft", [{"backend": "redis", "redisAddress": "127.0.0.9:6379"},
-                                {"redisAddress": "127.0.0.9:6379"}])
-def test_redis_is_refused_in_local_mode_for_now(ft: dict[str, Any]) -> None:
-    with pytest.raises(ClusterError, match="Redis is not supported in local mode"):
-        gcs_storage(_spec(ft), ha=True)
+def test_redis_backend_from_the_options() -> None:
+    ft = {"redisAddress": "127.0.0.9:6380", "redisPassword": {"value": "pw"},
+          "redisUsername": {"value": "u"}}
+    assert gcs_storage(_spec(ft)) == "redis"
+    store = redis_store(_spec(ft), "abc123")
+    assert store is not None
+    assert (store.host, store.port, store.ssl, store.namespace) == ("127.0.0.9", 6380, False,
+                                                                   "abc123")
+    assert store.head_env() == {"RAY_REDIS_ADDRESS": "127.0.0.9:6380",
+                                "RAY_external_storage_namespace": "abc123"}
+    assert store.start_params() == {"redis-password": "pw", "redis-username": "u"}
+    assert "pw" not in repr(store)
+    named = redis_store(_spec({**ft, "externalStorageNamespace": "mine"}), "abc123")
+    assert named is not None and named.namespace == "mine" and named.key_pattern == "RAYmine@*"
+    tls = redis_store(_spec({"redisAddress": "rediss://r.example:7000"}), "n")
+    assert tls is not None and tls.ssl and tls.address == "rediss://r.example:7000"
+
+
+def test_redis_with_ha_flag_or_bad_fields_is_refused() -> None:
+    with pytest.raises(ClusterError, match="--ha"):
+        gcs_storage(_spec({"redisAddress": "127.0.0.9:6379"}), ha=True)
+    with pytest.raises(ClusterError, match=r"gcsFaultToleranceOptions\.redisAddress"):
+        gcs_storage(_spec({"backend": "redis"}))
+    with pytest.raises(ClusterError, match=r"redisAddress: expected host:port"):
+        gcs_storage(_spec({"redisAddress": "127.0.0.9"}))
+    secret = {"valueFrom": {"secretKeyRef": {"name": "s", "key": "password"}}}
+    with pytest.raises(ClusterError, match=r"redisPassword\.valueFrom: local mode has no"):
+        gcs_storage(_spec({"redisAddress": "127.0.0.9:6379", "redisPassword": secret}))
+    with pytest.raises(StoreError, match="must not contain '@'"):
+        redis_store(_spec({"redisAddress": "h:1", "externalStorageNamespace": "a@b"}), "n")
+
+
+def test_redis_from_the_annotation_form() -> None:
+    doc = _spec().to_manifest()
+    doc["metadata"]["annotations"] = {"ray.io/ft-enabled": "true",
+                                      "ray.io/external-storage-namespace": "ns1"}
+    doc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "RAY_REDIS_ADDRESS", "value": "redis://127.0.0.9:6379"},
+        {"name": "REDIS_PASSWORD", "value": "pw"}]
+    doc["spec"]["headGroupSpec"]["rayStartParams"] = {"redis-password": "$REDIS_PASSWORD"}
+    spec = parse_cluster_spec(doc)
+    assert gcs_storage(spec) == "redis"
+    store = redis_store(spec, "default")
+    assert store is not None and store.address == "127.0.0.9:6379" and store.namespace == "ns1"
+    assert store.start_params() == {"redis-password": "pw"}
+    del doc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+    with pytest.raises(ClusterError, match="RAY_REDIS_ADDRESS"):
+        gcs_storage(parse_cluster_spec(doc))
 
 
 def _record(**extra: Any) -> ClusterRecord:

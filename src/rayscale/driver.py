@@ -3,6 +3,13 @@
 `up` prints ``RAY_ADDRESS`` and ``RAYSCALE_NODE_IP``; with those exported,
 ``rayscale.driver.connect()`` is ``ray.init`` with the right loopback address
 (Ray would otherwise pick this machine's outward address for the driver).
+
+In a Ray job's driver (or any process Ray starts on a node) ``RAYSCALE_NODE_IP``
+is that node's address, set by local mode on every node: the driver attaches
+to the raylet of the node it runs on. A plain ``ray.init()`` there would attach
+to the head's raylet (all nodes of a local cluster share one host, and Ray
+prefers the head among the raylets it finds), so the driver would not survive
+the head's death.
 """
 
 from __future__ import annotations

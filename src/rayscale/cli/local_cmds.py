@@ -55,7 +55,8 @@ def up_command(
     ha: bool = typer.Option(
         False, "--ha",
         help="GCS fault tolerance with Ray's embedded store (as `gcsFaultToleranceOptions: "
-        "{backend: rocksdb}`): a head that dies is started again, workers rejoin it",
+        "{backend: rocksdb}`): a head that dies is started again, workers rejoin it "
+        "(for an external Redis, set gcsFaultToleranceOptions.redisAddress in the file)",
     ),
 ) -> None:
     """Start a local cluster; print the environment a driver needs (KEY=VALUE lines).
@@ -108,7 +109,9 @@ def token_command(name: str = typer.Argument(..., help="Cluster name")) -> None:
 def down_command(name: str = typer.Argument(..., help="Cluster name (metadata.name)")) -> None:
     """Stop everything `up` started for this cluster, by PID."""
     with _cluster_errors():
-        stopped = down(name)
+        stopped = down(name, report=lambda m: err.print(
+            m, style="yellow" if m.startswith("warning") else None, markup=False,
+            highlight=False))
     err.print(f"cluster {name} is down ({len(stopped)} process(es) stopped)")
 
 
@@ -171,11 +174,20 @@ def _load_status(name: str) -> tuple[ClusterDir, dict[str, Any]]:
     status["autoscaler_running"] = autoscaler
     status["report_age_s"] = age
     status["head"] = {"pid": record.head_pid, "fault_tolerance": record.gcs_storage,
-                      "restarts": record.head_restarts,
+                      "storage": _storage(record), "restarts": record.head_restarts,
                       "restarted_at": record.head_restarted_at}
     if record.ha and not head and autoscaler:
         problems.append("the head is being restarted (GCS fault tolerance)")
     return cluster, status
+
+
+def _storage(record: ClusterRecord) -> str | None:
+    """Where the GCS keeps its tables, in words (never a credential)."""
+    if record.gcs_storage == "redis":
+        return f"redis at {record.redis_address} (namespace {record.redis_namespace})"
+    if record.gcs_storage == "rocksdb":
+        return "rocksdb store"
+    return None
 
 
 def status_command(
@@ -207,7 +219,7 @@ def _render(status: dict[str, Any]) -> None:
     if head["fault_tolerance"]:
         when = (time.strftime(", last at %H:%M:%S", time.localtime(head["restarted_at"]))
                 if head["restarted_at"] else "")
-        out.print(f"head pid {head['pid']}  fault tolerance: {head['fault_tolerance']} store  "
+        out.print(f"head pid {head['pid']}  fault tolerance: {head['storage']}  "
                   f"restarts: {head['restarts']}{when}", markup=False)
     if status["state"] == "down" or not status["gcs_reachable"]:
         last = status.get("last_known") or {}

@@ -21,12 +21,14 @@ from rayscale import cloudprobe, procs, rayauth
 from rayscale.api import RayCluster
 from rayscale.labels import GROUP_LABEL, HEAD_GROUP
 from rayscale.local.provider import (
+    NODE_IP_ENV,
     ha_env,
     local_overrides,
     node_env,
     ray_executable,
     ray_node_type,
 )
+from rayscale.local.redisstore import RedisStore, StoreError, delete_keys, probe, redis_store
 from rayscale.local.store import ClusterDir, ClusterRecord, free_slot, head_ip, now
 from rayscale.paths import UnsafePathError, private_dir, write_private
 from rayscale.ports import free_port, reserve
@@ -64,16 +66,36 @@ def wants_token_auth(spec: RayCluster, no_auth: bool = False) -> bool:
 
 
 def gcs_storage(spec: RayCluster, ha: bool = False) -> str | None:
-    """The GCS store of a local cluster: "rocksdb" (Ray's embedded store) with
-    ``--ha`` or ``gcsFaultToleranceOptions.backend: rocksdb``; None: in memory."""
+    """The GCS store of a local cluster: "redis" (an external Redis: the cluster file's
+    ``gcsFaultToleranceOptions.redisAddress``, or the ``ray.io/ft-enabled`` annotation
+    with ``RAY_REDIS_ADDRESS``), "rocksdb" (Ray's embedded store) with ``--ha`` or
+    ``gcsFaultToleranceOptions.backend: rocksdb``; None: in memory."""
+    if cluster_redis(spec, "-") is not None:
+        if ha:
+            raise ClusterError(
+                "--ha runs Ray's embedded store, but the cluster file names a Redis "
+                "(gcsFaultToleranceOptions.redisAddress or RAY_REDIS_ADDRESS): drop one")
+        return "redis"
     options = spec.spec.gcs_fault_tolerance_options
-    if options is not None and (options.backend == "redis" or options.redis_address):
-        raise ClusterError(
-            "gcsFaultToleranceOptions with Redis is not supported in local mode yet; "
-            "use `backend: rocksdb` (or `rayscale up --ha`): Ray's embedded store")
     if ha or (options is not None and options.backend == "rocksdb"):
         return "rocksdb"
     return None
+
+
+def cluster_redis(spec: RayCluster, namespace: str) -> RedisStore | None:
+    """The Redis the cluster's GCS uses (``namespace``: the default storage namespace),
+    or None; a misconfiguration is a :class:`ClusterError` naming the field."""
+    try:
+        return redis_store(spec, namespace)
+    except StoreError as exc:
+        raise ClusterError(str(exc)) from None
+
+
+def _record_redis(spec: RayCluster, record: ClusterRecord) -> RedisStore | None:
+    """The Redis of a running cluster: its recorded namespace, its file's credentials."""
+    if record.gcs_storage != "redis":
+        return None
+    return cluster_redis(spec, record.redis_namespace or record.id)
 
 
 def up(
@@ -119,6 +141,10 @@ def up_spec(
     slot = free_slot()
     ip = head_ip(slot)
     marker = uuid.uuid4().hex[:12]
+    store = cluster_redis(spec, marker)
+    if store is not None:
+        progress(f"checking the Redis at {store.address} (namespace {store.namespace})")
+        _check_redis(store)  # before anything is started or written
     record = ClusterRecord(
         name=spec.name,
         id=marker,
@@ -131,6 +157,8 @@ def up_spec(
         temp_dir=str(temp_root() / marker[:10]),
         created=now(),
         gcs_storage=storage,
+        redis_address=store.address if store is not None else None,
+        redis_namespace=store.namespace if store is not None else None,
     )
     try:
         cluster.create()
@@ -156,6 +184,21 @@ def up_spec(
     return cluster.load()
 
 
+def _check_redis(store: RedisStore) -> None:
+    """The GCS can use ``store``: it answers, takes the credentials, and its namespace
+    is empty (keys there belong to another cluster, or to one whose `down` never ran)."""
+    try:
+        existing = probe(store)
+    except StoreError as exc:
+        raise ClusterError(f"GCS fault tolerance: {exc}; nothing was started") from None
+    if existing:
+        raise ClusterError(
+            f"GCS fault tolerance: the Redis at {store.address} already holds {existing} "
+            f"key(s) of storage namespace {store.namespace!r} (another cluster's, or left "
+            "by one whose `rayscale down` did not run): set another "
+            "externalStorageNamespace, or delete them; nothing was started")
+
+
 def start_head(spec: RayCluster, cluster: ClusterDir, record: ClusterRecord) -> None:
     """Spawn the head's `ray start` and record its PID (it runs in a session of its own).
 
@@ -164,8 +207,12 @@ def start_head(spec: RayCluster, cluster: ClusterDir, record: ClusterRecord) -> 
     address, ports and store takes the cluster over (:func:`restart_head`).
     """
     reserve(record.gcs_port, record.dashboard_port, record.client_port, record.metrics_port)
-    argv = head_argv(spec, record)
-    env = {**node_env(record), **ha_env(record), **ray_node_type(HEAD_GROUP)}
+    store = _record_redis(spec, record)
+    argv = head_argv(spec, record, store)
+    env = {**node_env(record), **ha_env(record), **ray_node_type(HEAD_GROUP),
+           NODE_IP_ENV: record.head_ip}
+    if store is not None:
+        env.update(store.head_env())
     if record.gcs_storage == "rocksdb":
         env["RAY_gcs_storage"] = "rocksdb"
         env["RAY_gcs_storage_path"] = str(cluster.gcs_store)
@@ -178,8 +225,10 @@ def start_head(spec: RayCluster, cluster: ClusterDir, record: ClusterRecord) -> 
     cluster.save(record)
 
 
-def head_argv(spec: RayCluster, record: ClusterRecord) -> list[str]:
-    """The head's `ray start` (its ports are picked here, free now)."""
+def head_argv(spec: RayCluster, record: ClusterRecord,
+              store: RedisStore | None = None) -> list[str]:
+    """The head's `ray start` (its ports are picked here, free now); with a Redis, its
+    credentials (Ray 2.60 takes them only as `ray start` options)."""
     resources = spec.head.ray_resources
     overrides = local_overrides(record.head_ip, resources)
     overrides.update({
@@ -191,6 +240,8 @@ def head_argv(spec: RayCluster, record: ClusterRecord) -> list[str]:
         # print "no node types" complaints into every driver's output
         "no-monitor": "true",
     })
+    if store is not None:
+        overrides.update(store.start_params())
     return ray_start_argv(
         ray_executable(),
         spec.head.ray_start_params,
@@ -318,12 +369,14 @@ def _wait_status(
     raise ClusterError(f"{failure} in time; see the logs in {cluster.logs}")
 
 
-def down(name: str) -> list[int]:
+def down(name: str, report: Callable[[str], None] = lambda _: None) -> list[int]:
     """Stop the autoscaler, every worker, then the head; return PIDs that were stopped.
 
     However the cluster died, nothing is left: each node's whole session is
     stopped (Ray's orphans included, whose marker Ray may have overwritten),
-    then anything else with the marker; what survives is reported.
+    then anything else with the marker; what survives is reported. A cluster
+    whose GCS is in Redis then has its keys there deleted (KubeRay's cleanup
+    finalizer); when that fails ``report`` gets a warning and down goes on.
     """
     cluster = ClusterDir(name)
     if not cluster.exists():
@@ -349,9 +402,29 @@ def down(name: str) -> list[int]:
     record.autoscaler_pid = None
     cluster.save(record)
     shutil.rmtree(record.temp_dir, ignore_errors=True)
-    if survivors:
+    if survivors:  # a GCS still running would write its keys again: they stay
         raise ClusterError(f"processes of {name!r} did not stop: {survivors}")
+    _clean_redis(cluster, record, report)
     return stopped
+
+
+def _clean_redis(cluster: ClusterDir, record: ClusterRecord,
+                 report: Callable[[str], None]) -> None:
+    """Delete the cluster's keys from its Redis, once (the record then forgets it)."""
+    if record.gcs_storage != "redis" or record.redis_namespace is None:
+        return
+    where = f"the Redis at {record.redis_address}, namespace {record.redis_namespace!r}"
+    try:
+        store = _record_redis(load_cluster_spec(cluster.spec_copy), record)
+        deleted = delete_keys(store) if store is not None else 0
+    except Exception as exc:  # Redis gone, file unreadable: down still completes
+        report(f"warning: could not delete the GCS keys from {where}: "
+               f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}; "
+               f"delete keys matching 'RAY{record.redis_namespace}@*' by hand")
+        return
+    report(f"deleted {deleted} GCS key(s) from {where}")
+    record.redis_namespace = None
+    cluster.save(record)
 
 
 def _session_is_ours(sid: int, marker: str) -> bool:

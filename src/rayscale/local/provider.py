@@ -65,6 +65,13 @@ def ha_env(record: ClusterRecord) -> dict[str, str]:
     return {"RAY_gcs_rpc_server_reconnect_timeout_s": str(GCS_RECONNECT_TIMEOUT_S)}
 
 
+#: Each Ray node's own address, in its environment (and so in every process Ray starts
+#: there: a job's driver too). ``rayscale.driver.connect()`` passes it to ``ray.init``:
+#: a plain ``ray.init()`` on a machine with several raylets attaches to the head's
+#: (Ray prefers the head among the raylets it finds on the host), which dies with it.
+NODE_IP_ENV = "RAYSCALE_NODE_IP"
+
+
 def ray_node_type(group: str, node_id: str | None = None) -> dict[str, str]:
     """Ray's node type and instance id of a node, as KubeRay sets them for autoscaler v2.
 
@@ -131,7 +138,8 @@ class LocalProvider:
             self.cluster.save_node(node)
             proc = procs.spawn(
                 self._argv(record, node),
-                {**node_env(record), **ha_env(record), **ray_node_type(group, node.id)},
+                {**node_env(record), **ha_env(record), **ray_node_type(group, node.id),
+                 NODE_IP_ENV: node.ip},
                 self.cluster.logs / f"{node.id}.log",
             )
             self._children[node.id] = proc

@@ -9,6 +9,7 @@ Layout under ``$RAYSCALE_HOME`` (default ``~/.rayscale``)::
     clusters/<name>/auth_token        Ray's token for this cluster (mode 0600)
     clusters/<name>/logs/             head, autoscaler and node logs
     clusters/<name>/gcs/              the GCS's embedded store (``rayscale up --ha``)
+                                      (with Redis: keys ``RAY<namespace>@*`` there)
 
 A node record is written *before* its process is spawned, so a crash at any
 moment leaves either a record to adopt or clean up, never an unknown process.
@@ -51,8 +52,13 @@ class ClusterRecord(BaseModel):
     token_file: str | None = None
     next_node: int = 0
     created: float
-    # GCS fault tolerance: "rocksdb" (Ray's embedded store under gcs/), None: off
+    # GCS fault tolerance: "rocksdb" (Ray's embedded store under gcs/), "redis" (an
+    # external Redis), None: off
     gcs_storage: str | None = None
+    # the Redis (host:port, never the password) and the GCS's storage namespace there;
+    # the namespace is cleared once `down` deleted its keys
+    redis_address: str | None = None
+    redis_namespace: str | None = None
     head_restarts: int = 0  # heads started again after the head process died
     head_restarted_at: float | None = None
 
