@@ -124,6 +124,8 @@ class DevStack:
             return StackState()
 
     def _save(self, state: StackState) -> None:
+        if not self.cluster.state_dir.exists():
+            return  # `down` of a cluster that never ran: nothing to record
         tmp = self._state_file.with_suffix(".tmp")
         tmp.write_text(state.model_dump_json(indent=2))
         tmp.replace(self._state_file)
