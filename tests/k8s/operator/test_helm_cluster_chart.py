@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from lightkube import Client
 
@@ -26,9 +27,18 @@ from rayscale.devcluster import DevCluster
 from rayscale.spec import parse_cluster_spec
 from tests.devtools import VNodeProcess, wait_for
 from tests.k8s.operator.conftest import NO_DRAIN, ROOT, OperatorProcess, pods, run_job
-from tests.k8s.operator.test_helm_rbac import _helm, helm
+from tests.k8s.operator.test_helm_rbac import (
+    HELM_BUILD_TIMEOUT_S,
+    _helm,
+    _helm_dir,
+    _helm_ok,
+    helm,
+)
 
 __all__ = ["helm"]  # the fixture, shared with test_helm_rbac
+
+if not _helm_ok(_helm_dir() / "bin" / "helm"):  # the first test builds helm: allow for it
+    pytestmark = pytest.mark.timeout(HELM_BUILD_TIMEOUT_S + 600)
 
 CHART = ROOT / "deploy" / "helm" / "ray-cluster"
 DATA = Path(__file__).parent / "data" / "ray-cluster-chart"
