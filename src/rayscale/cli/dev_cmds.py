@@ -3,6 +3,8 @@
 The dev cluster is a real Kubernetes control plane on loopback
 (:mod:`rayscale.devcluster`); the vnode is the kubelet stand-in that gives it
 Nodes and runs their pods as local processes (:mod:`rayscale.vnode`).
+``up --with-operator`` adds a vnode, the CRDs and the operator
+(:mod:`rayscale.devcluster.stack`); ``down`` stops whatever of it runs.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import typer
 
 if TYPE_CHECKING:  # imported when a command runs: `rayscale plan` stays light
     from rayscale.devcluster import DevCluster
+    from rayscale.devcluster.stack import DevStack
 
 dev_cluster_app = typer.Typer(
     name="dev-cluster",
@@ -33,17 +36,40 @@ def _cluster(name: str, state_dir: Path | None) -> DevCluster:
     return DevCluster(state_dir or default_state_dir(name), name=f"rayscale-{name}")
 
 
+def _stack(name: str, state_dir: Path | None) -> DevStack:
+    from rayscale.devcluster.stack import DevStack, pod_cidr_for
+
+    return DevStack(_cluster(name, state_dir), pod_cidr=pod_cidr_for(name))
+
+
 @dev_cluster_app.command("up")
 def up_command(
     name: str = _NAME,
     state_dir: Path | None = _DIR,
     timeout: float = typer.Option(180.0, help="Seconds to wait for readiness."),
+    with_operator: bool = typer.Option(
+        False, "--with-operator",
+        help="Also run a virtual node (regular + tainted elastic pool), install the CRDs "
+             "and run rayscale's operator: a cluster ready for `helm install` / kubectl."),
 ) -> None:
     """Start (or keep) the control plane; builds the binaries first if needed."""
-    cluster = _cluster(name, state_dir)
-    took = cluster.start(timeout_s=timeout)
-    typer.echo(f"dev cluster ready in {took:.1f}s: {cluster.server}")
+    if with_operator:
+        stack = _stack(name, state_dir)
+        try:
+            took = stack.up(timeout_s=timeout, log=lambda line: typer.echo(line, err=True))
+        except (RuntimeError, TimeoutError) as exc:
+            typer.echo(f"dev-cluster up failed: {exc}", err=True)
+            raise typer.Exit(1) from None
+        cluster = stack.cluster
+        typer.echo(f"dev cluster with vnode and operator ready in {took:.1f}s: {cluster.server}")
+    else:
+        cluster = _cluster(name, state_dir)
+        took = cluster.start(timeout_s=timeout)
+        typer.echo(f"dev cluster ready in {took:.1f}s: {cluster.server}")
+    from rayscale.devcluster import binaries
+
     typer.echo(f"export KUBECONFIG={cluster.kubeconfig}")
+    typer.echo(f'export PATH="{binaries.bin_dir()}:$PATH"   # kubectl')
 
 
 @dev_cluster_app.command("down")
@@ -52,23 +78,29 @@ def down_command(
     state_dir: Path | None = _DIR,
     purge: bool = typer.Option(False, help="Also delete the state (etcd data, certificates)."),
 ) -> None:
-    """Stop the control plane's processes (by recorded PID, process group)."""
+    """Stop the operator and vnode (if `up --with-operator` started them), then the
+    control plane's processes: by recorded PID and process group, never by name."""
     import shutil
 
-    cluster = _cluster(name, state_dir)
-    cluster.stop()
+    stack = _stack(name, state_dir)
+    swept = stack.down()
+    if swept:
+        typer.echo(f"pod processes that outlived the vnode, stopped: {swept}", err=True)
     if purge:
-        shutil.rmtree(cluster.state_dir, ignore_errors=True)
+        shutil.rmtree(stack.cluster.state_dir, ignore_errors=True)
     typer.echo("dev cluster stopped" + (" and purged" if purge else ""))
 
 
 @dev_cluster_app.command("status")
 def status_command(name: str = _NAME, state_dir: Path | None = _DIR) -> None:
-    """Which components run, and whether the API server is ready."""
-    cluster = _cluster(name, state_dir)
-    for comp, alive in cluster.running().items():
+    """Which components run, and whether the API server is ready; with a stack from
+    `up --with-operator`, the vnode, its Nodes, the CRDs and the operator too."""
+    stack = _stack(name, state_dir)
+    for comp, alive in stack.cluster.running().items():
         typer.echo(f"{comp:26} {'running' if alive else 'stopped'}")
-    typer.echo(f"{'ready':26} {cluster.ready()}")
+    typer.echo(f"{'ready':26} {stack.cluster.ready()}")
+    for part, word in stack.status().items():
+        typer.echo(f"{part:26} {word}")
 
 
 @dev_cluster_app.command("kubeconfig")
