@@ -294,3 +294,19 @@ def test_only_the_api_server_may_call(kube: Client, vnode: VNodeProcess,
     assert _call(ip, port, ctx2).startswith(b"HTTP/1.1 200")
     with pytest.raises(OSError):  # nothing on the wildcard / the plain loopback address
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_exec_hung_up_when_kubectl_goes(k8s_bin_dir: Path, dev_cluster: DevCluster,
+                                        namespace: str, sleeper: str) -> None:
+    proc = subprocess.Popen([str(k8s_bin_dir / "kubectl"), f"--kubeconfig={dev_cluster.kubeconfig}",
+                             "exec", sleeper, "-n", namespace, "--", "sh", "-c",
+                             "echo $$; exec sleep 3600"],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        pid = int(proc.stdout.readline())
+        assert os.path.exists(f"/proc/{pid}")
+    finally:
+        proc.kill()
+        proc.wait()
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), TIMEOUT_S, "the exec'd command gone")

@@ -18,6 +18,7 @@ import json
 import os
 import pty
 import shutil
+import signal
 import struct
 import termios
 from pathlib import Path
@@ -137,15 +138,36 @@ async def _run_pipes(argv: list[str], env: dict[str, str], streams: dict[str, St
     feeder = None
     if proc.stdin is not None:
         feeder = asyncio.create_task(_copy_stdin(streams.get("stdin"), proc.stdin))
+    copying = asyncio.gather(copy(proc.stdout, "stdout"), copy(proc.stderr, "stderr"))
     try:
-        await asyncio.gather(copy(proc.stdout, "stdout"), copy(proc.stderr, "stderr"))
-        return await proc.wait()
+        code = await _wait_or_hang_up(proc, streams["error"].session.closed)
+        if streams["error"].session.closed.is_set():
+            copying.cancel()
+        else:
+            await copying
+        return code
     finally:
         if feeder is not None:
             feeder.cancel()
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, 9)
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def _wait_or_hang_up(proc: asyncio.subprocess.Process, closed: asyncio.Event) -> int:
+    """The exit code; if the client goes away first, SIGHUP the command (SIGKILL 2 s on)."""
+    waiter = asyncio.ensure_future(proc.wait())
+    closer = asyncio.ensure_future(closed.wait())
+    done, _ = await asyncio.wait({waiter, closer}, return_when=asyncio.FIRST_COMPLETED)
+    closer.cancel()
+    if waiter in done:
+        return waiter.result()
+    for sig in (signal.SIGHUP, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(asyncio.shield(waiter), 2.0)
+    return await waiter
 
 
 def _set_size(fd: int, line: bytes) -> None:
@@ -209,7 +231,7 @@ async def _run_tty(argv: list[str], env: dict[str, str], streams: dict[str, Stre
     copier = asyncio.create_task(copy_out())
     feeder = asyncio.create_task(_copy_stdin(streams.get("stdin"), master))
     try:
-        code = await proc.wait()
+        code = await _wait_or_hang_up(proc, streams["error"].session.closed)
         # what is left in the pty; background children may keep it open: bounded
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(copier), 2.0)
