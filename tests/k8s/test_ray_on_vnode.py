@@ -111,3 +111,8 @@ def test_head_and_worker_form_one_ray_cluster(kube: Client, vnode: VNodeProcess,
         logs = subprocess.run([*kubectl, "logs", "raycluster-head"], capture_output=True,
                               text=True, timeout=60, check=False)
         assert "Ray runtime started" in logs.stdout, logs.stdout[-2000:] + logs.stderr
+        drv = subprocess.run([*kubectl, "exec", "raycluster-head", "-c", "main", "--",
+                              "python", "-c", "import ray; ray.init(); "
+                              "print('CPUS', ray.cluster_resources().get('CPU'))"],
+                             capture_output=True, text=True, timeout=120, check=False)
+        assert drv.returncode == 0 and "CPUS 1.0" in drv.stdout, drv.stdout + drv.stderr
