@@ -241,7 +241,16 @@ def test_port_forward_pod_and_service(kube: Client, k8s_bin_dir: Path,
         "spec": {"selector": {"app": "web"},
                  "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
     })))
-    _running(kube, "web", namespace)
+    pod = _running(kube, "web", namespace)
+    assert pod.status is not None and pod.status.podIP
+    pod_ip = pod.status.podIP
+
+    def listening() -> bool:
+        socket.create_connection((pod_ip, 8080), timeout=5).close()
+        return True
+
+    # kubectl ends a port-forward at the first refused connection: the server first
+    wait_for(listening, TIMEOUT_S, "the pod's HTTP server")
 
     def get(port: int) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
@@ -292,6 +301,12 @@ def test_only_the_api_server_may_call(kube: Client, vnode: VNodeProcess,
     ctx2.check_hostname, ctx2.verify_mode = False, ssl.CERT_NONE
     ctx2.load_cert_chain(pki.client_cert("kubelet-client"), pki.client_key("kubelet-client"))
     assert _call(ip, port, ctx2).startswith(b"HTTP/1.1 200")
+    # its serving certificate is the cluster CA's, for the Node's address
+    verified = ssl.create_default_context(cafile=str(pki.ca_cert))
+    verified.load_cert_chain(pki.client_cert("kubelet-client"), pki.client_key("kubelet-client"))
+    with socket.create_connection((ip, port), timeout=10) as raw, \
+            verified.wrap_socket(raw, server_hostname=ip) as conn:
+        assert conn.getpeercert() is not None
     with pytest.raises(OSError):  # nothing on the wildcard / the plain loopback address
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
 

@@ -9,25 +9,18 @@ address with one port (never a wildcard address): the request path names the pod
 Only the API server may call: TLS with a client certificate required, signed
 by the cluster CA (from the vnode's kubeconfig) **and** with the common name
 of the API server's kubelet client (the same CA signs the admin's
-certificate). The serving certificate is self-signed at start (IP SANs of the
-Nodes); the dev cluster's API server does not verify it, as kubeadm's default.
+certificate). The serving certificate comes from the cluster's
+``kubelet-serving`` signer (``kubelet_cert``), so the API server can verify it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import ipaddress
 import logging
 import ssl
 import threading
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from rayscale.vnode import kubelet_exec, kubelet_portforward
 from rayscale.vnode.kubelet_http import (
@@ -49,30 +42,6 @@ log = logging.getLogger("rayscale.vnode.kubelet")
 #: The client the dev cluster's API server presents (``devcluster.certs``).
 API_SERVER_CLIENT = "kube-apiserver-kubelet-client"
 HEAD_TIMEOUT_S = 30.0
-
-
-def serving_identity(directory: Path, ips: list[str]) -> tuple[Path, Path]:
-    """A fresh self-signed serving certificate for ``ips``: (cert, key) files, 0600."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rayscale-vnode-kubelet")])
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(now + dt.timedelta(days=365))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]), critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
-        .sign(key, hashes.SHA256())
-    )
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    cert_path, key_path = directory / "kubelet.crt", directory / "kubelet.key"
-    key_path.touch(mode=0o600, exist_ok=True)
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return cert_path, key_path
 
 
 def tls_context(cert: Path, key: Path, client_ca_pem: str) -> ssl.SSLContext:

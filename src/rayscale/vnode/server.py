@@ -41,7 +41,8 @@ from rayscale.kubedecode import warm_up
 from rayscale.labels import POOL_LABEL, VNODE_LABEL
 from rayscale.vnode.config import Pool, VNodeConfig
 from rayscale.vnode.hosts import ServiceTable, hosts_content, resolv_content, write_in_place
-from rayscale.vnode.kubelet import KubeletApi, serving_identity, tls_context
+from rayscale.vnode.kubelet import KubeletApi, tls_context
+from rayscale.vnode.kubelet_cert import serving_identity
 from rayscale.vnode.kubelet_http import ContainerView, PodView
 from rayscale.vnode.pacing import StartPacer
 from rayscale.vnode.runtime import PodRun, Tools, now_rfc3339
@@ -214,7 +215,8 @@ class VirtualNode:
                 log.warning("no cluster CA in the kubeconfig: no kubelet API (logs, exec)")
             return
         ips = [info.ip for info in self.nodes.values()]
-        cert, key = serving_identity(self.state_dir / "kubelet", ips)
+        first = next(iter(self.nodes))
+        cert, key = serving_identity(self.client, first, self.state_dir / "kubelet", ips)
         self.kubelet = KubeletApi(self._pod_view, ips, tls_context(cert, key, ca))
         self.kubelet_port = self.kubelet.start()
 
