@@ -24,19 +24,24 @@ _PF_KTHREAD = 0x00200000  # /proc/PID/stat flags: a kernel thread (no command li
 
 
 def spawn(
-    argv: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path | None = None,
+    argv: Sequence[str], env: Mapping[str, str], log: Path | int, cwd: Path | None = None,
     pass_fds: Sequence[int] = (),
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` (a list, never a shell string) in a new session, output to ``log``.
+
+    ``log`` is a file (appended to) or an open descriptor, which is closed here.
 
     Returns once the child's exec has finished (its ``/proc/PID/cmdline`` is
     ``argv``) or the child has exited, so a check right after the start sees the
     new program, not an exec still under way (see :func:`is_alive`).
     ``pass_fds`` stay open in the child (e.g. a lock it must hold while it lives).
     """
-    log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # logs may hold what a process printed about its cluster: the owner's only
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    if isinstance(log, int):
+        fd = log
+    else:
+        log.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # logs may hold what a process printed about its cluster: the owner's only
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "ab") as out:
         proc = subprocess.Popen(
             list(argv),

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+from pathlib import Path
 from typing import Any, cast
 
 from lightkube import Client
 from lightkube.resources.core_v1 import Pod, Service
 
+from rayscale.devcluster import DevCluster
 from rayscale.ports import free_port
 from tests.devtools import VNodeProcess, wait_for
 from tests.k8s.helpers import pod_body, pod_log, wait_phase
@@ -48,7 +51,8 @@ def alive_ray_nodes(address: str) -> int:
 
 
 def test_head_and_worker_form_one_ray_cluster(kube: Client, vnode: VNodeProcess,
-                                              namespace: str) -> None:
+                                              namespace: str, k8s_bin_dir: Path,
+                                              dev_cluster: DevCluster) -> None:
     port = gcs_port()
     kube.create(cast(Service, Service.from_dict({
         "apiVersion": "v1", "kind": "Service",
@@ -93,3 +97,22 @@ def test_head_and_worker_form_one_ray_cluster(kube: Client, vnode: VNodeProcess,
         w = kube.get(Pod, "raycluster-worker-0", namespace=namespace)
         raise AssertionError("head log:\n" + pod_log(vnode, head_pod)[-3000:]
                              + "\nworker log:\n" + pod_log(vnode, w)[-3000:]) from None
+
+    # as the users' docs do: `kubectl exec` into the head finds its cluster (the head's
+    # /tmp/ray mount and environment), and `kubectl logs` shows ray start's output
+    kubectl = [str(k8s_bin_dir / "kubectl"), f"--kubeconfig={dev_cluster.kubeconfig}",
+               "-n", namespace]
+    if (k8s_bin_dir / "kubectl").exists():
+        status = subprocess.run([*kubectl, "exec", "raycluster-head", "-c", "main", "--",
+                                 "ray", "status"], capture_output=True, text=True, timeout=120,
+                                check=False)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "Node status" in status.stdout, status.stdout
+        logs = subprocess.run([*kubectl, "logs", "raycluster-head"], capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert "Ray runtime started" in logs.stdout, logs.stdout[-2000:] + logs.stderr
+        drv = subprocess.run([*kubectl, "exec", "raycluster-head", "-c", "main", "--",
+                              "python", "-c", "import ray; ray.init(); "
+                              "print('CPUS', ray.cluster_resources().get('CPU'))"],
+                             capture_output=True, text=True, timeout=120, check=False)
+        assert drv.returncode == 0 and "CPUS 1.0" in drv.stdout, drv.stdout + drv.stderr

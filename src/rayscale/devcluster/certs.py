@@ -22,11 +22,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _VALIDITY = dt.timedelta(days=3650)
 
+#: The only client name a vnode's kubelet API accepts (the dev CA signs the admin too).
+KUBELET_CLIENT_CN = "kube-apiserver-kubelet-client"
+
 # Client identities: file stem -> (common name = user, organisation = group)
 CLIENTS: dict[str, tuple[str, str | None]] = {
     "admin": ("rayscale-admin", "system:masters"),
     "kube-scheduler": ("system:kube-scheduler", None),
     "kube-controller-manager": ("system:kube-controller-manager", None),
+    # the API server's identity towards kubelets (logs, exec, port-forward), as kubeadm's
+    "kubelet-client": (KUBELET_CLIENT_CN, "kubeadm:cluster-admins"),
 }
 
 
@@ -75,9 +80,18 @@ class Pki:
 
 
 def ensure_pki(directory: Path, service_ip: str = "10.96.0.1") -> Pki:
-    """Generate the PKI in ``directory`` unless it is already complete there."""
+    """Generate the PKI in ``directory`` unless it is already complete there.
+
+    A PKI made by an older rayscale (a client identity added since) keeps its CA
+    and gets only the missing client certificates, so existing kubeconfigs,
+    service-account tokens and etcd data stay valid.
+    """
     pki = Pki(directory)
     if pki.complete():
+        return pki
+    if all(p.exists() for p in (pki.ca_cert, pki.ca_key, pki.serving_cert, pki.serving_key,
+                                pki.sa_key, pki.sa_pub)):
+        _add_missing_clients(pki)
         return pki
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
@@ -122,14 +136,8 @@ def ensure_pki(directory: Path, service_ip: str = "10.96.0.1") -> Pki:
     _write_key(pki.serving_key, key)
     _write_cert(pki.serving_cert, cert)
 
-    for who, (user, group) in CLIENTS.items():
-        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, user)]
-        if group:
-            attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, group))
-        key = _new_key()
-        cert = _leaf(ca_cert, ca_key, key, x509.Name(attrs), ExtendedKeyUsageOID.CLIENT_AUTH, [])
-        _write_key(pki.client_key(who), key)
-        _write_cert(pki.client_cert(who), cert)
+    for who in CLIENTS:
+        _client(pki, who, ca_cert, ca_key)
 
     sa = _new_key()
     _write_key(pki.sa_key, sa)
@@ -137,6 +145,27 @@ def ensure_pki(directory: Path, service_ip: str = "10.96.0.1") -> Pki:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo,
     ))
     return pki
+
+
+def _add_missing_clients(pki: Pki) -> None:
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    for who in CLIENTS:
+        if not (pki.client_cert(who).exists() and pki.client_key(who).exists()):
+            _client(pki, who, ca_cert, ca_key)
+
+
+def _client(pki: Pki, who: str, ca_cert: x509.Certificate,
+            ca_key: ec.EllipticCurvePrivateKey) -> None:
+    user, group = CLIENTS[who]
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, user)]
+    if group:
+        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, group))
+    key = _new_key()
+    cert = _leaf(ca_cert, ca_key, key, x509.Name(attrs), ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    _write_key(pki.client_key(who), key)
+    _write_cert(pki.client_cert(who), cert)
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:

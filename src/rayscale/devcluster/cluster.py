@@ -309,6 +309,13 @@ class DevCluster:
                 # the `kubernetes` Service's Endpoints would be 127.0.0.1, which validation
                 # rejects; in-pod clients get KUBERNETES_SERVICE_HOST from the vnode instead
                 "--endpoint-reconciler-type=none",
+                # kubelet API (logs, exec, port-forward): vnodes listen on their Nodes'
+                # loopback InternalIPs and accept only this client certificate; their
+                # serving certificates come from the kubelet-serving signer (this CA)
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
+                f"--kubelet-certificate-authority={pki.ca_cert}",
+                f"--kubelet-client-certificate={pki.client_cert('kubelet-client')}",
+                f"--kubelet-client-key={pki.client_key('kubelet-client')}",
                 "--event-ttl=1h",
                 "--v=1",
             ]

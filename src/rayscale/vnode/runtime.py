@@ -30,7 +30,8 @@ Isolation is just enough to look like a pod:
 
 The pod's address is a loopback address of its own (given by the caller).
 Init containers run first, one at a time. Restarts follow ``restartPolicy``
-with a backoff of 1 s doubling to 30 s. Logs go to ``<pod dir>/<container>.log``.
+with a backoff of 1 s doubling to 30 s. Logs go to ``<pod dir>/<container>.log``
+(and per instance, stamped: :mod:`rayscale.vnode.logs`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from lightkube.utils.quantity import parse_quantity
 
 from rayscale import procs
 from rayscale.cloudprobe import ensure_bootstrap_config
+from rayscale.vnode import logs
 from rayscale.vnode.images import ImageProgram, find_image
 from rayscale.vnode.pacing import StartPacer
 from rayscale.vnode.volumes import PodVolumes, TokenRequest, VolumeError, file_volume
@@ -498,9 +500,9 @@ class PodRun:
                  str(self.profile_file), self.name[:63], workdir, str(len(mounts))]
         for src, dst in mounts:
             setup += [src, dst]
-        log = self.directory / f"{c.name}.log"
         try:
-            proc = procs.spawn([*setup, *argv], env, log, cwd=self.directory)
+            out = logs.capture(self.directory, c.name, c.restart_count)
+            proc = procs.spawn([*setup, *argv], env, out, cwd=self.directory)
         except OSError as e:
             c.state, c.reason, c.exit_code, c.message = "terminated", "StartError", 128, str(e)
             c.started_at = c.finished_at = now_rfc3339()

@@ -41,6 +41,9 @@ from rayscale.kubedecode import warm_up
 from rayscale.labels import POOL_LABEL, VNODE_LABEL
 from rayscale.vnode.config import Pool, VNodeConfig
 from rayscale.vnode.hosts import ServiceTable, hosts_content, resolv_content, write_in_place
+from rayscale.vnode.kubelet import KubeletApi, tls_context
+from rayscale.vnode.kubelet_cert import serving_identity
+from rayscale.vnode.kubelet_http import ContainerView, PodView
 from rayscale.vnode.pacing import StartPacer
 from rayscale.vnode.runtime import PodRun, Tools, now_rfc3339
 
@@ -135,6 +138,8 @@ class VirtualNode:
         self.extra_env = self._api_env()
         self.pacer = StartPacer.for_this_machine()
         self.last_resync = 0.0
+        self.kubelet: KubeletApi | None = None
+        self.kubelet_port = 0
 
     def _api_env(self) -> dict[str, str]:
         """In-pod API address: the real apiserver on loopback (never a ClusterIP)."""
@@ -181,7 +186,7 @@ class VirtualNode:
             ],
             "addresses": [{"type": "InternalIP", "address": info.ip},
                           {"type": "Hostname", "address": info.name}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port}},
             "nodeInfo": {
                 "machineID": info.name, "systemUUID": info.name, "bootID": info.name,
                 "kernelVersion": "", "osImage": "rayscale vnode",
@@ -190,6 +195,43 @@ class VirtualNode:
                 "operatingSystem": "linux", "architecture": "amd64",
             },
         }
+
+    # ----------------------------------------------------------- kubelet API
+
+    def _client_ca(self) -> str | None:
+        """The cluster CA (PEM) from the kubeconfig: it signs the API server's client."""
+        cluster = self.client.config.cluster
+        if cluster.certificate_auth_data:
+            return base64.b64decode(cluster.certificate_auth_data).decode()
+        if cluster.certificate_auth:
+            return Path(cluster.certificate_auth).read_text()
+        return None
+
+    def _start_kubelet_api(self) -> None:
+        """Serve logs/exec/port-forward on every Node's address (not in fake-run)."""
+        ca = self._client_ca()
+        if self.tools is None or ca is None:
+            if ca is None:
+                log.warning("no cluster CA in the kubeconfig: no kubelet API (logs, exec)")
+            return
+        ips = [info.ip for info in self.nodes.values()]
+        first = next(iter(self.nodes))
+        cert, key = serving_identity(self.client, first, self.state_dir / "kubelet", ips)
+        self.kubelet = KubeletApi(self._pod_view, ips, tls_context(cert, key, ca))
+        self.kubelet_port = self.kubelet.start()
+
+    def _pod_view(self, namespace: str, name: str) -> PodView | None:
+        """Called from the kubelet API's thread: reads a copy, changes nothing."""
+        for run in list(self.runs.values()):
+            if run.namespace == namespace and run.name == name:
+                containers = {}
+                for c in run.containers():
+                    proc = c.proc
+                    running = proc is not None and c.state == "running"
+                    containers[c.name] = ContainerView(proc.pid if running and proc else None,
+                                                       c.restart_count)
+                return PodView(namespace, name, run.ip, run.directory, containers)
+        return None
 
     def register_nodes(self) -> None:
         for info in self.nodes.values():
@@ -456,6 +498,7 @@ class VirtualNode:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         # the watch threads must not be the first to decode a type (see kubedecode)
         warm_up((Node, Pod, Service, Lease, ConfigMap, Secret, ServiceAccount.Token))
+        self._start_kubelet_api()
         self.register_nodes()
         threads = [threading.Thread(target=self._watch, args=(k,), daemon=True,
                                     name=f"watch-{k}") for k in ("pod", "svc")]
@@ -506,6 +549,8 @@ class VirtualNode:
         for run in self.runs.values():
             run.kill_now()
         self.runs.clear()
+        if self.kubelet is not None:
+            self.kubelet.stop()
         if self.config.delete_nodes_on_exit:
             for info in self.nodes.values():
                 with contextlib.suppress(ApiError, httpx2.HTTPError):
