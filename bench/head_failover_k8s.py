@@ -280,6 +280,26 @@ class NewDriver(threading.Thread):
             self.error = str(exc)
 
 
+class PodGone(threading.Thread):
+    """When a pod object is gone from the API (polled every 0.2 s)."""
+
+    def __init__(self, kube: Client, ns: str, name: str) -> None:
+        super().__init__(daemon=True)
+        self.kube, self.ns, self.name = kube, ns, name
+        self.gone: float | None = None
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                self.kube.get(Pod, self.name, namespace=self.ns)
+            except ApiError as exc:
+                if exc.status.code == 404:
+                    self.gone = time.time()
+                    return
+            time.sleep(0.2)
+
+
 def container_pids(uid: str, container: str) -> list[int]:
     return marked_pids({f"{uid}/{container}"})
 
@@ -319,6 +339,9 @@ def one_round(kube: Client, ns: str, variant: str, eps: dict[str, str], work: Pa
     min_restarts = restarts + 1 if variant == "kill" else 0
     driver = NewDriver(kube, ns, eps["dashboard"], out, not_name, min_restarts)
     driver.start()
+    old_gone = PodGone(kube, ns, old_name)
+    if variant == "delete":
+        old_gone.start()
 
     def new_head() -> Pod | None:
         return running_head(kube, ns, not_name, min_restarts)
@@ -340,6 +363,8 @@ def one_round(kube: Client, ns: str, variant: str, eps: dict[str, str], work: Pa
              interval_s=0.1)
     back = time.time()
     driver.join(600)
+    if variant == "delete":
+        old_gone.join(300)
     result: dict[str, Any] = {"variant": variant, "load_average": list(os.getloadavg())}
     if driver.error or not out.exists():
         result["new_driver_error"] = driver.error or "no result"
@@ -353,7 +378,8 @@ def one_round(kube: Client, ns: str, variant: str, eps: dict[str, str], work: Pa
                  "the busy job to go on")
         went_on = True
     times = ticks(busy_ticks)
-    gaps = [b - a for a, b in itertools.pairwise(times) if b > lost - 5]
+    gaps = [(b - a, a - lost) for a, b in itertools.pairwise(times) if b > lost - 5]
+    gap, gap_at = max(gaps) if gaps else (None, None)
     kept = ray_pods(kube, ns, "worker")
     kept_uids = {p.metadata.uid for p in kept if p.metadata}
     worker_restarts = sum(cs.restartCount for p in kept if p.status
@@ -361,6 +387,8 @@ def one_round(kube: Client, ns: str, variant: str, eps: dict[str, str], work: Pa
     new_head_restarts = (pod.status.containerStatuses or [])[0].restartCount
     result.update({
         "head_pod_running_s": pod_running - lost,
+        "old_head_pod_gone_s": (old_gone.gone - lost) if old_gone.gone else None,
+        "head_processes_killed": len(pids),
         "gcs_answers_s": gcs_up - lost,
         "workers_alive_old_ids_s": back - lost,
         "new_driver_submitted_s": (driver.submitted - lost) if driver.submitted else None,
@@ -368,7 +396,8 @@ def one_round(kube: Client, ns: str, variant: str, eps: dict[str, str], work: Pa
         "actor_answers_s": (new["actor"] - lost) if new else None,
         "counter": f"{count_before} -> {new['count']}" if new else None,
         "counter_kept": bool(new and new["count"] == count_before + 1),
-        "busy_job_longest_gap_s": max(gaps) if gaps else None,
+        "busy_job_longest_gap_s": gap,
+        "busy_job_longest_gap_from_s": gap_at,  # its start, from the loss
         "busy_job_went_on": went_on,
         "same_head_pod": pod.metadata.uid == old_uid if pod.metadata else None,
         "head_container_restarts": new_head_restarts,
@@ -409,7 +438,9 @@ def fmt(v: Any) -> str:
 
 
 ROWS = [
-    ("head pod Running", "head_pod_running_s"),
+    ("head pod Running (delete: a new pod; kill: the container restarted)",
+     "head_pod_running_s"),
+    ("the old head pod gone from the API (delete)", "old_head_pod_gone_s"),
     ("GCS answers", "gcs_answers_s"),
     ("new head and both workers ALIVE (old node ids), as `ray status` lists them",
      "workers_alive_old_ids_s"),
@@ -420,13 +451,13 @@ ROWS = [
     ("the busy job: longest gap between two task results around the loss",
      "busy_job_longest_gap_s"),
     ("the busy job went on", "busy_job_went_on"),
-    ("same head pod", "same_head_pod"),
+    ("the head pod", "head_pod"),
     ("worker pods kept (same uids), containers not restarted", "worker_pods_kept"),
     ("load average (1 min) after the round", "load1"),
 ]
 
 
-def table(rounds: list[dict[str, Any]]) -> str:
+def table(rounds: list[dict[str, Any]], info: dict[str, Any]) -> str:
     head = "| | " + " | ".join(f"{r['variant']} {r['round']}" for r in rounds) + " |"
     lines = [head, "|---|" + "---|" * len(rounds)]
     for label, key in ROWS:
@@ -434,11 +465,20 @@ def table(rounds: list[dict[str, Any]]) -> str:
         for r in rounds:
             if key == "load1":
                 cells.append(f"{r['load_average'][0]:.1f}")
+            elif key == "head_pod":
+                cells.append("same, container restarted" if r["same_head_pod"]
+                             else "new")
             elif key == "worker_pods_kept":
                 cells.append(fmt(r[key] and r["worker_container_restarts"] == 0))
             else:
                 cells.append(fmt(r.get(key)))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    base = info.get("new_driver_baseline") or {}
+    lines += ["", "Seconds from the loss. A new driver's job with the head up, submit to its "
+              f"first task: {fmt(base.get('submit_to_task_s'))} s. The busy job at the end: "
+              f"{info.get('busy_job_status', '?')}. Load average at the start "
+              f"{fmt(info['load_average_start'][0])}, at the end "
+              f"{fmt((info.get('load_average_end') or [None])[0])}."]
     return "\n".join(lines)
 
 
@@ -530,6 +570,15 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append(result)
             say(json.dumps(result))
         stop.touch()
+        head = wait_for(lambda: running_head(kube, ns), 120, "the head pod")
+        assert head.status is not None
+        client = wait_for(lambda: job_client(f"http://{head.status.podIP}:{eps['dashboard']}"),
+                          120, "the head's job API")
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: client.get_job_status(busy_id).is_terminal(), 60,
+                     "the busy job to end", interval_s=0.5)
+        info["busy_job_status"] = str(client.get_job_status(busy_id).value)
+        say(f"busy job: {info['busy_job_status']}")
         info["load_average_end"] = list(os.getloadavg())
         ok = True
     except (KeyboardInterrupt, Interrupted) as exc:
@@ -559,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
                                 and all(isinstance(r.get(k), float) for r in mine)}
         report["medians"] = medians
         if not args.json:
-            print(table(rounds))
+            print(table(rounds, info))
             print()
         print(json.dumps(report, indent=2))
     return 0 if ok else 1
