@@ -80,6 +80,7 @@ from typing import Any
 
 import yaml
 from lightkube import ApiError, Client, codecs
+from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Pod
 
 from rayscale import rayauth
@@ -171,8 +172,10 @@ def running_head(kube: Client, ns: str, not_name: str | None = None,
         if (status is None or status.phase != "Running" or not status.podIP
                 or pod.metadata.name == not_name):
             continue
-        cs = (status.containerStatuses or [None])[0]
-        if cs is None or cs.state is None or cs.state.running is None:
+        if not status.containerStatuses:
+            continue
+        cs = status.containerStatuses[0]
+        if cs.state is None or cs.state.running is None:
             continue
         if cs.restartCount < min_restarts:
             continue
@@ -316,13 +319,14 @@ def one_round(kube: Client, ns: str, variant: str, eps: dict[str, str], work: Pa
     assert old_name is not None and old_uid is not None
     restarts = (head.status.containerStatuses or [])[0].restartCount
     gcs_port = eps["gcs-server"]
-    before = alive(f"{head.status.podIP}:{gcs_port}") or {}
+    old_ip = head.status.podIP or ""
+    before = alive(f"{old_ip}:{gcs_port}") or {}
     workers = ray_pods(kube, ns, "worker")
     worker_ips = {p.status.podIP: p.metadata.uid for p in workers
-                  if p.status and p.metadata}
+                  if p.status and p.status.podIP and p.metadata}
     worker_ids = {ip: before.get(ip) for ip in worker_ips}
     assert len(worker_ips) == WORKERS and all(worker_ids.values()), (worker_ips, before)
-    old_head_id = before.get(head.status.podIP)
+    old_head_id = before.get(old_ip)
     out = work / f"new-driver-{uuid.uuid4().hex[:6]}.json"
 
     pids = container_pids(old_uid, "ray-head") if variant == "kill" else []
@@ -349,13 +353,14 @@ def one_round(kube: Client, ns: str, variant: str, eps: dict[str, str], work: Pa
     pod = wait_for(new_head, 300, "the head pod Running again", interval_s=0.1)
     pod_running = time.time()
     assert pod.status is not None
-    gcs = f"{pod.status.podIP}:{gcs_port}"
+    new_ip = pod.status.podIP or ""
+    gcs = f"{new_ip}:{gcs_port}"
     wait_for(lambda: alive(gcs) is not None, 300, "the new GCS", interval_s=0.1)
     gcs_up = time.time()
 
     def all_back() -> bool:
         now = alive(gcs) or {}
-        head_id = now.get(pod.status.podIP)  # type: ignore[union-attr]
+        head_id = now.get(new_ip)
         return (all(now.get(ip) == nid for ip, nid in worker_ids.items())
                 and head_id is not None and head_id != old_head_id)
 
@@ -410,7 +415,7 @@ def one_round(kube: Client, ns: str, variant: str, eps: dict[str, str], work: Pa
 
 
 def setup_cluster(kube: Client, ns: str) -> None:
-    kube.create(Namespace.from_dict({"metadata": {"name": ns}}))  # type: ignore[arg-type]
+    kube.create(Namespace(metadata=ObjectMeta(name=ns)))
     for doc in cluster_docs():
         kube.create(codecs.from_dict(doc), namespace=ns)  # type: ignore[type-var]
     wait_for(lambda: (kube.get(RayCluster, NAME, namespace=ns).get("status") or {})
@@ -570,10 +575,10 @@ def main(argv: list[str] | None = None) -> int:
             rounds.append(result)
             say(json.dumps(result))
         stop.touch()
-        head = wait_for(lambda: running_head(kube, ns), 120, "the head pod")
-        assert head.status is not None
-        client = wait_for(lambda: job_client(f"http://{head.status.podIP}:{eps['dashboard']}"),
-                          120, "the head's job API")
+        last = wait_for(lambda: running_head(kube, ns), 120, "the head pod")
+        assert last.status is not None
+        last_url = f"http://{last.status.podIP}:{eps['dashboard']}"
+        client = wait_for(lambda: job_client(last_url), 120, "the head's job API")
         with contextlib.suppress(TimeoutError):
             wait_for(lambda: client.get_job_status(busy_id).is_terminal(), 60,
                      "the busy job to end", interval_s=0.5)
