@@ -198,8 +198,9 @@ def test_without_the_hold_the_same_picture_would_stop_the_node() -> None:
 def test_a_starting_autoscaler_holds_for_running_nodes_ray_does_not_show_yet() -> None:
     """A replaced head's sidecar starts with it: its first picture is after an outage."""
     observer, provider, events = Scripted(), Provider(), EventLog(None)
+    # a settle time applies after an outage, not to the start's hold
     loop = Autoscaler(_spec(), provider, observer, head_ip="127.10.0.2", events=events,
-                      options=LoopOptions(recovery_grace_s=60, recovery_settle_s=0))
+                      options=LoopOptions(recovery_grace_s=60, recovery_settle_s=30))
     observer.next = Observation(nodes=[HEAD], tasks=[Shape(resources={"CPU": 1.0}, count=2)])
     loop.tick()
     loop.tick()

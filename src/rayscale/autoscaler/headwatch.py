@@ -41,6 +41,7 @@ class HeadWatch:
         self.since: float | None = None  # when the current down/recovering state began
         self.down_for: float = 0.0  # how long the last outage lasted
         self.outages = 0
+        self.starting_up = False  # the hold is the start's (starting), not an outage's
 
     @property
     def holding(self) -> bool:
@@ -51,6 +52,7 @@ class HeadWatch:
         """A round could not observe the GCS."""
         if self.state == "down":
             return None
+        self.starting_up = False
         self.state, self.since = "down", now
         self.outages += 1
         return Change("gcs_unreachable", f"the head's GCS cannot be reached ({why}); "
@@ -64,10 +66,12 @@ class HeadWatch:
         one after an outage, so it holds the same way.
         """
         self.state, self.since = "recovering", now
+        # no minimum: a GCS that read its nodes back shows them registered at once (no
+        # hold at all), and a new cluster's first workers should not wait for a settle
+        self.starting_up = True
         return Change("start_hold", f"{unregistered} running node(s) of ours are not "
                       "registered with Ray yet (a restarted head?): holding (no stop, no "
-                      f"launch) until they are: at least {self.settle_s:.0f}s, at most "
-                      f"{self.grace_s:.0f}s")
+                      f"launch) until they are, at most {self.grace_s:.0f}s")
 
     def reachable(self, now: float, unregistered: int) -> Change | None:
         """A round observed the GCS; ``unregistered``: live nodes of ours that Ray
@@ -85,11 +89,14 @@ class HeadWatch:
                           f"{self.settle_s:.0f}s, at most {self.grace_s:.0f}s")
         assert self.since is not None
         waited = now - self.since
-        if unregistered == 0 and waited >= self.settle_s:
+        settle = 0.0 if self.starting_up else self.settle_s
+        if unregistered == 0 and waited >= settle:
+            self.starting_up = False
             self.state, self.since = "up", None
             return Change("hold_end", f"every live node is registered {waited:.1f}s after the "
                           "GCS came back: scaling resumes")
         if waited >= self.grace_s:
+            self.starting_up = False
             self.state, self.since = "up", None
             return Change("hold_end", f"{unregistered} node(s) did not re-register within "
                           f"{self.grace_s:.0f}s of the GCS coming back: scaling resumes")
