@@ -42,6 +42,7 @@ from rayscale.labels import POOL_LABEL, VNODE_LABEL
 from rayscale.vnode.config import Pool, VNodeConfig
 from rayscale.vnode.hosts import ServiceTable, hosts_content, resolv_content, write_in_place
 from rayscale.vnode.pacing import StartPacer
+from rayscale.vnode.probes import Prober
 from rayscale.vnode.runtime import PodRun, Tools, now_rfc3339
 
 log = logging.getLogger("rayscale.vnode")
@@ -134,6 +135,7 @@ class VirtualNode:
         self.stop_event = threading.Event()
         self.extra_env = self._api_env()
         self.pacer = StartPacer.for_this_machine()
+        self.prober = Prober()  # one pool for every probe of every pod
         self.last_resync = 0.0
 
     def _api_env(self) -> dict[str, str]:
@@ -348,7 +350,8 @@ class VirtualNode:
                          tools=self.tools, lookup=self._lookup,
                          node_allocatable=node.pool.capacity, extra_env=self.extra_env,
                          pacer=self.pacer, token_request=self._token_request,
-                         images=self.config.images)
+                         images=self.config.images,
+                         prober=self.prober if self.tools is not None else None)
             self._write_hosts(run)
             self.runs[uid] = run
             log.info("pod %s/%s on %s: %s", run.namespace, run.name, spec.nodeName, ip)
@@ -388,6 +391,7 @@ class VirtualNode:
                 log.warning("status of %s/%s: %s", run.namespace, run.name, e)
 
     def _step_pods(self, now: float) -> None:
+        self.prober.collect()  # finished probe runs, before the pods look at their results
         for uid, run in list(self.runs.items()):
             if run.terminating:
                 if run.finished_terminating(now):
@@ -506,6 +510,7 @@ class VirtualNode:
         for run in self.runs.values():
             run.kill_now()
         self.runs.clear()
+        self.prober.shutdown()
         if self.config.delete_nodes_on_exit:
             for info in self.nodes.values():
                 with contextlib.suppress(ApiError, httpx2.HTTPError):
