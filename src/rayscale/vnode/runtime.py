@@ -31,6 +31,9 @@ Isolation is just enough to look like a pod:
 The pod's address is a loopback address of its own (given by the caller).
 Init containers run first, one at a time. Restarts follow ``restartPolicy``
 with a backoff of 1 s doubling to 30 s. Logs go to ``<pod dir>/<container>.log``.
+Probes (:mod:`rayscale.vnode.probes`) decide a running container's ``ready``
+and ``started``; a failed liveness or startup probe stops it, and its exit
+then goes through ``restartPolicy`` like any other.
 """
 
 from __future__ import annotations
