@@ -33,9 +33,10 @@ def head(phase: str = "Running") -> ObservedPod:
     return ObservedPod("c-head-x", "headgroup", phase, ready=True, pod_ip="127.20.0.5")
 
 
-def worker(name: str, phase: str = "Running", created: str = "2026-01-01T00:00:00Z"
-           ) -> ObservedPod:
-    return ObservedPod(name, "small-group", phase, created=created)
+def worker(name: str, phase: str = "Running", created: str = "2026-01-01T00:00:00Z",
+           ready: bool | None = None) -> ObservedPod:
+    ready = phase == "Running" if ready is None else ready
+    return ObservedPod(name, "small-group", phase, ready=ready, created=created)
 
 
 SETTINGS = PodSettings(shared_network=True)
@@ -148,13 +149,15 @@ def test_status_like_kuberay() -> None:
 def test_conditions_like_kuberay_keep_their_transition_time() -> None:
     s = spec(replicas=1)
     ready = reconcile(s, [head(), worker("a")], SETTINGS).status
-    first = conditions(ready, False, [], "2026-11-22T01:00:00Z")
+    first = conditions(ready, False, [], "2026-11-22T01:00:00Z", True)
     by_type = {c["type"]: c for c in first}
     assert by_type["HeadPodReady"]["status"] == "True"
     assert by_type["RayClusterProvisioned"]["status"] == "True"
     assert by_type["RayClusterSuspended"]["status"] == "False"
-    later = conditions(ready, False, first, "2026-11-22T02:00:00Z")
+    later = conditions(ready, False, first, "2026-11-22T02:00:00Z", True)
     assert later == first  # nothing changed: nothing to write
     starting = reconcile(s, [head("Pending")], SETTINGS).status
-    again = {c["type"]: c for c in conditions(starting, False, first, "2026-11-22T03:00:00Z")}
+    again = {c["type"]: c for c in conditions(starting, False, first, "2026-11-22T03:00:00Z",
+                                              False)}
+    assert again["HeadPodReady"]["status"] == "False"
     assert again["RayClusterProvisioned"]["status"] == "True"  # provisioned once stays so

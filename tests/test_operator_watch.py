@@ -413,7 +413,8 @@ def test_a_change_of_state_is_written_at_once(controller: Controller) -> None:
     for n, obj in enumerate(controller.pods.indexed("ns/c")):
         running = copy.deepcopy(obj)
         running["metadata"]["resourceVersion"] = str(2000 + n)
-        running["status"] = {"phase": "Running", "podIP": f"127.0.0.{n + 2}"}
+        running["status"] = {"phase": "Running", "podIP": f"127.0.0.{n + 2}",
+                             "conditions": [{"type": "Ready", "status": "True"}]}
         controller.pods.apply("MODIFIED", running)
     controller.process("ns/c")
     assert fake.cluster["status"]["state"] == "ready", "not held back by the interval"

@@ -27,7 +27,7 @@ from rayscale.labels import (
     NODE_LABEL,
     NODE_TYPE_LABEL,
 )
-from rayscale.operator import auth, gcs_ft
+from rayscale.operator import auth, gcs_ft, probes
 from rayscale.raystart import RayStart, node_labels, ray_start_argv
 
 MANAGED_BY = "app.kubernetes.io/created-by"
@@ -96,31 +96,34 @@ def head_pod(spec: RayCluster, settings: PodSettings) -> dict[str, Any]:
                  "ray-client-server-port": str(ports["client"])} if settings.shared_network else {}
     # rayscale's sidecar is the autoscaler: Ray's built-in monitor is not started
     overrides["no-monitor"] = "true"
+    agent = probes.agent_port(spec.head.ray_start_params, settings.shared_network)
     start = RayStart(
         node_ip="$(POD_IP)",
         resources=spec.head.ray_resources,
         gcs_port=ports.get("gcs-server", DEFAULT_HEAD_PORTS["gcs-server"]),
         labels=node_labels(spec.head.labels, {GROUP_LABEL: HEAD_GROUP}),
         # GCS fault tolerance: --redis-password/--redis-username from the env
-        overrides={**overrides, **_shared_network_ports(settings),
+        overrides={**overrides, **_shared_network_ports(settings, agent),
                    **gcs_ft.head_start_params(spec)},
     )
     argv = ray_start_argv(settings.ray_executable, spec.head.ray_start_params, start)
     pod = _pod(spec, spec.head.template.to_manifest(), f"{spec.name}-head-",
                {**spec.head.labels, **head_labels(spec)}, argv, ports=ports, restart="Always",
                private_tmp=settings.shared_network)
+    probes.inject(pod["spec"]["containers"][0], head=True, port=agent)  # KubeRay's defaults
     gcs_ft.configure_head(pod, spec)  # ray.io/ft-enabled; Redis address, password, namespace
     return pod
 
 
 def worker_pod(spec: RayCluster, group: WorkerGroupSpec, settings: PodSettings) -> dict[str, Any]:
+    agent = probes.agent_port(group.ray_start_params, settings.shared_network)
     start = RayStart(
         node_ip="$(POD_IP)",
         resources=group.ray_resources,
         address=head_address(spec, settings),
         labels=node_labels(group.labels, {GROUP_LABEL: group.group_name,
                                           NODE_LABEL: "$(POD_NAME)"}),
-        overrides=_shared_network_ports(settings),
+        overrides=_shared_network_ports(settings, agent),
     )
     argv = ray_start_argv(settings.ray_executable, group.ray_start_params, start)
     # a worker that exits (drained, or crashed) is replaced by the operator, not restarted
@@ -128,6 +131,7 @@ def worker_pod(spec: RayCluster, group: WorkerGroupSpec, settings: PodSettings) 
     pod = _pod(spec, group.template.to_manifest(), f"{spec.name}-{group.group_name}-worker-",
                {**group.labels, **worker_labels(spec, group.group_name)}, argv, ports=None,
                restart="Never", private_tmp=settings.shared_network)
+    probes.inject(pod["spec"]["containers"][0], head=False, port=agent)  # KubeRay's defaults
     gcs_ft.configure_worker(pod, spec)  # with fault tolerance: outlive a head restart
     return pod
 
@@ -166,9 +170,10 @@ def _private_ray_tmp(pod_spec: dict[str, Any], container: dict[str, Any]) -> Non
     mounts.append({"name": "rayscale-ray-tmp", "mountPath": RAY_TMP})
 
 
-def _shared_network_ports(settings: PodSettings) -> dict[str, str]:
-    # Ray's dashboard agent binds a fixed port (52365) on every node otherwise
-    return {"dashboard-agent-listen-port": "0"} if settings.shared_network else {}
+def _shared_network_ports(settings: PodSettings, agent: int) -> dict[str, str]:
+    # Ray's dashboard agent binds a fixed port (52365) on every node otherwise, on the
+    # pod IP and on 127.0.0.1: each pod gets its own, which its probes ask
+    return {probes.AGENT_PORT_PARAM: str(agent)} if settings.shared_network else {}
 
 
 

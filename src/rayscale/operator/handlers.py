@@ -63,7 +63,7 @@ from rayscale.operator.gcs_ft_wiring import GcsFtWiring, redis_conditions
 from rayscale.operator.metrics import OperatorMetrics
 from rayscale.operator.rayjob_controller import RayJobController, RayJobSettings
 from rayscale.operator.rbac import ensure_autoscaler_rbac, use_autoscaler_account
-from rayscale.operator.reconcile import ObservedPod, conditions, reconcile
+from rayscale.operator.reconcile import ObservedPod, conditions, head_ready, reconcile
 from rayscale.operator.watch import Informer, Obj, ObjectCache, WorkQueue, serve_queue
 from rayscale.providers.kuberay import RayClusterResource
 from rayscale.spec import SpecError, parse_cluster_spec
@@ -401,7 +401,8 @@ class Controller:
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         previous = (body.get("status") or {}).get("conditions") or []
         status["conditions"] = redis_conditions(
-            conditions(status, spec.spec.suspend, previous, now), redis, withheld, previous, now)
+            conditions(status, spec.spec.suspend, previous, now, head_ready(observed)),
+            redis, withheld, previous, now)
         old = {k: v for k, v in (body.get("status") or {}).items() if k != "lastUpdateTime"}
         if {k: v for k, v in status.items()} != {k: old.get(k) for k in status}:
             due_in = self.status_interval_s - (time.monotonic()

@@ -151,12 +151,20 @@ def reconcile(
     return actions
 
 
+def head_ready(pods: list[ObservedPod]) -> bool:
+    """The head pod is Running and Ready (its probes passed: Ray answers), as KubeRay's
+    ``HeadPodReady`` reads the pod's ``Ready`` condition."""
+    return any(p.group == HEAD_GROUP and not p.deleting and p.phase == "Running" and p.ready
+               for p in pods)
+
+
 def conditions(
-    status: dict[str, Any], suspended: bool, previous: list[dict[str, Any]], now: str
+    status: dict[str, Any], suspended: bool, previous: list[dict[str, Any]], now: str,
+    head_is_ready: bool,
 ) -> list[dict[str, Any]]:
     """KubeRay's conditions; a condition keeps its transition time while it holds."""
     before = {c.get("type"): c for c in previous}
-    head_ready = bool(status.get("head", {}).get("podIP")) and status.get("state") != "suspended"
+    head_ready = head_is_ready and status.get("state") != "suspended"
     provisioned = status.get("state") == "ready" or (
         before.get("RayClusterProvisioned", {}).get("status") == "True"  # never flips back
     )
@@ -210,10 +218,12 @@ def _status(spec: RayCluster, pods: list[ObservedPod], forced_state: str | None)
             for name, amount in g.ray_resources.items():
                 nodes = wanted[g.group_name] * g.num_of_hosts
                 totals[name] = totals.get(name, 0.0) + amount * nodes
+    # KubeRay: available = Running, ready = Running with the Ready condition (the probes
+    # passed); the cluster is ready when every pod is, the head included
     available = sum(1 for p in workers if p.phase == "Running")
-    ready = sum(1 for p in workers if p.ready)
-    head_running = head is not None and head.phase == "Running"
-    state = forced_state or ("ready" if head_running and available >= desired else "")
+    ready = sum(1 for p in workers if p.phase == "Running" and p.ready)
+    head_ok = head is not None and head.phase == "Running" and head.ready
+    state = forced_state or ("ready" if head_ok and ready >= desired else "")
     status: dict[str, Any] = {
         "state": state,
         "desiredWorkerReplicas": desired,

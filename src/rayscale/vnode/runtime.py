@@ -32,6 +32,9 @@ The pod's address is a loopback address of its own (given by the caller).
 Init containers run first, one at a time. Restarts follow ``restartPolicy``
 with a backoff of 1 s doubling to 30 s. Logs go to ``<pod dir>/<container>.log``
 (and per instance, stamped: :mod:`rayscale.vnode.logs`).
+Probes (:mod:`rayscale.vnode.probes`) decide a running container's ``ready``
+and ``started``; a failed liveness or startup probe stops it, and its exit
+then goes through ``restartPolicy`` like any other.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ from rayscale.cloudprobe import ensure_bootstrap_config
 from rayscale.vnode import logs
 from rayscale.vnode.images import ImageProgram, find_image
 from rayscale.vnode.pacing import StartPacer
+from rayscale.vnode.probes import ContainerProbes, ExecTarget, Prober
 from rayscale.vnode.volumes import PodVolumes, TokenRequest, VolumeError, file_volume
 
 MARKER = "RAYSCALE_VNODE_CONTAINER"
@@ -239,10 +243,23 @@ class ContainerRun:
     next_start: float = 0.0
     container_id: str | None = None
     pgid: int | None = None
+    #: this run's probes (a restart starts fresh ones); None without probes or not running
+    probes: ContainerProbes | None = None
+    #: the environment and working directory it started with (exec probes run in them)
+    env: dict[str, str] | None = None
+    workdir: str = "/"
+    #: a failed liveness/startup probe stopped it: SIGKILL at this time unless it exited
+    probe_kill_at: float | None = None
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def ready(self) -> bool:
+        """Running and its readiness probe passed (no probe: running is ready)."""
+        return self.state == "running" and not self.init and (
+            self.probes is None or self.probes.ready)
 
     def status(self) -> dict[str, Any]:
         state: dict[str, Any]
@@ -260,8 +277,9 @@ class ContainerRun:
             "name": self.name,
             "image": self.spec.image or "",
             "imageID": "",
-            "ready": self.state == "running" and not self.init,
-            "started": self.state == "running",
+            "ready": self.ready,
+            "started": self.state == "running" and (
+                self.probes is None or self.probes.started),
             "restartCount": self.restart_count,
             "state": state,
             "lastState": self.last_state or {},
@@ -310,6 +328,8 @@ class PodRun:
     token_request: TokenRequest | None = None
     #: What containers of well-known images run (the vnode's image map).
     images: list[ImageProgram] = field(default_factory=list)
+    #: Runs the containers' probes (the vnode's one pool; None: probes are not run).
+    prober: Prober | None = None
     init: list[ContainerRun] = field(default_factory=list)
     main: list[ContainerRun] = field(default_factory=list)
     start_time: str = field(default_factory=now_rfc3339)
@@ -427,6 +447,7 @@ class PodRun:
             return
         for c in self.main:
             if c.state == "running":
+                self._probe(c, now)
                 continue
             if c.state == "terminated":
                 if not self._should_restart(c):
@@ -434,6 +455,40 @@ class PodRun:
                 self._schedule_restart(c, now)
             if c.next_start <= now and self._admitted(now):
                 self._start(c)
+
+    def _probe(self, c: ContainerRun, now: float) -> None:
+        """Run what is due of a running container's probes; stop it when its liveness
+        (or startup) probe failed ``failureThreshold`` times, as the kubelet does: SIGTERM
+        to its group, SIGKILL after the probe's (else the pod's) grace period. Its exit
+        then goes through ``restartPolicy`` like any other."""
+        probes = c.probes
+        if probes is None or self.prober is None:
+            return
+        if c.probe_kill_at is not None:
+            if now >= c.probe_kill_at and c.pgid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(c.pgid, signal.SIGKILL)
+            return
+        failed = probes.kill_reason()
+        if failed is not None:
+            assert self.pod.spec is not None
+            grace = failed.spec.termination_grace_s
+            if grace is None:
+                pod_grace = self.pod.spec.terminationGracePeriodSeconds
+                grace = float(30 if pod_grace is None else pod_grace)
+            c.probe_kill_at = now + grace
+            if c.pgid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(c.pgid, signal.SIGTERM)
+            return
+        for state in probes.active():
+            if state.due(now):
+                self.prober.submit(state, now, lambda: self._exec_target(c))
+
+    def _exec_target(self, c: ContainerRun) -> ExecTarget | None:
+        if c.proc is None or c.env is None:
+            return None
+        return ExecTarget(pid=c.proc.pid, env=c.env, cwd=c.workdir)
 
     def _admitted(self, now: float) -> bool:
         return self.pacer is None or self.pacer.admit(now)
@@ -508,6 +563,10 @@ class PodRun:
             c.started_at = c.finished_at = now_rfc3339()
             return
         c.proc, c.pgid = proc, proc.pid
+        c.env, c.workdir = env, workdir
+        c.probes = None
+        if not c.init and self.prober is not None:
+            c.probes = ContainerProbes.for_container(c.spec, self.ip, time.monotonic())
         c.state, c.reason, c.message, c.exit_code = "running", "", None, None
         c.started_at, c.finished_at = now_rfc3339(), None
         c.container_id = f"rayscale://{proc.pid}"
@@ -570,6 +629,7 @@ class PodRun:
                 os.killpg(c.pgid, signal.SIGKILL)
         _signal_marked({f"{self.uid}/{c.name}"}, signal.SIGKILL)
         c.proc = None
+        c.probes, c.probe_kill_at = None, None
         c.state, c.finished_at = "terminated", now_rfc3339()
         c.exit_code = code if code >= 0 else 128 - code
         c.reason = "Completed" if c.exit_code == 0 else "Error"
@@ -645,7 +705,7 @@ class PodRun:
         phase = self.phase()
         initialized = all(c.state == "terminated" and c.exit_code == 0 for c in self.init)
         ready = (phase == "Running" and not self.terminating
-                 and all(c.state == "running" for c in self.main))
+                 and all(c.ready for c in self.main))
         stamp = now_rfc3339()
 
         def cond(kind: str, ok: bool, reason: str | None = None) -> dict[str, Any]:

@@ -45,6 +45,7 @@ from rayscale.vnode.kubelet import KubeletApi, tls_context
 from rayscale.vnode.kubelet_cert import serving_identity
 from rayscale.vnode.kubelet_http import ContainerView, PodView
 from rayscale.vnode.pacing import StartPacer
+from rayscale.vnode.probes import Prober
 from rayscale.vnode.runtime import PodRun, Tools, now_rfc3339
 
 log = logging.getLogger("rayscale.vnode")
@@ -137,6 +138,7 @@ class VirtualNode:
         self.stop_event = threading.Event()
         self.extra_env = self._api_env()
         self.pacer = StartPacer.for_this_machine()
+        self.prober = Prober()  # one pool for every probe of every pod
         self.last_resync = 0.0
         self.kubelet: KubeletApi | None = None
         self.kubelet_port = 0
@@ -390,7 +392,8 @@ class VirtualNode:
                          tools=self.tools, lookup=self._lookup,
                          node_allocatable=node.pool.capacity, extra_env=self.extra_env,
                          pacer=self.pacer, token_request=self._token_request,
-                         images=self.config.images)
+                         images=self.config.images,
+                         prober=self.prober if self.tools is not None else None)
             self._write_hosts(run)
             self.runs[uid] = run
             log.info("pod %s/%s on %s: %s", run.namespace, run.name, spec.nodeName, ip)
@@ -430,6 +433,7 @@ class VirtualNode:
                 log.warning("status of %s/%s: %s", run.namespace, run.name, e)
 
     def _step_pods(self, now: float) -> None:
+        self.prober.collect()  # finished probe runs, before the pods look at their results
         for uid, run in list(self.runs.items()):
             if run.terminating:
                 if run.finished_terminating(now):
@@ -551,6 +555,7 @@ class VirtualNode:
         self.runs.clear()
         if self.kubelet is not None:
             self.kubelet.stop()
+        self.prober.shutdown()
         if self.config.delete_nodes_on_exit:
             for info in self.nodes.values():
                 with contextlib.suppress(ApiError, httpx2.HTTPError):
