@@ -28,7 +28,7 @@ from lightkube.resources.core_v1 import Node
 from rayscale import procs
 from rayscale.devcluster.cluster import DevCluster, admin_client
 from rayscale.vnode.config import VNodeConfig
-from rayscale.vnode.runtime import MARKER
+from rayscale.vnode.runtime import pod_pids
 
 T = TypeVar("T")
 
@@ -83,22 +83,7 @@ class VNodeProcess:
         uids = self.pod_uids()
         if not uids:
             return []
-        prefix = MARKER.encode() + b"="
-        out = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                raw = (entry / "environ").read_bytes()
-            except OSError:
-                continue
-            for item in raw.split(b"\0"):
-                if item.startswith(prefix):
-                    uid = item[len(prefix):].decode(errors="replace").split("/", 1)[0]
-                    if uid in uids and procs.is_alive(int(entry.name)):
-                        out.append(int(entry.name))
-                    break
-        return out
+        return pod_pids(uids)
 
     def stop(self, timeout_s: float = 30.0) -> list[int]:
         """Stop the vnode and everything it ran; returns PIDs that had to be swept."""

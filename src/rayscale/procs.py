@@ -68,17 +68,32 @@ def cmdline(pid: int) -> list[str]:
     return [p.decode(errors="replace") for p in raw.split(b"\0") if p]
 
 
-def environ_marker(pid: int) -> str | None:
-    """The cluster marker in a process's environment, if it has one."""
+def environ_value(pid: int, name: str) -> str | None:
+    """The value of ``name`` in a process's environment (as it started), if set."""
     try:
         raw = Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
         return None
-    prefix = MARKER.encode() + b"="
+    prefix = name.encode() + b"="
     for item in raw.split(b"\0"):
         if item.startswith(prefix):
             return item[len(prefix):].decode(errors="replace")
     return None
+
+
+def environ_marker(pid: int) -> str | None:
+    """The cluster marker in a process's environment, if it has one."""
+    return environ_value(pid, MARKER)
+
+
+def marked(name: str) -> Iterator[tuple[int, str]]:
+    """(pid, value) of every other live process whose environment sets ``name``."""
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != me:
+            value = environ_value(int(entry.name), name)
+            if value is not None and is_alive(int(entry.name)):
+                yield int(entry.name), value
 
 
 def is_alive(pid: int, expect_arg: str | None = None) -> bool:
@@ -127,13 +142,7 @@ def _live_stat(pid: int) -> list[str] | None:
 
 def pids_with_marker(marker: str) -> list[int]:
     """Every live process whose environment carries this cluster's marker."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            pid = int(entry.name)
-            if pid != os.getpid() and environ_marker(pid) == marker and is_alive(pid):
-                out.append(pid)
-    return out
+    return [pid for pid, value in marked(MARKER) if value == marker]
 
 
 def stop_group(pgid: int, grace_s: float = 10.0) -> None:

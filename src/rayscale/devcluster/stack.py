@@ -347,20 +347,9 @@ class DevStack:
         uids = {p.name.rsplit("_", 1)[-1] for p in pods.iterdir()} if pods.exists() else set()
         if not uids:
             return
-        prefix = VNODE_CONTAINER_MARKER.encode() + b"="
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == os.getpid():
-                continue
-            try:
-                raw = (entry / "environ").read_bytes()
-            except OSError:
-                continue
-            for item in raw.split(b"\0"):
-                if item.startswith(prefix):
-                    uid = item[len(prefix):].decode(errors="replace").split("/", 1)[0]
-                    if uid in uids and procs.is_alive(int(entry.name)):
-                        yield int(entry.name)
-                    break
+        for pid, marker in procs.marked(VNODE_CONTAINER_MARKER):
+            if marker.split("/", 1)[0] in uids:
+                yield pid
 
 
 def _wait(check: Callable[[], bool], deadline: float, what: str) -> None:

@@ -49,7 +49,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -779,20 +779,14 @@ def marked_pids(markers: set[str]) -> list[int]:
     """Live processes whose environment carries one of these container markers."""
     if not markers:
         return []
-    prefix = MARKER.encode() + b"="
-    wanted = {prefix + m.encode() for m in markers}
-    out = []
-    me = os.getpid()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            raw = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if any(item in wanted for item in raw.split(b"\0")) and procs.is_alive(int(entry.name)):
-            out.append(int(entry.name))
-    return out
+    return [pid for pid, marker in procs.marked(MARKER) if marker in markers]
+
+
+def pod_pids(uids: Collection[str]) -> list[int]:
+    """Live processes of any container of these pods (markers are ``<pod uid>/<name>``)."""
+    if not uids:
+        return []
+    return [pid for pid, marker in procs.marked(MARKER) if marker.split("/", 1)[0] in uids]
 
 
 def _signal_marked(markers: set[str], sig: signal.Signals) -> None:
