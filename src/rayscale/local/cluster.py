@@ -369,6 +369,9 @@ def _wait_status(
     raise ClusterError(f"{failure} in time; see the logs in {cluster.logs}")
 
 
+SWEEP_ROUNDS = 5  # how many times `down` looks again for processes of the cluster
+
+
 def down(name: str, report: Callable[[str], None] = lambda _: None) -> list[int]:
     """Stop the autoscaler, every worker, then the head; return PIDs that were stopped.
 
@@ -389,11 +392,17 @@ def down(name: str, report: Callable[[str], None] = lambda _: None) -> list[int]
     ours = [sid for sid in sessions if _session_is_ours(sid, record.id)]
     for sid in ours:
         stopped += procs.stop_session(sid)
-    # anything else that carries the marker (e.g. a node whose record was lost)
-    leftovers = procs.pids_with_marker(record.id)
-    if leftovers:
+    # anything else that carries the marker (e.g. a node whose record was lost), and
+    # what a process being stopped spawned meanwhile (a head cut short while starting):
+    # swept again until a look finds nothing
+    for _ in range(SWEEP_ROUNDS):
+        leftovers = sorted({*procs.pids_with_marker(record.id),
+                            *(pid for sid in ours for pid in procs.session_members(sid))})
+        if not leftovers:
+            break
         procs.stop_pids(leftovers)
         stopped += leftovers
+        time.sleep(0.2)
     survivors = sorted({*procs.pids_with_marker(record.id),
                         *(pid for sid in ours for pid in procs.session_members(sid))})
     for node in cluster.nodes():

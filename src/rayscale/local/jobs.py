@@ -38,6 +38,7 @@ import os
 import secrets
 import shlex
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -66,6 +67,8 @@ EXIT_SUSPENDED = 4  # `suspend: true`: nothing started
 #: KubeRay's JobDeploymentStatus values that local mode uses.
 DeploymentStatus = Literal["Initializing", "Running", "Complete", "Failed", "Suspended"]
 TERMINAL_RAY_STATUSES = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
+# Ctrl-C ends `rayscale job submit` within this long, the Ray job's stop confirmed or not
+INTERRUPT_LIMIT_S = 35.0
 # KubeRay's rand.String alphabet (no vowels, no look-alikes)
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 POLL_S = 0.5
@@ -339,13 +342,24 @@ def _ended(jdir: JobDir, record: JobRecord, client: Any, shown: int,
     return code
 
 
-def _interrupt(jdir: JobDir, record: JobRecord) -> int:
-    """Ctrl-C: stop the Ray job (if it was submitted) and record it as STOPPED."""
+def _interrupt(jdir: JobDir, record: JobRecord, limit_s: float = INTERRUPT_LIMIT_S) -> int:
+    """Ctrl-C: stop the Ray job (if it was submitted) and record it as STOPPED.
+
+    Ray's job client has no timeouts, and a request cut short by the Ctrl-C can
+    leave the dashboard slow to answer: the stop runs on a thread of its own and
+    Ctrl-C returns after ``limit_s`` at most.
+    """
     if record.deployment_status == "Running":
-        with contextlib.suppress(Exception):
-            client = cluster_client(record.cluster)
-            client.stop_job(record.submission_id)
-            _wait_terminal(client, record.submission_id)
+
+        def stop() -> None:
+            with contextlib.suppress(Exception):
+                client = cluster_client(record.cluster)
+                client.stop_job(record.submission_id)
+                _wait_terminal(client, record.submission_id)
+
+        stopper = threading.Thread(target=stop, name="rayscale-job-stop", daemon=True)
+        stopper.start()
+        stopper.join(limit_s)
     record.job_status = "STOPPED"
     _finish(jdir, record, "Complete", message="interrupted (Ctrl-C): the job was stopped")
     return EXIT_STOPPED
