@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import subprocess
@@ -211,21 +212,30 @@ def ray_env(token: str | None) -> dict[str, str]:
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
 
 
-def ray_node_count(gcs: str, token: str | None) -> int:
-    """Live Ray nodes as the cluster's GCS lists them, asked by a client process with the
-    token (0 while the GCS does not answer)."""
+def alive_ray_nodes(gcs: str, token: str | None) -> dict[str, str]:
+    """Live Ray nodes as the cluster's GCS lists them (node id -> node IP), asked by a
+    client process with the token ({} while the GCS does not answer)."""
     code = (
-        "import sys\n"
+        "import json, sys\n"
         "from ray._raylet import GcsClient\n"
         "from ray.autoscaler.v2.sdk import get_cluster_resource_state\n"
         "state = get_cluster_resource_state(GcsClient(address=sys.argv[1]))\n"
-        "print(sum(1 for n in state.node_states if n.status != 2))\n"  # 2: DEAD
+        "print(json.dumps({n.node_id.hex(): n.node_ip_address for n in state.node_states\n"
+        "                  if n.status != 2}))\n"  # 2: DEAD
     )
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")},
            **ray_env(token)}
     out = subprocess.run([sys.executable, "-c", code, gcs], env=env, capture_output=True,
                          text=True, timeout=60)
-    return int(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else 0
+    if out.returncode != 0 or not out.stdout.strip():
+        return {}
+    nodes: dict[str, str] = json.loads(out.stdout.strip().splitlines()[-1])
+    return nodes
+
+
+def ray_node_count(gcs: str, token: str | None) -> int:
+    """How many live Ray nodes the cluster's GCS lists (0 while it does not answer)."""
+    return len(alive_ray_nodes(gcs, token))
 
 
 def dashboard_url(kube: Client, ns: str, name: str, pod_ip: str) -> str:

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shlex
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -35,10 +33,10 @@ from tests.devtools import VNodeProcess, wait_for
 from tests.k8s.operator.conftest import (
     OperatorProcess,
     RayCluster,
+    alive_ray_nodes,
     dashboard_url,
     gcs_address,
     pods,
-    ray_env,
     run_job,
     without_shutdown_drain,
 )
@@ -107,24 +105,8 @@ def _ip(pod: Pod) -> str:
 
 
 def _alive_nodes(gcs: str) -> dict[str, str]:
-    """Alive Ray nodes as the GCS lists them: node id -> node IP ({} while it does not
-    answer)."""
-    code = (
-        "import json, sys\n"
-        "from ray._raylet import GcsClient\n"
-        "from ray.autoscaler.v2.sdk import get_cluster_resource_state\n"
-        "state = get_cluster_resource_state(GcsClient(address=sys.argv[1]))\n"
-        "print(json.dumps({n.node_id.hex(): n.node_ip_address for n in state.node_states\n"
-        "                  if n.status != 2}))\n"  # 2: DEAD
-    )
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")},
-           **ray_env(None)}
-    out = subprocess.run([sys.executable, "-c", code, gcs], env=env, capture_output=True,
-                         text=True, timeout=60)
-    if out.returncode != 0 or not out.stdout.strip():
-        return {}
-    nodes: dict[str, str] = json.loads(out.stdout.strip().splitlines()[-1])
-    return nodes
+    """Alive Ray nodes (node id -> node IP) of the sample, which runs without token auth."""
+    return alive_ray_nodes(gcs, None)
 
 
 def _two(nodes: dict[str, str]) -> dict[str, str] | None:
