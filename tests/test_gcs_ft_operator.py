@@ -8,21 +8,15 @@ from typing import Any
 
 import pytest
 
-from rayscale.operator.desired import PodSettings
-from rayscale.operator.handlers import Controller, OperatorContext, warm_up_decoders
-from rayscale.operator.metrics import OperatorMetrics
-from tests.test_operator_watch import FakeClient, cluster
+from rayscale.operator.handlers import Controller
+from tests.test_operator_watch import FakeClient, cluster, fake_controller
 
 SECRET_REF = {"secretKeyRef": {"name": "redis-password-secret", "key": "password"}}
 
 
 @pytest.fixture
 def controller() -> Controller:
-    warm_up_decoders()
-    ctx = OperatorContext(client=FakeClient(), settings=PodSettings(),  # type: ignore[arg-type]
-                          metrics=OperatorMetrics())
-    made = Controller(ctx)
-    made.status_interval_s = 0.0
+    made = fake_controller()
     made.gcs_ft.verdict_of = lambda spec: None  # no Redis here: the dev cluster tests ask one
     return made
 

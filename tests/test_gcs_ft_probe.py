@@ -12,15 +12,13 @@ import pytest
 
 from rayscale.api import RayCluster
 from rayscale.operator import redis_probe
-from rayscale.operator.desired import PodSettings
 from rayscale.operator.gcs_ft_wiring import redis_conditions
-from rayscale.operator.handlers import Controller, OperatorContext, warm_up_decoders
-from rayscale.operator.metrics import OperatorMetrics
+from rayscale.operator.handlers import Controller
 from rayscale.operator.redis_probe import Target, Verdict
 from rayscale.ports import free_port
 from rayscale.spec import parse_cluster_spec
 from tests.redisfix import REDIS_HOST, redis_server
-from tests.test_operator_watch import FakeClient
+from tests.test_operator_watch import FakeClient, fake_controller
 from tests.test_operator_watch import cluster as cluster_doc
 
 SECRET_REF = {"secretKeyRef": {"name": "redis-password-secret", "key": "password"}}
@@ -137,12 +135,7 @@ def test_the_verdict_in_kuberays_conditions() -> None:
 
 @pytest.fixture
 def controller() -> Controller:
-    warm_up_decoders()
-    ctx = OperatorContext(client=FakeClient(), settings=PodSettings(),  # type: ignore[arg-type]
-                          metrics=OperatorMetrics())
-    made = Controller(ctx)
-    made.status_interval_s = 0.0
-    return made
+    return fake_controller()
 
 
 def _created_pods(fake: FakeClient) -> int:

@@ -223,14 +223,19 @@ def cluster(replicas: int) -> dict[str, Any]:
     return dict(doc)
 
 
-@pytest.fixture
-def controller() -> Controller:
+def fake_controller() -> Controller:
+    """The operator's controller on a :class:`FakeClient`, writing every status at once."""
     warm_up_decoders()  # creates run on several threads (see rayscale.kubedecode)
     fake = FakeClient()
     ctx = OperatorContext(client=fake, settings=PodSettings(), metrics=OperatorMetrics())  # type: ignore[arg-type]
     controller = Controller(ctx)
     controller.status_interval_s = 0.0  # every status write at once (see the coalescing test)
     return controller
+
+
+@pytest.fixture
+def controller() -> Controller:
+    return fake_controller()
 
 
 def test_pods_created_count_at_once_so_a_second_reconcile_creates_nothing(
