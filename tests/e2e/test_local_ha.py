@@ -12,6 +12,7 @@ that worker's raylet) finishes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -80,7 +81,8 @@ def _kill_head(cluster: Cluster) -> int:
     members = procs.session_members(head)
     assert head in members and len(members) > 1
     for pid in members:
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # a short-lived member may be gone
+            os.kill(pid, signal.SIGKILL)
     return head
 
 
