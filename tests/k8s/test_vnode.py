@@ -234,6 +234,17 @@ def test_fake_run_reports_running_without_processes(kube: Client, dev_cluster: D
             cs = pod.status.containerStatuses or []
             assert cs and cs[0].ready and (cs[0].containerID or "").startswith("rayscale://fake/")
         assert fake.leftover_processes() == []
+        # an image the vnode does not run: not Running in fake-run either
+        kube.create(pod_body("bench-nginx", namespace, ["true"], node_selector={"bench": "yes"},
+                             container={"image": "nginx"}))
+
+        def pulling() -> bool:
+            status = kube.get(Pod, "bench-nginx", namespace=namespace).status
+            cs = (status.containerStatuses or []) if status is not None else []
+            return bool(cs and cs[0].state and cs[0].state.waiting
+                        and cs[0].state.waiting.reason == "ErrImagePull")
+
+        wait_for(pulling, 60, "the nginx pod in ErrImagePull")
         kube.delete(Pod, "bench-0", namespace=namespace)
 
         def gone() -> bool:
@@ -242,9 +253,9 @@ def test_fake_run_reports_running_without_processes(kube: Client, dev_cluster: D
 
         wait_for(gone, 20, "fake pod finalized")
     finally:
-        for i in range(5):
+        for name in [*(f"bench-{i}" for i in range(5)), "bench-nginx"]:
             with contextlib.suppress(ApiError):
-                kube.delete(Pod, f"bench-{i}", namespace=namespace, grace_period=0)
+                kube.delete(Pod, name, namespace=namespace, grace_period=0)
         assert fake.stop() == []
 
 

@@ -23,8 +23,9 @@ YAML form (all keys optional; see docs/dev-cluster.md)::
         labels: {type: virtual-kubelet}
         taints:
           - {key: virtual-kubelet.io/provider, value: rayscale, effect: NoSchedule}
-    images:                  # image -> program of this machine (rayscale.vnode.images)
-      - {image: redis, entrypoint: [redis-server], volumes: [/data], working_dir: /data}
+    images:                  # images it runs, before the defaults (rayscale.vnode.images)
+      - {image: registry.example.com/team/ray-custom, cmd: [bash]}
+    default_images: true     # also rayproject/ray, rayscale, python, busybox, redis
 """
 
 from __future__ import annotations
@@ -91,8 +92,10 @@ class VNodeConfig(BaseModel):
     renew_interval_s: float = 10.0
     status_interval_s: float = 30.0
     delete_nodes_on_exit: bool = True
-    # what containers of well-known images run when they have no `command`
-    images: list[ImageProgram] = Field(default_factory=default_images)
+    # images the vnode runs (first match wins), looked up before the defaults
+    images: list[ImageProgram] = Field(default_factory=list)
+    # also the default map (rayproject/ray, rayscale, python, busybox, redis)
+    default_images: bool = True
 
     @field_validator("pod_cidr")
     @classmethod
@@ -103,6 +106,10 @@ class VNodeConfig(BaseModel):
         if net.num_addresses < 4:
             raise ValueError(f"pod_cidr {value} is too small")
         return str(net)
+
+    def image_map(self) -> list[ImageProgram]:
+        """The images this vnode runs: the configured ones, then the defaults."""
+        return [*self.images, *(default_images() if self.default_images else [])]
 
     def node_names(self) -> list[tuple[str, Pool]]:
         return [(f"{self.name}-{p.name}-{i}", p) for p in self.pools for i in range(p.count)]

@@ -1,9 +1,10 @@
 """Running one pod as local processes: the part of a kubelet a virtual node needs.
 
 Each container is one process tree started from the container's ``command``
-+ ``args`` (images are not run: a container without ``command`` runs what the
-vnode's image map says its image runs, :mod:`rayscale.vnode.images`, or fails
-with ``StartError``) with the environment the
++ ``args`` (images are not run: a container runs only if the vnode's image map,
+:mod:`rayscale.vnode.images`, names its image, else it waits with
+``ErrImagePull``; without ``command`` it runs what the map says its image runs)
+with the environment the
 kubelet would give it: ``env`` (values, ``$(VAR)`` expansion, ``fieldRef``,
 ``resourceFieldRef``, ``configMapKeyRef``/``secretKeyRef``) and ``envFrom``,
 over a small base environment whose PATH starts with this Python's bin dir
@@ -62,7 +63,7 @@ from lightkube.utils.quantity import parse_quantity
 from rayscale import procs
 from rayscale.cloudprobe import ensure_bootstrap_config
 from rayscale.vnode import logs
-from rayscale.vnode.images import ImageProgram, find_image
+from rayscale.vnode.images import ImageProgram, find_image, unknown_image_message
 from rayscale.vnode.pacing import StartPacer
 from rayscale.vnode.probes import ContainerProbes, ExecTarget, Prober
 from rayscale.vnode.volumes import PodVolumes, TokenRequest, VolumeError, file_volume
@@ -250,6 +251,8 @@ class ContainerRun:
     workdir: str = "/"
     #: a failed liveness/startup probe stopped it: SIGKILL at this time unless it exited
     probe_kill_at: float | None = None
+    #: its image's entry in the vnode's image map (None: an image the vnode does not run)
+    program: ImageProgram | None = None
 
     @property
     def name(self) -> str:
@@ -276,7 +279,8 @@ class ContainerRun:
         out: dict[str, Any] = {
             "name": self.name,
             "image": self.spec.image or "",
-            "imageID": "",
+            # what runs in its place here (the image map's entry), for `kubectl describe`
+            "imageID": f"rayscale-vnode://{self.program.image}" if self.program else "",
             "ready": self.ready,
             "started": self.state == "running" and (
                 self.probes is None or self.probes.started),
@@ -344,6 +348,12 @@ class PodRun:
         assert spec is not None
         self.init = [ContainerRun(c, init=True) for c in spec.initContainers or []]
         self.main = [ContainerRun(c, init=False) for c in spec.containers]
+        for c in self.containers():
+            c.program = find_image(self.images, c.spec.image)
+            if c.program is None:  # never started: the map does not change while it runs
+                c.reason = "ErrImagePull"
+                c.message = unknown_image_message(c.spec.image, self.images)
+                c.next_start = math.inf
         self.directory.mkdir(parents=True, exist_ok=True)
         self.volumes = PodVolumes(
             namespace=self.namespace, pod_name=self.name, pod_uid=self.uid,
@@ -361,11 +371,14 @@ class PodRun:
         if self.tools is None:
             stamp = now_rfc3339()
             for c in self.init:
-                c.state, c.reason, c.exit_code = "terminated", "Completed", 0
-                c.started_at = c.finished_at = stamp
+                if c.program is not None:
+                    c.state, c.reason, c.exit_code = "terminated", "Completed", 0
+                    c.started_at = c.finished_at = stamp
+            ready_to_run = all(c.program is not None for c in self.init)
             for c in self.main:
-                c.state, c.started_at, c.reason = "running", stamp, ""
-                c.container_id = f"rayscale://fake/{self.uid}/{c.name}"
+                if c.program is not None and ready_to_run:
+                    c.state, c.started_at, c.reason = "running", stamp, ""
+                    c.container_id = f"rayscale://fake/{self.uid}/{c.name}"
 
     # ------------------------------------------------------------- identity
 
@@ -530,25 +543,21 @@ class PodRun:
             c.next_start = time.monotonic() + 2.0
             return
         env[MARKER] = f"{self.uid}/{c.name}"
-        image = find_image(self.images, c.spec.image)
+        image = c.program
+        if image is None:  # not reached: such a container never becomes due
+            return
         args = [expand(a, env) for a in (c.spec.args or [])]
         if c.spec.command:
             argv = [expand(a, env) for a in c.spec.command] + args
         else:
-            argv = image.argv(args) if image is not None else []
-        if not argv:
-            c.state, c.reason, c.exit_code = "terminated", "StartError", 128
-            c.message = (f"no command: the vnode does not run images, and {c.spec.image!r} "
-                         "is not in its image map, so the container needs `command`")
-            c.started_at = c.finished_at = now_rfc3339()
-            return
+            argv = image.argv(args)
         try:
             mounts = self._image_mounts(c, image) + self._mounts(c)
         except ValueError as e:
             c.state, c.reason, c.exit_code, c.message = "terminated", "StartError", 128, str(e)
             c.started_at = c.finished_at = now_rfc3339()
             return
-        workdir = (c.spec.workingDir or (image.working_dir if image is not None else None)
+        workdir = (c.spec.workingDir or image.working_dir
                    or str(self.directory))
         setup = [self.tools.unshare, "--mount", "--uts", "--propagation", "private", "--",
                  self.tools.sh, "-c", _SETUP, "sh", str(self.hosts_file), str(self.resolv_file),
@@ -571,12 +580,11 @@ class PodRun:
         c.started_at, c.finished_at = now_rfc3339(), None
         c.container_id = f"rayscale://{proc.pid}"
 
-    def _image_mounts(self, c: ContainerRun,
-                      image: ImageProgram | None) -> list[tuple[str, str]]:
+    def _image_mounts(self, c: ContainerRun, image: ImageProgram) -> list[tuple[str, str]]:
         """The image's VOLUME paths: a directory of this container's own for each, as
         Docker's anonymous volumes (mounted first: a volumeMount at the path wins)."""
         out = []
-        for i, path in enumerate(image.volumes if image is not None else []):
+        for i, path in enumerate(image.volumes):
             src = self.directory / "image-volumes" / c.name / str(i)
             src.mkdir(parents=True, exist_ok=True)
             out.append((str(src), path))
@@ -684,8 +692,8 @@ class PodRun:
     # --------------------------------------------------------------- status
 
     def phase(self) -> str:
-        if self.tools is None:
-            return "Running"
+        if self.tools is None:  # fake-run: all running, but for images it does not run
+            return "Pending" if any(c.program is None for c in self.containers()) else "Running"
         if self.init_failed:
             return "Failed"
         if any(not (c.state == "terminated" and c.exit_code == 0) for c in self.init):
@@ -758,10 +766,14 @@ def _sub_path(root: Path, sub: str | None, volume: str, create: bool) -> Path:
 
 
 def _qos(pod: Pod) -> str:
+    """The pod's QoS class: the API server's (set at creation, immutable after), else
+    computed as it does, over init and regular containers."""
+    if pod.status is not None and pod.status.qosClass:
+        return pod.status.qosClass
     assert pod.spec is not None
     requests = limits = False
     guaranteed = True
-    for c in pod.spec.containers:
+    for c in [*(pod.spec.initContainers or []), *pod.spec.containers]:
         res = c.resources
         req = (res.requests or {}) if res is not None else {}
         lim = (res.limits or {}) if res is not None else {}

@@ -392,7 +392,7 @@ class VirtualNode:
                          tools=self.tools, lookup=self._lookup,
                          node_allocatable=node.pool.capacity, extra_env=self.extra_env,
                          pacer=self.pacer, token_request=self._token_request,
-                         images=self.config.images,
+                         images=self.config.image_map(),
                          prober=self.prober if self.tools is not None else None)
             self._write_hosts(run)
             self.runs[uid] = run

@@ -531,7 +531,7 @@ def test_rendered_chart_is_valid_and_grants_only_what_it_needs(
 def _pod(namespace: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "probe", "namespace": namespace},
-            "spec": {"containers": [{"name": "c", "image": "x", "command": ["true"]}]}}
+            "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}}
 
 
 def _rayjob(namespace: str, name: str) -> dict[str, Any]:
@@ -552,7 +552,7 @@ def _submitter(job: dict[str, Any]) -> dict[str, Any]:
                          "ownerReferences": [rayjob_desired.owner_reference(job)]},
             "spec": {"backoffLimit": 0, "template": {"spec": {
                 "restartPolicy": "Never",
-                "containers": [{"name": "c", "image": "x", "command": ["true"]}]}}}}
+                "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}}}}
 
 
 def _binding(namespace: str, role: str) -> dict[str, Any]:
