@@ -77,3 +77,32 @@ def test_status_counts_ready_workers_and_head_readiness() -> None:
     assert status["state"] == ""
     by_type = {c["type"]: c for c in conditions(status, False, [], "t", head_ready([starting]))}
     assert by_type["HeadPodReady"]["status"] == "False"
+
+
+def _metrics_port(argv: list[str]) -> int:
+    [value] = [a.split("=", 1)[1] for a in argv if a.startswith("--metrics-export-port=")]
+    return int(value)
+
+
+def test_a_fixed_metrics_port_is_each_pods_own_on_a_shared_network() -> None:
+    """The seeds' monitoring switch (metrics-export-port 8080, a scrape annotation): Ray
+    binds it on every address, so pods sharing one network each get their own, and the
+    annotation and container port say which."""
+    s = spec(template={"metadata": {"annotations": {"prometheus.io/scrape": "true",
+                                                    "prometheus.io/port": "8080"}},
+                       "spec": {"containers": [{"name": "ray", "image": "rayproject/ray",
+                                                "ports": [{"name": "metrics",
+                                                           "containerPort": 8080}]}]}},
+             rayStartParams={"metrics-export-port": "8080", "num-cpus": "1"})
+    pods = [worker_pod(s, s.worker_groups[0], SHARED) for _ in range(2)]
+    ports = [_metrics_port(_ray(p)["command"]) for p in pods]
+    assert ports[0] != ports[1] and 8080 not in ports
+    for pod, port in zip(pods, ports, strict=True):
+        assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+        assert _ray(pod)["ports"] == [{"name": "metrics", "containerPort": port}]
+    plain = worker_pod(s, s.worker_groups[0], PodSettings())
+    assert _metrics_port(_ray(plain)["command"]) == 8080
+    assert plain["metadata"]["annotations"]["prometheus.io/port"] == "8080"
+    unset = spec()  # Ray picks a free port itself: nothing to move
+    assert not any(a.startswith("--metrics-export-port") for a in
+                   _ray(worker_pod(unset, unset.worker_groups[0], SHARED))["command"])

@@ -28,6 +28,7 @@ from rayscale.labels import (
     NODE_TYPE_LABEL,
 )
 from rayscale.operator import auth, gcs_ft, probes
+from rayscale.ports import free_port
 from rayscale.raystart import RayStart, node_labels, ray_start_argv
 
 MANAGED_BY = "app.kubernetes.io/created-by"
@@ -97,19 +98,20 @@ def head_pod(spec: RayCluster, settings: PodSettings) -> dict[str, Any]:
     # rayscale's sidecar is the autoscaler: Ray's built-in monitor is not started
     overrides["no-monitor"] = "true"
     agent = probes.agent_port(spec.head.ray_start_params, settings.shared_network)
+    moved = _shared_network_ports(settings, agent, spec.head.ray_start_params)
     start = RayStart(
         node_ip="$(POD_IP)",
         resources=spec.head.ray_resources,
         gcs_port=ports.get("gcs-server", DEFAULT_HEAD_PORTS["gcs-server"]),
         labels=node_labels(spec.head.labels, {GROUP_LABEL: HEAD_GROUP}),
         # GCS fault tolerance: --redis-password/--redis-username from the env
-        overrides={**overrides, **_shared_network_ports(settings, agent),
-                   **gcs_ft.head_start_params(spec)},
+        overrides={**overrides, **moved, **gcs_ft.head_start_params(spec)},
     )
     argv = ray_start_argv(settings.ray_executable, spec.head.ray_start_params, start)
     pod = _pod(spec, spec.head.template.to_manifest(), f"{spec.name}-head-",
                {**spec.head.labels, **head_labels(spec)}, argv, ports=ports, restart="Always",
                private_tmp=settings.shared_network)
+    _publish_metrics_port(pod, spec.head.ray_start_params, moved)
     probes.inject(pod["spec"]["containers"][0], head=True, port=agent)  # KubeRay's defaults
     gcs_ft.configure_head(pod, spec)  # ray.io/ft-enabled; Redis address, password, namespace
     return pod
@@ -117,13 +119,14 @@ def head_pod(spec: RayCluster, settings: PodSettings) -> dict[str, Any]:
 
 def worker_pod(spec: RayCluster, group: WorkerGroupSpec, settings: PodSettings) -> dict[str, Any]:
     agent = probes.agent_port(group.ray_start_params, settings.shared_network)
+    moved = _shared_network_ports(settings, agent, group.ray_start_params)
     start = RayStart(
         node_ip="$(POD_IP)",
         resources=group.ray_resources,
         address=head_address(spec, settings),
         labels=node_labels(group.labels, {GROUP_LABEL: group.group_name,
                                           NODE_LABEL: "$(POD_NAME)"}),
-        overrides=_shared_network_ports(settings, agent),
+        overrides=moved,
     )
     argv = ray_start_argv(settings.ray_executable, group.ray_start_params, start)
     # a worker that exits (drained, or crashed) is replaced by the operator, not restarted
@@ -131,6 +134,7 @@ def worker_pod(spec: RayCluster, group: WorkerGroupSpec, settings: PodSettings) 
     pod = _pod(spec, group.template.to_manifest(), f"{spec.name}-{group.group_name}-worker-",
                {**group.labels, **worker_labels(spec, group.group_name)}, argv, ports=None,
                restart="Never", private_tmp=settings.shared_network)
+    _publish_metrics_port(pod, group.ray_start_params, moved)
     probes.inject(pod["spec"]["containers"][0], head=False, port=agent)  # KubeRay's defaults
     gcs_ft.configure_worker(pod, spec)  # with fault tolerance: outlive a head restart
     return pod
@@ -170,10 +174,41 @@ def _private_ray_tmp(pod_spec: dict[str, Any], container: dict[str, Any]) -> Non
     mounts.append({"name": "rayscale-ray-tmp", "mountPath": RAY_TMP})
 
 
-def _shared_network_ports(settings: PodSettings, agent: int) -> dict[str, str]:
-    # Ray's dashboard agent binds a fixed port (52365) on every node otherwise, on the
-    # pod IP and on 127.0.0.1: each pod gets its own, which its probes ask
-    return {probes.AGENT_PORT_PARAM: str(agent)} if settings.shared_network else {}
+METRICS_PORT_PARAM = "metrics-export-port"
+PROMETHEUS_PORT_ANNOTATION = "prometheus.io/port"
+
+
+def _shared_network_ports(settings: PodSettings, agent: int,
+                          params: dict[str, str]) -> dict[str, str]:
+    """Per-pod ports where every pod shares one network namespace.
+
+    Ray's dashboard agent binds a fixed port (52365) on every node otherwise, on the
+    pod IP and on 127.0.0.1: each pod gets its own, which its probes ask. A fixed
+    ``metrics-export-port`` (KubeRay's 8080, the seeds' monitoring switch) is bound
+    on every address: each pod gets its own too (:func:`_publish_metrics_port` then
+    points the pod's scrape annotation and container port at it)."""
+    if not settings.shared_network:
+        return {}
+    ports = {probes.AGENT_PORT_PARAM: str(agent)}
+    if params.get(METRICS_PORT_PARAM, "0").strip() not in ("", "0"):
+        ports[METRICS_PORT_PARAM] = str(free_port())
+    return ports
+
+
+def _publish_metrics_port(pod: dict[str, Any], params: dict[str, str],
+                          overrides: dict[str, str]) -> None:
+    """Where a pod's metrics port was moved (shared network), say so where Prometheus
+    looks: the ``prometheus.io/port`` annotation and the Ray container's port that
+    named the old number."""
+    old, new = params.get(METRICS_PORT_PARAM, "").strip(), overrides.get(METRICS_PORT_PARAM)
+    if new is None or old == new:
+        return
+    annotations = pod.get("metadata", {}).get("annotations") or {}
+    if annotations.get(PROMETHEUS_PORT_ANNOTATION) == old:
+        annotations[PROMETHEUS_PORT_ANNOTATION] = new
+    for port in pod["spec"]["containers"][0].get("ports") or []:
+        if str(port.get("containerPort")) == old:
+            port["containerPort"] = int(new)
 
 
 

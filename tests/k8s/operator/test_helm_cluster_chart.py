@@ -16,12 +16,14 @@ values.yaml files are in ``data/ray-cluster-chart`` verbatim (names substituted:
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from lightkube import Client
+from lightkube.resources.core_v1 import Pod
 
 from rayscale.devcluster import DevCluster
 from rayscale.spec import parse_cluster_spec
@@ -60,6 +62,21 @@ def _values(name: str) -> list[str]:
 
 def _sets(*items: str) -> list[str]:
     return [arg for item in items for arg in ("--set", item)]
+
+
+def _scrape(pod: Pod) -> str:
+    """``http://<pod IP>:<prometheus.io/port>/metrics`` until it serves Ray's metrics."""
+    assert pod.metadata is not None and pod.status is not None
+    annotations = pod.metadata.annotations or {}
+    assert annotations.get("prometheus.io/scrape") == "true", annotations
+    url = f"http://{pod.status.podIP}:{annotations['prometheus.io/port']}/metrics"
+
+    def serves() -> bool:
+        with urllib.request.urlopen(url, timeout=5) as response:  # OSError: retried
+            return response.status == 200 and "ray_" in response.read().decode()
+
+    wait_for(serves, 90, f"Ray's metrics at {url}")
+    return url
 
 
 def _elastic(template: dict[str, Any]) -> bool:
@@ -153,10 +170,12 @@ def test_helm_install_seed_000_scales_workers_on_the_elastic_node(
     vnode: VNodeProcess, ns: str,
 ) -> None:
     """The seed's step: install with its values.yaml, run its 2-task job (each task 1
-    CPU; the head has 0): 2 worker pods, both on the virtual node."""
+    CPU; the head has 0): 2 worker pods, both on the virtual node. With seed 001's
+    monitoring switch on, every pod's Ray metrics answer where its scrape annotation
+    says (pods share one network here: a fixed 8080 would collide)."""
     kubeconfig = ["--kubeconfig", str(dev_cluster.kubeconfig)]
     install = _helm(helm, "install", RELEASE, str(CHART), "--namespace", ns, *kubeconfig,
-                    *_values("seed-000-values.yaml"),
+                    *_values("seed-000-values.yaml"), *_sets(SEED_001_SETS[0]),
                     "--set-json", f"common.containerEnv={json.dumps([NO_DRAIN])}")
     assert install.returncode == 0, install.stderr
     try:
@@ -181,5 +200,7 @@ def test_helm_install_seed_000_scales_workers_on_the_elastic_node(
         assert [(p.spec.nodeName if p.spec else None) for p in workers] == [elastic, elastic]
         hosts = [line for line in logs.splitlines() if line.startswith("hosts:")]
         assert hosts and hosts[-1].count("127.") == 2, logs[-2000:]
+        scraped = {_scrape(p) for p in [head, *workers]}
+        assert len(scraped) == 3, scraped  # three pods, three ports, all answering
     finally:
         _helm(helm, "uninstall", RELEASE, "--namespace", ns, *kubeconfig)
