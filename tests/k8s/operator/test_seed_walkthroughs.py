@@ -22,11 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from lightkube import Client
 
 from rayscale.devcluster import DevCluster
 from tests.devtools import wait_for
-from tests.k8s.operator.conftest import RayCluster, cluster_token, manifest, pods, ray_env, running
+from tests.k8s.operator.conftest import (
+    ROOT,
+    RayCluster,
+    cluster_token,
+    pods,
+    ray_env,
+    running,
+    without_shutdown_drain,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -34,14 +43,13 @@ NAME = "raycluster-autoscaler"
 
 
 def seed_003_sample() -> dict[str, Any]:
-    """KubeRay release-0.5's ray-cluster.autoscaler.yaml as the seed uses it: a head with
-    1 CPU and a worker group of 1-CPU workers, at least 1."""
-    doc = manifest(NAME, replicas=1, autoscaling=True)
-    doc["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] = "1"
-    group = doc["spec"]["workerGroupSpecs"][0]
-    group.update(minReplicas=1, maxReplicas=10)
-    doc["spec"]["autoscalerOptions"]["idleTimeoutSeconds"] = 60
-    return doc
+    """examples/kuberay-autoscaler.yaml (docs/dev-cluster.md applies it): KubeRay's
+    ray-cluster.autoscaler.yaml as the seed uses it, a head with 1 CPU and a worker
+    group of 1-CPU workers, at least 1."""
+    doc = yaml.safe_load((ROOT / "examples" / "kuberay-autoscaler.yaml").read_text())
+    assert doc["metadata"]["name"] == NAME
+    without_shutdown_drain(doc["spec"])
+    return dict(doc)
 
 
 def test_seed_003_and_001_walkthroughs(kube: Client, ns: str, operator: Any,
