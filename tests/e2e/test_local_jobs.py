@@ -47,6 +47,10 @@ def _pids_with_home(home: Path) -> list[int]:
     return out
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Jobs:
     def __init__(self, home: Path, workdir: Path) -> None:
         self.home = home
@@ -66,10 +70,14 @@ class Jobs:
         return path
 
     def submit(self, path: Path) -> subprocess.Popen[str]:
-        """`rayscale job submit` in its own session (stopped by group at the end)."""
+        """`rayscale job submit` in its own session (stopped by group at the end), with
+        SIGINT as a terminal gives it: a test run started in the background (`cmd &`
+        in a script, as CI may be) inherits SIGINT ignored, and then Python never
+        turns Ctrl-C into KeyboardInterrupt."""
         proc = subprocess.Popen([*RAYSCALE, "job", "submit", str(path)], env=self.env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                cwd=self.workdir, start_new_session=True)
+                                cwd=self.workdir, start_new_session=True,
+                                preexec_fn=_default_sigint)
         self.started.append(proc)
         return proc
 
@@ -312,12 +320,10 @@ def test_ctrl_c_stops_the_job_and_the_deadline_fails_it(jobs: Jobs, shared: str)
     assert proc.returncode == 3, err
     assert jobs.record("interrupted")["job_status"] == "STOPPED"
 
-    started = time.monotonic()
     path = jobs.write("late", job_doc("late", py("import time; time.sleep(600)"),
                                       activeDeadlineSeconds=3))
-    code, _, err = jobs.run(path)
+    code, _, err = jobs.run(path)  # a 600 s job: only the deadline ends it within run's 300
     assert code == 1 and "activeDeadlineSeconds (3) exceeded" in err, err
-    assert time.monotonic() - started < 60
     record = jobs.record("late")
     assert (record["job_status"], record["reason"]) == ("STOPPED", "DeadlineExceeded")
 
