@@ -19,6 +19,7 @@ from rayscale.autoscaler.events import EventLog, ScalingEvent
 from rayscale.autoscaler.loop import Autoscaler, LoopOptions
 from rayscale.autoscaler.metrics import AutoscalerMetrics
 from rayscale.local.cluster import ClusterError, restart_head
+from rayscale.local.pacing import parallel_starts
 from rayscale.local.provider import LocalProvider
 from rayscale.local.store import ClusterDir
 from rayscale.observe.memory import DashboardMemoryProbe
@@ -120,7 +121,7 @@ def local_autoscaler(cluster: str, options: LoopOptions) -> Autoscaler:
         cdir.write_status(status)
 
     events = EventLog(cdir.events_file)
-    provider = LocalProvider(spec, cdir)
+    provider = LocalProvider(spec, cdir, parallel_starts())
     keeper = HeadKeeper(spec, cdir, events, metrics, provider.record_lock).start() \
         if record.ha else None
     return Autoscaler(

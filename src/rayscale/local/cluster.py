@@ -20,6 +20,7 @@ from typing import Any
 from rayscale import cloudprobe, procs, rayauth
 from rayscale.api import RayCluster
 from rayscale.labels import GROUP_LABEL, HEAD_GROUP
+from rayscale.local.pacing import PacingError, parallel_starts
 from rayscale.local.provider import (
     NODE_IP_ENV,
     ha_env,
@@ -127,6 +128,10 @@ def up_spec(
 ) -> ClusterRecord:
     """:func:`up` of a validated cluster: ``manifest`` is its document (the autoscaler
     reads it), ``source`` the file it came from (a RayCluster, or a RayJob's)."""
+    try:  # the autoscaler reads it: a bad value is refused before anything starts
+        parallel_starts()
+    except PacingError as exc:
+        raise ClusterError(str(exc)) from None
     storage = gcs_storage(spec, ha)
     cluster = ClusterDir(spec.name)
     if is_running(cluster):

@@ -3,6 +3,11 @@
 Each node gets its own process group (stopped by PID, never by name), its own
 address 127.<slot>.x.y, and Ray labels naming its group and our node id, so a
 Ray node is matched to the process that runs it without guessing.
+
+Launches are paced (:mod:`rayscale.local.pacing`): at most ``parallel_starts``
+nodes are starting at once; the others wait as ``queued`` records (pending to
+the autoscaler, so never launched twice) and start, oldest first, as earlier
+ones come up (their `ray start` printed "Ray runtime started") or exit.
 """
 
 from __future__ import annotations
@@ -112,15 +117,24 @@ def labels_arg(group_labels: Mapping[str, str], group: str, node_id: str) -> str
     return labels_flag(worker_labels(group_labels, group, node_id))
 
 
+#: What `ray start` prints once the node runs (its raylet registered with the GCS).
+STARTED_LINE = b"Ray runtime started."
+
+
 class LocalProvider:
     """Launch and stop worker nodes of one local cluster."""
 
-    def __init__(self, spec: RayCluster, cluster: ClusterDir) -> None:
+    def __init__(self, spec: RayCluster, cluster: ClusterDir,
+                 parallel_starts: int | None = None) -> None:
         self.spec = spec
         self.cluster = cluster
+        #: nodes that may be starting at once (None: no limit)
+        self.parallel_starts = parallel_starts
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        self._up: set[str] = set()  # nodes whose `ray start` said they run
         # held while the cluster record is read and written (the head keeper too)
         self.record_lock = threading.Lock()
+        self._start_lock = threading.Lock()
 
     def launch(self, group: str, count: int) -> list[str]:
         ids = []
@@ -132,20 +146,59 @@ class LocalProvider:
                 self.cluster.save(record)
             node = NodeRecord(
                 id=f"{group}-{index}", index=index, group=group, ip=worker_ip(record.slot, index),
-                launched_at=now(),
+                launched_at=now(), state="queued",
             )
             # the record exists before the process does: a crash here leaves no orphan
             self.cluster.save_node(node)
-            proc = procs.spawn(
-                self._argv(record, node),
-                {**node_env(record), **ha_env(record), **ray_node_type(group, node.id),
-                 NODE_IP_ENV: node.ip},
-                self.cluster.logs / f"{node.id}.log",
-            )
-            self._children[node.id] = proc
-            self.cluster.save_node(node.model_copy(update={"pid": proc.pid, "state": "started"}))
             ids.append(node.id)
+        self._start_due(self.cluster.nodes())
         return ids
+
+    def _start_due(self, records: list[NodeRecord]) -> list[NodeRecord]:
+        """Start queued nodes, oldest first, while fewer than ``parallel_starts`` are
+        starting; ``records`` with the started ones updated."""
+        with self._start_lock:
+            queued = sorted((r for r in records if r.state == "queued"), key=lambda r: r.index)
+            if not queued:
+                return records
+            free = len(queued)
+            if self.parallel_starts is not None:
+                free = self.parallel_starts - sum(1 for r in records if self._starting(r))
+            started = {}
+            for node in queued[:max(0, free)]:
+                started[node.id] = self._spawn(node)
+            return [started.get(r.id, r) for r in records]
+
+    def _spawn(self, node: NodeRecord) -> NodeRecord:
+        record = self.cluster.load()
+        # "launching" without a pid until the process runs: a crash in between is found
+        # by its labels or dropped (:meth:`nodes`), never started twice
+        self.cluster.save_node(node.model_copy(update={"state": "launching"}))
+        proc = procs.spawn(
+            self._argv(record, node),
+            {**node_env(record), **ha_env(record), **ray_node_type(node.group, node.id),
+             NODE_IP_ENV: node.ip},
+            self.cluster.logs / f"{node.id}.log",
+        )
+        self._children[node.id] = proc
+        # launched now: the launch timeout counts from here, not from the queue
+        started = node.model_copy(update={"pid": proc.pid, "state": "started",
+                                          "launched_at": now()})
+        self.cluster.save_node(started)
+        return started
+
+    def _starting(self, node: NodeRecord) -> bool:
+        """Spawned, alive, and its `ray start` has not said it runs yet."""
+        if node.state != "started" or node.pid is None or node.id in self._up:
+            return False
+        try:
+            with open(self.cluster.logs / f"{node.id}.log", "rb") as log_file:
+                if STARTED_LINE in log_file.read():
+                    self._up.add(node.id)
+                    return False
+        except OSError:
+            pass
+        return procs.is_alive(node.pid, self._labels_arg(node))
 
     def _argv(self, record: ClusterRecord, node: NodeRecord) -> list[str]:
         group = self.spec.group(node.group)
@@ -180,15 +233,20 @@ class LocalProvider:
         child = self._children.pop(node_id, None)
         if child is not None:
             child.poll()
+        self._up.discard(node_id)
         self.cluster.forget_node(node_id)
 
     def forget(self, node_id: str) -> None:
         self._children.pop(node_id, None)
+        self._up.discard(node_id)
         self.cluster.forget_node(node_id)
 
     def nodes(self) -> list[ProviderNode]:
         out = []
-        for record in self.cluster.nodes():
+        for record in self._start_due(self.cluster.nodes()):
+            if record.state == "queued":  # not launched yet: pending, and never timed out
+                out.append(ProviderNode(record.id, record.group, "launching", now(), record.ip))
+                continue
             if record.pid is None:
                 # crashed between writing the record and spawning: find it or drop it
                 pid = self._find_pid(record)
@@ -202,7 +260,10 @@ class LocalProvider:
             if child is not None:
                 child.poll()  # reap our own exited children
             alive = record.pid is not None and procs.is_alive(record.pid, self._labels_arg(record))
-            state: ProviderState = record.state if alive or record.pid is None else "dead"
+            state: ProviderState = "dead"
+            if alive or record.pid is None:
+                state = "started" if record.state == "started" else (
+                    "stopping" if record.state == "stopping" else "launching")
             out.append(
                 ProviderNode(record.id, record.group, state, record.launched_at, record.ip,
                              record.pid)

@@ -28,7 +28,8 @@ from pydantic import BaseModel, ConfigDict
 
 from rayscale.paths import private_dir, rayscale_home, write_private
 
-NodeState = Literal["launching", "started", "stopping"]
+# queued: waiting for a start slot (rayscale.local.pacing); launching: being spawned
+NodeState = Literal["queued", "launching", "started", "stopping"]
 
 
 
