@@ -139,9 +139,12 @@ class GcsFtWiring:
         elif step.action == "wait-job":
             self.requeue(key, REQUEUE_S)
         else:  # remove-stale, remove-finalizer, force-remove
-            if step.event is not None:  # first: once the finalizer is off, the object goes
-                self.post(body, step.event[0], step.event[1], step.message)
+            # the patch carries the body's resourceVersion: of two reconciles of one
+            # version only one removes the finalizer, and only that one posts the Event
+            # (an Event about an object that is gone is still listed and described)
             self._remove_finalizer(body, finalizers)
+            if step.event is not None:
+                self.post(body, step.event[0], step.event[1], step.message)
             log.info("%s: removed the finalizer %s (%s) %s", key, gcs_ft.FINALIZER, step.action,
                      step.message)
         return True
