@@ -18,7 +18,8 @@ its ``ray.init`` included): first worker registered, all workers registered
 (``min(tasks, max)`` alive at once), job done (the driver has every result),
 all workers gone; then peak workers, tasks completed, and the CPU time (user +
 sys, from ``/proc``) the autoscaler process used from submit to all workers
-gone. Workers are counted through the GCS every 0.5 s. The sides alternate
+gone. Workers are counted through the GCS every 0.5 s (``--json`` has each
+run's timeline: the count at each change). The sides alternate
 (rayscale, Ray, rayscale, ...), each run on a fresh cluster; medians are
 printed (``--json``: every run too).
 
@@ -108,6 +109,9 @@ def run_job(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
         "autoscaler_cpu_s": (None if cpu_before is None or cpu_after is None
                              else round(cpu_after - cpu_before, 2)),
         "autoscaler_pid": cluster.autoscaler_pid,
+        # (seconds after submit, workers) at each change of the count
+        "timeline": [(round(t, 1), n) for i, (t, n) in enumerate(samples)
+                     if i == 0 or n != samples[i - 1][1]],
     }
 
 
