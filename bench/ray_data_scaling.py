@@ -37,7 +37,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sidebyside import Cluster, Follower, ray_cluster, rayscale_cluster, rayscale_spec
+from sidebyside import (
+    Cluster,
+    Follower,
+    ray_cluster,
+    rayscale_cluster,
+    rayscale_spec,
+    stop_on_sigterm,
+)
 
 DRIVER = """
 import time
@@ -104,6 +111,7 @@ def main() -> None:
     parser.add_argument("--only", choices=["rayscale", "ray"])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    stop_on_sigterm()
     results = {}
     with tempfile.TemporaryDirectory(prefix="databench-") as tmpdir:
         tmp = Path(tmpdir)

@@ -49,6 +49,7 @@ from sidebyside import (
     ray_cluster,
     rayscale_cluster,
     rayscale_spec,
+    stop_on_sigterm,
 )
 
 DRIVER = """
@@ -148,6 +149,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0, help="per job (s)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    stop_on_sigterm()
     sides = [(name, run) for name, run in (("rayscale", bench_rayscale), ("ray", bench_ray))
              if args.only in (None, name)]
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in sides}

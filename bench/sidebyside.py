@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -99,6 +100,15 @@ class Follower(threading.Thread):
     def since(self, started: float) -> list[tuple[float, int]]:
         """The samples from ``started`` on, as (seconds after it, workers)."""
         return [(t - started, n) for t, n in self.samples if t >= started]
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM (a ``timeout``, a CI runner) into SystemExit, so the clusters'
+    ``finally`` blocks stop what they started instead of leaving it running."""
+    def handler(signum: int, frame: Any) -> None:
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def cpu_seconds(pid: int) -> float | None:
