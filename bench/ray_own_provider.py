@@ -1,4 +1,4 @@
-"""A node provider for Ray's own autoscaler (benchmark only): `ray start` on loopback addresses.
+"""Node providers for Ray's own autoscaler (benchmark only), on loopback addresses.
 
 Ray's autoscaler v2 runs in the head's monitor process and loads this class
 (``provider: {type: external, module: ray_own_provider.LoopbackNodeProvider}``)
@@ -11,11 +11,18 @@ nothing (``disable_node_updaters``): the process is the node.
 Provider config keys: ``gcs_address``, ``ip_prefix`` (``127.S.1.``),
 ``temp_root``, ``head_instance_id``, ``head_ip``, ``marker`` (the value of
 ``RAYSCALE_CLUSTER_ID`` every process carries, for cleanup), ``node_memory``.
+
+``LoopbackFakeMultiNodeProvider`` is Ray's own fake multi-node provider (the one
+Ray's autoscaler tests use) with one change: its nodes get their own loopback
+address (``ip_prefix`` + n) where Ray's would bind this machine's outward one.
+It starts each node inside the autoscaler's process (``ray._private.node.Node``),
+one after the other. Needs ``RAY_FAKE_CLUSTER=1`` on the head.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -25,6 +32,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import ray._private.node
+import ray._private.parameter
+from ray._private import ray_constants
+from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeProvider
 from ray.autoscaler.node_provider import NodeProvider
 from ray.autoscaler.tags import (
     NODE_KIND_HEAD,
@@ -142,3 +153,61 @@ class LoopbackNodeProvider(NodeProvider):  # type: ignore[misc]
     @staticmethod
     def bootstrap_config(cluster_config: dict[str, Any]) -> dict[str, Any]:
         return cluster_config
+
+
+class LoopbackFakeMultiNodeProvider(FakeMultiNodeProvider):  # type: ignore[misc]
+    """Ray's ``FakeMultiNodeProvider``, its nodes on ``ip_prefix`` + n instead of the outward IP.
+
+    The creation is Ray's (``_create_node_with_resources_and_labels`` in
+    ``ray/autoscaler/_private/fake_multi_node/node_provider.py``, Ray 2.60) with
+    ``node_ip_address`` set, ``memory`` passed as memory (Ray's passes it on as a
+    custom resource, which ``RayParams`` refuses), a 256 MiB object store (like
+    the other provider's nodes) and the metrics port picked on the node's address.
+    Everything else (ids ``ffff...n``, in-process start, termination) is Ray's.
+    """
+
+    def _create_node_with_resources_and_labels(
+        self, node_config: dict[str, Any], tags: dict[str, str], count: int,
+        resources: dict[str, float], labels: dict[str, str],
+    ) -> None:
+        resources = dict(resources)
+        with self.lock:
+            node_type = tags[TAG_RAY_USER_NODE_TYPE]
+            next_id = self._next_hex_node_id()
+            ip = f"{self.provider_config['ip_prefix']}{1 + self._next_node_id}"
+            ray_params = ray._private.parameter.RayParams(
+                node_ip_address=ip,
+                min_worker_port=0,
+                max_worker_port=0,
+                dashboard_port=None,
+                dashboard_agent_listen_port=0,
+                metrics_export_port=_free_port(ip),
+                num_cpus=resources.pop("CPU", 0),
+                num_gpus=resources.pop("GPU", 0),
+                memory=resources.pop("memory", None),
+                object_store_memory=resources.pop("object_store_memory", 256 * 1024 * 1024),
+                resources=resources,
+                labels=labels,
+                redis_address=self._gcs_address,
+                gcs_address=self._gcs_address,
+                env_vars={
+                    "RAY_OVERRIDE_NODE_ID_FOR_TESTING": next_id,
+                    "RAY_CLOUD_INSTANCE_ID": next_id,
+                    "RAY_NODE_TYPE_NAME": node_type,
+                    ray_constants.RESOURCES_ENVIRONMENT_VARIABLE: json.dumps(resources),
+                    ray_constants.LABELS_ENVIRONMENT_VARIABLE: json.dumps(labels),
+                },
+            )
+            node = ray._private.node.Node(
+                ray_params, head=False, shutdown_at_exit=False, spawn_reaper=False
+            )
+            self._nodes[next_id] = {
+                "tags": {
+                    TAG_RAY_NODE_KIND: NODE_KIND_WORKER,
+                    TAG_RAY_USER_NODE_TYPE: node_type,
+                    TAG_RAY_NODE_NAME: next_id,
+                    TAG_RAY_NODE_STATUS: STATUS_UP_TO_DATE,
+                    **tags,
+                },
+                "node": node,
+            }
