@@ -143,10 +143,13 @@ def rayscale_spec(name: str, max_workers: int, idle_s: float) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def rayscale_cluster(spec: dict[str, Any], tmp: Path) -> Iterator[Cluster]:
-    """``rayscale up`` (its own ``RAYSCALE_HOME`` under ``tmp``); ``rayscale down`` after."""
+def rayscale_cluster(spec: dict[str, Any], tmp: Path,
+                     extra_env: dict[str, str] | None = None) -> Iterator[Cluster]:
+    """``rayscale up`` (its own ``RAYSCALE_HOME`` under ``tmp``, ``extra_env`` added to
+    its environment, so to the cluster's processes); ``rayscale down`` after."""
     home = tmp / "home"
-    env = {**os.environ, "RAYSCALE_HOME": str(home), "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, **(extra_env or {}), "RAYSCALE_HOME": str(home),
+           "RAY_USAGE_STATS_ENABLED": "0"}
     for name in rayauth.AUTH_ENV_VARS:
         env.pop(name, None)
     name = spec["metadata"]["name"]

@@ -55,6 +55,18 @@ def test_seeds_scenario_scales_to_max_and_back_to_min(start_cluster: Any) -> Non
     stopped = cluster.events("stop")
     assert len(stopped) == 3 and {e["reason"] for e in stopped} == {"idle"}
     assert max(seen) <= 3, "never above max"
+    # new demand and each node's arrival were seen between rounds (loop.py's looks):
+    # the timer alone would have caught them first about once in ten
+    assert _metric(cluster, "rayscale_change_rounds_total") >= 1
+
+
+def _metric(cluster: Cluster, name: str) -> float:
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    text = opener.open(cluster.status()["metrics"], timeout=10).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith(name + " ") or line.startswith(name + "{"))
 
 
 def test_min_replicas_are_kept_and_up_waits_for_them(start_cluster: Any) -> None:

@@ -57,6 +57,10 @@ class AutoscalerMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=self.registry,
         )
+        self.change_rounds = Counter(
+            "rayscale_change_rounds", "Rounds run early because a look between rounds found "
+            "new demand or a node change", registry=self.registry,
+        )
         self.loop_seconds = Histogram(
             "rayscale_loop_duration_seconds", "Time of one observe-plan-act round",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),

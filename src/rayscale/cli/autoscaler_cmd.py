@@ -46,7 +46,14 @@ def autoscaler_command(
         None, help="Kubernetes mode: IP address /metrics listens on [default: the head pod's "
         "IP, from --gcs-address]. Local mode always uses the cluster's loopback address."
     ),
-    tick: float = typer.Option(0.25, help="Seconds between rounds"),
+    tick: float = typer.Option(
+        1.0, min=0.01, envvar="RAYSCALE_TICK_S", help="Seconds between full rounds at most"
+    ),
+    probe: float = typer.Option(
+        0.1, min=0.0, envvar="RAYSCALE_PROBE_S",
+        help="Seconds between looks at Ray's demand and nodes; a change starts a round "
+        "(0: no looks, a round every --tick)"
+    ),
     launch_timeout: float = typer.Option(
         None, help="Seconds a launch may take to register [env RAYSCALE_LAUNCH_TIMEOUT_S, 60]"
     ),
@@ -62,6 +69,7 @@ def autoscaler_command(
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     options = LoopOptions(
         tick_s=tick,
+        probe_s=probe,
         launch_timeout_s=launch_timeout or _env_float("RAYSCALE_LAUNCH_TIMEOUT_S", 60.0),
         backoff_s=backoff or _env_float("RAYSCALE_BACKOFF_S", 10.0),
     )

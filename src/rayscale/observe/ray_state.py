@@ -31,10 +31,9 @@ light until they really talk to a cluster.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -90,26 +89,24 @@ class GcsCallPending(RuntimeError):
     """The previous call of this kind to the GCS has not returned yet."""
 
 
-def _bounded(calls: dict[str, Future[Any]], kind: str, fn: Any, *args: Any) -> Any:
-    """``fn(*args)`` on a thread of its own, waited for at most OBSERVE_TIMEOUT_S.
+def _bounded(calls: dict[str, Future[Any]], runners: dict[str, ThreadPoolExecutor], kind: str,
+             fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` on a thread of its kind, waited for at most OBSERVE_TIMEOUT_S.
 
     A call that does not return in time is left running (a C++ call cannot be
     cancelled); until it returns, the next call of the same kind is refused
-    (GcsCallPending), so stuck calls never pile up.
+    (GcsCallPending), so stuck calls never pile up. Each kind keeps one thread
+    (a new thread per call cost more than the call at several calls a second).
     """
     previous = calls.get(kind)
     if previous is not None and not previous.done():
         raise GcsCallPending(f"the previous {kind} call to the GCS has not returned")
-    future: Future[Any] = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(fn(*args))
-        except BaseException as exc:
-            future.set_exception(exc)
-
+    runner = runners.get(kind)
+    if runner is None:
+        runner = runners[kind] = ThreadPoolExecutor(max_workers=1,
+                                                    thread_name_prefix=f"gcs-{kind}")
+    future: Future[Any] = runner.submit(fn, *args)
     calls[kind] = future
-    threading.Thread(target=run, name=f"gcs-{kind}", daemon=True).start()
     return future.result(timeout=OBSERVE_TIMEOUT_S)
 
 
@@ -123,19 +120,35 @@ class RayObserver:
         self.gcs = GcsClient(address=gcs_address)
         self._version = 0
         self._calls: dict[str, Future[Any]] = {}
+        self._runners: dict[str, ThreadPoolExecutor] = {}
+        # the change_key of the last observation, for changed()
+        self._observed: tuple[tuple[bytes, ...], ...] | None = None
 
-    def observe(self) -> Observation:
-        """Ray's ``get_cluster_resource_state`` (autoscaler v2 SDK), with a deadline."""
+    def _state(self, kind: str) -> Any:
         from ray.core.generated.autoscaler_pb2 import GetClusterResourceStateReply
 
         reply = GetClusterResourceStateReply()
-        reply.ParseFromString(_bounded(self._calls, "observe",
+        reply.ParseFromString(_bounded(self._calls, self._runners, kind,
                                        self.gcs.get_cluster_resource_state, OBSERVE_TIMEOUT_S))
-        return observation(reply.cluster_resource_state)
+        return reply.cluster_resource_state
+
+    def observe(self) -> Observation:
+        """Ray's ``get_cluster_resource_state`` (autoscaler v2 SDK), with a deadline."""
+        state = self._state("observe")
+        self._observed = change_key(state)
+        return observation(state)
+
+    def changed(self) -> bool:
+        """Whether Ray's demand or nodes changed since the last :meth:`observe`.
+
+        A cheap look (one GCS call, nothing parsed into models) that the loop
+        takes between its rounds, to act on new demand at once (loop.py).
+        """
+        return change_key(self._state("observe")) != self._observed
 
     def report_cluster_config(self, groups: Iterable[NodeGroup]) -> None:
         """Publish the node groups as Ray's autoscaler does (``ReportClusterConfig``)."""
-        _bounded(self._calls, "config", self.gcs.report_cluster_config,
+        _bounded(self._calls, self._runners, "config", self.gcs.report_cluster_config,
                  cluster_config(groups).SerializeToString())
 
     def report_autoscaling_state(self, report: AutoscalingReport, observed: int) -> None:
@@ -148,7 +161,7 @@ class RayObserver:
         """
         self._version = max(self._version + 1, int(time.time() * 1000))
         message = autoscaling_state(report, self._version, observed)
-        _bounded(self._calls, "state", self.gcs.report_autoscaling_state,
+        _bounded(self._calls, self._runners, "state", self.gcs.report_autoscaling_state,
                  message.SerializeToString(), OBSERVE_TIMEOUT_S)
 
     def drain(self, node_id: str, deadline_s: float, message: str) -> tuple[bool, str]:
@@ -157,9 +170,32 @@ class RayObserver:
 
         reason = autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_IDLE_TERMINATION")
         deadline_ms = int((time.time() + deadline_s) * 1000)
-        accepted, rejection = _bounded(self._calls, "drain", self.gcs.drain_node, node_id,
-                                       reason, message, deadline_ms, OBSERVE_TIMEOUT_S)
+        accepted, rejection = _bounded(self._calls, self._runners, "drain", self.gcs.drain_node,
+                                       node_id, reason, message, deadline_ms, OBSERVE_TIMEOUT_S)
         return bool(accepted), str(rejection or "")
+
+
+def change_key(state: Any) -> tuple[tuple[bytes, ...], ...]:
+    """What a round must act on at once: the demand (pending requests, gangs,
+    ``request_resources`` floors) and the nodes (each one's id, and whether it
+    is alive, draining or dead).
+
+    Left out on purpose: idle times, available resources and running versus
+    idle, which change with every task; the loop's regular rounds follow them
+    (idle timeouts are seconds long).
+    """
+    from ray.core.generated import autoscaler_pb2
+
+    alive = (autoscaler_pb2.NodeStatus.Value("RUNNING"), autoscaler_pb2.NodeStatus.Value("IDLE"))
+    return (
+        tuple(r.SerializeToString(deterministic=True) for r in state.pending_resource_requests),
+        tuple(g.SerializeToString(deterministic=True)
+              for g in state.pending_gang_resource_requests),
+        tuple(c.SerializeToString(deterministic=True)
+              for c in state.cluster_resource_constraints),
+        tuple(n.node_id + (b"alive" if n.status in alive else bytes([n.status]))
+              for n in state.node_states),
+    )
 
 
 def observation(state: Any) -> Observation:
