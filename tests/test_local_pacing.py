@@ -118,3 +118,15 @@ def test_without_a_window_every_launch_starts_at_once(cluster: ClusterDir,
     provider = ShellNodes(cluster, window=None, go=tmp_path)
     ids = provider.launch("spot-group", 3)
     assert [_states(provider)[i] for i in ids] == ["started"] * 3
+
+
+def test_a_node_ray_registered_frees_its_slot_before_ray_start_says_so(
+        cluster: ClusterDir, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    go.mkdir()
+    provider = ShellNodes(cluster, window=1, go=go)
+    ids = provider.launch("spot-group", 2)
+    assert [_states(provider)[i] for i in ids] == ["started", "launching-nopid"]
+    # the loop saw the first one registered; its `ray start` has not printed its line
+    provider.registered(ids[0])
+    assert [_states(provider)[i] for i in ids] == ["started", "started"]

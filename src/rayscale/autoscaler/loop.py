@@ -49,7 +49,7 @@ from rayscale.labels import HEAD_GROUP, UNBOUNDED_REPLICAS
 from rayscale.observe.gcs_report import AutoscalingReport, FailedLaunch, NodeGroup, PendingNode
 from rayscale.observe.ray_state import Observation
 from rayscale.planner import Plan, plan
-from rayscale.providers.base import NodeProvider, ProviderNode
+from rayscale.providers.base import NodeProvider, ProviderNode, RegistrationListener
 
 log = logging.getLogger(__name__)
 
@@ -398,6 +398,8 @@ class Autoscaler:
         for view in observed.registered:
             took = now - view.launched_at if view.launched_at else None
             self.backoff.succeeded(view.group)
+            if isinstance(self.provider, RegistrationListener):
+                self.provider.registered(view.id)
             self.events.add(ScalingEvent(
                 "registered",
                 f"node {view.id} registered with Ray"

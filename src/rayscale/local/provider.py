@@ -7,7 +7,10 @@ Ray node is matched to the process that runs it without guessing.
 Launches are paced (:mod:`rayscale.local.pacing`): at most ``parallel_starts``
 nodes are starting at once; the others wait as ``queued`` records (pending to
 the autoscaler, so never launched twice) and start, oldest first, as earlier
-ones come up (their `ray start` printed "Ray runtime started") or exit.
+ones come up or exit. A node is up once Ray registered it (the loop says so,
+:meth:`LocalProvider.registered`) or its `ray start` printed "Ray runtime
+started", whichever comes first: the line comes 0.1-1 s after the node can
+take tasks.
 """
 
 from __future__ import annotations
@@ -235,6 +238,11 @@ class LocalProvider:
             child.poll()
         self._up.discard(node_id)
         self.cluster.forget_node(node_id)
+
+    def registered(self, node_id: str) -> None:
+        """Ray registered ``node_id``: its start slot is free; start the next queued node."""
+        self._up.add(node_id)
+        self._start_due(self.cluster.nodes())
 
     def forget(self, node_id: str) -> None:
         self._children.pop(node_id, None)

@@ -7,7 +7,7 @@ first (the same for every provider) and only then asks the provider to stop it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 ProviderState = Literal["launching", "started", "stopping", "dead"]
 
@@ -40,3 +40,11 @@ class NodeProvider(Protocol):
     def forget(self, node_id: str) -> None:
         """Drop a dead node's bookkeeping."""
         ...
+
+
+@runtime_checkable
+class RegistrationListener(Protocol):
+    """A provider that wants to know when Ray registered one of its nodes (the local
+    provider: a paced start slot is free then, before `ray start` says so)."""
+
+    def registered(self, node_id: str) -> None: ...
