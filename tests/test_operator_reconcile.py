@@ -9,6 +9,7 @@ import yaml
 from rayscale.api import RayCluster
 from rayscale.operator.desired import PodSettings, gcs_port, head_pod, head_service, worker_pod
 from rayscale.operator.reconcile import ObservedPod, conditions, reconcile
+from rayscale.raystart import DEMAND_PULL_ENV
 from rayscale.spec import parse_cluster_spec
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "seeds-autoscaler.yaml"
@@ -76,6 +77,21 @@ def test_every_ray_container_runs_with_autoscaler_v2() -> None:
         env = pod["spec"]["containers"][0]["env"]
         assert [e for e in env if e["name"] == "RAY_enable_autoscaler_v2"] == [
             {"name": "RAY_enable_autoscaler_v2", "value": "1"}]
+
+
+def test_an_autoscaling_head_pulls_demand_every_200_ms_unless_its_template_says() -> None:
+    def pull(pod: dict[str, object]) -> list[object]:
+        env = pod["spec"]["containers"][0]["env"]  # type: ignore[index]
+        return [e["value"] for e in env if e["name"] == DEMAND_PULL_ENV]
+
+    assert pull(head_pod(spec(), SETTINGS)) == ["200"]
+    assert pull(head_pod(spec(autoscaling=False), SETTINGS)) == []
+    s = spec()
+    assert pull(worker_pod(s, s.worker_groups[0], SETTINGS)) == []
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    container = doc["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    container["env"] = [{"name": DEMAND_PULL_ENV, "value": "1000"}]
+    assert pull(head_pod(parse_cluster_spec(doc), SETTINGS)) == ["1000"]
 
 
 def test_head_service_is_headless_with_the_head_ports() -> None:

@@ -45,6 +45,15 @@ class RayStart:
     block: bool = True
 
 
+#: Ray's GCS asks every raylet for its pending demand once a second by default, so
+#: new demand reached the autoscaler 0-1 s late. Five times a second it arrives within
+#: 0.2 s, for a little GCS and raylet CPU (bench/reaction.py measures both). Set in the
+#: head's environment (local mode, and a Kubernetes head with rayscale's autoscaler),
+#: unless the user's own environment sets it.
+DEMAND_PULL_ENV = "RAY_gcs_pull_resource_loads_period_milliseconds"
+DEMAND_PULL_MS = "200"
+
+
 def ray_start_argv(ray_bin: str, params: Mapping[str, str], start: RayStart) -> list[str]:
     """``[ray_bin, "start", ...]`` for one node."""
     argv = [ray_bin, "start"]

@@ -33,7 +33,13 @@ from rayscale.local.redisstore import RedisStore, StoreError, delete_keys, probe
 from rayscale.local.store import ClusterDir, ClusterRecord, free_slot, head_ip, now
 from rayscale.paths import UnsafePathError, private_dir, write_private
 from rayscale.ports import free_port, reserve
-from rayscale.raystart import RayStart, node_labels, ray_start_argv
+from rayscale.raystart import (
+    DEMAND_PULL_ENV,
+    DEMAND_PULL_MS,
+    RayStart,
+    node_labels,
+    ray_start_argv,
+)
 from rayscale.spec import load_cluster_spec
 
 
@@ -202,14 +208,6 @@ def _check_redis(store: RedisStore) -> None:
             f"key(s) of storage namespace {store.namespace!r} (another cluster's, or left "
             "by one whose `rayscale down` did not run): set another "
             "externalStorageNamespace, or delete them; nothing was started")
-
-
-#: Ray's GCS asks every raylet for its pending demand once a second by default, so
-#: new demand reached the autoscaler 0-1 s late. Five times a second it arrives within
-#: 0.2 s, for a little GCS and raylet CPU (bench/reaction.py measures both). A value
-#: in the environment of `rayscale up` wins.
-DEMAND_PULL_ENV = "RAY_gcs_pull_resource_loads_period_milliseconds"
-DEMAND_PULL_MS = "200"
 
 
 def start_head(spec: RayCluster, cluster: ClusterDir, record: ClusterRecord) -> None:
