@@ -130,8 +130,10 @@ def run(args: argparse.Namespace, tmp: Path, extra_env: dict[str, str],
                 driver.stdin.write("go\n")
                 driver.stdin.flush()
                 line = driver.stdout.readline()
-                if not line.startswith("SUBMIT "):
-                    raise RuntimeError(f"driver said {line!r}")
+                while line and not line.startswith("SUBMIT "):  # Ray's own notices
+                    line = driver.stdout.readline()
+                if not line:
+                    raise RuntimeError("the driver exited")
                 submitted = float(line.split()[1])
                 deadline = time.time() + 30
                 while len(launch_times(events)) <= seen:
