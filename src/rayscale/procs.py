@@ -152,7 +152,7 @@ def stop_group(pgid: int, grace_s: float = 10.0) -> None:
     members that already existed when the stop began, never to a process that
     took the number (or the group id) since.
     """
-    began = {pid: _start_time(pid) for pid in _group_members(pgid)}
+    began = {pid: start_time(pid) for pid in _group_members(pgid)}
     if not _signal_group(pgid, signal.SIGTERM):
         return
     deadline = time.monotonic() + grace_s
@@ -161,7 +161,7 @@ def stop_group(pgid: int, grace_s: float = 10.0) -> None:
             return
         time.sleep(0.1)
     left = [pid for pid in _group_members(pgid)
-            if pid in began and _start_time(pid) == began[pid]]
+            if pid in began and start_time(pid) == began[pid]]
     for pid in left:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
@@ -192,18 +192,18 @@ def stop_pids(pids: Sequence[int], grace_s: float = 5.0) -> None:
 
     Like :func:`stop_group`, the SIGKILL spares a process that reused a PID.
     """
-    began = {pid: _start_time(pid) for pid in pids}
+    began = {pid: start_time(pid) for pid in pids}
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
-    left = [pid for pid in _wait_gone(pids, grace_s) if _start_time(pid) == began[pid]]
+    left = [pid for pid in _wait_gone(pids, grace_s) if start_time(pid) == began[pid]]
     for pid in left:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     _wait_gone(left, 5.0)
 
 
-def _start_time(pid: int) -> int | None:
+def start_time(pid: int) -> int | None:
     """The process's start time (clock ticks since boot): a reused PID has another."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()

@@ -22,6 +22,7 @@ from rayscale.local.cluster import ClusterError, restart_head
 from rayscale.local.pacing import parallel_starts
 from rayscale.local.provider import LocalProvider
 from rayscale.local.store import ClusterDir
+from rayscale.local.zygote_client import wanted as zygote_wanted
 from rayscale.observe.memory import DashboardMemoryProbe
 from rayscale.observe.ray_state import RayObserver
 from rayscale.spec import load_cluster_spec
@@ -121,7 +122,9 @@ def local_autoscaler(cluster: str, options: LoopOptions) -> Autoscaler:
         cdir.write_status(status)
 
     events = EventLog(cdir.events_file)
-    provider = LocalProvider(spec, cdir, parallel_starts())
+    provider = LocalProvider(spec, cdir, parallel_starts(), zygote=zygote_wanted())
+    if spec.worker_groups:
+        provider.start_zygote()  # it imports Ray while nothing waits for it
     keeper = HeadKeeper(spec, cdir, events, metrics, provider.record_lock).start() \
         if record.ha else None
     return Autoscaler(

@@ -31,6 +31,7 @@ from rayscale.local.provider import (
 )
 from rayscale.local.redisstore import RedisStore, StoreError, delete_keys, probe, redis_store
 from rayscale.local.store import ClusterDir, ClusterRecord, free_slot, head_ip, now
+from rayscale.local.zygote_client import wanted as zygote_wanted
 from rayscale.paths import UnsafePathError, private_dir, write_private
 from rayscale.ports import free_port, reserve
 from rayscale.raystart import (
@@ -134,9 +135,10 @@ def up_spec(
 ) -> ClusterRecord:
     """:func:`up` of a validated cluster: ``manifest`` is its document (the autoscaler
     reads it), ``source`` the file it came from (a RayCluster, or a RayJob's)."""
-    try:  # the autoscaler reads it: a bad value is refused before anything starts
+    try:  # the autoscaler reads them: a bad value is refused before anything starts
         parallel_starts()
-    except PacingError as exc:
+        zygote_wanted()
+    except (PacingError, ValueError) as exc:
         raise ClusterError(str(exc)) from None
     storage = gcs_storage(spec, ha)
     cluster = ClusterDir(spec.name)

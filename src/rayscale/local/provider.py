@@ -15,6 +15,7 @@ take tasks.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from rayscale import cloudprobe, procs, rayauth
 from rayscale.api import RayCluster
 from rayscale.labels import GROUP_LABEL, NODE_LABEL
 from rayscale.local.store import ClusterDir, ClusterRecord, NodeRecord, now, worker_ip
+from rayscale.local.zygote_client import Zygote, ZygoteError
 from rayscale.ports import free_port
 from rayscale.providers.base import ProviderNode, ProviderState
 from rayscale.raystart import RayStart, labels_flag, node_labels, ray_start_argv
@@ -120,6 +122,8 @@ def labels_arg(group_labels: Mapping[str, str], group: str, node_id: str) -> str
     return labels_flag(worker_labels(group_labels, group, node_id))
 
 
+log = logging.getLogger(__name__)
+
 #: What `ray start` prints once the node runs (its raylet registered with the GCS).
 STARTED_LINE = b"Ray runtime started."
 
@@ -128,9 +132,12 @@ class LocalProvider:
     """Launch and stop worker nodes of one local cluster."""
 
     def __init__(self, spec: RayCluster, cluster: ClusterDir,
-                 parallel_starts: int | None = None) -> None:
+                 parallel_starts: int | None = None, zygote: bool = False) -> None:
         self.spec = spec
         self.cluster = cluster
+        #: start nodes by forking the cluster's zygote (zygote.py), else `ray start`
+        self.use_zygote = zygote
+        self._zygote: Zygote | None = None
         #: nodes that may be starting at once (None: no limit)
         self.parallel_starts = parallel_starts
         self._children: dict[str, subprocess.Popen[bytes]] = {}
@@ -172,23 +179,61 @@ class LocalProvider:
                 started[node.id] = self._spawn(node)
             return [started.get(r.id, r) for r in records]
 
+    def start_zygote(self) -> None:
+        """Start the zygote now (it imports Ray for a few seconds), so the first launch
+        does not wait for it."""
+        if self.use_zygote and self._zygote is None:
+            record = self.cluster.load()
+            self._zygote = Zygote({**node_env(record), **ha_env(record)},
+                                  self.cluster.logs / "zygote.log")
+
     def _spawn(self, node: NodeRecord) -> NodeRecord:
         record = self.cluster.load()
         # "launching" without a pid until the process runs: a crash in between is found
         # by its labels or dropped (:meth:`nodes`), never started twice
         self.cluster.save_node(node.model_copy(update={"state": "launching"}))
-        proc = procs.spawn(
-            self._argv(record, node),
-            {**node_env(record), **ha_env(record), **ray_node_type(node.group, node.id),
-             NODE_IP_ENV: node.ip},
-            self.cluster.logs / f"{node.id}.log",
-        )
-        self._children[node.id] = proc
+        argv = self._argv(record, node)
+        env = {**ray_node_type(node.group, node.id), NODE_IP_ENV: node.ip}
+        node_log = self.cluster.logs / f"{node.id}.log"
+        started_at: int | None = None
+        pid: int | None = None
+        if self.use_zygote:
+            try:
+                self.start_zygote()
+                assert self._zygote is not None
+                pid, started_at = self._zygote.spawn(argv[1:], env, node_log)
+            except ZygoteError as exc:
+                # `ray start` from now on; the reason is in the autoscaler's log
+                log.warning("the zygote could not start %s: %s; starting nodes with "
+                            "`ray start` from now on", node.id, exc)
+                self.use_zygote = False
+                self._close_zygote()
+        if pid is None:
+            proc = procs.spawn(argv, {**node_env(record), **ha_env(record), **env}, node_log)
+            self._children[node.id] = proc
+            pid = proc.pid
         # launched now: the launch timeout counts from here, not from the queue
-        started = node.model_copy(update={"pid": proc.pid, "state": "started",
-                                          "launched_at": now()})
+        started = node.model_copy(update={"pid": pid, "start_time": started_at,
+                                          "state": "started", "launched_at": now()})
         self.cluster.save_node(started)
         return started
+
+    def _close_zygote(self) -> None:
+        if self._zygote is not None:
+            self._zygote.close()
+            self._zygote = None
+
+    def close(self) -> None:
+        """The zygote exits (the nodes it started run on)."""
+        self._close_zygote()
+
+    def _alive(self, node: NodeRecord) -> bool:
+        """The node's process runs and is still the one we started (PIDs are reused)."""
+        if node.pid is None:
+            return False
+        if node.start_time is not None:
+            return procs.is_alive(node.pid) and procs.start_time(node.pid) == node.start_time
+        return procs.is_alive(node.pid, self._labels_arg(node))
 
     def _starting(self, node: NodeRecord) -> bool:
         """Spawned, alive, and its `ray start` has not said it runs yet."""
@@ -201,7 +246,7 @@ class LocalProvider:
                     return False
         except OSError:
             pass
-        return procs.is_alive(node.pid, self._labels_arg(node))
+        return self._alive(node)
 
     def _argv(self, record: ClusterRecord, node: NodeRecord) -> list[str]:
         group = self.spec.group(node.group)
@@ -230,9 +275,11 @@ class LocalProvider:
         if record is None:
             return
         self.cluster.save_node(record.model_copy(update={"state": "stopping"}))
-        pid = record.pid or self._find_pid(record)
-        if pid is not None and procs.is_alive(pid, self._labels_arg(record)):
-            procs.stop_group(pid)
+        if record.pid is None:
+            record = self._found(record) or record
+        if self._alive(record):
+            assert record.pid is not None
+            procs.stop_group(record.pid)
         child = self._children.pop(node_id, None)
         if child is not None:
             child.poll()
@@ -257,17 +304,17 @@ class LocalProvider:
                 continue
             if record.pid is None:
                 # crashed between writing the record and spawning: find it or drop it
-                pid = self._find_pid(record)
-                if pid is None and now() - record.launched_at > 5:
+                found = self._found(record)
+                if found is None and now() - record.launched_at > 5:
                     self.cluster.forget_node(record.id)
                     continue
-                if pid is not None:
-                    record = record.model_copy(update={"pid": pid, "state": "started"})
+                if found is not None:
+                    record = found.model_copy(update={"state": "started"})
                     self.cluster.save_node(record)
             child = self._children.get(record.id)
             if child is not None:
                 child.poll()  # reap our own exited children
-            alive = record.pid is not None and procs.is_alive(record.pid, self._labels_arg(record))
+            alive = self._alive(record)
             state: ProviderState = "dead"
             if alive or record.pid is None:
                 state = "started" if record.state == "started" else (
@@ -278,10 +325,23 @@ class LocalProvider:
             )
         return out
 
-    def _find_pid(self, record: NodeRecord) -> int | None:
+    def _found(self, record: NodeRecord) -> NodeRecord | None:
+        """``record`` with the pid (and start time) of its node's process, found among the
+        cluster's processes: a `ray start` by its ``--labels=`` argument, a node forked
+        by the zygote by its raylet's ``--node_ip_address`` (each node has its own IP),
+        whose process group the node's process leads. None: not running."""
         marker = self.cluster.load().id
         wanted = self._labels_arg(record)
+        raylet_ip = f"--node_ip_address={record.ip}"
         for pid in procs.pids_with_marker(marker):
-            if wanted in procs.cmdline(pid) and os.getpgid(pid) == pid:
-                return pid
+            args = procs.cmdline(pid)
+            try:
+                group = os.getpgid(pid)
+            except ProcessLookupError:
+                continue
+            if wanted in args and group == pid:
+                return record.model_copy(update={"pid": pid, "start_time": None})
+            if raylet_ip in args and group != pid and procs.environ_marker(group) == marker:
+                return record.model_copy(update={"pid": group,
+                                                 "start_time": procs.start_time(group)})
         return None

@@ -95,6 +95,9 @@ class NodeRecord(BaseModel):
     ip: str
     state: NodeState = "launching"
     pid: int | None = None
+    # a node forked by the zygote: its process's start time (/proc/PID/stat), which
+    # with the pid names it (its command line is the zygote's, not `ray start`'s)
+    start_time: int | None = None
     launched_at: float
     drained_at: float | None = None
 
