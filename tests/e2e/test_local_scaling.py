@@ -167,10 +167,16 @@ def test_autoscaler_killed_mid_scale_up_restarts_without_duplicates(start_cluste
         time.sleep(3)  # a few more rounds: nothing new may be launched
         assert {n.id for n in cluster.dir.nodes()} == before, "no duplicate launched"
         assert cluster.events("adopt")
-        # every `ray start` process of the cluster is one of the recorded nodes or the head
-        starts = {p for p in procs.pids_with_marker(cluster.marker) if _is_ray_start(p)}
+        # every process of the cluster runs in the session of a recorded node, the head,
+        # the autoscaler or its zygote: no orphaned node
         record = cluster.dir.load()
-        assert starts == {n.pid for n in cluster.dir.nodes()} | {record.head_pid}, "no orphan"
+        nodes = {n.pid for n in cluster.dir.nodes()}
+        marked = procs.pids_with_marker(cluster.marker)
+        zygotes = {p for p in marked if p not in nodes and _is_zygote(p)}
+        assert len(zygotes) <= 1, "the killed autoscaler's zygote exited with it"
+        sessions = {_session(p) for p in marked} - {None}
+        assert sessions <= nodes | {record.head_pid, record.autoscaler_pid} | zygotes, \
+            "no orphan"
         out, err = driver.communicate(timeout=120)
         assert "OK" in out, err[-2000:]
     finally:
@@ -178,9 +184,15 @@ def test_autoscaler_killed_mid_scale_up_restarts_without_duplicates(start_cluste
             driver.kill()
 
 
-def _is_ray_start(pid: int) -> bool:
-    argv = procs.cmdline(pid)
-    return len(argv) > 2 and argv[1].endswith("/ray") and argv[2] == "start"
+def _is_zygote(pid: int) -> bool:
+    return "rayscale.local.zygote" in procs.cmdline(pid)
+
+
+def _session(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except ProcessLookupError:  # gone since it was listed
+        return None
 
 
 def test_failed_launch_backs_off_and_falls_through_to_next_group(start_cluster: Any) -> None:
