@@ -1,5 +1,9 @@
 """Worker nodes as local `ray start --block` processes, each on its own loopback IP.
 
+Each node's `ray start` runs in a child forked from the cluster's zygote (a
+process that imported Ray once, zygote.py), or, with ``RAYSCALE_ZYGOTE=0`` or
+when the zygote fails, as a `ray start` process of its own.
+
 Each node gets its own process group (stopped by PID, never by name), its own
 address 127.<slot>.x.y, and Ray labels naming its group and our node id, so a
 Ray node is matched to the process that runs it without guessing.
@@ -222,10 +226,6 @@ class LocalProvider:
         if self._zygote is not None:
             self._zygote.close()
             self._zygote = None
-
-    def close(self) -> None:
-        """The zygote exits (the nodes it started run on)."""
-        self._close_zygote()
 
     def _alive(self, node: NodeRecord) -> bool:
         """The node's process runs and is still the one we started (PIDs are reused)."""
