@@ -182,11 +182,11 @@ class Autoscaler:
                  and self.options.probe_s > 0 else None)
         next_round = time.monotonic()
         while not self._stop.is_set():
-            now = time.monotonic()
-            if now >= next_round or (probe is not None and self._probe_changed(probe)):
-                now = time.monotonic()
-                self._round(now)
-                next_round = now + self.options.tick_s
+            if time.monotonic() >= next_round or (
+                    probe is not None and self._probe_changed(probe)):
+                started = time.monotonic()
+                self._round(started)
+                next_round = started + self.options.tick_s
             wait = next_round - time.monotonic()
             if probe is not None:
                 wait = min(wait, self.options.probe_s)
