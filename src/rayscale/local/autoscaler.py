@@ -121,7 +121,8 @@ def local_autoscaler(cluster: str, options: LoopOptions) -> Autoscaler:
         status["autoscaler_pid"] = os.getpid()
         cdir.write_status(status)
 
-    events = EventLog(cdir.events_file)
+    # each event also as a line of the autoscaler's log (`rayscale logs NAME --node autoscaler`)
+    events = EventLog(cdir.events_file, echo=lambda e: log.info("%s: %s", e.kind, e.message))
     provider = LocalProvider(spec, cdir, parallel_starts(), zygote=zygote_wanted())
     if spec.worker_groups:
         provider.start_zygote()  # it imports Ray while nothing waits for it

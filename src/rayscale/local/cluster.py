@@ -29,6 +29,7 @@ from rayscale.local.provider import (
     ray_executable,
     ray_node_type,
 )
+from rayscale.local.raylogs import keep_job_logs
 from rayscale.local.redisstore import RedisStore, StoreError, delete_keys, probe, redis_store
 from rayscale.local.store import ClusterDir, ClusterRecord, free_slot, head_ip, now
 from rayscale.local.zygote_client import wanted as zygote_wanted
@@ -424,6 +425,7 @@ def down(name: str, report: Callable[[str], None] = lambda _: None) -> list[int]
     record.head_pid = None
     record.autoscaler_pid = None
     cluster.save(record)
+    keep_job_logs(cluster, record)  # the rest of Ray's logs go with the temp dirs
     shutil.rmtree(record.temp_dir, ignore_errors=True)
     if survivors:  # a GCS still running would write its keys again: they stay
         raise ClusterError(f"processes of {name!r} did not stop: {survivors}")

@@ -164,6 +164,7 @@ class LocalProvider:
             )
             # the record exists before the process does: a crash here leaves no orphan
             self.cluster.save_node(node)
+            self.cluster.index_node(node)  # its log stays findable by group once stopped
             ids.append(node.id)
         self._start_due(self.cluster.nodes())
         return ids

@@ -7,7 +7,9 @@ Layout under ``$RAYSCALE_HOME`` (default ``~/.rayscale``)::
     clusters/<name>/events.jsonl      the scaling event log
     clusters/<name>/status.json       the autoscaler's last view (for `status`)
     clusters/<name>/auth_token        Ray's token for this cluster (mode 0600)
-    clusters/<name>/logs/             head, autoscaler and node logs
+    clusters/<name>/logs/             head, autoscaler and node logs (kept by `down`)
+    clusters/<name>/logs/nodes.jsonl  every worker launched: id, group, index (`rayscale logs`)
+    clusters/<name>/logs/jobs/        the Ray jobs' driver logs, copied there by `down`
     clusters/<name>/gcs/              the GCS's embedded store (``rayscale up --ha``)
                                       (with Redis: keys ``RAY<namespace>@*`` there)
 
@@ -26,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from rayscale.paths import private_dir, rayscale_home, write_private
+from rayscale.paths import append_private, private_dir, rayscale_home, write_private
 
 # queued: waiting for a start slot (rayscale.local.pacing); launching: being spawned
 NodeState = Literal["queued", "launching", "started", "stopping"]
@@ -139,6 +141,12 @@ class ClusterDir:
         return self.root / "logs"
 
     @property
+    def node_index(self) -> Path:
+        """Every worker launched in this cluster's life, one JSON line each (a stopped
+        node's record is gone, its log and its group stay known: `rayscale logs`)."""
+        return self.logs / "nodes.jsonl"
+
+    @property
     def token_file(self) -> Path:
         return self.root / "auth_token"
 
@@ -173,6 +181,26 @@ class ClusterDir:
 
     def save_node(self, node: NodeRecord) -> None:
         _write_atomic(self.nodes_dir / f"{node.id}.json", node.model_dump_json())
+
+    def index_node(self, node: NodeRecord) -> None:
+        private_dir(self.logs)
+        append_private(self.node_index, node.model_dump_json(
+            include={"id", "index", "group", "ip", "launched_at"}) + "\n")
+
+    def indexed_nodes(self) -> list[NodeRecord]:
+        """The nodes of :attr:`node_index` in launch order (one per id)."""
+        found: dict[str, NodeRecord] = {}
+        try:
+            lines = self.node_index.read_text().splitlines()
+        except OSError:
+            return []
+        for line in lines:
+            try:
+                node = NodeRecord.model_validate_json(line)
+            except ValueError:
+                continue  # a line cut short by a crash
+            found.setdefault(node.id, node)
+        return sorted(found.values(), key=lambda n: n.index)
 
     def forget_node(self, node_id: str) -> None:
         (self.nodes_dir / f"{node_id}.json").unlink(missing_ok=True)
