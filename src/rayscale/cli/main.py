@@ -1,4 +1,4 @@
-"""Entry point: `rayscale up | down | status | submit | job | plan | operator | crds | ...`."""
+"""Entry point: `rayscale up | down | status | logs | submit | job | plan | operator | ...`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from rayscale.cli.local_cmds import (
     token_command,
     up_command,
 )
+from rayscale.cli.logs_cmd import logs_command
 from rayscale.cli.operator_cmd import operator_command
 from rayscale.cli.plan_cmd import plan_command
 
@@ -29,6 +30,7 @@ app = typer.Typer(
 app.command("up")(up_command)
 app.command("down")(down_command)
 app.command("status")(status_command)
+app.command("logs")(logs_command)
 app.command("resume")(resume_command)
 app.command("token")(token_command)
 app.command("submit", context_settings={"allow_interspersed_args": False})(submit_command)
