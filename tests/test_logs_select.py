@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from rayscale.cli.main import app
 from rayscale.local import logs
 from rayscale.local.store import ClusterDir, ClusterRecord, NodeRecord
-from rayscale.logtail import FileTail, SinceFilter, line_time, parse_duration
+from rayscale.logtail import FileTail, line_time, parse_duration, since_lines
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
@@ -51,13 +51,19 @@ def _stamp(at: float) -> bytes:
     return dt.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S,%f")[:-3].encode()
 
 
-def test_since_filter_carries_the_last_time_down() -> None:
+def test_since_keeps_untimed_lines_unless_surely_old() -> None:
     now = time.time()
-    keep = SinceFilter(now - 60, unknown=False)
-    lines = [b"no time yet\n", _stamp(now - 120) + b" old\n", b"  old traceback\n",
+    lines = [b"before any time\n", _stamp(now - 120) + b" old\n", b"  old traceback\n",
+             _stamp(now - 90) + b" old too\n", b"job output, written when?\n",
              _stamp(now - 10) + b" new\n", b"  new traceback\n"]
-    assert [x for x in lines if keep.keep(x)] == lines[3:]
-    assert SinceFilter(now - 60, unknown=True).keep(b"no time yet\n")
+    # the untimed line between an old and a new stamp may be new: kept
+    assert since_lines(lines, now - 60, recent=True) == lines[4:]
+    assert since_lines(lines, now - 60, recent=False) == lines[4:6]
+    assert since_lines(lines, None, recent=False) == lines
+    # "job started" long ago, its output since: not lost
+    job = [_stamp(now - 3600) + b" INFO job_manager.py -- Runtime env is setting up.\n",
+           b"printed just now\n"]
+    assert since_lines(job, now - 60, recent=True) == job[1:]
 
 
 def test_file_tail_whole_lines_truncation_and_replacement(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ local half reads files with :class:`FileTail`.
 A line's time is the timestamp it starts with (Ray's ``2026-11-29
 06:18:40,455``, Python logging's, the raylet's ``[2026-11-29 06:18:42,900
 I ...]``, RFC 3339), read as this machine's local time unless it names a zone;
-a line without one (a job's own output, a traceback) counts as written when
-the nearest timestamped line above it was.
+a line without one (a job's own output, a traceback) was written between the
+timestamped lines around it (:func:`since_lines`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import contextlib
 import datetime as dt
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 #: How often a followed file is looked at again (as the vnode's kubelet does).
@@ -76,28 +75,30 @@ def line_time(line: bytes) -> float | None:
     return at.timestamp()  # a naive datetime is local time
 
 
-@dataclass
-class SinceFilter:
-    """Keeps the lines written at or after ``since`` (epoch seconds; None: all).
+def since_lines(lines: list[bytes], since: float | None, recent: bool) -> list[bytes]:
+    """The lines of ``lines`` (consecutive lines of one file) written at or after
+    ``since`` (epoch seconds; None: all of them).
 
-    Lines before the first timestamped one of a file are kept when ``unknown``
-    is True: the caller knows the file was written to after ``since`` (its
-    modification time), so they may be new.
+    A line without a timestamp was written between the timestamped lines around
+    it: it is dropped only when the next timestamped line is older than
+    ``since`` (then it is old for sure), so a job's output under an old
+    "job started" line is not lost. Untimed lines after the last timestamped
+    one are kept when ``recent`` (the file was written to since then).
     """
-
-    since: float | None
-    unknown: bool = True
-    _last: float | None = field(default=None, init=False)
-
-    def keep(self, line: bytes) -> bool:
+    if since is None:
+        return lines
+    out: list[bytes] = []
+    pending: list[bytes] = []
+    for line in lines:
         stamp = line_time(line)
-        if stamp is not None:
-            self._last = stamp
-        if self.since is None:
-            return True
-        if self._last is None:
-            return self.unknown
-        return self._last >= self.since
+        if stamp is None:
+            pending.append(line)
+            continue
+        if stamp >= since:
+            out += pending
+            out.append(line)
+        pending = []
+    return out + pending if recent else out
 
 
 class FileTail:
@@ -113,17 +114,19 @@ class FileTail:
         self.offset = 0
         self._partial = b""
         self._identity: tuple[int, int] | None = None
-        self.filter = SinceFilter(since, unknown=True)
+        #: None once everything from here on is wanted (following: new lines are new)
+        self.since = since
+        self.recent = True  # written to since ``since``
         if since is not None:
             with contextlib.suppress(OSError):
-                self.filter.unknown = path.stat().st_mtime >= since
+                self.recent = path.stat().st_mtime >= since
 
     def skip_all(self) -> bool:
         """True when ``--since`` rules out the whole file (not written since then)."""
-        if self.filter.since is None:
+        if self.since is None:
             return False
         try:
-            return self.path.stat().st_mtime < self.filter.since
+            return self.path.stat().st_mtime < self.since
         except OSError:
             return True
 
@@ -153,12 +156,12 @@ class FileTail:
         data = self._partial + data
         end = data.rfind(b"\n") + 1
         self._partial = data[end:]
-        return [line for line in data[:end].splitlines(keepends=True) if self.filter.keep(line)]
+        return since_lines(data[:end].splitlines(keepends=True), self.since, self.recent)
 
     def rest(self) -> list[bytes]:
         """The held-back last line (without a newline), as a line of its own."""
         line, self._partial = self._partial, b""
-        return [line + b"\n"] if line and self.filter.keep(line) else []
+        return since_lines([line + b"\n"], self.since, self.recent) if line else []
 
 
 def prefixed(name: str, width: int, line: bytes) -> bytes:

@@ -85,7 +85,7 @@ def logs_command(
             _local(name, tuple(node), tuple(group), tuple(job), ray, since_at, follow,
                    list_only)
     except KeyboardInterrupt:
-        raise typer.Exit(130 if not follow else 0) from None
+        raise typer.Exit(130) from None
     except BrokenPipeError:  # `rayscale logs NAME | head`
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())

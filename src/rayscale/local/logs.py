@@ -209,7 +209,7 @@ def show(
     """Print the sources ``listing(strict)`` gives, one after the other; with ``follow``,
     then their new lines as they come (every :data:`FOLLOW_POLL_S`), and those of
     sources that appear (listed again every :data:`RESCAN_S`), until ``stop()`` or
-    Ctrl-C. ``since``: epoch seconds (see :class:`rayscale.logtail.SinceFilter`)."""
+    Ctrl-C. ``since``: epoch seconds (see :func:`rayscale.logtail.since_lines`)."""
     printer = Printer(out, prefix)
     found = listing(True)
     printer.widen(s.name for s in found)
@@ -223,7 +223,7 @@ def show(
     if not follow:
         return
     for tail in tails.values():
-        tail.filter.since = None  # what is written from now on is new
+        tail.since = None  # what is written from now on is new
     rescanned = time.monotonic()
     while not stop():
         time.sleep(FOLLOW_POLL_S)
