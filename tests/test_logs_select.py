@@ -213,3 +213,34 @@ def test_cli_errors(cluster: ClusterDir) -> None:
     assert missing.exit_code == 1
     listing = runner.invoke(app, ["logs", "demo", "--list"])
     assert listing.exit_code == 0 and "big-1" in listing.output and "stopped" in listing.output
+
+
+def test_file_tail_reads_big_files_in_pieces(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("rayscale.logtail.CHUNK_BYTES", 16)
+    path = tmp_path / "big.log"
+    now = time.time()
+    lines = [_stamp(now - 600) + b" old\n", b"untimed, surely old\n", b"x" * 40 + b"\n",
+             _stamp(now - 300) + b" still old\n", b"untimed, maybe new\n",
+             _stamp(now - 5) + b" new\n", b"after it\n"]
+    path.write_bytes(b"".join(lines))
+    tail = FileTail(path, since=now - 60)
+    pieces = list(tail.chunks())
+    assert len(pieces) > 5 and [x for piece in pieces for x in piece] == lines[4:]
+    assert FileTail(path).read() == lines
+
+
+def test_rayjobs_by_name(cluster: ClusterDir) -> None:
+    from rayscale.local.jobs import JobDir, JobRecord
+    from rayscale.paths import private_dir
+
+    for name, sid in (("nightly", "raysubmit_abc"), ("weekly", "weekly-1a2b3c")):
+        jdir = JobDir(name)
+        private_dir(jdir.root)
+        jdir.save(JobRecord(name=name, spec_file="x", cluster="demo", owns_cluster=False,
+                            submission_id=sid, start_time=1))
+    (JobDir("weekly").root / "job.log").write_text("KEPT WITH THE JOB\n")
+    assert _names(cluster, jobs=("nightly",)) == ["job:raysubmit_abc"]
+    weekly = logs.sources(cluster, logs.Selection(jobs=("weekly",)))
+    assert [s.name for s in weekly] == ["job:weekly-1a2b3c"]
+    assert weekly[0].path.read_text() == "KEPT WITH THE JOB\n"

@@ -8,7 +8,7 @@ A line's time is the timestamp it starts with (Ray's ``2026-11-29
 06:18:40,455``, Python logging's, the raylet's ``[2026-11-29 06:18:42,900
 I ...]``, RFC 3339), read as this machine's local time unless it names a zone;
 a line without one (a job's own output, a traceback) was written between the
-timestamped lines around it (:func:`since_lines`).
+timestamped lines around it (:class:`SinceWindow`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 #: How often a followed file is looked at again (as the vnode's kubelet does).
@@ -75,30 +76,49 @@ def line_time(line: bytes) -> float | None:
     return at.timestamp()  # a naive datetime is local time
 
 
-def since_lines(lines: list[bytes], since: float | None, recent: bool) -> list[bytes]:
-    """The lines of ``lines`` (consecutive lines of one file) written at or after
-    ``since`` (epoch seconds; None: all of them).
+class SinceWindow:
+    """Keeps the lines of one file written at or after ``since`` (epoch seconds; None:
+    all of them), fed in order, in as many pieces as it takes.
 
     A line without a timestamp was written between the timestamped lines around
     it: it is dropped only when the next timestamped line is older than
-    ``since`` (then it is old for sure), so a job's output under an old
-    "job started" line is not lost. Untimed lines after the last timestamped
-    one are kept when ``recent`` (the file was written to since then).
+    ``since`` (then it is old for sure), so a job's output under an old "job
+    started" line is not lost. Untimed lines after the last timestamped one
+    are kept when ``recent`` (the file was written to since then).
     """
-    if since is None:
-        return lines
-    out: list[bytes] = []
-    pending: list[bytes] = []
-    for line in lines:
-        stamp = line_time(line)
-        if stamp is None:
-            pending.append(line)
-            continue
-        if stamp >= since:
-            out += pending
-            out.append(line)
-        pending = []
-    return out + pending if recent else out
+
+    def __init__(self, since: float | None, recent: bool) -> None:
+        self.since, self.recent = since, recent
+        self._untimed: list[bytes] = []  # waiting for the next timestamped line
+
+    def feed(self, lines: list[bytes], at_end: bool) -> list[bytes]:
+        """The lines to show of ``lines``; ``at_end``: nothing follows them (yet)."""
+        if self.since is None:
+            everything, self._untimed = self._untimed + lines, []
+            return everything
+        out: list[bytes] = []
+        for line in lines:
+            stamp = line_time(line)
+            if stamp is None:
+                self._untimed.append(line)
+                continue
+            if stamp >= self.since:
+                out += self._untimed
+                out.append(line)
+            self._untimed = []
+        if at_end:
+            out += self._untimed if self.recent else []
+            self._untimed = []
+        return out
+
+
+def since_lines(lines: list[bytes], since: float | None, recent: bool) -> list[bytes]:
+    """:class:`SinceWindow` over a whole file's ``lines`` at once."""
+    return SinceWindow(since, recent).feed(lines, at_end=True)
+
+
+#: a file is read this much at a time (a big raylet.out is not held in memory)
+CHUNK_BYTES = 1 << 20
 
 
 class FileTail:
@@ -114,12 +134,20 @@ class FileTail:
         self.offset = 0
         self._partial = b""
         self._identity: tuple[int, int] | None = None
-        #: None once everything from here on is wanted (following: new lines are new)
-        self.since = since
-        self.recent = True  # written to since ``since``
+        recent = True  # written to since ``since``
         if since is not None:
             with contextlib.suppress(OSError):
-                self.recent = path.stat().st_mtime >= since
+                recent = path.stat().st_mtime >= since
+        self.window = SinceWindow(since, recent)
+
+    @property
+    def since(self) -> float | None:
+        return self.window.since
+
+    @since.setter
+    def since(self, value: float | None) -> None:
+        """None: everything from here on is wanted (following: new lines are new)."""
+        self.window.since = value
 
     def skip_all(self) -> bool:
         """True when ``--since`` rules out the whole file (not written since then)."""
@@ -138,30 +166,40 @@ class FileTail:
             return
         self.offset, self._identity = info.st_size, (info.st_dev, info.st_ino)
 
-    def read(self) -> list[bytes]:
-        """The complete new lines (each with its newline), filtered by ``since``."""
+    def chunks(self) -> Iterator[list[bytes]]:
+        """The complete new lines (each with its newline), filtered by ``since``, a
+        piece at a time up to the file's current end."""
         try:
-            with self.path.open("rb") as f:
-                info = os.fstat(f.fileno())
-                identity = (info.st_dev, info.st_ino)
-                if self._identity is not None and (
-                        identity != self._identity or info.st_size < self.offset):
-                    self.offset, self._partial = 0, b""  # replaced or truncated
-                self._identity = identity
-                f.seek(self.offset)
-                data = f.read()
+            f = self.path.open("rb")
         except OSError:  # gone (or not there yet): nothing new
-            return []
-        self.offset += len(data)
-        data = self._partial + data
-        end = data.rfind(b"\n") + 1
-        self._partial = data[end:]
-        return since_lines(data[:end].splitlines(keepends=True), self.since, self.recent)
+            return
+        with f:
+            info = os.fstat(f.fileno())
+            identity = (info.st_dev, info.st_ino)
+            if self._identity is not None and (
+                    identity != self._identity or info.st_size < self.offset):
+                self.offset, self._partial = 0, b""  # replaced or truncated
+            self._identity = identity
+            f.seek(self.offset)
+            while True:
+                data = f.read(CHUNK_BYTES)
+                at_end = len(data) < CHUNK_BYTES
+                self.offset += len(data)
+                data = self._partial + data
+                end = data.rfind(b"\n") + 1
+                self._partial = data[end:]
+                yield self.window.feed(data[:end].splitlines(keepends=True), at_end)
+                if at_end:
+                    return
+
+    def read(self) -> list[bytes]:
+        """:meth:`chunks`, all at once."""
+        return [line for chunk in self.chunks() for line in chunk]
 
     def rest(self) -> list[bytes]:
         """The held-back last line (without a newline), as a line of its own."""
         line, self._partial = self._partial, b""
-        return since_lines([line + b"\n"], self.since, self.recent) if line else []
+        return self.window.feed([line + b"\n"], at_end=True) if line else []
 
 
 def prefixed(name: str, width: int, line: bytes) -> bytes:

@@ -209,7 +209,7 @@ def show(
     """Print the sources ``listing(strict)`` gives, one after the other; with ``follow``,
     then their new lines as they come (every :data:`FOLLOW_POLL_S`), and those of
     sources that appear (listed again every :data:`RESCAN_S`), until ``stop()`` or
-    Ctrl-C. ``since``: epoch seconds (see :func:`rayscale.logtail.since_lines`)."""
+    Ctrl-C. ``since``: epoch seconds (see :class:`rayscale.logtail.SinceWindow`)."""
     printer = Printer(out, prefix)
     found = listing(True)
     printer.widen(s.name for s in found)
@@ -219,7 +219,10 @@ def show(
         if tail.skip_all():  # not written since then
             tail.skip_to_end()
             continue
-        printer.write(source.name, tail.read() + ([] if follow else tail.rest()))
+        for lines in tail.chunks():
+            printer.write(source.name, lines)
+        if not follow:
+            printer.write(source.name, tail.rest())
     if not follow:
         return
     for tail in tails.values():
@@ -229,9 +232,14 @@ def show(
         time.sleep(FOLLOW_POLL_S)
         if time.monotonic() - rescanned >= RESCAN_S:
             rescanned = time.monotonic()
-            fresh = [s for s in listing(False) if (s.name, s.path) not in tails]
+            try:
+                listed = listing(False)
+            except (OSError, ValueError):  # the cluster's files being rewritten (`up`)
+                listed = []
+            fresh = [s for s in listed if (s.name, s.path) not in tails]
             printer.widen(s.name for s in fresh)
             for source in fresh:  # appeared while following: all of it is new
                 tails[(source.name, source.path)] = FileTail(source.path, since)
         for (name, _), tail in tails.items():
-            printer.write(name, tail.read())
+            for lines in tail.chunks():
+                printer.write(name, lines)

@@ -11,10 +11,12 @@ a run), so `rayscale logs` still finds a job's output until the next `up`.
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 from pathlib import Path
 
 from rayscale.local.store import ClusterDir, ClusterRecord
-from rayscale.paths import private_dir, write_private
+from rayscale.paths import private_dir, private_file
 
 JOB_DRIVER_PREFIX = "job-driver-"
 
@@ -66,5 +68,6 @@ def keep_job_logs(cluster: ClusterDir, record: ClusterRecord) -> None:
         return
     where = private_dir(cluster.logs / "jobs")
     for sid, path in found.items():
-        with contextlib.suppress(OSError):
-            write_private(where / f"{JOB_DRIVER_PREFIX}{sid}.log", path.read_bytes())
+        with contextlib.suppress(OSError), path.open("rb") as src, \
+                os.fdopen(private_file(where / f"{JOB_DRIVER_PREFIX}{sid}.log"), "wb") as dst:
+            shutil.copyfileobj(src, dst)  # streamed: a job may have printed a lot
