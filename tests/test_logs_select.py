@@ -244,3 +244,11 @@ def test_rayjobs_by_name(cluster: ClusterDir) -> None:
     weekly = logs.sources(cluster, logs.Selection(jobs=("weekly",)))
     assert [s.name for s in weekly] == ["job:weekly-1a2b3c"]
     assert weekly[0].path.read_text() == "KEPT WITH THE JOB\n"
+
+
+def test_tail_is_per_source(cluster: ClusterDir) -> None:
+    out = io.BytesIO()
+    logs.show(lambda strict: logs.sources(cluster, logs.Selection(groups=("big", "small")),
+                                          strict), out, prefix=True, tail_lines=1)
+    assert out.getvalue().decode().splitlines() == ["small-0 | small-0 line 2",
+                                                    "big-1   | big-1 line 2"]

@@ -72,6 +72,7 @@ def test_pod_logs_through_the_api(kube: Client, dev_cluster: DevCluster, namespa
 
     assert logs("--node", "autoscaler").stdout == "AUTOSCALER SAYS\n"
     assert logs("--group", "big").stdout == "demo-big-worker-b | BIG WORKER\n"
+    assert len(logs("--node", "demo-small-worker-a", "--tail", "1").stdout.splitlines()) == 1
     time.sleep(2)  # the head printed its line at start: not in the last second
     assert logs("--node", "head", "--since", "1s").stdout == ""
     assert logs("--node", "head", "--since", "1h").stdout == "HEAD SAYS\n"

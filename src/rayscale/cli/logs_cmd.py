@@ -1,4 +1,4 @@
-"""`rayscale logs NAME [--node ID] [--group G] [--job J] [--since 5m] [--follow] [--ray]`.
+"""`rayscale logs NAME [--node ID] [--group G] [--job J] [--since 5m] [--tail N] [-f] [--ray]`.
 
 Local clusters read the files under ``$RAYSCALE_HOME/clusters/NAME/logs/``
 (:mod:`rayscale.local.logs`); with ``-n NAMESPACE`` the RayCluster's pods'
@@ -57,6 +57,8 @@ def logs_command(
     since: str | None = typer.Option(
         None, "--since", callback=_check_since,
         help="Only lines written in this last while: 30s, 5m, 2h, 1h30m"),
+    tail: int | None = typer.Option(
+        None, "--tail", min=0, help="Only the last N lines of each source"),
     follow: bool = typer.Option(
         False, "--follow", "-f", help="Keep printing new lines (and new nodes') until Ctrl-C"),
     ray: bool = typer.Option(
@@ -80,9 +82,9 @@ def logs_command(
     try:
         if namespace is not None:
             _kube(name, namespace, kubeconfig, tuple(node), tuple(group), job, ray, since_s,
-                  follow, list_only)
+                  tail, follow, list_only)
         else:
-            _local(name, tuple(node), tuple(group), tuple(job), ray, since_at, follow,
+            _local(name, tuple(node), tuple(group), tuple(job), ray, since_at, tail, follow,
                    list_only)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
@@ -93,7 +95,8 @@ def logs_command(
 
 
 def _local(name: str, nodes: tuple[str, ...], groups: tuple[str, ...], jobs: tuple[str, ...],
-           ray: bool, since_at: float | None, follow: bool, list_only: bool) -> None:
+           ray: bool, since_at: float | None, tail: int | None, follow: bool,
+           list_only: bool) -> None:
     selection = logs.Selection(nodes=nodes, groups=groups, jobs=jobs, ray=ray)
     try:
         cluster = logs.cluster_dir(name)
@@ -101,7 +104,7 @@ def _local(name: str, nodes: tuple[str, ...], groups: tuple[str, ...], jobs: tup
             _list(logs.sources(cluster, selection))
             return
         logs.show(lambda strict: logs.sources(cluster, selection, strict), sys.stdout.buffer,
-                  prefix=not selection.single, since=since_at, follow=follow)
+                  prefix=not selection.single, since=since_at, follow=follow, tail_lines=tail)
     except logs.LogsError as exc:
         _error(str(exc))
         raise typer.Exit(1) from None
@@ -119,7 +122,7 @@ def _list(found: list[logs.Source]) -> None:
 
 def _kube(name: str, namespace: str, kubeconfig: Path | None, nodes: tuple[str, ...],
           groups: tuple[str, ...], jobs: list[str], ray: bool, since_s: float | None,
-          follow: bool, list_only: bool) -> None:
+          tail: int | None, follow: bool, list_only: bool) -> None:
     from lightkube import ApiError, Client, KubeConfig
     from lightkube.core.exceptions import ConfigError
 
@@ -147,7 +150,7 @@ def _kube(name: str, namespace: str, kubeconfig: Path | None, nodes: tuple[str, 
             return
         single = len(nodes) == 1 and not groups
         kube_logs.show(client, listing, namespace, sys.stdout.buffer, prefix=not single,
-                       since_s=since_s, follow=follow)
+                       since_s=since_s, follow=follow, tail_lines=tail)
     except kube_logs.KubeLogsError as exc:
         _error(str(exc))
         raise typer.Exit(1) from None

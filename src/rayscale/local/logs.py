@@ -23,11 +23,13 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
+from rayscale import procs
 from rayscale.labels import HEAD_GROUP
 from rayscale.local import jobs
 from rayscale.local.raylogs import kept_job_logs, live_job_logs, ray_log_files
@@ -54,6 +56,7 @@ class Source:
     path: Path
     kind: SourceKind
     group: str | None = None
+    #: its process runs (a job: the cluster runs and this is Ray's live file)
     running: bool = False
 
 
@@ -150,7 +153,7 @@ def sources(cluster: ClusterDir, selection: Selection, strict: bool = True) -> l
                  [HEAD_GROUP, *(n.group for n in nodes), *_spec_groups(cluster)], cluster.name)
         _unknown("job", selection.jobs, [*job_files, *aliases], cluster.name)
     every = selection.everything
-    running = record.head_pid is not None
+    running = record.head_pid is not None and procs.is_alive(record.head_pid)
 
     def wanted_node(node_id: str, group: str) -> bool:
         return every or node_id in selection.nodes or group in selection.groups
@@ -163,7 +166,8 @@ def sources(cluster: ClusterDir, selection: Selection, strict: bool = True) -> l
                     for p in ray_log_files(record.head_temp_dir())]
     if every or AUTOSCALER in selection.nodes:
         out.append(Source(AUTOSCALER, cluster.logs / "autoscaler.log", "autoscaler", None,
-                          record.autoscaler_pid is not None))
+                          record.autoscaler_pid is not None
+                          and procs.is_alive(record.autoscaler_pid)))
     for node in nodes:
         if not wanted_node(node.id, node.group):
             continue
@@ -205,11 +209,13 @@ def show(
     since: float | None = None,
     follow: bool = False,
     stop: Callable[[], bool] = lambda: False,
+    tail_lines: int | None = None,
 ) -> None:
     """Print the sources ``listing(strict)`` gives, one after the other; with ``follow``,
     then their new lines as they come (every :data:`FOLLOW_POLL_S`), and those of
     sources that appear (listed again every :data:`RESCAN_S`), until ``stop()`` or
-    Ctrl-C. ``since``: epoch seconds (see :class:`rayscale.logtail.SinceWindow`)."""
+    Ctrl-C. ``since``: epoch seconds (see :class:`rayscale.logtail.SinceWindow`);
+    ``tail_lines``: only the last lines of each source (of those ``since`` keeps)."""
     printer = Printer(out, prefix)
     found = listing(True)
     printer.widen(s.name for s in found)
@@ -219,10 +225,18 @@ def show(
         if tail.skip_all():  # not written since then
             tail.skip_to_end()
             continue
+        if tail_lines is None:
+            for lines in tail.chunks():
+                printer.write(source.name, lines)
+            if not follow:
+                printer.write(source.name, tail.rest())
+            continue
+        last: deque[bytes] = deque(maxlen=tail_lines)
         for lines in tail.chunks():
-            printer.write(source.name, lines)
+            last.extend(lines)
         if not follow:
-            printer.write(source.name, tail.rest())
+            last.extend(tail.rest())
+        printer.write(source.name, list(last))
     if not follow:
         return
     for tail in tails.values():

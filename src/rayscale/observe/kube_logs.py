@@ -108,9 +108,10 @@ def select(found: list[PodSource], cluster: str, namespace: str, nodes: tuple[st
 
 
 def _lines(client: Client, source: PodSource, namespace: str, since_s: int | None,
-           follow: bool) -> Iterator[str]:
+           follow: bool, tail_lines: int | None) -> Iterator[str]:
     return iter(client.log(source.pod, namespace=namespace, container=source.container,
-                           follow=follow, since=since_s, newlines=True))
+                           follow=follow, since=since_s, tail_lines=tail_lines,
+                           newlines=True))
 
 
 def _note(message: str) -> None:
@@ -131,6 +132,7 @@ def show(
     since_s: float | None = None,
     follow: bool = False,
     stop: Callable[[], bool] = lambda: False,
+    tail_lines: int | None = None,
 ) -> None:
     """Print each source's log, one after the other; with ``follow``, every source's
     lines as they come (a thread per container), also those of pods that appear."""
@@ -146,7 +148,7 @@ def show(
     if not follow:
         for source in found:
             try:
-                for line in _lines(client, source, namespace, since, False):
+                for line in _lines(client, source, namespace, since, False, tail_lines):
                     emit(source.name, line)
             except ApiError as exc:
                 _note(f"{source.name}: {_api_message(exc)}")
@@ -157,7 +159,7 @@ def show(
     def pump(source: PodSource) -> None:
         while not stop():
             try:
-                for line in _lines(client, source, namespace, since, True):
+                for line in _lines(client, source, namespace, since, True, tail_lines):
                     lines.put((source.name, line))
                 return  # the container ended and all it wrote was sent
             except ApiError as exc:
