@@ -1,5 +1,5 @@
 """`rayscale logs` on a real local cluster: a job's output, a scaled-down worker's log
-(also after `down`), --group, --since, --follow, and a bad --since refused.
+(also after `down`), --group, --since, --follow, --ray, and a bad --since refused.
 
 One cluster: group ``small`` (1 CPU, min 1) runs from `up`; a job that needs 2
 CPUs brings a ``big`` node, prints a marker, and the idle ``big`` node is then
@@ -62,6 +62,11 @@ def test_logs_of_a_local_cluster(start_cluster: Callable[..., Cluster]) -> None:
              f"{big} gone from status")
     alone = cluster.cli("logs", cluster.name, "--node", big).stdout
     assert "Ray runtime started." in alone and " | " not in alone.splitlines()[0]
+
+    # --ray: Ray's own files of the node too, while its temp dir is there (until down)
+    with_ray = cluster.cli("logs", cluster.name, "--node", "small-0", "--ray").stdout
+    assert _lines(with_ray, "small-0/raylet.out ") and _lines(with_ray, "small-0 "), \
+        with_ray[-2000:]
 
     # --group: only that group's nodes, each line prefixed with its node's id
     by_group = cluster.cli("logs", cluster.name, "--group", "big").stdout.splitlines()
