@@ -18,6 +18,7 @@ from rayscale.api import RayCluster
 from rayscale.autoscaler.events import EventLog, ScalingEvent
 from rayscale.autoscaler.loop import Autoscaler, LoopOptions
 from rayscale.autoscaler.metrics import AutoscalerMetrics
+from rayscale.autoscaler.recorder import HistoryRecorder
 from rayscale.local.cluster import ClusterError, restart_head
 from rayscale.local.pacing import parallel_starts
 from rayscale.local.provider import LocalProvider
@@ -116,13 +117,25 @@ def local_autoscaler(cluster: str, options: LoopOptions) -> Autoscaler:
     cdir.save(record)
     log.info("autoscaler for %s: metrics on %s:%s", cluster, record.head_ip, record.metrics_port)
 
+    # the history (rayscale ui): a changing round and every event, kept after `down`
+    history = HistoryRecorder.open(record.id, cluster, "local", record.created,
+                                   record.dashboard_url)
+
     def publish(status: dict[str, object]) -> None:
         status["metrics"] = f"http://{record.head_ip}:{record.metrics_port}/metrics"
         status["autoscaler_pid"] = os.getpid()
         cdir.write_status(status)
+        if history is not None:
+            history.on_status(status)
 
-    # each event also as a line of the autoscaler's log (`rayscale logs NAME --node autoscaler`)
-    events = EventLog(cdir.events_file, echo=lambda e: log.info("%s: %s", e.kind, e.message))
+    def echo(event: ScalingEvent) -> None:
+        # each event also as a line of the autoscaler's log (`rayscale logs NAME --node
+        # autoscaler`) and into the history
+        log.info("%s: %s", event.kind, event.message)
+        if history is not None:
+            history.on_event(event)
+
+    events = EventLog(cdir.events_file, echo=echo)
     provider = LocalProvider(spec, cdir, parallel_starts(), zygote=zygote_wanted())
     if spec.worker_groups:
         provider.start_zygote()  # it imports Ray while nothing waits for it

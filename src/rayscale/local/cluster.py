@@ -8,8 +8,10 @@ through (a worker process Ray started in a session of its own).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import sqlite3
 import sys
 import time
 import uuid
@@ -19,6 +21,8 @@ from typing import Any
 
 from rayscale import cloudprobe, procs, rayauth
 from rayscale.api import RayCluster
+from rayscale.history.schema import default_path as default_history_path
+from rayscale.history.store import HistoryError, HistoryStore
 from rayscale.labels import GROUP_LABEL, HEAD_GROUP
 from rayscale.local.pacing import PacingError, parallel_starts
 from rayscale.local.provider import (
@@ -43,6 +47,8 @@ from rayscale.raystart import (
     ray_start_argv,
 )
 from rayscale.spec import load_cluster_spec
+
+log = logging.getLogger("rayscale.local")
 
 
 def temp_root() -> Path:
@@ -427,10 +433,25 @@ def down(name: str, report: Callable[[str], None] = lambda _: None) -> list[int]
     cluster.save(record)
     keep_job_logs(cluster, record)  # the rest of Ray's logs go with the temp dirs
     shutil.rmtree(record.temp_dir, ignore_errors=True)
+    _history_gone(record.id)
     if survivors:  # a GCS still running would write its keys again: they stay
         raise ClusterError(f"processes of {name!r} did not stop: {survivors}")
     _clean_redis(cluster, record, report)
     return stopped
+
+
+def _history_gone(uid: str) -> None:
+    """The history (``rayscale ui``) shows the cluster as finished; it keeps its rounds."""
+    if not default_history_path().exists():
+        return  # no autoscaler ever wrote one: nothing to mark
+    try:
+        store = HistoryStore()
+        try:
+            store.mark_gone(uid)
+        finally:
+            store.close()
+    except (HistoryError, sqlite3.Error, OSError) as exc:
+        log.warning("could not mark %s gone in the history: %s", uid, exc)
 
 
 def _clean_redis(cluster: ClusterDir, record: ClusterRecord,

@@ -34,10 +34,12 @@ cluster is shut down, its scaling events (``cluster-events.jsonl``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import shlex
 import shutil
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -50,6 +52,7 @@ from pydantic import BaseModel, ConfigDict
 
 from rayscale import procs, rayauth
 from rayscale.api import RayCluster, RayJob, RayJobSpec
+from rayscale.history.store import HistoryError, HistoryStore
 from rayscale.labels import RAY_API_VERSION
 from rayscale.local.cluster import ClusterError, down, is_running, up_spec
 from rayscale.local.store import ClusterDir
@@ -72,6 +75,7 @@ INTERRUPT_LIMIT_S = 35.0
 # KubeRay's rand.String alphabet (no vowels, no look-alikes)
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 POLL_S = 0.5
+log = logging.getLogger("rayscale.jobs")
 
 
 class JobError(RuntimeError):
@@ -138,6 +142,22 @@ class JobDir:
 
     def save(self, record: JobRecord) -> None:
         write_private(self.record_file, record.model_dump_json(indent=2))
+        _history_job(record, self.log_file)
+
+
+def _history_job(record: JobRecord, log_file: Path) -> None:
+    """The job's row in the history (``rayscale ui``), at each status change."""
+    try:
+        store = HistoryStore()
+        try:
+            store.record_job(record.name, record.start_time, record.cluster,
+                             record.job_status or record.deployment_status,
+                             submission_id=record.submission_id, message=record.message,
+                             log_path=str(log_file), ended=record.end_time)
+        finally:
+            store.close()
+    except (HistoryError, sqlite3.Error, OSError) as exc:
+        log.warning("could not record job %s in the history: %s", record.name, exc)
 
 
 def all_jobs(home: Path | None = None) -> list[JobRecord]:

@@ -1,0 +1,79 @@
+"""The autoscaler's side of the history: events and changing rounds into the HistoryStore.
+
+Two hooks, so the loop itself does not change: :meth:`HistoryRecorder.on_event`
+is the EventLog's ``echo`` and :meth:`HistoryRecorder.on_status` follows each
+round's status document. A round that changed no count and no demand writes
+nothing. The history must never stop scaling: a write that fails is logged
+(once until writes work again) and dropped.
+
+Each event also gets a ``detail`` from what the last round saw, so a reader
+learns why without the whole status: a launch's demand then ("5 pending
+tasks"), a stop's idle time ("idle 62 s").
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from typing import Any
+
+from rayscale.autoscaler.events import ScalingEvent
+from rayscale.history.store import HistoryError, HistoryStore, counts_of, demand_of
+
+log = logging.getLogger("rayscale.autoscaler")
+
+
+class HistoryRecorder:
+    def __init__(self, store: HistoryStore, uid: str, name: str, mode: str, created: float,
+                 dashboard_url: str | None = None) -> None:
+        self.store = store
+        self.uid = uid
+        store.record_cluster(uid, name, mode, created, dashboard_url)
+        self._status: dict[str, Any] = {}
+        self._failing = False
+
+    @classmethod
+    def open(cls, uid: str, name: str, mode: str, created: float,
+             dashboard_url: str | None = None) -> HistoryRecorder | None:
+        """A recorder on the default history file; None (and a warning) if unusable."""
+        try:
+            return cls(HistoryStore(), uid, name, mode, created, dashboard_url)
+        except (HistoryError, sqlite3.Error, OSError) as exc:
+            log.warning("no history for this cluster: %s", exc)
+            return None
+
+    def on_status(self, status: dict[str, Any]) -> None:
+        self._status = status
+        self._write(lambda: self.store.record_round(
+            self.uid, float(status.get("updated_at") or time.time()),
+            counts_of(status), demand_of(status)))
+
+    def on_event(self, event: ScalingEvent) -> None:
+        detail = self.detail(event)
+        self._write(lambda: self.store.record_event(self.uid, event.to_dict(), detail))
+
+    def detail(self, event: ScalingEvent) -> str | None:
+        """What the last round knew about this event's cause."""
+        if event.kind == "launch":
+            demand = demand_of(self._status) if self._status else {}
+            parts = [f"{n} pending {'task' if kind == 'tasks' else kind.rstrip('s')}"
+                     f"{'s' if n != 1 else ''}" if kind != "floor" else f"{n} floor request"
+                     f"{'s' if n != 1 else ''}"
+                     for kind in ("tasks", "gangs", "floor") if (n := demand.get(kind, 0))]
+            return "demand: " + ", ".join(parts) if parts else None
+        if event.kind in ("stop", "drain") and event.node:
+            for node in self._status.get("nodes") or []:
+                if node.get("id") == event.node and node.get("idle_s"):
+                    return f"idle {float(node['idle_s']):.0f} s"
+        return None
+
+    def _write(self, write: Any) -> None:
+        try:
+            write()
+        except (HistoryError, sqlite3.Error, OSError) as exc:
+            if not self._failing:
+                log.warning("writing the history failed (scaling goes on): %s", exc)
+            self._failing = True
+        else:
+            self._failing = False
