@@ -1,0 +1,1 @@
+"""`rayscale ui`: the history of local clusters as web pages on loopback."""
