@@ -1,0 +1,150 @@
+"""`rayscale ui` in a subprocess and Debian's Chromium driven by playwright, for the UI tests.
+
+Playwright's own browser download is never used: ``executable_path`` is
+Debian's ``/usr/bin/chromium``, started with the flags that keep it off the
+network (no background networking, component updates or sync), and the tests
+run inside scripts/loopback-only.sh anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rayscale import ports
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-default-apps", "--disable-extensions",
+]
+ARTIFACTS = Path(os.environ.get("RAYSCALE_TEST_ARTIFACTS",
+                                Path(__file__).parent / "artifacts"))
+
+
+@dataclass
+class UIServer:
+    url: str
+    proc: subprocess.Popen[str]
+
+
+@contextmanager
+def serve_ui(history: Path, *args: str, env: dict[str, str] | None = None,
+             host: str = "127.0.0.1") -> Iterator[UIServer]:
+    """``rayscale ui --history HISTORY`` on a free loopback port, stopped by its pid after."""
+    port = ports.free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rayscale.cli.main", "ui", "--host", host, "--port", str(port),
+         "--history", str(history), *args],
+        env=env or dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not ports.accepts(host, port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"rayscale ui did not start: {proc.communicate()[1]}")
+            time.sleep(0.1)
+        yield UIServer(f"http://{host}:{port}", proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class PageRun:
+    """What the browser saw: console messages and uncaught errors, and trace sizes."""
+
+    console: list[tuple[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    traces: dict[str, int] = field(default_factory=dict)
+    legend: list[str] = field(default_factory=list)
+    hovers: list[str] = field(default_factory=list)
+    title: str = ""
+    load_s: float = 0.0
+
+    @property
+    def problems(self) -> list[str]:
+        return self.errors + [f"{kind}: {text}" for kind, text in self.console
+                              if kind in ("error", "warning")]
+
+
+def open_timeline(url: str, screenshot: Path | None = None) -> PageRun:
+    """Load a cluster page in headless Chromium until plotly drew the timeline."""
+    from playwright.sync_api import sync_playwright
+
+    run = PageRun()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: run.console.append((m.type, m.text)))
+            page.on("pageerror", lambda e: run.errors.append(str(e)))
+            started = time.perf_counter()
+            page.goto(url)
+            page.wait_for_function(
+                "() => { const d = document.getElementById('timeline');"
+                " return d && d._fullLayout && d.querySelector('.main-svg'); }",
+                timeout=30_000)
+            run.load_s = time.perf_counter() - started
+            data: Any = page.evaluate(
+                "document.getElementById('timeline').data.map(t => [t.name, t.x.length])")
+            run.traces = {str(name): int(n) for name, n in data}
+            run.legend = page.eval_on_selector_all(".legendtext",
+                                                   "els => els.map(e => e.textContent)")
+            run.hovers = page.evaluate(
+                "document.getElementById('timeline').data"
+                ".flatMap(t => t.hovertext || [])")
+            run.title = page.title()
+            if screenshot is not None:
+                screenshot.parent.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(screenshot), full_page=True)
+        finally:
+            browser.close()
+    return run
+
+
+def small_history(path: Path, name: str, group: str, now: float | None = None,
+                  gone: bool = True, job_log: Path | None = None) -> int:
+    """A finished cluster's history: 3 launches up to 3 nodes of ``group``, 3 idle stops,
+    one event of another kind and (with ``job_log``) a job; returns the cluster's id."""
+    from rayscale.history.store import HistoryStore
+
+    now = now or time.time()
+    t0 = now - 300
+    store = HistoryStore(path)
+    cid = store.record_cluster(f"uid-{name}-{t0}", name, "local", t0, "http://127.9.0.2:1")
+    for i in range(3):
+        store.record_round(f"uid-{name}-{t0}", t0 + 10 * i, {(group, "pending"): 1,
+                                                            (group, "running"): i},
+                           {"tasks": 3 - i})
+        store.record_event(f"uid-{name}-{t0}", {
+            "ts": t0 + 10 * i, "kind": "launch", "group": group, "reason": "tasks",
+            "message": f"launched 1 x {group} (w-{i}) for tasks"}, f"demand: {3 - i} pending tasks")
+    store.record_round(f"uid-{name}-{t0}", t0 + 40, {(group, "pending"): 0,
+                                                    (group, "running"): 3}, {"tasks": 0})
+    store.record_event(f"uid-{name}-{t0}", {"ts": t0 + 41, "kind": "registered", "group": group,
+                                            "node": "w-0", "message": "node w-0 registered"})
+    for i in range(3):
+        store.record_round(f"uid-{name}-{t0}", t0 + 100 + 10 * i, {(group, "running"): 2 - i},
+                           {})
+        store.record_event(f"uid-{name}-{t0}", {
+            "ts": t0 + 100 + 10 * i, "kind": "stop", "group": group, "node": f"w-{i}",
+            "reason": "idle", "message": f"stopping w-{i} (idle)"}, "idle 62 s")
+    if job_log is not None:
+        store.record_job(f"{name}-job", t0 + 5, name, "SUCCEEDED", "sub-1",
+                         log_path=str(job_log), ended=t0 + 90)
+    if gone:
+        store.mark_gone(f"uid-{name}-{t0}", t0 + 200)
+    store.close()
+    return cid
