@@ -214,10 +214,12 @@ def test_recorder_stores_events_with_their_detail_and_changing_rounds(tmp_path: 
     store = HistoryStore(tmp_path / "h.sqlite3")
     recorder = HistoryRecorder(store, "u1", "demo", "local", T0, None)
     log = EventLog(tmp_path / "events.jsonl", echo=recorder.on_event)
-    recorder.on_status(_status(0, tasks=5))
+    recorder.on_status(_status(0))
+    # the round that first sees the demand launches, then publishes its status
     log.add(ScalingEvent("launch", "launched 3 x small (w-1, w-2, w-3) for tasks", "small",
                          reason="tasks"))
-    for _ in range(10):
+    recorder.on_status(_status(0, tasks=5))
+    for _ in range(9):
         recorder.on_status(_status(0, pending=3, tasks=5))
     idle = [{"id": "w-2", "idle_s": 62.4}]
     recorder.on_status(_status(3, nodes=idle))
@@ -225,7 +227,7 @@ def test_recorder_stores_events_with_their_detail_and_changing_rounds(tmp_path: 
     tl = store.timeline(1)
     assert [(e.kind, e.detail) for e in tl.events] == [
         ("launch", "demand: 5 pending tasks"), ("stop", "idle 62 s")]
-    assert _rounds(store) == 3  # 12 rounds, 3 of them changed something
+    assert _rounds(store) == 4  # 12 rounds, 4 of them changed something
     store.conn.close()  # a broken store: scaling goes on, nothing raises
     recorder.on_status(_status(1))
     log.add(ScalingEvent("stop", "stopping w-1 (idle)", "small", "w-1", "idle"))

@@ -6,9 +6,10 @@ round's status document. A round that changed no count and no demand writes
 nothing. The history must never stop scaling: a write that fails is logged
 (once until writes work again) and dropped.
 
-Each event also gets a ``detail`` from what the last round saw, so a reader
-learns why without the whole status: a launch's demand then ("5 pending
-tasks"), a stop's idle time ("idle 62 s").
+Each event also gets a ``detail`` from what its round saw, so a reader learns
+why without the whole status: a launch's demand then ("5 pending tasks"; a
+launch is written with its round's status, right after the round acted), a
+stop's idle time ("idle 62 s", from the round before, which found it idle).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class HistoryRecorder:
         self.uid = uid
         store.record_cluster(uid, name, mode, created, dashboard_url)
         self._status: dict[str, Any] = {}
+        self._launches: list[ScalingEvent] = []  # until their round's status
         self._failing = False
 
     @classmethod
@@ -48,8 +50,19 @@ class HistoryRecorder:
         self._write(lambda: self.store.record_round(
             self.uid, float(status.get("updated_at") or time.time()),
             counts_of(status), demand_of(status)))
+        launches, self._launches = self._launches, []
+        for event in launches:
+            self._record(event)
 
     def on_event(self, event: ScalingEvent) -> None:
+        if event.kind == "launch":
+            # a launch is decided in the round that first saw its demand: its detail
+            # comes from that round's status, published right after it acts
+            self._launches.append(event)
+        else:
+            self._record(event)
+
+    def _record(self, event: ScalingEvent) -> None:
         detail = self.detail(event)
         self._write(lambda: self.store.record_event(self.uid, event.to_dict(), detail))
 

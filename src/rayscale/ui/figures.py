@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import bisect
 import html
+import math
 from datetime import datetime
+from typing import Any
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -128,16 +130,25 @@ def timeline_figure(timeline: Timeline, end: float, title: str = "") -> go.Figur
                                 "line": {"width": 1, "color": "#222"}},
             hovertext=[hover(e) for e in events], hovertemplate="%{hovertext}<extra></extra>",
         ))
+    top_nodes = max((n for pts in timeline.counts.values() for _, n in pts), default=1)
+    top_demand = max((n for _, n in demand), default=1)
     fig.update_layout(
         title={"text": html.escape(title)} if title else None,
         template="plotly_white", height=480, margin={"l": 50, "r": 60, "t": 40, "b": 40},
         hovermode="closest", legend={"orientation": "h", "y": -0.15},
         xaxis={"title": {"text": "time"}},
-        yaxis={"title": {"text": "nodes"}, "rangemode": "tozero", "dtick": None},
+        yaxis={"title": {"text": "nodes"}, **_count_axis(top_nodes)},
         yaxis2={"title": {"text": "pending demand"}, "overlaying": "y", "side": "right",
-                "rangemode": "tozero", "showgrid": False},
+                "showgrid": False, **_count_axis(top_demand)},
     )
     return fig
+
+
+def _count_axis(top: int) -> dict[str, Any]:
+    """Whole numbers from 0 with headroom: counts have no fractional ticks."""
+    top = max(top, 1)
+    return {"range": [0, top * 1.08], "tick0": 0, "dtick": max(1, math.ceil(top / 6)),
+            "tickformat": "d"}
 
 
 def figure_html(fig: go.Figure, div_id: str = "timeline") -> str:
