@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import html
 import os
 import sqlite3
@@ -119,4 +120,11 @@ def test_plotly_js_is_served_from_the_wheel(tmp_path: Path) -> None:
     small_history(history, "demo", "g")
     with serve_ui(history) as ui:
         status, body = _get(ui.url + "/static/plotly.min.js")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        request = urllib.request.Request(ui.url + "/static/plotly.min.js",
+                                         headers={"Accept-Encoding": "gzip"})
+        with opener.open(request, timeout=30) as response:
+            assert response.headers["Content-Encoding"] == "gzip"
+            packed = response.read()
     assert status == 200 and len(body) > 1_000_000 and "plotly" in body[:2000].lower()
+    assert gzip.decompress(packed).decode() == body and len(packed) < len(body) / 2

@@ -71,7 +71,8 @@ class PageRun:
     legend: list[str] = field(default_factory=list)
     hovers: list[str] = field(default_factory=list)
     title: str = ""
-    load_s: float = 0.0
+    load_s: float = 0.0  # the first load: nothing cached
+    reloads_s: list[float] = field(default_factory=list)  # plotly.min.js from the cache
 
     @property
     def problems(self) -> list[str]:
@@ -79,8 +80,13 @@ class PageRun:
                               if kind in ("error", "warning")]
 
 
-def open_timeline(url: str, screenshot: Path | None = None) -> PageRun:
-    """Load a cluster page in headless Chromium until plotly drew the timeline."""
+DRAWN = ("() => { const d = document.getElementById('timeline');"
+         " return d && d._fullLayout && d.querySelector('.main-svg'); }")
+
+
+def open_timeline(url: str, screenshot: Path | None = None, reloads: int = 0) -> PageRun:
+    """Load a cluster page in headless Chromium until plotly drew the timeline (and
+    ``reloads`` more times in the same profile, as a user coming back would)."""
     from playwright.sync_api import sync_playwright
 
     run = PageRun()
@@ -92,11 +98,13 @@ def open_timeline(url: str, screenshot: Path | None = None) -> PageRun:
             page.on("pageerror", lambda e: run.errors.append(str(e)))
             started = time.perf_counter()
             page.goto(url)
-            page.wait_for_function(
-                "() => { const d = document.getElementById('timeline');"
-                " return d && d._fullLayout && d.querySelector('.main-svg'); }",
-                timeout=30_000)
+            page.wait_for_function(DRAWN, timeout=60_000)
             run.load_s = time.perf_counter() - started
+            for _ in range(reloads):
+                started = time.perf_counter()
+                page.goto(url)
+                page.wait_for_function(DRAWN, timeout=60_000)
+                run.reloads_s.append(time.perf_counter() - started)
             data: Any = page.evaluate(
                 "document.getElementById('timeline').data.map(t => [t.name, t.x.length])")
             run.traces = {str(name): int(n) for name, n in data}
@@ -117,7 +125,8 @@ def open_timeline(url: str, screenshot: Path | None = None) -> PageRun:
 def small_history(path: Path, name: str, group: str, now: float | None = None,
                   gone: bool = True, job_log: Path | None = None) -> int:
     """A finished cluster's history: 3 launches up to 3 nodes of ``group``, 3 idle stops,
-    one event of another kind and (with ``job_log``) a job; returns the cluster's id."""
+    a registration (not plotted), a backoff and (with ``job_log``) a job; returns the
+    cluster's id."""
     from rayscale.history.store import HistoryStore
 
     now = now or time.time()
@@ -135,6 +144,8 @@ def small_history(path: Path, name: str, group: str, now: float | None = None,
                                                     (group, "running"): 3}, {"tasks": 0})
     store.record_event(f"uid-{name}-{t0}", {"ts": t0 + 41, "kind": "registered", "group": group,
                                             "node": "w-0", "message": "node w-0 registered"})
+    store.record_event(f"uid-{name}-{t0}", {"ts": t0 + 50, "kind": "backoff", "group": group,
+                                            "message": f"group {group} not launchable for 10s"})
     for i in range(3):
         store.record_round(f"uid-{name}-{t0}", t0 + 100 + 10 * i, {(group, "running"): 2 - i},
                            {})
