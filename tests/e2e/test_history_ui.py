@@ -1,12 +1,17 @@
-"""History end to end: a real local cluster scales up and down, is shut down, and its
-timeline (store, restarted UI, headless Chromium) matches its events.jsonl."""
+"""History end to end: a real local cluster scales up and down for a RayJob, is shut
+down, and its timeline (store, restarted UI, headless Chromium) matches its events.jsonl;
+the job and its log are there too."""
 
 from __future__ import annotations
 
+import shlex
+import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from rayscale.history.store import HistoryStore
 from tests.e2e.conftest import cluster_spec, wait_for, worker_group
@@ -15,17 +20,34 @@ from tests.uibrowser import ARTIFACTS, CHROMIUM, open_timeline, serve_ui
 pytestmark = pytest.mark.e2e
 
 
+def _get(url: str) -> str:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=30) as response:
+        return str(response.read().decode())
+
+
 def test_finished_clusters_timeline_matches_its_event_log(start_cluster: Any) -> None:
     cluster = start_cluster(cluster_spec("hist", [worker_group("small", max_replicas=2)],
                                          idle_s=2))
-    # the script: two one-CPU tasks at once -> two workers; then idle -> both stop
-    cluster.run_driver("""
-        import ray, time
-        @ray.remote(num_cpus=1)
-        def work():
-            time.sleep(3)
-        ray.get([work.remote() for _ in range(2)])
-    """)
+    # the script, as a RayJob on the cluster: two one-CPU tasks at once -> two workers;
+    # then idle -> both stop
+    code = ("import ray, time\nray.init()\n@ray.remote(num_cpus=1)\ndef work():\n"
+            "    time.sleep(3)\nray.get([work.remote() for _ in range(2)])\n"
+            "print('HISTORY-JOB-MARKER')\n")
+    job = {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": {"name": "hist-job"},
+           "spec": {"entrypoint": shlex.join([sys.executable, "-c", code]),
+                    "clusterSelector": {"ray.io/cluster": "hist"}}}
+    job_file = cluster.home.parent / "hist-job.yaml"
+    job_file.write_text(yaml.safe_dump(job))
+    submitted = cluster.cli("job", "submit", str(job_file), timeout=180, check=False)
+    assert submitted.returncode == 0, submitted.stderr
+    with serve_ui(cluster.home / "history.sqlite3", env=cluster.env) as ui:  # while it lives
+        store = HistoryStore(cluster.home / "history.sqlite3", readonly=True)
+        [live] = store.clusters()
+        store.close()
+        page = _get(f"{ui.url}/clusters/{live.id}")
+        assert 'class="state-running" id="state">running<' in page
+        assert f'id="ray-dashboard" href="{cluster.dir.load().dashboard_url}"' in page
     wait_for(lambda: len(cluster.events("stop")) == 2 and
              cluster.group("small")["running"] + cluster.group("small")["terminating"] == 0,
              60, "both workers stopped after idling")
@@ -57,15 +79,17 @@ def test_finished_clusters_timeline_matches_its_event_log(start_cluster: Any) ->
     assert len(store.conn.execute("SELECT id FROM rounds").fetchall()) < 60
     store.close()
 
+    [job_row] = HistoryStore(history, readonly=True).jobs(row.id)
+    assert (job_row.name, job_row.status) == ("hist-job", "SUCCEEDED")
+
     for _ in range(2):  # the UI, then the UI restarted: the same finished cluster
         with serve_ui(history, env=cluster.env) as ui:
-            import urllib.request
-
-            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-            page = opener.open(f"{ui.url}/", timeout=10).read().decode()
+            page = _get(f"{ui.url}/")
             assert "hist" in page and "finished" in page
-            detail = opener.open(f"{ui.url}/clusters/{row.id}", timeout=10).read().decode()
+            detail = _get(f"{ui.url}/clusters/{row.id}")
             assert 'id="ray-dashboard"' not in detail  # gone: no link to a dead dashboard
+            assert f'href="/jobs/{job_row.id}/log"' in detail and "SUCCEEDED" in detail
+            assert "HISTORY-JOB-MARKER" in _get(f"{ui.url}/jobs/{job_row.id}/log")
             if Path(CHROMIUM).exists():
                 run = open_timeline(f"{ui.url}/clusters/{row.id}",
                                     ARTIFACTS / "ui-e2e-timeline.png")
