@@ -73,7 +73,7 @@ def synthetic_day(path: Path, nodes: int, groups: int, every: float, seed: int) 
             next_id += count
             events.append({"ts": ts, "kind": "launch", "group": group, "reason": "tasks",
                            "message": f"launched {count} x {group} ({', '.join(ids)}) for tasks",
-                           "detail": f"demand: {tasks} pending tasks"})
+                           "detail": f"demand: {tasks} pending 1-CPU tasks"})
             pending[group] = count
             for i, node in enumerate(ids):
                 events.append({"ts": ts + 3 + i * 0.2, "kind": "registered", "group": group,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from rayscale.autoscaler.events import EventLog, ScalingEvent
-from rayscale.autoscaler.recorder import HistoryRecorder
+from rayscale.autoscaler.recorder import HistoryRecorder, demand_words
 from rayscale.history.schema import SCHEMA_VERSION, HistoryError
 from rayscale.history.store import HistoryStore, counts_of, demand_of, parse_retention
 
@@ -226,9 +226,22 @@ def test_recorder_stores_events_with_their_detail_and_changing_rounds(tmp_path: 
     log.add(ScalingEvent("stop", "stopping w-2 (idle)", "small", "w-2", "idle"))
     tl = store.timeline(1)
     assert [(e.kind, e.detail) for e in tl.events] == [
-        ("launch", "demand: 5 pending tasks"), ("stop", "idle 62 s")]
+        ("launch", "demand: 5 pending 1-CPU tasks"), ("stop", "idle 62 s")]
     assert _rounds(store) == 4  # 12 rounds, 4 of them changed something
     store.conn.close()  # a broken store: scaling goes on, nothing raises
     recorder.on_status(_status(1))
     log.add(ScalingEvent("stop", "stopping w-1 (idle)", "small", "w-1", "idle"))
     assert len(log.recent) == 3
+
+
+def test_demand_in_words() -> None:
+    demand = {"tasks": [{"resources": {"CPU": 1}, "count": 5},
+                        {"resources": {"CPU": 2, "GPU": 1, "memory": 2 * 2**30}, "count": 1}],
+              "gangs": [{"strategy": "PACK", "bundles": [{"CPU": 1}], "count": 2}],
+              "floor": [{"resources": {"CPU": 1}, "count": 1}]}
+    assert demand_words(demand) == [
+        "5 pending 1-CPU tasks", "1 pending 2-CPU 1-GPU 2GiB-memory task",
+        "2 placement groups pending", "1 requested bundle"]
+    many = {"tasks": [{"resources": {"CPU": i}, "count": 1} for i in range(1, 6)]}
+    assert demand_words(many)[-1] == "2 more pending tasks"
+

@@ -70,7 +70,7 @@ def test_finished_clusters_timeline_matches_its_event_log(start_cluster: Any) ->
          for e in logged]
     assert all(e.detail and e.detail.startswith("idle") for e in timeline.events
                if e.kind == "stop")
-    assert all(e.detail and "pending task" in e.detail for e in timeline.events
+    assert all(e.detail and "pending 1-CPU task" in e.detail for e in timeline.events
                if e.kind == "launch")
     running = [n for _, n in timeline.counts[("small", "running")]]
     assert max(running) == 2 and running[-1] == 0

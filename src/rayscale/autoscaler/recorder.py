@@ -7,9 +7,10 @@ nothing. The history must never stop scaling: a write that fails is logged
 (once until writes work again) and dropped.
 
 Each event also gets a ``detail`` from what its round saw, so a reader learns
-why without the whole status: a launch's demand then ("5 pending tasks"; a
-launch is written with its round's status, right after the round acted), a
-stop's idle time ("idle 62 s", from the round before, which found it idle).
+why without the whole status: a launch's demand then ("5 pending 1-CPU
+tasks"; a launch is written with its round's status, right after the round
+acted), a stop's idle time ("idle 62 s", from the round before, which found
+it idle).
 """
 
 from __future__ import annotations
@@ -69,11 +70,7 @@ class HistoryRecorder:
     def detail(self, event: ScalingEvent) -> str | None:
         """What the last round knew about this event's cause."""
         if event.kind == "launch":
-            demand = demand_of(self._status) if self._status else {}
-            parts = [f"{n} pending {'task' if kind == 'tasks' else kind.rstrip('s')}"
-                     f"{'s' if n != 1 else ''}" if kind != "floor" else f"{n} floor request"
-                     f"{'s' if n != 1 else ''}"
-                     for kind in ("tasks", "gangs", "floor") if (n := demand.get(kind, 0))]
+            parts = demand_words(self._status.get("demand") or {})
             return "demand: " + ", ".join(parts) if parts else None
         if event.kind in ("stop", "drain") and event.node:
             for node in self._status.get("nodes") or []:
@@ -90,3 +87,38 @@ class HistoryRecorder:
             self._failing = True
         else:
             self._failing = False
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def shape_words(resources: dict[str, Any]) -> str:
+    """``{"CPU": 1, "GPU": 1}`` -> ``1-CPU 1-GPU``; memory in GiB."""
+    words = []
+    for name, value in resources.items():
+        if name in ("memory", "object_store_memory"):
+            words.append(f"{float(value) / 2**30:g}GiB-{name}")
+        else:
+            words.append(f"{value:g}-{name}" if isinstance(value, float) else f"{value}-{name}")
+    return " ".join(words)
+
+
+def demand_words(demand: dict[str, Any], shapes: int = 3) -> list[str]:
+    """The status document's pending demand in words: "5 pending 1-CPU tasks"."""
+    tasks = sorted(demand.get("tasks") or [], key=lambda e: -int(e.get("count", 1)))
+    parts = [_plural(int(e.get("count", 1)),
+                     f"pending {shape_words(e.get('resources') or {})} task".replace("  ", " "))
+             for e in tasks[:shapes]]
+    if len(tasks) > shapes:
+        rest = sum(int(e.get("count", 1)) for e in tasks[shapes:])
+        parts.append(_plural(rest, "more pending task"))
+    gangs = demand.get("gangs") or []
+    if gangs:
+        parts.append(_plural(sum(int(g.get("count", 1)) for g in gangs), "placement group")
+                     + " pending")
+    floor = sum(int(e.get("count", 1)) for e in demand.get("floor") or [])
+    if floor:
+        parts.append(_plural(floor, "requested bundle"))
+    return parts
+

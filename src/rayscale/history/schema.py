@@ -61,7 +61,7 @@ CREATE TABLE events (                  -- the autoscaler's EventLog, with its re
     grp TEXT,
     node TEXT,
     reason TEXT,
-    detail TEXT                        -- what the round knew: "idle 62 s", "5 pending tasks"
+    detail TEXT                        -- what the round knew: "idle 62 s", "5 pending 1-CPU tasks"
 );
 CREATE INDEX events_cluster_ts ON events(cluster, ts);
 CREATE TABLE jobs (
