@@ -221,9 +221,10 @@ def test_recorder_stores_events_with_their_detail_and_changing_rounds(tmp_path: 
     recorder.on_status(_status(0, tasks=5))
     for _ in range(9):
         recorder.on_status(_status(0, pending=3, tasks=5))
-    idle = [{"id": "w-2", "idle_s": 62.4}]
-    recorder.on_status(_status(3, nodes=idle))
+    recorder.on_status(_status(3, nodes=[{"id": "w-2", "idle_s": 61.0}]))
+    # the round that found w-2 idle for 62 s stops it, then publishes that picture
     log.add(ScalingEvent("stop", "stopping w-2 (idle)", "small", "w-2", "idle"))
+    recorder.on_status(_status(3, nodes=[{"id": "w-2", "idle_s": 62.4}]))
     tl = store.timeline(1)
     assert [(e.kind, e.detail) for e in tl.events] == [
         ("launch", "demand: 5 pending 1-CPU tasks"), ("stop", "idle 62 s")]

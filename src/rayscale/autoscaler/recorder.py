@@ -8,9 +8,9 @@ nothing. The history must never stop scaling: a write that fails is logged
 
 Each event also gets a ``detail`` from what its round saw, so a reader learns
 why without the whole status: a launch's demand then ("5 pending 1-CPU
-tasks"; a launch is written with its round's status, right after the round
-acted), a stop's idle time ("idle 62 s", from the round before, which found
-it idle).
+tasks"), a stop's idle time ("idle 62 s"). Launches, drains and stops are
+written with their round's status, right after the round acted (the
+snapshot that the decision was made from).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from rayscale.autoscaler.events import ScalingEvent
 from rayscale.history.store import HistoryError, HistoryStore, counts_of, demand_of
 
 log = logging.getLogger("rayscale.autoscaler")
+DECIDED_IN_ROUND = frozenset({"launch", "drain", "stop"})
 
 
 class HistoryRecorder:
@@ -33,7 +34,7 @@ class HistoryRecorder:
         self.uid = uid
         store.record_cluster(uid, name, mode, created, dashboard_url)
         self._status: dict[str, Any] = {}
-        self._launches: list[ScalingEvent] = []  # until their round's status
+        self._held: list[ScalingEvent] = []  # until their round's status
         self._failing = False
 
     @classmethod
@@ -51,15 +52,16 @@ class HistoryRecorder:
         self._write(lambda: self.store.record_round(
             self.uid, float(status.get("updated_at") or time.time()),
             counts_of(status), demand_of(status)))
-        launches, self._launches = self._launches, []
-        for event in launches:
+        held, self._held = self._held, []
+        for event in held:
             self._record(event)
 
     def on_event(self, event: ScalingEvent) -> None:
-        if event.kind == "launch":
-            # a launch is decided in the round that first saw its demand: its detail
-            # comes from that round's status, published right after it acts
-            self._launches.append(event)
+        if event.kind in DECIDED_IN_ROUND:
+            # decided by this round (a launch for the demand it saw first, a stop of a
+            # node it found idle): the detail comes from the status the round publishes
+            # right after it acts, built from the same picture as the decision
+            self._held.append(event)
         else:
             self._record(event)
 
