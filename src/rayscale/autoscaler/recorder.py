@@ -25,6 +25,7 @@ from rayscale.history.store import HistoryError, HistoryStore, counts_of, demand
 
 log = logging.getLogger("rayscale.autoscaler")
 DECIDED_IN_ROUND = frozenset({"launch", "drain", "stop"})
+WRITE_WAIT_S = 1.0
 
 
 class HistoryRecorder:
@@ -42,7 +43,10 @@ class HistoryRecorder:
              dashboard_url: str | None = None) -> HistoryRecorder | None:
         """A recorder on the default history file; None (and a warning) if unusable."""
         try:
-            return cls(HistoryStore(), uid, name, mode, created, dashboard_url)
+            # a round waits at most this long for another writer (a prune, `down`),
+            # then drops that write: the history never holds up scaling
+            return cls(HistoryStore(busy_timeout_s=WRITE_WAIT_S), uid, name, mode, created,
+                       dashboard_url)
         except (HistoryError, sqlite3.Error, OSError) as exc:
             log.warning("no history for this cluster: %s", exc)
             return None

@@ -95,13 +95,15 @@ def default_path() -> Path:
     return rayscale_home() / "history.sqlite3"
 
 
-def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+def connect(path: Path, readonly: bool = False,
+            busy_timeout_s: float = 10.0) -> sqlite3.Connection:
     """A connection in WAL mode with the schema at :data:`SCHEMA_VERSION`.
 
     The file is created 0600 in a private directory (messages name nodes and
     groups; nothing secret is stored, but the state dir is the user's alone).
     ``readonly`` (the UI) never writes; it still migrates nothing and refuses
-    a newer schema.
+    a newer schema. A write waits at most ``busy_timeout_s`` for another
+    writer (a prune, ``down``) before it fails.
     """
     if not readonly:
         private_dir(path.parent)
@@ -110,8 +112,9 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     elif not path.exists():
         raise HistoryError(f"no history at {path} yet (a cluster's autoscaler writes it)")
     try:
-        conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 10000")
+        conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
         conn.execute("PRAGMA foreign_keys = ON")
         if readonly:
             conn.execute("PRAGMA query_only = ON")

@@ -132,9 +132,10 @@ def demand_of(status: Mapping[str, Any]) -> dict[str, int]:
 class HistoryStore:
     """One process's connection to the history file (thread-safe: one lock)."""
 
-    def __init__(self, path: Path | None = None, readonly: bool = False) -> None:
+    def __init__(self, path: Path | None = None, readonly: bool = False,
+                 busy_timeout_s: float = 10.0) -> None:
         self.path = path or default_path()
-        self.conn = connect(self.path, readonly=readonly)
+        self.conn = connect(self.path, readonly=readonly, busy_timeout_s=busy_timeout_s)
         self._lock = threading.Lock()
         # cluster uid -> its row id and last stored values (for step changes)
         self._ids: dict[str, int] = {}
@@ -225,13 +226,17 @@ class HistoryStore:
         with self._lock:
             cid = self._id(uid)
             self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.executemany(
-                "INSERT INTO events(cluster, ts, kind, message, grp, node, reason, detail) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(cid, float(e["ts"]), str(e["kind"]), str(e.get("message", "")),
-                  e.get("group"), e.get("node"), e.get("reason"), e.get("detail"))
-                 for e in events])
-            self.conn.execute("COMMIT")
+            try:
+                self.conn.executemany(
+                    "INSERT INTO events(cluster, ts, kind, message, grp, node, reason, detail) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(cid, float(e["ts"]), str(e["kind"]), str(e.get("message", "")),
+                      e.get("group"), e.get("node"), e.get("reason"), e.get("detail"))
+                     for e in events])
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
 
     def mark_gone(self, uid: str, ts: float | None = None) -> None:
         """The cluster was shut down (``rayscale down``); its history stays."""
