@@ -13,12 +13,15 @@ from pathlib import Path
 import pytest
 
 from rayscale import procs
-from rayscale.local.zygote_client import Zygote, ZygoteError, wanted
+from rayscale.local.zygote_client import Zygote, ZygoteError, mode, wanted
 
 
 def test_the_setting_is_on_by_default_and_a_bad_value_names_it() -> None:
     assert wanted({}) and wanted({"RAYSCALE_ZYGOTE": "1"}) and wanted({"RAYSCALE_ZYGOTE": "on"})
     assert not wanted({"RAYSCALE_ZYGOTE": "0"}) and not wanted({"RAYSCALE_ZYGOTE": "false"})
+    assert mode({}) == "all" and mode({"RAYSCALE_ZYGOTE": "1"}) == "all"
+    assert mode({"RAYSCALE_ZYGOTE": "nodes"}) == "nodes" and wanted({"RAYSCALE_ZYGOTE": "nodes"})
+    assert mode({"RAYSCALE_ZYGOTE": "off"}) == "off"
     with pytest.raises(ValueError, match="RAYSCALE_ZYGOTE='maybe'"):
         wanted({"RAYSCALE_ZYGOTE": "maybe"})
 

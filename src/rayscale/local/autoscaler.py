@@ -23,7 +23,7 @@ from rayscale.local.cluster import ClusterError, restart_head
 from rayscale.local.pacing import parallel_starts
 from rayscale.local.provider import LocalProvider
 from rayscale.local.store import ClusterDir
-from rayscale.local.zygote_client import wanted as zygote_wanted
+from rayscale.local.zygote_client import mode as zygote_mode
 from rayscale.observe.memory import DashboardMemoryProbe
 from rayscale.observe.ray_state import RayObserver
 from rayscale.spec import load_cluster_spec
@@ -136,7 +136,9 @@ def local_autoscaler(cluster: str, options: LoopOptions) -> Autoscaler:
             history.on_event(event)
 
     events = EventLog(cdir.events_file, echo=echo)
-    provider = LocalProvider(spec, cdir, parallel_starts(), zygote=zygote_wanted())
+    starts = zygote_mode()
+    provider = LocalProvider(spec, cdir, parallel_starts(), zygote=starts != "off",
+                             fork_daemons=starts == "all")
     if spec.worker_groups:
         provider.start_zygote()  # it imports Ray while nothing waits for it
     keeper = HeadKeeper(spec, cdir, events, metrics, provider.record_lock).start() \

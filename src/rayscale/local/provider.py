@@ -136,11 +136,14 @@ class LocalProvider:
     """Launch and stop worker nodes of one local cluster."""
 
     def __init__(self, spec: RayCluster, cluster: ClusterDir,
-                 parallel_starts: int | None = None, zygote: bool = False) -> None:
+                 parallel_starts: int | None = None, zygote: bool = False,
+                 fork_daemons: bool = False) -> None:
         self.spec = spec
         self.cluster = cluster
         #: start nodes by forking the cluster's zygote (zygote.py), else `ray start`
         self.use_zygote = zygote
+        #: forked nodes fork Ray's agents and log monitor too (agent_server.py)
+        self.fork_daemons = fork_daemons
         self._zygote: Zygote | None = None
         #: nodes that may be starting at once (None: no limit)
         self.parallel_starts = parallel_starts
@@ -206,7 +209,9 @@ class LocalProvider:
             try:
                 self.start_zygote()
                 assert self._zygote is not None
-                pid, started_at = self._zygote.spawn(argv[1:], env, node_log)
+                daemons = (record.node_temp_dir(f"w{node.index}") + "/rayscale"
+                           if self.fork_daemons else None)
+                pid, started_at = self._zygote.spawn(argv[1:], env, node_log, daemons)
             except ZygoteError as exc:
                 # `ray start` from now on; the reason is in the autoscaler's log
                 log.warning("the zygote could not start %s: %s; starting nodes with "

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 
+from rayscale.local import agent_server
 from rayscale.procs import start_time
 
 #: Set in the zygote only, before Ray is imported: numpy's OpenBLAS pool and
@@ -79,6 +80,11 @@ def _become_node(request: dict[str, object], preset: dict[str, str | None]) -> N
         assert isinstance(env, dict)
         os.environ.update({str(k): str(v) for k, v in env.items()})
         os.environ[NODE_ID_ENV] = os.urandom(NODE_ID_BYTES).hex()
+        agents = request.get("agents")
+        if isinstance(agents, str):  # Ray's agents and log monitor forked too
+            stub = agent_server.start(agents)
+            if stub is not None:
+                sys.executable = stub
         argv = [str(a) for a in request["argv"]]  # type: ignore[attr-defined]
         sys.argv = ["ray", *argv]
         import ray.scripts.scripts as ray_scripts
@@ -106,8 +112,11 @@ def serve() -> None:
 
     preset = {name: os.environ.get(name) for name in SINGLE_THREAD_ENV}
     os.environ.update(SINGLE_THREAD_ENV)
+    os.environ.update(agent_server.PIPE_CHECK_ENV)  # kept: the nodes' raylets read it
     import ray
     import ray.scripts.scripts  # noqa: F401  (what each child runs)
+
+    agent_server.preload()
 
     out = sys.stdout
 

@@ -32,15 +32,25 @@ class ZygoteError(RuntimeError):
     """The zygote cannot start a node; start it with `ray start` instead."""
 
 
+def mode(env: Mapping[str, str] | None = None) -> str:
+    """How nodes start: ``all`` (the default: nodes and their Ray daemons forked),
+    ``nodes`` (nodes forked, daemons started as usual) or ``off`` (a `ray start` per
+    node). A bad value is a ValueError naming the variable."""
+    raw = (os.environ if env is None else env).get(ZYGOTE_ENV, "").strip().lower()
+    if raw in ("", "1", "true", "yes", "on", "all"):
+        return "all"
+    if raw == "nodes":
+        return "nodes"
+    if raw in ("0", "false", "no", "off"):
+        return "off"
+    raise ValueError(f"{ZYGOTE_ENV}={raw!r}: expected 1 (nodes and their Ray daemons "
+                     "forked from one process that imported Ray once, the default), "
+                     "nodes (only the nodes forked) or 0 (a `ray start` per node)")
+
+
 def wanted(env: Mapping[str, str] | None = None) -> bool:
     """Whether nodes start through the zygote (the default); a bad value is a ValueError."""
-    raw = (os.environ if env is None else env).get(ZYGOTE_ENV, "").strip().lower()
-    if raw in ("", "1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{ZYGOTE_ENV}={raw!r}: expected 1 (nodes forked from one process "
-                     "that imported Ray once, the default) or 0 (a `ray start` per node)")
+    return mode(env) != "off"
 
 
 class Zygote:
@@ -59,14 +69,16 @@ class Zygote:
         #: what the zygote said once it imported Ray (``threads``: its thread count)
         self.ready: dict[str, object] = {}
 
-    def spawn(self, argv: Sequence[str], env: Mapping[str, str], log: Path) -> tuple[int, int]:
-        """Start one node; ``argv``: the `ray` command's arguments (``start``, ...).
-        Returns the node's process: (pid, start time)."""
+    def spawn(self, argv: Sequence[str], env: Mapping[str, str], log: Path,
+              agents: str | None = None) -> tuple[int, int]:
+        """Start one node; ``argv``: the `ray` command's arguments (``start``, ...);
+        ``agents``: a directory for the node's daemon fork server (agent_server.py), or
+        None to start Ray's daemons as usual. Returns the node's process: (pid, start time)."""
         with self._lock:
             if not self._ready:
                 self.ready = self._read(READY_TIMEOUT_S)
                 self._ready = True
-            request = {"argv": list(argv), "env": dict(env), "log": str(log)}
+            request = {"argv": list(argv), "env": dict(env), "log": str(log), "agents": agents}
             assert self.proc.stdin is not None
             try:
                 self.proc.stdin.write((json.dumps(request) + "\n").encode())
