@@ -117,7 +117,10 @@ def test_memory_does_not_grow_with_counts(state: dict[str, Any], data: Any) -> N
     huge = [10 ** data.draw(st.integers(6, 12)) for _ in range(n)]
     one_memory = cost(with_counts(state, [1] * n))
     huge_memory = cost(with_counts(state, huge))
-    assert huge_memory <= 4 * one_memory + 500_000, (huge_memory, one_memory, huge)
+    # tracemalloc counts every thread of the test process: the 4 MB of slack absorbs
+    # what other tests' leftover threads allocate meanwhile; expanding even the
+    # smallest count drawn (10**6) would take at least 8 MB of pointers
+    assert huge_memory <= 4 * one_memory + 4_000_000, (huge_memory, one_memory, huge)
 
 
 @FAST
