@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import Any
 
 from rayscale import ports, procs, rayauth
 from rayscale.api import RayCluster
@@ -21,6 +22,7 @@ from rayscale.autoscaler.metrics import AutoscalerMetrics
 from rayscale.local.cluster import ClusterError, restart_head
 from rayscale.local.pacing import parallel_starts
 from rayscale.local.provider import LocalProvider
+from rayscale.local.scrape import ScrapeFile
 from rayscale.local.store import ClusterDir
 from rayscale.local.zygote_client import wanted as zygote_wanted
 from rayscale.observe.memory import DashboardMemoryProbe
@@ -116,10 +118,17 @@ def local_autoscaler(cluster: str, options: LoopOptions) -> Autoscaler:
     cdir.save(record)
     log.info("autoscaler for %s: metrics on %s:%s", cluster, record.head_ip, record.metrics_port)
 
-    def publish(status: dict[str, object]) -> None:
+    scrape_file = ScrapeFile(cdir)
+    scrape_file.update()  # Prometheus finds the new metrics port at once
+
+    def publish(status: dict[str, Any]) -> None:
         status["metrics"] = f"http://{record.head_ip}:{record.metrics_port}/metrics"
         status["autoscaler_pid"] = os.getpid()
         cdir.write_status(status)
+        try:  # Ray's node metrics (when on): a target per node, as nodes come and go
+            scrape_file.update(n["id"] for n in status["nodes"])
+        except OSError as exc:
+            log.warning("writing the Prometheus file of %s failed: %r", cluster, exc)
 
     events = EventLog(cdir.events_file)
     provider = LocalProvider(spec, cdir, parallel_starts(), zygote=zygote_wanted())
