@@ -432,6 +432,7 @@ def down(name: str, report: Callable[[str], None] = lambda _: None) -> list[int]
                         *(pid for sid in ours for pid in procs.session_members(sid))})
     for node in cluster.nodes():
         cluster.forget_node(node.id)
+    scrape.remove(cluster)  # again: the autoscaler may have written it before it stopped
     record.head_pid = None
     record.autoscaler_pid = None
     cluster.save(record)
