@@ -40,6 +40,11 @@ DEFAULT_HEAD_PORTS: Final = {
     "gcs-server": 6379, "dashboard": 8265, "client": 10001, "metrics": 8080, "serve": 8000,
 }
 
+# --- rayscale's autoscaler sidecar in the head pod: its /metrics, on the port KubeRay's
+# PodMonitor (config/prometheus/podMonitor.yaml) scrapes for the autoscaler by name
+AUTOSCALER_METRICS_PORT_NAME: Final = "as-metrics"
+AUTOSCALER_METRICS_PORT: Final = 44217
+
 # --- the API group
 RAY_API_GROUP: Final = "ray.io"
 RAY_API_VERSION: Final = "ray.io/v1"

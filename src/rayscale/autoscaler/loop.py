@@ -160,6 +160,8 @@ class Autoscaler:
         self.infeasible_seen: list[str] = []
         self.last_plan: Plan | None = None
         self.last_snapshot: Snapshot | None = None
+        # every group's series exist (at 0) from the start: dashboards see them at once
+        self.metrics.know_groups(g.group_name for g in spec.worker_groups)
         self._stops = ThreadPoolExecutor(max_workers=4, thread_name_prefix="rayscale-stop")
         self._stop = threading.Event()
         self._last_error: tuple[str, float] | None = None
@@ -421,6 +423,7 @@ class Autoscaler:
         self.events.add(ScalingEvent("launch_failed", f"node {node_id}: {why}", group, node_id))
         delay = self.backoff.failed(group, now)
         if delay is not None:
+            self.metrics.backoffs.labels(group).inc()
             self.events.add(ScalingEvent(
                 "backoff", f"group {group} not launchable for {delay:.0f}s; demand falls "
                 "through to the next group by priority", group,

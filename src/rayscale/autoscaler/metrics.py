@@ -1,5 +1,14 @@
 """Prometheus metrics of the autoscaler (names start with rayscale_, base units).
 
+Counters are exported with ``_total`` (prometheus_client adds it). Every
+labelled series the autoscaler knows of at start (each worker group with each
+state and reason it can count, each demand kind, each hold reason) is created
+at 0 by :meth:`AutoscalerMetrics.know_groups`, so a dashboard panel has a
+series from the first scrape rather than from the first event (a
+``rate()`` of a counter that appears with its first increment misses that
+increment). deploy/grafana's dashboards query these names;
+tests/test_dashboards.py checks that each name they use is exported here.
+
 :func:`serve_metrics` serves a registry's ``/metrics`` on exactly the address it
 is given (never a wildcard by default) and, unlike prometheus_client's
 ``start_http_server``, makes no DNS query: Python's ``HTTPServer.server_bind``
@@ -13,10 +22,22 @@ from __future__ import annotations
 import socket
 import socketserver
 import threading
+from collections.abc import Iterable
 from http.server import ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import MetricsHandler
+
+from rayscale.planner.plan import REASON_ORDER
+
+NODE_STATES = ("running", "pending", "terminating")
+#: what `rayscale_pending_demand`, `_infeasible_demand` and `_capped_demand` count
+DEMAND_KINDS = ("tasks", "gangs", "floor")
+#: why a node is stopped: the plan's reasons (idle, over_max, unneeded_pending), a
+#: launch that never registered, a suspended group
+TERMINATION_REASONS = ("idle", "over_max", "unneeded_pending", "launch_failed", "suspended")
+#: why a round launched and stopped nothing
+HOLD_REASONS = ("gcs_unreachable", "recovering", "provider_unreachable")
 
 
 class AutoscalerMetrics:
@@ -34,6 +55,11 @@ class AutoscalerMetrics:
         )
         self.infeasible_demand = Gauge(
             "rayscale_infeasible_demand", "Demand no group could ever hold, by kind",
+            ["kind"], registry=self.registry,
+        )
+        self.capped_demand = Gauge(
+            "rayscale_capped_demand", "Demand a group could hold but that maxReplicas, "
+            "maxNodes or Conservative mode keep from being launched now, by kind",
             ["kind"], registry=self.registry,
         )
         self.launches = Counter(
@@ -103,6 +129,40 @@ class AutoscalerMetrics:
             "rayscale_group_backoff", "1 while a group is not launchable after a failure",
             ["group"], registry=self.registry,
         )
+        self.backoffs = Counter(
+            "rayscale_backoffs", "Backoffs started after a failed launch, by group (failures "
+            "during a backoff do not start another)", ["group"], registry=self.registry,
+        )
+        self._groups: set[str] = set()
+        for kind in DEMAND_KINDS:
+            for gauge in (self.pending_demand, self.infeasible_demand, self.capped_demand):
+                gauge.labels(kind)
+        for reason in HOLD_REASONS:
+            self.held_rounds.labels(reason)
+
+    def know_groups(self, groups: Iterable[str]) -> None:
+        """Create every series of these worker groups at 0 (those not known yet).
+
+        A group that left the spec loses its gauges (its counters stay: they
+        count what happened).
+        """
+        wanted = set(groups)
+        for group in sorted(wanted - self._groups):
+            for state in NODE_STATES:
+                self.nodes.labels(group, state)
+            for reason in REASON_ORDER:
+                self.launches.labels(group, reason)
+            for reason in TERMINATION_REASONS:
+                self.terminations.labels(group, reason)
+            self.failed_launches.labels(group)
+            self.drain_rejections.labels(group)
+            self.backoffs.labels(group)
+            self.backoff.labels(group)
+        for group in sorted(self._groups - wanted):
+            for state in NODE_STATES:
+                self.nodes.remove(group, state)
+            self.backoff.remove(group)
+        self._groups = wanted
 
     def serve(self, host: str, port: int) -> int:
         """Serve /metrics on host:port (port 0: any); return the port."""

@@ -15,12 +15,10 @@ from typing import Any
 
 from rayscale.api import RayCluster
 from rayscale.autoscaler.events import ScalingEvent
-from rayscale.autoscaler.metrics import AutoscalerMetrics
+from rayscale.autoscaler.metrics import NODE_STATES, AutoscalerMetrics
 from rayscale.autoscaler.snapshot import Snapshot
 from rayscale.planner import Plan
 from rayscale.planner.plan import Unplaced
-
-NODE_STATES = ("running", "pending", "terminating")
 
 
 def status_document(
@@ -72,7 +70,9 @@ def publish_gauges(
     decision: Plan,
     not_launchable: set[str],
 ) -> None:
-    """Nodes by group and state, pending and infeasible demand, groups backing off."""
+    """Nodes by group and state, pending, infeasible and capped demand, groups backing
+    off (every series of a group from its first round on, at 0 until counted)."""
+    metrics.know_groups(g.group_name for g in spec.worker_groups)
     counts: dict[tuple[str, str], int] = {}
     for view in snapshot.nodes:
         if view.scalable:
@@ -88,3 +88,5 @@ def publish_gauges(
     metrics.pending_demand.labels("floor").set(sum(s.count for s in obs.floor))
     for kind, count in decision.infeasible.counts().items():
         metrics.infeasible_demand.labels(kind).set(count)
+    for kind, count in decision.capped.counts().items():
+        metrics.capped_demand.labels(kind).set(count)

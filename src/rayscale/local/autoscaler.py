@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import Any
 
 from rayscale import ports, procs, rayauth
 from rayscale.api import RayCluster
@@ -22,6 +23,7 @@ from rayscale.autoscaler.recorder import HistoryRecorder
 from rayscale.local.cluster import ClusterError, restart_head
 from rayscale.local.pacing import parallel_starts
 from rayscale.local.provider import LocalProvider
+from rayscale.local.scrape import ScrapeFile
 from rayscale.local.store import ClusterDir
 from rayscale.local.zygote_client import mode as zygote_mode
 from rayscale.observe.memory import DashboardMemoryProbe
@@ -120,13 +122,19 @@ def local_autoscaler(cluster: str, options: LoopOptions) -> Autoscaler:
     # the history (rayscale ui): a changing round and every event, kept after `down`
     history = HistoryRecorder.open(record.id, cluster, "local", record.created,
                                    record.dashboard_url)
+    scrape_file = ScrapeFile(cdir)
+    scrape_file.update()  # Prometheus finds the new metrics port at once
 
-    def publish(status: dict[str, object]) -> None:
+    def publish(status: dict[str, Any]) -> None:
         status["metrics"] = f"http://{record.head_ip}:{record.metrics_port}/metrics"
         status["autoscaler_pid"] = os.getpid()
         cdir.write_status(status)
         if history is not None:
             history.on_status(status)
+        try:  # Ray's node metrics (when on): a target per node, as nodes come and go
+            scrape_file.update(n["id"] for n in status["nodes"])
+        except OSError as exc:
+            log.warning("writing the Prometheus file of %s failed: %r", cluster, exc)
 
     def echo(event: ScalingEvent) -> None:
         # each event also as a line of the autoscaler's log (`rayscale logs NAME --node

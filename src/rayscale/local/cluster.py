@@ -24,6 +24,7 @@ from rayscale.api import RayCluster
 from rayscale.history.schema import default_path as default_history_path
 from rayscale.history.store import HistoryError, HistoryStore
 from rayscale.labels import GROUP_LABEL, HEAD_GROUP
+from rayscale.local import scrape
 from rayscale.local.pacing import PacingError, parallel_starts
 from rayscale.local.provider import (
     NODE_IP_ENV,
@@ -179,6 +180,7 @@ def up_spec(
         gcs_storage=storage,
         redis_address=store.address if store is not None else None,
         redis_namespace=store.namespace if store is not None else None,
+        ray_node_metrics=scrape.ray_node_metrics(os.environ),
     )
     try:
         cluster.create()
@@ -198,6 +200,7 @@ def up_spec(
         progress("starting the autoscaler")
         _start_autoscaler(cluster, record)
         _wait_ready(spec, cluster, record, deadline=time.monotonic() + wait_s, progress=progress)
+        scrape.write(cluster)  # the autoscaler keeps it up to date from now on
     except BaseException:
         down(spec.name)
         raise
@@ -226,9 +229,13 @@ def start_head(spec: RayCluster, cluster: ClusterDir, record: ClusterRecord) -> 
     (RocksDB) under the cluster's directory; a head started again on the same
     address, ports and store takes the cluster over (:func:`restart_head`).
     """
-    reserve(record.gcs_port, record.dashboard_port, record.client_port, record.metrics_port)
+    reserve(record.gcs_port, record.dashboard_port, record.client_port, record.metrics_port,
+            record.dashboard_metrics_port, record.head_metrics_export_port)
     store = _record_redis(spec, record)
     argv = head_argv(spec, record, store)
+    # a restarted head keeps them: Prometheus goes on scraping the same targets
+    record.head_metrics_export_port = scrape.export_port(argv)
+    record.dashboard_metrics_port = record.dashboard_metrics_port or free_port()
     env = {**node_env(record), **ha_env(record), **ray_node_type(HEAD_GROUP),
            NODE_IP_ENV: record.head_ip}
     env.setdefault(DEMAND_PULL_ENV, DEMAND_PULL_MS)
@@ -240,7 +247,7 @@ def start_head(spec: RayCluster, cluster: ClusterDir, record: ClusterRecord) -> 
         private_dir(cluster.gcs_store)
     # the dashboard's own metric ports default to fixed numbers: two clusters clash
     env["AUTOSCALER_METRIC_PORT"] = str(free_port())
-    env["DASHBOARD_METRIC_PORT"] = str(free_port())
+    env["DASHBOARD_METRIC_PORT"] = str(record.dashboard_metrics_port)
     proc = procs.spawn(argv, env, cluster.logs / "head.log")
     record.head_pid = proc.pid
     cluster.save(record)
@@ -252,6 +259,8 @@ def head_argv(spec: RayCluster, record: ClusterRecord,
     credentials (Ray 2.60 takes them only as `ray start` options)."""
     resources = spec.head.ray_resources
     overrides = local_overrides(record.head_ip, resources)
+    if record.head_metrics_export_port:  # a restarted head: the port it had
+        overrides["metrics-export-port"] = str(record.head_metrics_export_port)
     overrides.update({
         "dashboard-host": record.head_ip,
         "dashboard-port": str(record.dashboard_port),
@@ -367,6 +376,7 @@ def resume(name: str, wait_s: float = 60.0) -> ClusterRecord:
     _start_autoscaler(cluster, record)
     _wait_status(cluster, record, time.monotonic() + wait_s, lambda _: True,
                  "the autoscaler did not report")
+    scrape.write(cluster)  # the new autoscaler's metrics port
     return cluster.load()
 
 
@@ -406,6 +416,7 @@ def down(name: str, report: Callable[[str], None] = lambda _: None) -> list[int]
     if not cluster.exists():
         raise ClusterError(f"no cluster named {name!r}")
     record = cluster.load()
+    scrape.remove(cluster)  # Prometheus stops scraping what is about to go
     stopped: list[int] = []
     # the autoscaler first, so it launches nothing while we stop the rest
     sessions = [pid for pid in [record.autoscaler_pid, *(n.pid for n in cluster.nodes()),
@@ -428,6 +439,7 @@ def down(name: str, report: Callable[[str], None] = lambda _: None) -> list[int]
                         *(pid for sid in ours for pid in procs.session_members(sid))})
     for node in cluster.nodes():
         cluster.forget_node(node.id)
+    scrape.remove(cluster)  # again: the autoscaler may have written it before it stopped
     record.head_pid = None
     record.autoscaler_pid = None
     cluster.save(record)

@@ -30,6 +30,7 @@ from pathlib import Path
 from rayscale import cloudprobe, procs, rayauth
 from rayscale.api import RayCluster
 from rayscale.labels import GROUP_LABEL, NODE_LABEL
+from rayscale.local.scrape import export_port
 from rayscale.local.store import ClusterDir, ClusterRecord, NodeRecord, now, worker_ip
 from rayscale.local.zygote_client import Zygote, ZygoteError
 from rayscale.ports import free_port
@@ -224,7 +225,8 @@ class LocalProvider:
             pid = proc.pid
         # launched now: the launch timeout counts from here, not from the queue
         started = node.model_copy(update={"pid": pid, "start_time": started_at,
-                                          "state": "started", "launched_at": now()})
+                                          "state": "started", "launched_at": now(),
+                                          "metrics_export_port": export_port(argv)})
         self.cluster.save_node(started)
         return started
 

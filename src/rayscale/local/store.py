@@ -64,6 +64,12 @@ class ClusterRecord(BaseModel):
     redis_namespace: str | None = None
     head_restarts: int = 0  # heads started again after the head process died
     head_restarted_at: float | None = None
+    # Prometheus (local/scrape.py): the dashboard's own metrics port (DASHBOARD_METRIC_PORT)
+    # and the head's metrics export port; whether Ray's node metrics are on (off unless
+    # `up` ran with RAY_enable_metrics_collection=1: docs/security.md)
+    dashboard_metrics_port: int | None = None
+    head_metrics_export_port: int | None = None
+    ray_node_metrics: bool = False
 
     @property
     def ha(self) -> bool:
@@ -102,6 +108,7 @@ class NodeRecord(BaseModel):
     start_time: int | None = None
     launched_at: float
     drained_at: float | None = None
+    metrics_export_port: int | None = None  # Ray's metrics agent (if metrics are on)
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -50,7 +50,13 @@ from lightkube.types import PatchType
 
 from rayscale.api import AutoscalerOptions, RayCluster
 from rayscale.kubedecode import warm_up
-from rayscale.labels import CLUSTER_LABEL, NODE_TYPE_HEAD, NODE_TYPE_LABEL
+from rayscale.labels import (
+    AUTOSCALER_METRICS_PORT,
+    AUTOSCALER_METRICS_PORT_NAME,
+    CLUSTER_LABEL,
+    NODE_TYPE_HEAD,
+    NODE_TYPE_LABEL,
+)
 from rayscale.operator import auth, gcs_ft
 from rayscale.operator.desired import (
     PodSettings,
@@ -62,6 +68,7 @@ from rayscale.operator.events import event_manifest
 from rayscale.operator.gcs_ft_wiring import GcsFtWiring, redis_conditions
 from rayscale.operator.metrics import OperatorMetrics
 from rayscale.operator.rayjob_controller import RayJobController, RayJobSettings
+from rayscale.operator.rayjob_desired import ORIGIN_CRD_LABEL
 from rayscale.operator.rbac import ensure_autoscaler_rbac, use_autoscaler_account
 from rayscale.operator.reconcile import ObservedPod, conditions, head_ready, reconcile
 from rayscale.operator.watch import Informer, Obj, ObjectCache, WorkQueue, serve_queue
@@ -295,6 +302,7 @@ class Controller:
             self.status_written.pop(key, None)
             self.gcs_ft.forget(key)
             self._set_state(key, None)
+            ctx.metrics.forget_cluster(ns, name)
             return
         hold = self.holds.get(key)
         if hold is not None:
@@ -343,6 +351,7 @@ class Controller:
                 self._patch_status(body, failed)
             _say_once(ctx, body, "Warning", "InvalidRayClusterSpec", str(exc))
             self._set_state(key, "failed")
+            _cluster_metrics(ctx.metrics, body, [])
             return
         if self.gcs_ft.deletion(body, spec):  # deleting (the Redis cleanup, if any)
             return
@@ -403,6 +412,7 @@ class Controller:
         status["conditions"] = redis_conditions(
             conditions(status, spec.spec.suspend, previous, now, head_ready(observed)),
             redis, withheld, previous, now)
+        _cluster_metrics(ctx.metrics, body, status["conditions"])
         old = {k: v for k, v in (body.get("status") or {}).items() if k != "lastUpdateTime"}
         if {k: v for k, v in status.items()} != {k: old.get(k) for k in status}:
             due_in = self.status_interval_s - (time.monotonic()
@@ -569,12 +579,42 @@ def _post_event(ctx: OperatorContext, body: dict[str, Any], kind: str, reason: s
         log.warning("could not post event %s on %s: %s", reason, key, exc)
 
 
+def _cluster_metrics(metrics: OperatorMetrics, body: dict[str, Any],
+                     conds: list[dict[str, Any]]) -> None:
+    """KubeRay's RayCluster series: the cluster, its RayClusterProvisioned condition and,
+    once true, the seconds from its creation to then."""
+    meta = body["metadata"]
+    owner = (meta.get("labels") or {}).get(ORIGIN_CRD_LABEL) or "None"
+    provisioned = next((c for c in conds if c.get("type") == "RayClusterProvisioned"
+                        and c.get("status") == "True"), None)
+    after = None
+    if provisioned is not None:
+        created, since = _timestamp(meta.get("creationTimestamp")), _timestamp(
+            provisioned.get("lastTransitionTime"))
+        if created is not None and since is not None:
+            after = max(0.0, since - created)
+    metrics.set_cluster(meta["namespace"], meta["name"], meta.get("uid", ""), owner,
+                        provisioned is not None, after)
+
+
+def _timestamp(value: Any) -> float | None:
+    """An RFC 3339 time of the API (``2026-01-02T03:04:05Z``) as epoch seconds."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def _add_autoscaler_sidecar(pod: dict[str, Any], spec: RayCluster, sidecar: SidecarSettings,
                             port: int) -> None:
     if not spec.spec.enable_in_tree_autoscaling:
         return
+    metrics_port, declared = _sidecar_metrics_port(pod)
     command = [*sidecar.command, "autoscaler", "--cluster", spec.name,
-               "--namespace", spec.namespace, "--gcs-address", f"$(POD_IP):{port}"]
+               "--namespace", spec.namespace, "--gcs-address", f"$(POD_IP):{port}",
+               "--metrics-port", str(metrics_port)]
     sidecar_env: list[dict[str, Any]] = [
         {"name": k, "value": v} for k, v in sorted(sidecar.env.items())
     ]
@@ -587,10 +627,25 @@ def _add_autoscaler_sidecar(pod: dict[str, Any], spec: RayCluster, sidecar: Side
         "env": sidecar_env,
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
     }
+    if not declared:  # Prometheus (the chart's PodMonitor, KubeRay's) finds it by name
+        container["ports"] = [{"name": AUTOSCALER_METRICS_PORT_NAME,
+                               "containerPort": metrics_port, "protocol": "TCP"}]
     # its GCS client and its dashboard requests authenticate as the Ray containers do
     auth.sidecar_auth(container, spec)
     _merge_autoscaler_options(container, spec.spec.autoscaler_options)
     pod["spec"]["containers"].append(container)
+
+
+def _sidecar_metrics_port(pod: dict[str, Any]) -> tuple[int, bool]:
+    """The port of the sidecar's /metrics, and whether a container of the pod already
+    declares it by name: KubeRay's samples give the Ray container ``as-metrics``
+    (44217, for Ray's own autoscaler, which rayscale's heads do not run); the sidecar
+    then serves on that number, and the name stays the Ray container's."""
+    for container in pod["spec"]["containers"]:
+        for declared in container.get("ports") or []:
+            if declared.get("name") == AUTOSCALER_METRICS_PORT_NAME:
+                return int(declared["containerPort"]), True
+    return AUTOSCALER_METRICS_PORT, False
 
 
 def _merge_autoscaler_options(container: dict[str, Any], options: AutoscalerOptions) -> None:

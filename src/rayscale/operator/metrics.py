@@ -3,7 +3,10 @@
 The RayJob series are KubeRay's (``kuberay_job_info``,
 ``kuberay_job_deployment_status``, ``kuberay_job_execution_duration_seconds``)
 under rayscale's prefix, kept per RayJob by the RayJob controller and removed
-when the RayJob is gone.
+when the RayJob is gone. So are the RayCluster series (``kuberay_cluster_info``,
+``kuberay_cluster_condition_provisioned``,
+``kuberay_cluster_provisioned_duration_seconds``, with KubeRay's labels), kept
+per RayCluster by the reconciler and removed with it.
 """
 
 from __future__ import annotations
@@ -49,9 +52,63 @@ class OperatorMetrics:
             "reached: Complete, Failed, or Retrying (failed, backoffLimit left); retry_count "
             "is status.failed before it", ["name", "namespace", "job_deployment_status",
                                             "retry_count"], registry=self.registry)
+        self.cluster_info = Gauge(
+            "rayscale_operator_cluster_info", "RayClusters the operator knows (1 each); "
+            "owner_kind: the CRD that made it (None, RayJob, RayService: its "
+            "ray.io/originated-from-crd label)", ["name", "namespace", "uid", "owner_kind"],
+            registry=self.registry)
+        self.cluster_condition_provisioned = Gauge(
+            "rayscale_operator_cluster_condition_provisioned",
+            "1 per RayCluster; condition: whether its RayClusterProvisioned condition is "
+            "true (every pod ran and was ready once)", ["name", "namespace", "uid", "condition"],
+            registry=self.registry)
+        self.cluster_provisioned_duration_seconds = Gauge(
+            "rayscale_operator_cluster_provisioned_duration_seconds",
+            "Seconds from the RayCluster's creation until RayClusterProvisioned became true",
+            ["name", "namespace", "uid"], registry=self.registry)
+        self._clusters_lock = threading.Lock()
+        # (namespace, name): the label values of each of its series
+        self._cluster_series: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...],
+                                                         tuple[str, ...] | None]] = {}
         self._jobs_lock = threading.Lock()
         self._job_status: dict[tuple[str, str], str] = {}  # (namespace, name): its label
         self._job_runs: dict[tuple[str, str], set[tuple[str, str]]] = {}  # duration labels
+
+        self.set_states({})  # every state's series at 0 from the start
+
+    def set_cluster(self, namespace: str, name: str, uid: str, owner_kind: str,
+                    provisioned: bool, provisioned_after_s: float | None) -> None:
+        """The RayCluster exists; whether it is provisioned and how long that took."""
+        info = (name, namespace, uid, owner_kind)
+        condition = (name, namespace, uid, "true" if provisioned else "false")
+        duration = (name, namespace, uid) if provisioned_after_s is not None else None
+        key = (namespace, name)
+        with self._clusters_lock:
+            before = self._cluster_series.get(key)
+            if before is not None:
+                self._remove_cluster(before, keep=(info, condition, duration))
+            self._cluster_series[key] = (info, condition, duration)
+            self.cluster_info.labels(*info).set(1)
+            self.cluster_condition_provisioned.labels(*condition).set(1)
+            if duration is not None and provisioned_after_s is not None:
+                self.cluster_provisioned_duration_seconds.labels(*duration).set(
+                    provisioned_after_s)
+
+    def forget_cluster(self, namespace: str, name: str) -> None:
+        """The RayCluster is gone: every series of it removed."""
+        with self._clusters_lock:
+            before = self._cluster_series.pop((namespace, name), None)
+            if before is not None:
+                self._remove_cluster(before, keep=(None, None, None))
+
+    def _remove_cluster(self, series: tuple[tuple[str, ...], tuple[str, ...],
+                                            tuple[str, ...] | None],
+                        keep: tuple[tuple[str, ...] | None, ...]) -> None:
+        gauges = (self.cluster_info, self.cluster_condition_provisioned,
+                  self.cluster_provisioned_duration_seconds)
+        for gauge, labels, kept in zip(gauges, series, keep, strict=True):
+            if labels is not None and labels != kept:
+                gauge.remove(*labels)
 
     def set_states(self, states: dict[str, str]) -> None:
         tally = Tally(states.values())
