@@ -7,6 +7,7 @@ import html
 import os
 import sqlite3
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -128,3 +129,16 @@ def test_plotly_js_is_served_from_the_wheel(tmp_path: Path) -> None:
             packed = response.read()
     assert status == 200 and len(body) > 1_000_000 and "plotly" in body[:2000].lower()
     assert gzip.decompress(packed).decode() == body and len(packed) < len(body) / 2
+
+
+def test_a_request_for_another_host_name_is_refused(tmp_path: Path) -> None:
+    """DNS rebinding: a page of evil.example re-resolved to 127.0.0.1 sends its own Host."""
+    history = tmp_path / "history.sqlite3"
+    small_history(history, "demo", "g")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with serve_ui(history) as ui:
+        assert _get(ui.url + "/")[0] == 200
+        request = urllib.request.Request(ui.url + "/", headers={"Host": "evil.example"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            opener.open(request, timeout=30)
+        assert refused.value.code == 400

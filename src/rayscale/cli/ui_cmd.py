@@ -51,7 +51,7 @@ def ui_command(
     against demand with the scaling events and their reasons, jobs and their logs."""
     import uvicorn
 
-    from rayscale.ui.app import HostError, check_host, make_app, open_history
+    from rayscale.ui.app import LOOPBACK_NAMES, HostError, check_host, make_app, open_history
 
     try:
         check_host(host, allow_remote)
@@ -61,9 +61,12 @@ def ui_command(
         err.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(2) from None
     path = history or default_path()
+    # this user's own history is pruned; a --history file (an archived copy, say) only
+    # with an explicit --retention
+    prune = history is None or retention is not None
     try:
         open_history(path)
-        removed = _prune(path, retention_s)
+        removed = _prune(path, retention_s) if prune else 0
     except HistoryError as exc:
         err.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
@@ -73,13 +76,15 @@ def ui_command(
     if port == 0:
         port = ports.free_port()
     stop = threading.Event()
-    threading.Thread(target=_pruner, args=(path, retention_s, stop), daemon=True,
-                     name="history-prune").start()
+    if prune:
+        threading.Thread(target=_pruner, args=(path, retention_s, stop), daemon=True,
+                         name="history-prune").start()
     url_host = f"[{host}]" if ":" in host else host
     err.print(f"rayscale ui: http://{url_host}:{port}/ (history {path}); Ctrl-C stops it",
               markup=False, highlight=False)
     try:
-        uvicorn.run(make_app(path), host=host, port=port, log_level="warning",
+        hosts = None if allow_remote else (*LOOPBACK_NAMES, host)
+        uvicorn.run(make_app(path, hosts=hosts), host=host, port=port, log_level="warning",
                     access_log=False, server_header=False)
     finally:
         stop.set()

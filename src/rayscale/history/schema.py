@@ -106,8 +106,8 @@ def connect(path: Path, readonly: bool = False,
     writer (a prune, ``down``) before it fails.
     """
     if not readonly:
-        private_dir(path.parent)
-        if not path.exists():
+        if not path.exists():  # an existing file's directory is left as it is
+            private_dir(path.parent)
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, PRIVATE_FILE_MODE))
     elif not path.exists():
         raise HistoryError(f"no history at {path} yet (a cluster's autoscaler writes it)")

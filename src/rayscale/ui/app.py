@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
+import threading
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
@@ -95,15 +98,17 @@ class UI:
         self.home = home
         self._store: HistoryStore | None = None
         self._plotly_gz: bytes | None = None
+        self._lock = threading.Lock()
         self.env = Environment(loader=FileSystemLoader(TEMPLATES),
                                autoescape=select_autoescape(default=True,
                                                             default_for_string=True))
         self.env.globals.update(fmt_time=_fmt_time, fmt_span=_fmt_span)
 
     def store(self) -> HistoryStore | None:
-        if self._store is None and self.history.exists():
-            self._store = HistoryStore(self.history, readonly=True)
-        return self._store
+        with self._lock:  # the pages run in a thread pool: one connection for all
+            if self._store is None and self.history.exists():
+                self._store = HistoryStore(self.history, readonly=True)
+            return self._store
 
     def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         return HTMLResponse(self.env.get_template(name).render(**context), status_code=status)
@@ -152,7 +157,7 @@ class UI:
         return self.render("job_log.html", job=job, text=text, cut=cut,
                            cluster_id=store.job_cluster(jid))
 
-    async def plotly_js(self, request: Request) -> Response:
+    def plotly_js(self, request: Request) -> Response:  # not async: gzip runs off the loop
         """plotly.min.js (4.8 MB) from the wheel: gzipped once, then sent as is
         (1.5 MB) to every browser that takes gzip, and cached by it for a day."""
         headers = {"Cache-Control": "public, max-age=86400", "Vary": "Accept-Encoding"}
@@ -164,8 +169,16 @@ class UI:
                         headers={**headers, "Content-Encoding": "gzip"})
 
 
-def make_app(history: Path, home: Path | None = None) -> Starlette:
+#: Host headers a loopback UI answers (with the address it listens on): a page from
+#: another site whose name re-resolves to 127.0.0.1 (DNS rebinding) is refused.
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def make_app(history: Path, home: Path | None = None,
+             hosts: Sequence[str] | None = LOOPBACK_NAMES) -> Starlette:
+    """``hosts``: the Host headers answered (None: any, for ``--allow-remote``)."""
     ui = UI(history, home)
+    allowed = ["*"] if hosts is None else list(hosts)
     app = Starlette(
         routes=[
             Route("/", ui.clusters),
@@ -173,7 +186,8 @@ def make_app(history: Path, home: Path | None = None) -> Starlette:
             Route("/jobs/{jid:int}/log", ui.job_log),
             Route("/static/plotly.min.js", ui.plotly_js),
         ],
-        middleware=[Middleware(GZipMiddleware, minimum_size=1000)],
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=allowed),
+                    Middleware(GZipMiddleware, minimum_size=1000)],
     )
     app.state.ui = ui
     return app
