@@ -77,7 +77,7 @@ def logs_command(
     """
     since_s = parse_duration(since) if since is not None else None
     since_at = time.time() - since_s if since_s is not None else None
-    signal.signal(signal.SIGTERM, _sigterm_is_ctrl_c)
+    previous = signal.signal(signal.SIGTERM, _sigterm_is_ctrl_c)
     out = sys.stdout.buffer
     try:
         if namespace is not None:
@@ -92,6 +92,8 @@ def logs_command(
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
         raise typer.Exit(0) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # in-process callers (tests) get theirs back
 
 
 def _local(name: str, nodes: tuple[str, ...], groups: tuple[str, ...], jobs: tuple[str, ...],

@@ -248,7 +248,8 @@ class HistoryStore:
                    submission_id: str | None = None, message: str | None = None,
                    log_path: str | None = None, ended: float | None = None) -> None:
         """A job's row, made or updated at each status change. It belongs to the newest
-        cluster of that name (a job's own cluster appears once the job brought it up)."""
+        cluster of that name (a job's own cluster appears once the job brought it up),
+        and stays with the first one found (a later `up` of the name is another cluster)."""
         with self._lock:
             row = self.conn.execute(
                 "SELECT id FROM clusters WHERE name = ? ORDER BY created DESC LIMIT 1",
@@ -257,7 +258,7 @@ class HistoryStore:
                 "INSERT INTO jobs(name, started, cluster_name, cluster, submission_id, status, "
                 "message, log_path, ended, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(name, started) DO UPDATE SET "
-                "cluster = coalesce(excluded.cluster, jobs.cluster), status = excluded.status, "
+                "cluster = coalesce(jobs.cluster, excluded.cluster), status = excluded.status, "
                 "message = excluded.message, log_path = excluded.log_path, "
                 "ended = excluded.ended, updated = excluded.updated",
                 (name, started, cluster_name, row[0] if row else None, submission_id, status,

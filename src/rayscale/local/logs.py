@@ -253,7 +253,10 @@ def show(
             fresh = [s for s in listed if (s.name, s.path) not in tails]
             printer.widen(s.name for s in fresh)
             for source in fresh:  # appeared while following: all of it is new
-                tails[(source.name, source.path)] = FileTail(source.path, since)
+                tail = tails[(source.name, source.path)] = FileTail(source.path, since)
+                moved = [key for key in tails if key[0] == source.name and key[1] != source.path]
+                for key in moved:  # the same log at a new path (`down` keeps a job's log)
+                    tail.offset = max(tail.offset, tails.pop(key).offset)
         for (name, _), tail in tails.items():
             for lines in tail.chunks():
                 printer.write(name, lines)
