@@ -57,6 +57,11 @@ class HistoryRecorder:
             self.uid, float(status.get("updated_at") or time.time()),
             counts_of(status), demand_of(status)))
         held, self._held = self._held, []
+        if self._failing:
+            # the round's own write failed (another writer holds the file, or it is
+            # broken): its events are dropped with it rather than waited on one by one
+            # (events.jsonl has them)
+            return
         for event in held:
             self._record(event)
 
