@@ -252,3 +252,29 @@ def test_tail_is_per_source(cluster: ClusterDir) -> None:
                                           strict), out, prefix=True, tail_lines=1)
     assert out.getvalue().decode().splitlines() == ["small-0 | small-0 line 2",
                                                     "big-1   | big-1 line 2"]
+
+
+def test_follow_goes_on_where_a_moved_job_log_left_off(tmp_path: Path) -> None:
+    """`down` copies a job's live log out of the temp dir it deletes: no second copy."""
+    live, kept = tmp_path / "live.log", tmp_path / "kept.log"
+    live.write_text("one\n")
+    current = [logs.Source("job:raysubmit_1", live, "job")]
+    out = io.BytesIO()
+    done = threading.Event()
+    follower = threading.Thread(target=logs.show, args=(lambda strict: list(current), out, False),
+                                kwargs={"follow": True, "stop": done.is_set})
+    follower.start()
+    try:
+        deadline = time.monotonic() + 5
+        while b"one" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kept.write_text("one\ntwo\n")
+        current[:] = [logs.Source("job:raysubmit_1", kept, "job")]
+        live.unlink()
+        deadline = time.monotonic() + 5
+        while b"two" not in out.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        done.set()
+        follower.join(timeout=5)
+    assert out.getvalue() == b"one\ntwo\n"
