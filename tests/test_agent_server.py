@@ -117,3 +117,11 @@ def test_a_stub_without_a_server_runs_the_real_python(tmp_path: Path) -> None:
                           env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and done.stdout.strip() == "['-c']"
     assert signal.SIGTERM in agent_stub.FORWARDED_SIGNALS
+
+
+def test_a_python_path_the_kernel_would_split_is_not_used_for_the_stub() -> None:
+    from rayscale.local.agent_server import _shebang_safe
+
+    assert _shebang_safe(sys.executable)
+    assert not _shebang_safe("/home/me/my envs/bin/python")
+    assert not _shebang_safe("/x" * 120)

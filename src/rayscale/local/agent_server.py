@@ -94,10 +94,12 @@ def start(directory: str, scripts: frozenset[str] | None = None) -> str | None:
     ``scripts``: what it forks (default :func:`forkable_scripts`)."""
     home = Path(directory)
     path = str(home / SOCKET_NAME)
-    if len(path.encode()) > MAX_SOCKET_PATH:
+    if len(path.encode()) > MAX_SOCKET_PATH or not _shebang_safe(sys.executable):
         return None
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     home.chmod(0o700)
+    if os.statvfs(home).f_flag & os.ST_NOEXEC:  # the stub could not run from there
+        return None
     stub = home / STUB_NAME
     source = Path(agent_stub.__file__).read_text()
     fd = os.open(stub, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
@@ -125,6 +127,12 @@ def start(directory: str, scripts: frozenset[str] | None = None) -> str | None:
     _held.append(node_alive)
     os.environ[agent_stub.SOCKET_ENV] = path
     return str(stub)
+
+
+def _shebang_safe(python: str) -> bool:
+    """The stub's ``#!`` line names this Python: no blanks (the kernel would split the
+    path there) and well inside the kernel's 256-byte limit."""
+    return len(python.encode()) < 200 and not any(c.isspace() for c in python)
 
 
 def _serve(listener: socket.socket, node_end: int, scripts: frozenset[str]) -> None:
