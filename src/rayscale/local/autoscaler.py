@@ -132,7 +132,8 @@ def local_autoscaler(cluster: str, options: LoopOptions) -> Autoscaler:
         if history is not None:
             history.on_status(status)
         try:  # Ray's node metrics (when on): a target per node, as nodes come and go
-            scrape_file.update(n["id"] for n in status["nodes"])
+            # (id and status: a paced node gets its export port when it starts)
+            scrape_file.update(f'{n["id"]}/{n["status"]}' for n in status["nodes"])
         except OSError as exc:
             log.warning("writing the Prometheus file of %s failed: %r", cluster, exc)
 

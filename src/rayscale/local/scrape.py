@@ -134,7 +134,8 @@ class ScrapeFile:
         self._checked = 0.0
 
     def update(self, node_ids: Iterable[str] = (), now: float | None = None) -> bool:
-        """Rewrite the file if it is out of date; whether it was written."""
+        """Rewrite the file if it is out of date; whether it was written. ``node_ids``:
+        what identifies the nodes' targets (the autoscaler adds each node's status)."""
         now = time.monotonic() if now is None else now
         ids = frozenset(node_ids)
         due = now - self._checked >= self.check_s
