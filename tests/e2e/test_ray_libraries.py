@@ -46,7 +46,11 @@ def watch_peak(cluster: Cluster, group: str) -> tuple[threading.Event, list[int]
 
 
 def test_ray_status_shows_pending_nodes_and_infeasible_demand(start_cluster: Any) -> None:
-    cluster = start_cluster(cluster_spec("rstatus", [worker_group("w", max_replicas=2)]))
+    # nodes with a `ray start` of their own (about 5 s to register): a forked node
+    # registers within ~1.5 s, less than one `ray status` (a Python that imports Ray)
+    # takes, so the pending state would come and go between two looks
+    cluster = start_cluster(cluster_spec("rstatus", [worker_group("w", max_replicas=2)]),
+                            RAYSCALE_ZYGOTE="off")
     driver = cluster.driver("""
         import ray, time
         import ray._private.state as state

@@ -56,7 +56,8 @@ def _sidecar_pid(name: str, ns: str) -> int | None:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             argv = procs.cmdline(int(entry.name))
-            if argv[-len(wanted) - 2:-2] == wanted and procs.is_alive(int(entry.name)):
+            runs = any(argv[i:i + len(wanted)] == wanted for i in range(len(argv)))
+            if runs and procs.is_alive(int(entry.name)):
                 return int(entry.name)
     return None
 
