@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rayscale.ports import free_port
+from tests.childproc import stop_child
 
 PROMETHEUS_HOST = "127.0.0.1"
 #: what Grafana puts in for its own variables, for a 1 s scrape interval:
@@ -122,13 +123,7 @@ def prometheus_server(workdir: Path, config: str) -> Iterator[Prometheus]:
             time.sleep(0.1)
         yield server
     finally:
-        # our unreaped child: its PID cannot have been reused
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_child(proc, 20)  # our unreaped child: its PID cannot have been reused
 
 
 _VARIABLE = re.compile(r"\$(?:\{(\w+)(?::\w+)?\}|(\w+))")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rayscale.ports import free_port
+from tests.childproc import stop_child
 
 REDIS_HOST = "127.0.0.9"  # not 127.0.0.1: Ray rewrites that to the outward IP
 
@@ -92,10 +93,4 @@ def redis_server(
             time.sleep(0.05)
         yield server
     finally:
-        # our unreaped child: its PID cannot have been reused
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_child(proc)  # our unreaped child: its PID cannot have been reused

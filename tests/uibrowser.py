@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rayscale import ports
+from tests.childproc import stop_child
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -53,12 +54,7 @@ def serve_ui(history: Path, *args: str, env: dict[str, str] | None = None,
             time.sleep(0.1)
         yield UIServer(f"http://{host}:{port}", proc)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_child(proc)  # our unreaped child: its PID cannot have been reused
 
 
 @dataclass
