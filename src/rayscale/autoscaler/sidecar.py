@@ -12,11 +12,12 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from lightkube import Client
 
 from rayscale.autoscaler.events import EventLog, ScalingEvent
+from rayscale.autoscaler.kube_status import StatusConfigMap
 from rayscale.autoscaler.loop import Autoscaler, LoopOptions
 from rayscale.autoscaler.metrics import AutoscalerMetrics
 from rayscale.labels import DEFAULT_HEAD_PORTS
@@ -36,7 +37,8 @@ def kubernetes_autoscaler(
     """The loop of one RayCluster; ``/metrics`` on ``metrics_host`` (default: the head
     pod's IP, where Prometheus in the pod network reaches it) and ``metrics_port``."""
 
-    provider = KubeRayProvider(Client(field_manager="rayscale-autoscaler"), cluster, namespace)
+    client = Client(field_manager="rayscale-autoscaler")
+    provider = KubeRayProvider(client, cluster, namespace)
     spec = _retry(provider.cluster, "the RayCluster")
     address = gcs_address or _retry(provider.head_gcs_address, "the head pod's address")
     head_ip = address.rsplit(":", 1)[0]
@@ -50,6 +52,13 @@ def kubernetes_autoscaler(
     def echo(event: ScalingEvent) -> None:
         log.info("%s %s", event.kind, event.message)
 
+    # `rayscale status NAME -n NS` and the operator's history read this ConfigMap
+    status_map = StatusConfigMap(client, cluster, namespace, spec.metadata.uid)
+    metrics_url = f"http://{host}:{port}/metrics"
+
+    def publish(status: dict[str, Any]) -> None:
+        status["metrics"] = metrics_url
+        status_map.publish(status)
 
     return Autoscaler(
         spec,
@@ -67,6 +76,7 @@ def kubernetes_autoscaler(
             headers=functools.partial(headers_from_env, os.environ),
         ),
         refresh_spec=provider.cluster,
+        on_status=publish,
     )
 
 

@@ -193,19 +193,63 @@ def _storage(record: ClusterRecord) -> str | None:
 def status_command(
     name: str = typer.Argument(..., help="Cluster name"),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+    namespace: str | None = typer.Option(
+        None, "--namespace", "-n", help="A RayCluster on Kubernetes in this namespace"),
+    kubeconfig: Path | None = typer.Option(
+        None, help="With -n: the kubeconfig (default: $KUBECONFIG, ~/.kube/config)"),
 ) -> None:
     """Nodes per group (active, idle, pending), resource usage, demand, recent events.
 
     Exits 0 when the cluster is running and reporting, 3 when it is degraded or
-    down (the output says why).
+    down (the output says why). With -n, a RayCluster on Kubernetes: the same view
+    from the RayCluster, its pods and its autoscaler sidecar's report.
     """
-    _, status = _load_status(name)
+    if namespace is not None:
+        status = _kube_status(name, namespace, kubeconfig)
+    else:
+        _, status = _load_status(name)
     if as_json:
         typer.echo(json.dumps(status, indent=2, default=str))
     else:
         _render(status)
     if status["state"] != "running":
         raise typer.Exit(3)
+
+
+def _kube_status(name: str, namespace: str, kubeconfig: Path | None) -> dict[str, Any]:
+    import httpx2 as httpx
+    from lightkube import ApiError, Client, KubeConfig
+    from lightkube.core.exceptions import ConfigError
+    from lightkube.resources.core_v1 import Pod
+
+    from rayscale.autoscaler.kube_status import read_status
+    from rayscale.autoscaler.kube_view import kube_status
+    from rayscale.labels import CLUSTER_LABEL
+    from rayscale.providers.kuberay import RayClusterResource
+
+    try:
+        client = Client(KubeConfig.from_file(kubeconfig)) if kubeconfig else Client()
+    except (ConfigError, OSError) as exc:
+        _error(f"no Kubernetes configuration: {exc}")
+        raise typer.Exit(1) from None
+    try:
+        try:
+            cluster = client.get(RayClusterResource, name, namespace=namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                _error(f"no RayCluster {name!r} in namespace {namespace!r}")
+                raise typer.Exit(1) from None
+            raise
+        pods = [p.to_dict() for p in client.list(
+            Pod, namespace=namespace, labels={CLUSTER_LABEL: name})]
+        report = read_status(client, name, namespace)
+    except ApiError as exc:
+        _error(f"the API server refused: {exc}")
+        raise typer.Exit(1) from None
+    except httpx.HTTPError as exc:
+        _error(f"the API server cannot be reached: {exc}")
+        raise typer.Exit(1) from None
+    return kube_status(cluster.to_dict(), pods, report)  # type: ignore[no-untyped-call]
 
 
 def _render(status: dict[str, Any]) -> None:
@@ -216,7 +260,14 @@ def _render(status: dict[str, Any]) -> None:
         out.print(f"{status['state'].upper()}: " + "; ".join(status["problems"]),
                   style="bold red", markup=False)
     head = status["head"]
-    if head["fault_tolerance"]:
+    kube = status.get("kubernetes")
+    if kube is not None:
+        conditions = ", ".join(f"{k}={v}" for k, v in kube["conditions"].items()) or "-"
+        kr = kube["status"]
+        out.print(f"RayCluster state {kr.get('state') or '-'}  workers ready "
+                  f"{kr.get('readyWorkerReplicas', 0)}/{kr.get('desiredWorkerReplicas', 0)}  "
+                  f"head pod {head.get('pod') or '-'}  conditions {conditions}", markup=False)
+    elif head["fault_tolerance"]:
         when = (time.strftime(", last at %H:%M:%S", time.localtime(head["restarted_at"]))
                 if head["restarted_at"] else "")
         out.print(f"head pid {head['pid']}  fault tolerance: {head['storage']}  "
@@ -233,7 +284,10 @@ def _render(status: dict[str, Any]) -> None:
     age = status.get("report_age_s")
     state = "running" if status["autoscaler_running"] else "[red]not running[/red]"
     when = f"{age:.1f}s ago" if age is not None else "never"
-    out.print(f"autoscaler {state} (updated {when})  metrics {status.get('metrics', '-')}")
+    if status.get("autoscaling", True):
+        out.print(f"autoscaler {state} (updated {when})  metrics {status.get('metrics', '-')}")
+    else:
+        out.print("autoscaler off (enableInTreeAutoscaling is not set): replicas as written")
     table = Table("group", "running", "idle", "pending", "terminating", "min", "max", "launchable",
                   title="Node status")
     for name, g in status["groups"].items():

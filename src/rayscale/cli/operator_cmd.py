@@ -6,8 +6,12 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from rayscale.operator.history import OperatorHistory
 
 
 def operator_command(
@@ -30,6 +34,10 @@ def operator_command(
         "", help="KubeRay's feature gates, as KubeRay's operator takes them "
         "(RayCronJob=true: reconcile RayCronJobs; off by default, as in KubeRay). "
         "Gates rayscale does not have are ignored with a warning"),
+    history: Path = typer.Option(
+        None, help="Keep the clusters' history (rayscale ui) in this file (default "
+        "$RAYSCALE_HOME/history.sqlite3); retention: $RAYSCALE_HISTORY_RETENTION or 7d"),
+    no_history: bool = typer.Option(False, "--no-history", help="Keep no history"),
 ) -> None:
     """Run the operator until interrupted."""
     import kopf
@@ -51,6 +59,7 @@ def operator_command(
         client = Client(KubeConfig.from_file(kubeconfig), field_manager="rayscale-operator")
     else:
         client = Client(field_manager="rayscale-operator")
+    keeper = None if no_history else _history(history)
     metrics = OperatorMetrics()
     port = metrics.serve(metrics_host, metrics_port)
     logging.info("operator metrics on http://%s:%s/metrics", metrics_host, port)
@@ -71,6 +80,7 @@ def operator_command(
         namespaces=list(namespace or []),
         workers=workers,
         feature_gates=gates,
+        history=keeper,
     )
     handlers.warm_up_decoders()
     kopf.run(
@@ -78,6 +88,22 @@ def operator_command(
         clusterwide=not namespace,
         namespaces=namespace or [],
     )
+
+
+def _history(path: Path | None) -> OperatorHistory:
+    from rayscale.history.store import HistoryError, HistoryStore, retention_from_env
+    from rayscale.operator.history import OperatorHistory
+
+    try:
+        retention_s = retention_from_env()
+        # like a round, a write waits at most a second for another writer (a prune, a
+        # `rayscale ui` reading), then is dropped: the history never holds up the operator
+        keeper = OperatorHistory(HistoryStore(path, busy_timeout_s=1.0))
+    except (HistoryError, ValueError, OSError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--history") from None
+    keeper.start_pruning(retention_s)
+    logging.info("clusters' history in %s (retention %.0f s)", keeper.store.path, retention_s)
+    return keeper
 
 
 #: KubeRay's feature gates rayscale implements, with their defaults (KubeRay v1.7's).

@@ -221,6 +221,14 @@ class HistoryStore:
                  event.get("reason"), detail),
             )
 
+    def last_event_ts(self, uid: str) -> float | None:
+        """The time of the cluster's newest stored event (None: none, or no such cluster)."""
+        with self._lock:
+            row = self.conn.execute(
+                "SELECT MAX(events.ts) FROM events JOIN clusters ON clusters.id = events.cluster "
+                "WHERE clusters.uid = ?", (uid,)).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
     def record_events(self, uid: str, events: list[Mapping[str, Any]]) -> None:
         """Many events at once (one transaction): imports and benchmarks."""
         with self._lock:

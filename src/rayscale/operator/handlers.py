@@ -49,6 +49,7 @@ from lightkube.resources.core_v1 import Event, Pod, Secret, Service
 from lightkube.types import PatchType
 
 from rayscale.api import AutoscalerOptions, RayCluster
+from rayscale.autoscaler.kube_status import STATUS_LABELS
 from rayscale.kubedecode import warm_up
 from rayscale.labels import (
     AUTOSCALER_METRICS_PORT,
@@ -66,6 +67,7 @@ from rayscale.operator.desired import (
 )
 from rayscale.operator.events import event_manifest
 from rayscale.operator.gcs_ft_wiring import GcsFtWiring, redis_conditions
+from rayscale.operator.history import OperatorHistory
 from rayscale.operator.metrics import OperatorMetrics
 from rayscale.operator.rayjob_controller import RayJobController, RayJobSettings
 from rayscale.operator.rayjob_desired import ORIGIN_CRD_LABEL
@@ -86,6 +88,7 @@ HOLD_AFTER_UNCERTAIN_CREATE_S = 5.0  # a create that may have succeeded: wait fo
 STATUS_INTERVAL_S = 0.25
 WATCH_SERVER_TIMEOUT_S = 300
 COMPONENT = "rayscale-operator"
+STATUS_SELECTOR = ",".join(f"{k}={v}" for k, v in STATUS_LABELS.items())
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,8 @@ class OperatorContext:
     states: dict[str, str] = field(default_factory=dict)
     #: KubeRay's feature gates that are on (``RayCronJob``: the RayCronJob controller)
     feature_gates: frozenset[str] = frozenset()
+    #: where clusters' histories go (``rayscale ui``); None: kept nowhere
+    history: OperatorHistory | None = None
 
 
 CONTEXT: OperatorContext | None = None
@@ -191,6 +196,8 @@ class Controller:
         self.services = ObjectCache(index=cluster_key_of, on_change=self._service_changed)
         # metadata only: the operator never holds a token after it has written one
         self.secrets = ObjectCache(index=cluster_key_of, on_change=self._secret_changed)
+        # the sidecars' status ConfigMaps, only for the history
+        self.status_maps = ObjectCache(index=cluster_key_of, on_change=self._status_changed)
         self.failures: dict[str, int] = {}
         self.holds: dict[str, float] = {}  # key -> monotonic time before which not to act
         self.status_written: dict[str, float] = {}  # key -> monotonic time of the last patch
@@ -228,6 +235,9 @@ class Controller:
             ("services", self.services, "api/v1", "services", CLUSTER_LABEL, "v1", "Service"),
             ("secrets", self.secrets, "api/v1", "secrets", CLUSTER_LABEL, "v1", "Secret"),
         ]
+        if self.ctx.history is not None:
+            kinds.append(("configmaps", self.status_maps, "api/v1", "configmaps",
+                          STATUS_SELECTOR, "v1", "ConfigMap"))
         for name, cache, prefix, plural, selector, api_version, kind in kinds:
             scopes: list[str | None] = list(self.ctx.namespaces) or [None]
             for ns in scopes:
@@ -273,6 +283,12 @@ class Controller:
     def _cluster_changed(self, key: str | None, old: Obj | None, new: Obj | None) -> None:
         if key is not None:
             self.queue.add(key)
+        if self.ctx.history is not None:
+            self.ctx.history.cluster_changed(old, new)
+
+    def _status_changed(self, key: str | None, old: Obj | None, new: Obj | None) -> None:
+        if self.ctx.history is not None:
+            self.ctx.history.status_changed(new)
 
     def _pod_changed(self, key: str | None, old: Obj | None, new: Obj | None) -> None:
         if key is not None and _observed(old) != _observed(new):

@@ -75,6 +75,7 @@ class OperatorProcess:
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = free_port()
+        self.history = log.parent / "history.sqlite3"  # the clusters' history it keeps
 
     @property
     def metrics_url(self) -> str:
@@ -86,7 +87,7 @@ class OperatorProcess:
             [sys.executable, "-m", "rayscale.cli.main", "operator",
              "--kubeconfig", str(self.kubeconfig), "--shared-pod-network",
              "--sidecar-kubeconfig", str(self.kubeconfig),
-             "--metrics-port", str(self.metrics_port)],
+             "--metrics-port", str(self.metrics_port), "--history", str(self.history)],
             env, self.log,
         )
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -11,6 +14,7 @@ import pytest
 from lightkube import Client
 from lightkube.resources.core_v1 import Pod
 
+from rayscale.history.store import HistoryStore
 from tests.devtools import wait_for
 from tests.k8s.operator.conftest import RayCluster, manifest, run_job
 
@@ -49,8 +53,17 @@ def worker_pods(kube: Client, namespace: str, name: str) -> list[Pod]:
                                                            "ray.io/node-type": "worker"})]
 
 
+def rayscale_status(kubeconfig: Any, ns: str, name: str) -> tuple[int, dict[str, Any]]:
+    """`rayscale status NAME -n NS --json`: its exit code and document."""
+    done = subprocess.run([sys.executable, "-m", "rayscale.cli.main", "status", name, "-n", ns,
+                           "--kubeconfig", str(kubeconfig), "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
 def test_seeds_scenario_overflows_to_elastic_and_scales_back_through_workers_to_delete(
-    kube: Client, ns: str, operator: Any
+    kube: Client, ns: str, operator: Any, dev_cluster: Any
 ) -> None:
     kube.create(RayCluster.from_dict(seeds_cluster("seeds")), namespace=ns)  # type: ignore[arg-type]
     head = wait_for(lambda: next((p for p in kube.list(
@@ -62,6 +75,7 @@ def test_seeds_scenario_overflows_to_elastic_and_scales_back_through_workers_to_
     peaks: Counter[str] = Counter()
     seen_running: Counter[str] = Counter()
     stop = threading.Event()
+    scaled_up_status: list[tuple[int, dict[str, Any]]] = []  # `rayscale status` mid-run
 
     def watch() -> None:
         while not stop.is_set():
@@ -76,6 +90,8 @@ def test_seeds_scenario_overflows_to_elastic_and_scales_back_through_workers_to_
                     seen_running[group] += 1
             for group, n in per_group.items():
                 peaks[group] = max(peaks[group], n)
+            if seen_running["elastic"] and not scaled_up_status:
+                scaled_up_status.append(rayscale_status(dev_cluster.kubeconfig, ns, "seeds"))
             time.sleep(0.5)
 
     watcher = threading.Thread(target=watch)
@@ -102,3 +118,47 @@ def test_seeds_scenario_overflows_to_elastic_and_scales_back_through_workers_to_
         stop.set()
         watcher.join()
     assert peaks["regular"] <= 10 and peaks["elastic"] <= 10, f"never above maxReplicas: {peaks}"
+    check_status_and_history(kube, ns, operator, dev_cluster, scaled_up_status)
+
+
+def check_status_and_history(kube: Client, ns: str, operator: Any, dev_cluster: Any,
+                             scaled_up: list[tuple[int, dict[str, Any]]]) -> None:
+    """`rayscale status -n` showed the scale-up as it happened and shows the cluster back at
+    its minimum now; the operator's history holds the rounds and the scaling events with
+    their reasons, and marks the cluster gone once it is deleted."""
+    assert scaled_up, "rayscale status ran while elastic workers ran"
+    code, mid = scaled_up[0]
+    assert code == 0 and mid["state"] == "running", mid["problems"]
+    assert mid["name"] == f"{ns}/seeds" and mid["autoscaler_running"]
+    up = mid["groups"]
+    assert up["regular"]["running"] + up["regular"]["pending"] > 0
+    assert up["elastic"]["max"] == 10 and up["regular"]["min"] == 0
+    assert any(e["kind"] == "launch" for e in mid["events"])
+
+    def settled() -> dict[str, Any] | None:
+        code, doc = rayscale_status(dev_cluster.kubeconfig, ns, "seeds")
+        groups = doc["groups"]
+        idle = all(g["running"] + g["pending"] == 0 for g in groups.values())
+        return doc if code == 0 and idle and not doc["nodes"] else None
+
+    now = wait_for(settled, 60, "rayscale status shows no worker")
+    assert any(e["kind"] == "stop" for e in now["events"]), now["events"]
+    assert now["kubernetes"]["status"]["state"] == "ready"
+
+    store = HistoryStore(operator.history, readonly=True)
+    try:
+        (row,) = [r for r in store.clusters() if r.name == f"{ns}/seeds"]
+        assert row.mode == "kubernetes" and not row.finished
+        line = store.timeline(row.id)
+        kinds = {e.kind for e in line.events}
+        assert {"launch", "stop"} <= kinds, kinds
+        launches = [e for e in line.events if e.kind == "launch"]
+        assert any((e.detail or "").startswith("demand: ") for e in launches), launches
+        peak = {g: max(n for _, n in line.counts.get((g, "running"), [(0, 0)]))
+                for g in ("regular", "elastic")}
+        assert peak["regular"] > 0 and peak["elastic"] > 0, peak
+        kube.delete(RayCluster, "seeds", namespace=ns)
+        wait_for(lambda: next(r for r in store.clusters() if r.id == row.id).finished, 60,
+                 "the deleted cluster marked gone in the history")
+    finally:
+        store.close()

@@ -155,6 +155,7 @@ OPERATOR_GRANTS = (
     | _rows("", "services", "get list watch create")
     | _rows("", "secrets", "get list watch create")
     | _rows("", "events", "create patch")
+    | _rows("", "configmaps", "get list watch")
     | _rows("events.k8s.io", "events", "create patch")
     | _rows("", "serviceaccounts", "get create")
     | _rows("rbac.authorization.k8s.io", "rolebindings", "get create")
@@ -168,7 +169,8 @@ OPERATOR_GRANTS = (
 CLUSTER_SCOPE_GRANTS = _rows("apiextensions.k8s.io", "customresourcedefinitions",
                              "get list watch")
 AUTOSCALER_GRANTS = (_rows("ray.io", "rayclusters", "get list watch patch update")
-                     | _rows("", "pods", "get list watch"))
+                     | _rows("", "pods", "get list watch")
+                     | _rows("", "configmaps", "get create patch"))
 
 
 # ------------------------------------------------------------------ rendering, no cluster
@@ -427,7 +429,8 @@ def test_rendered_chart_is_valid_and_grants_only_what_it_needs(
         ("update", "jobs", {"group": "batch", "namespace": elsewhere}),
         ("patch", "jobs", {"group": "batch", "namespace": elsewhere}),
         ("create", "cronjobs", {"group": "batch", "namespace": elsewhere}),
-        ("get", "configmaps", {"namespace": elsewhere}),
+        ("create", "configmaps", {"namespace": elsewhere}),
+        ("patch", "configmaps", {"namespace": elsewhere}),
         ("delete", "serviceaccounts", {"namespace": elsewhere}),
         ("create", "serviceaccounts", {"namespace": elsewhere, "subresource": "token"}),
         ("create", "clusterrolebindings", {"group": "rbac.authorization.k8s.io"}),

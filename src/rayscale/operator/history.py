@@ -1,0 +1,147 @@
+"""The operator's side of the history: each RayCluster, its sidecar's rounds and events.
+
+On Kubernetes the operator keeps the history (``rayscale ui`` reads it, as it
+reads local clusters'): a row per RayCluster (``namespace/name``, mode
+``kubernetes``) from the RayCluster informer, marked gone when it is
+deleted; and, for an autoscaling cluster, every changing round and every
+scaling event from the sidecar's status ConfigMap
+(autoscaler/kube_status.py), which the operator watches. The ConfigMap holds
+the last events of a round; those newer than the last one stored are
+recorded, each with its round's detail ("demand: 5 pending 1-CPU tasks").
+
+Like the autoscaler's, this history never stops the work: a write that fails
+is logged (once until writes work again) and dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+from rayscale.autoscaler.events import ScalingEvent
+from rayscale.autoscaler.kube_status import parse_document
+from rayscale.autoscaler.recorder import HistoryRecorder
+from rayscale.history.store import HistoryError, HistoryStore
+
+log = logging.getLogger(__name__)
+MODE = "kubernetes"
+PRUNE_EVERY_S = 3600.0
+LAST_CHAR = chr(0x10FFFF)  # sorts after every kind
+Obj = dict[str, Any]
+
+
+def created_ts(meta: Obj) -> float:
+    stamp = meta.get("creationTimestamp")
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return time.time()
+
+
+def owner_uid(meta: Obj) -> str | None:
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == "RayCluster" and ref.get("uid"):
+            return str(ref["uid"])
+    return None
+
+
+def event_key(event: Obj) -> tuple[float, str, str, str]:
+    return (float(event.get("ts") or 0.0), str(event.get("kind")), str(event.get("node")),
+            str(event.get("message")))
+
+
+class OperatorHistory:
+    """Thread-safe: the informers' threads call it."""
+
+    def __init__(self, store: HistoryStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._recorders: dict[str, HistoryRecorder] = {}  # RayCluster uid -> its recorder
+        self._seen: dict[str, tuple[float, str, str, str]] = {}  # uid -> last event stored
+        self._failing = False
+
+    def start_pruning(self, retention_s: float, every_s: float = PRUNE_EVERY_S) -> None:
+        """Forget clusters gone (and rounds, events older) than ``retention_s``, hourly."""
+
+        def prune() -> None:
+            while True:
+                self._guard(lambda: self.store.prune(retention_s))
+                time.sleep(every_s)
+
+        threading.Thread(target=prune, name="history-prune", daemon=True).start()
+
+    def cluster_changed(self, old: Obj | None, new: Obj | None) -> None:
+        """From the RayCluster informer: a new cluster gets its row, a deleted one is gone."""
+        if new is not None and old is None:
+            def record() -> None:
+                with self._lock:
+                    self._recorder(new["metadata"])
+
+            self._guard(record)
+        elif new is None and old is not None:
+            uid = (old.get("metadata") or {}).get("uid")
+            if uid:
+                self._guard(lambda: self.store.mark_gone(str(uid)))
+                with self._lock:
+                    self._recorders.pop(str(uid), None)
+                    self._seen.pop(str(uid), None)
+
+    def status_changed(self, new: Obj | None) -> None:
+        """From the status ConfigMap informer: the sidecar wrote a round."""
+        if new is None:
+            return
+        meta = new.get("metadata") or {}
+        uid = owner_uid(meta)
+        doc = parse_document(new.get("data") or {})
+        if uid is None or doc is None:
+            return
+        self._guard(lambda: self._record(uid, meta, doc))
+
+    def _record(self, uid: str, meta: Obj, doc: Obj) -> None:
+        cluster = (meta.get("labels") or {}).get("ray.io/cluster") or "?"
+        with self._lock:
+            recorder = self._recorders.get(uid)
+            if recorder is None:
+                recorder = self._recorder({"uid": uid, "name": cluster,
+                                           "namespace": meta.get("namespace"),
+                                           "creationTimestamp": meta.get("creationTimestamp")})
+            last = self._seen.get(uid)
+            if last is None:
+                stored = self.store.last_event_ts(uid)
+                # what the file holds up to its last event's time is not recorded again
+                last = (stored if stored is not None else 0.0, LAST_CHAR, "", "")
+            events = sorted((e for e in doc.get("events") or [] if isinstance(e, dict)),
+                            key=event_key)
+            for entry in events:
+                if event_key(entry) <= last:
+                    continue
+                fields = {k: entry[k] for k in ("kind", "message", "group", "node", "reason",
+                                                "ts") if k in entry}
+                recorder.on_event(ScalingEvent(**fields))
+                last = event_key(entry)
+            self._seen[uid] = last
+            recorder.on_status(doc)
+
+    def _recorder(self, meta: Obj) -> HistoryRecorder:
+        uid = str(meta["uid"])
+        recorder = self._recorders.get(uid)
+        if recorder is None:
+            name = f"{meta.get('namespace')}/{meta.get('name')}"
+            recorder = HistoryRecorder(self.store, uid, name, MODE, created_ts(meta))
+            self._recorders[uid] = recorder
+        return recorder
+
+    def _guard(self, write: Any) -> None:
+        try:
+            write()
+        except (HistoryError, sqlite3.Error, OSError, ValueError, TypeError) as exc:
+            if not self._failing:
+                log.warning("writing the history failed (the operator goes on): %s", exc)
+            self._failing = True
+        else:
+            self._failing = False
+
