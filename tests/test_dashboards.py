@@ -38,7 +38,8 @@ GRID_COLUMNS = 24
 REQUIRED_PANELS = {
     "rayscale-autoscaler.json": {
         "Nodes by group and state", "Pending demand", "Infeasible demand",
-        "Capped demand (maxReplicas, maxNodes)", "Launches by group and reason",
+        "Capped demand (maxReplicas, maxNodes, quota)", "Groups held back by a limit",
+        "Launches by group and reason",
         "Terminations by group and reason", "Failed launches", "Groups backing off",
         "Backoffs started", "Planner latency", "Round latency", "GCS and provider reachable",
     },

@@ -28,6 +28,7 @@ EventKind = Literal[
     "adopt",
     "backoff",
     "infeasible",
+    "capped",
     "error",
     "gcs_unreachable",
     "gcs_back",

@@ -43,7 +43,7 @@ from rayscale.autoscaler.headwatch import HeadWatch
 from rayscale.autoscaler.metrics import AutoscalerMetrics
 from rayscale.autoscaler.providerwatch import ProviderWatch
 from rayscale.autoscaler.snapshot import NodeView, Snapshot, cluster_state, join
-from rayscale.autoscaler.status import publish_gauges, status_document
+from rayscale.autoscaler.status import limit_words, publish_gauges, status_document
 from rayscale.autoscaler.tracking import GroupBackoff, NodeTracker
 from rayscale.labels import HEAD_GROUP, UNBOUNDED_REPLICAS
 from rayscale.observe.gcs_report import AutoscalingReport, FailedLaunch, NodeGroup, PendingNode
@@ -159,6 +159,7 @@ class Autoscaler:
         self.backoff = GroupBackoff(self.options.backoff_s)
         self.infeasible_seen: list[str] = []
         self.last_plan: Plan | None = None
+        self._limits: dict[str, str] = {}  # group -> the limit last announced
         self.last_snapshot: Snapshot | None = None
         # every group's series exist (at 0) from the start: dashboards see them at once
         self.metrics.know_groups(g.group_name for g in spec.worker_groups)
@@ -273,12 +274,25 @@ class Autoscaler:
         else:
             self._act(decision, snapshot, now)
         self._report(snapshot, decision, now)
+        self._announce_limits(decision)
         self.last_plan = decision
         self.last_snapshot = snapshot
         publish_gauges(self.metrics, self.spec, snapshot, decision, not_launchable)
         if self.on_status is not None:
             self.on_status(self.status(snapshot, decision))
         return decision
+
+    def _announce_limits(self, decision: Plan) -> None:
+        """An event when a group starts to hold back capped demand, or by another limit
+        (once per change, not every round)."""
+        capped = decision.capped.counts()
+        what = ", ".join(f"{n} {kind}" for kind, n in capped.items() if n) or "demand"
+        for group, limit in decision.limited.items():
+            if self._limits.get(group) != limit:
+                self.events.add(ScalingEvent(
+                    "capped", f"{group} launches no more for capped demand ({what}): "
+                    f"{limit_words(limit)}", group, reason=limit))
+        self._limits = dict(decision.limited)
 
     def status(self, snapshot: Snapshot, decision: Plan) -> dict[str, Any]:
         """The status document (`rayscale status`) for a round."""

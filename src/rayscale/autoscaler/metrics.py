@@ -36,6 +36,9 @@ DEMAND_KINDS = ("tasks", "gangs", "floor")
 #: why a node is stopped: the plan's reasons (idle, over_max, unneeded_pending), a
 #: launch that never registered, a suspended group
 TERMINATION_REASONS = ("idle", "over_max", "unneeded_pending", "launch_failed", "suspended")
+#: what keeps a group from launching for capped demand (the plan's ``limited``; a
+#: quota's name is left out of the label)
+LIMIT_KINDS = ("max", "max_nodes", "conservative", "backoff", "quota")
 #: why a round launched and stopped nothing
 HOLD_REASONS = ("gcs_unreachable", "recovering", "provider_unreachable")
 
@@ -59,7 +62,8 @@ class AutoscalerMetrics:
         )
         self.capped_demand = Gauge(
             "rayscale_capped_demand", "Demand a group could hold but that maxReplicas, "
-            "maxNodes or Conservative mode keep from being launched now, by kind",
+            "maxNodes, Conservative mode, a quota or a backoff keep from being launched now, "
+            "by kind",
             ["kind"], registry=self.registry,
         )
         self.launches = Counter(
@@ -129,6 +133,11 @@ class AutoscalerMetrics:
             "rayscale_group_backoff", "1 while a group is not launchable after a failure",
             ["group"], registry=self.registry,
         )
+        self.limited = Gauge(
+            "rayscale_group_limited", "1 while capped demand waits on this group's limit "
+            "(max, max_nodes, conservative, backoff, quota)", ["group", "limit"],
+            registry=self.registry,
+        )
         self.backoffs = Counter(
             "rayscale_backoffs", "Backoffs started after a failed launch, by group (failures "
             "during a backoff do not start another)", ["group"], registry=self.registry,
@@ -158,10 +167,14 @@ class AutoscalerMetrics:
             self.drain_rejections.labels(group)
             self.backoffs.labels(group)
             self.backoff.labels(group)
+            for limit in LIMIT_KINDS:
+                self.limited.labels(group, limit)
         for group in sorted(self._groups - wanted):
             for state in NODE_STATES:
                 self.nodes.remove(group, state)
             self.backoff.remove(group)
+            for limit in LIMIT_KINDS:
+                self.limited.remove(group, limit)
         self._groups = wanted
 
     def serve(self, host: str, port: int) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 from rayscale.api import RayCluster
 from rayscale.autoscaler.events import ScalingEvent
-from rayscale.autoscaler.metrics import NODE_STATES, AutoscalerMetrics
+from rayscale.autoscaler.metrics import LIMIT_KINDS, NODE_STATES, AutoscalerMetrics
 from rayscale.autoscaler.snapshot import Snapshot
 from rayscale.planner import Plan
 from rayscale.planner.plan import Unplaced
@@ -82,6 +82,9 @@ def publish_gauges(
         for state in NODE_STATES:
             metrics.nodes.labels(g.group_name, state).set(counts.get((g.group_name, state), 0))
         metrics.backoff.labels(g.group_name).set(1 if g.group_name in not_launchable else 0)
+        limit = limit_kind(decision.limited.get(g.group_name))
+        for kind in LIMIT_KINDS:
+            metrics.limited.labels(g.group_name, kind).set(1 if kind == limit else 0)
     obs = snapshot.observation
     metrics.pending_demand.labels("tasks").set(sum(s.count for s in obs.tasks))
     metrics.pending_demand.labels("gangs").set(sum(g.count for g in obs.gangs))
@@ -90,3 +93,16 @@ def publish_gauges(
         metrics.infeasible_demand.labels(kind).set(count)
     for kind, count in decision.capped.counts().items():
         metrics.capped_demand.labels(kind).set(count)
+
+
+def limit_kind(limit: str | None) -> str | None:
+    """``quota:team-a/compute`` -> ``quota``; the other limits as they are."""
+    return None if limit is None else limit.split(":", 1)[0]
+
+
+def limit_words(limit: str) -> str:
+    """A plan's limit for people: ``quota:team-a/compute`` -> ``quota team-a/compute``."""
+    kind, _, name = limit.partition(":")
+    return {"max": "maxReplicas", "max_nodes": "the cluster's maximum of nodes",
+            "conservative": "Conservative upscaling", "backoff": "a backoff after a failed "
+            "launch"}.get(kind, f"{kind} {name}".strip())

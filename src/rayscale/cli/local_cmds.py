@@ -18,6 +18,7 @@ from rich.table import Table
 
 from rayscale import ports, procs, rayauth
 from rayscale.autoscaler.events import read_events
+from rayscale.autoscaler.status import limit_words
 from rayscale.local.cluster import ClusterError, down, is_running, resume, up
 from rayscale.local.jobs import follow_logs
 from rayscale.local.store import ClusterDir, ClusterRecord
@@ -326,6 +327,14 @@ def _demand_lines(status: dict[str, Any]) -> list[str]:
                 for s in demand.get("floor", [])]
     if never:
         pending += ["  infeasible (no worker group can hold these):", *("  " + x for x in never)]
+    plan = status.get("plan") or {}
+    limited = plan.get("limited") or {}
+    if limited:
+        capped = plan.get("capped") or {}
+        count = sum(int(e.get("count", 1)) for kind in ("tasks", "gangs", "floor")
+                    for e in capped.get(kind, []))
+        holds = "; ".join(f"{g}: {limit_words(limit)}" for g, limit in sorted(limited.items()))
+        pending.append(f"  capped, not launched now ({count}): {holds}")
     return pending
 
 

@@ -131,24 +131,69 @@ class _Demand:
         )
 
 
+@dataclass(frozen=True)
+class _QuotaLine:
+    """One key of one quota: what is left, and what a node of each group takes."""
+
+    quota: str
+    left: float
+    cost: dict[str, float]  # group -> its cost (> 0 only)
+
+
 @dataclass
 class _Budget:
-    """Launch counts and the headroom left for more (max, max_nodes, Conservative)."""
+    """Launch counts and the headroom left for more (max, max_nodes, Conservative,
+    quotas)."""
 
     groups: _Groups
     conservative: bool
     global_room: int
     launched: dict[str, int] = field(default_factory=dict)
+    quotas: list[_QuotaLine] = field(default_factory=list)
 
     def headroom(self, group: str) -> int:
+        return max(0, min(room for room, _ in self._rooms(group)))
+
+    def limit(self, group: str) -> str:
+        """The limit that leaves ``group`` the least room (``backoff`` if not launchable)."""
+        if not self.groups.spec[group].launchable:
+            return "backoff"
+        return min(self._rooms(group), key=lambda r: r[0])[1]
+
+    def quota_room(self, group: str) -> int:
+        return min((room for room, _ in self._quota_rooms(group)), default=_UNBOUNDED)
+
+    def _rooms(self, group: str) -> Iterator[tuple[int, str]]:
         spec = self.groups.spec[group]
         done = self.launched.get(group, 0)
         upper = _UNBOUNDED if spec.max is None else spec.max
-        room = upper - self.groups.count(group) - done
+        yield upper - self.groups.count(group) - done, "max"
         if self.conservative:
-            room = min(room, max(1, self.groups.running[group]) - self.groups.pending[group] - done)
-        room = min(room, self.global_room - sum(self.launched.values()))
-        return max(0, room)
+            yield (max(1, self.groups.running[group]) - self.groups.pending[group] - done,
+                   "conservative")
+        yield self.global_room - sum(self.launched.values()), "max_nodes"
+        yield from self._quota_rooms(group)
+
+    def _quota_rooms(self, group: str) -> Iterator[tuple[int, str]]:
+        for line in self.quotas:
+            cost = line.cost.get(group)
+            if cost is None:
+                continue
+            used = sum(self.launched.get(g, 0) * c for g, c in line.cost.items())
+            # a small tolerance: 0.3 left of 0.1 each is 3 nodes, not 2.9999
+            yield math.floor((line.left - used) / cost + 1e-9), f"quota:{line.quota}"
+
+
+def _quota_lines(state: ClusterState) -> list[_QuotaLine]:
+    """Every quota key that some group's nodes take from."""
+    lines = []
+    for quota in state.quotas:
+        for key, left in quota.left.items():
+            cost = {g: float(spec.cost[key]) for g, spec in state.groups.items()
+                    if spec.cost.get(key, 0) > 0}
+            if cost:
+                lines.append(_QuotaLine(quota.name, float(left), cost))
+    return lines
 
 
 def plan(state: ClusterState) -> Plan:
@@ -191,6 +236,7 @@ def _plan(state: ClusterState) -> Plan:
         groups,
         conservative=state.options.upscaling_mode == "Conservative",
         global_room=_global_room(state, groups),
+        quotas=_quota_lines(state),
     )
     lower = _lower_bounds(groups, memory_need, budget)
     budget.launched = dict(lower)
@@ -219,6 +265,9 @@ def _plan(state: ClusterState) -> Plan:
         terminate=terminations,
     )
     _report_unplaced(plan_, demand, quota, groups, existing)
+    if not plan_.capped.empty:
+        budget.launched = dict(launched)
+        plan_.limited = _limits(plan_, budget, groups, space)
     return plan_
 
 
@@ -581,9 +630,12 @@ def _lower_bounds(
 ) -> dict[str, int]:
     """Launches forced by min (always) and by memory (within headroom)."""
     lower: dict[str, int] = {}
+    budget.launched = {}
     for g in groups.block_order:
-        lower[g] = max(0, groups.spec[g].min - groups.count(g))
-    budget.launched = dict(lower)
+        # min is kept whatever max_nodes says, but within quotas: a pod the quota
+        # refuses would never start
+        lower[g] = min(max(0, groups.spec[g].min - groups.count(g)), budget.quota_room(g))
+        budget.launched[g] = lower[g]
     for g in groups.block_order:
         extra = max(0, memory_need[g] - groups.pending[g] - lower[g])
         extra = min(extra, budget.headroom(g))
@@ -1092,6 +1144,21 @@ def _reasons(
             reasons.append("memory")
         why[g] = reasons or ["min"]
     return why
+
+
+def _limits(plan_: Plan, budget: _Budget, groups: _Groups,
+            space: ResourceSpace) -> dict[str, str]:
+    """Each group that could hold a capped shape and cannot launch more: its limit."""
+    needs = [space.vector(s.resources) for s in (*plan_.capped.tasks, *plan_.capped.floor)]
+    needs += [space.vector(b) for gang in plan_.capped.gangs for b in gang.bundles]
+    out = {}
+    for g in groups.block_order:
+        cap = groups.capacity[g]
+        if any(bool(np.all(cap >= v)) for v in needs) and (
+            budget.headroom(g) == 0 or not groups.spec[g].launchable
+        ):
+            out[g] = budget.limit(g)
+    return out
 
 
 def _report_unplaced(

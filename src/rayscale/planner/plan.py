@@ -34,6 +34,10 @@ class Unplaced:
             "floor": sum(s.count for s in self.floor),
         }
 
+    @property
+    def empty(self) -> bool:
+        return not (self.tasks or self.gangs or self.floor)
+
     def to_dict(self) -> dict[str, list[dict[str, Any]]]:
         return {
             "tasks": [_shape(s) for s in self.tasks],
@@ -49,15 +53,22 @@ class Plan:
     terminate: list[Termination] = field(default_factory=list)
     infeasible: Unplaced = field(default_factory=Unplaced)
     capped: Unplaced = field(default_factory=Unplaced)
+    #: with capped demand: each group that could hold some of it, and the limit that
+    #: keeps it from launching more (``max``, ``max_nodes``, ``conservative``,
+    #: ``backoff``, ``quota:<name>``)
+    limited: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "launch": dict(self.launch),
             "why": {g: list(r) for g, r in self.why.items()},
             "terminate": [{"id": t.id, "reason": t.reason} for t in self.terminate],
             "infeasible": self.infeasible.to_dict(),
             "capped": self.capped.to_dict(),
         }
+        if self.limited:
+            out["limited"] = dict(self.limited)
+        return out
 
     @property
     def empty(self) -> bool:

@@ -76,6 +76,9 @@ class Group(_Model):
     launchable: bool = True
     memory_target_fraction: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+    #: What one node of the group takes from each quota, by the quota's own keys
+    #: (``{"pods": 1, "requests.cpu": 2}``); empty: the group is not under quotas.
+    cost: dict[str, Amount] = Field(default_factory=dict)
 
     _labels = field_validator("labels")(_checked_labels)
 
@@ -170,6 +173,14 @@ class Demand(_Model):
     floor: list[Shape] = Field(default_factory=list)
 
 
+class Quota(_Model):
+    """What may still be launched under one quota (a namespace's ResourceQuota, what
+    Kueue admitted): ``left`` by key; a group's ``cost`` says what a node takes."""
+
+    name: Annotated[str, Field(min_length=1)]
+    left: dict[str, Amount]
+
+
 class Options(_Model):
     upscaling_mode: UpscalingMode = "Default"
     idle_timeout_s: NonNegFloat = 60.0
@@ -181,6 +192,7 @@ class ClusterState(_Model):
     nodes: list[Node] = Field(default_factory=list)
     demand: Demand = Field(default_factory=Demand)
     options: Options = Field(default_factory=Options)
+    quotas: list[Quota] = Field(default_factory=list)
 
     @field_validator("groups")
     @classmethod
