@@ -49,7 +49,12 @@ from rayscale.labels import HEAD_GROUP, UNBOUNDED_REPLICAS
 from rayscale.observe.gcs_report import AutoscalingReport, FailedLaunch, NodeGroup, PendingNode
 from rayscale.observe.ray_state import Observation
 from rayscale.planner import Plan, plan
-from rayscale.providers.base import NodeProvider, ProviderNode, RegistrationListener
+from rayscale.providers.base import (
+    NodeProvider,
+    ProviderNode,
+    QuotaSource,
+    RegistrationListener,
+)
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +256,7 @@ class Autoscaler:
             return self._unreachable(type(exc).__name__)
         try:
             provider_nodes = self.provider.nodes()
+            quotas = self.provider.quotas() if isinstance(self.provider, QuotaSource) else None
         except Exception as exc:
             return self._provider_unreadable(exc)
         now = time.time()
@@ -264,7 +270,7 @@ class Autoscaler:
             self._stop_suspended(snapshot, now)
 
         not_launchable = self.backoff.blocked(now)
-        state = cluster_state(self.spec, snapshot, not_launchable)
+        state = cluster_state(self.spec, snapshot, not_launchable, quotas)
         started = time.perf_counter()
         decision = plan(state)
         self.metrics.plan_seconds.observe(time.perf_counter() - started)
@@ -404,7 +410,8 @@ class Autoscaler:
             elif was is not None and was.registered:
                 self.events.add(ScalingEvent("lost", f"node {node.id} exited", node.group, node.id))
             else:
-                self._launch_failed(node.group, node.id, "process exited before registering", now,
+                self._launch_failed(node.group, node.id,
+                                    node.reason or "process exited before registering", now,
                                     node.launched_at)
             self.provider.forget(node.id)
 

@@ -42,7 +42,7 @@ from rayscale.labels import (
 from rayscale.observe.ray_state import Observation, RayNode
 from rayscale.planner.selectors import key_error
 from rayscale.planner.state import ClusterState, Demand, Group, Node, NodeStatus, Options
-from rayscale.providers.base import ProviderNode
+from rayscale.providers.base import ProviderNode, QuotaView
 
 
 class NodeView(Node):
@@ -178,8 +178,10 @@ def _valid_key(key: str) -> bool:
     return key_error(key) is None
 
 
-def cluster_state(spec: RayCluster, snapshot: Snapshot, not_launchable: set[str]) -> ClusterState:
+def cluster_state(spec: RayCluster, snapshot: Snapshot, not_launchable: set[str],
+                  quotas: QuotaView | None = None) -> ClusterState:
     """The planner's ClusterState (plan-format.md) for this moment, typed."""
+    costs = quotas.costs if quotas is not None else {}
     groups = {
         g.group_name: Group(
             resources=g.ray_resources,
@@ -190,6 +192,7 @@ def cluster_state(spec: RayCluster, snapshot: Snapshot, not_launchable: set[str]
             launchable=g.group_name not in not_launchable,
             memory_target_fraction=g.memory_target_fraction,
             labels=g.ray_labels,
+            cost=costs.get(g.group_name, {}),
         )
         for g in spec.worker_groups
         if not g.suspend
@@ -206,4 +209,5 @@ def cluster_state(spec: RayCluster, snapshot: Snapshot, not_launchable: set[str]
             idle_timeout_s=spec.idle_timeout_s,
             max_nodes=None,
         ),
+        quotas=quotas.quotas if quotas is not None else [],
     )

@@ -55,6 +55,7 @@ from rayscale.labels import (
     AUTOSCALER_METRICS_PORT,
     AUTOSCALER_METRICS_PORT_NAME,
     CLUSTER_LABEL,
+    GROUP_LABEL_K8S,
     NODE_TYPE_HEAD,
     NODE_TYPE_LABEL,
 )
@@ -397,6 +398,10 @@ class Controller:
         # creates of all clusters together are as many at a time as there are workers
         creates = [self._pool.submit(self._create_pod, key, m, ns) for m in actions.create]
         wait(creates)  # all of them, failed or not: none may still be in flight after this
+        for manifest, create in zip(actions.create, creates, strict=True):
+            refusal = create.exception()
+            if isinstance(refusal, ApiError):
+                _post_create_failure(ctx, body, manifest, refusal)
         for create in creates:
             error = create.exception()
             if error is not None:
@@ -582,6 +587,30 @@ def _say_once(ctx: OperatorContext, body: dict[str, Any], kind: str, reason: str
         log.info("%s: %s: %s", key, reason, message)
         return
     _post_event(ctx, body, kind, reason, message)
+
+
+def _post_create_failure(ctx: OperatorContext, body: dict[str, Any], manifest: dict[str, Any],
+                         error: ApiError) -> None:
+    """KubeRay's Warning ``FailedToCreateHeadPod`` / ``FailedToCreateWorkerPod`` for a pod the
+    API refused (a quota, an admission webhook). A worker's names its group in
+    ``involvedObject.fieldPath`` (``spec.workerGroupSpecs{GROUP}``): the sidecar looks for
+    it to back that group off at once (providers/kuberay.py)."""
+    labels = manifest["metadata"].get("labels") or {}
+    head = labels.get(NODE_TYPE_LABEL) == NODE_TYPE_HEAD
+    meta = body["metadata"]
+    name = manifest["metadata"].get("name") or manifest["metadata"].get("generateName", "")
+    what = "head" if head else "worker"
+    event = event_manifest(body, "RayCluster", "Warning",
+                           "FailedToCreateHeadPod" if head else "FailedToCreateWorkerPod",
+                           f"Failed to create {what} Pod {meta['namespace']}/{name}, "
+                           f"{error.status.message or error}", COMPONENT)
+    if not head:
+        event["involvedObject"]["fieldPath"] = \
+            f"spec.workerGroupSpecs{{{labels.get(GROUP_LABEL_K8S, '')}}}"
+    try:
+        ctx.client.create(cast(Event, Event.from_dict(event)), namespace=meta["namespace"])
+    except (ApiError, httpx.HTTPError) as exc:  # events help; they never fail a reconcile
+        log.warning("could not post event %s: %s", event["reason"], exc)
 
 
 def _post_event(ctx: OperatorContext, body: dict[str, Any], kind: str, reason: str,

@@ -6,8 +6,10 @@ first (the same for every provider) and only then asks the provider to stop it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
+
+from rayscale.planner.state import Quota
 
 ProviderState = Literal["launching", "started", "stopping", "dead"]
 
@@ -22,6 +24,8 @@ class ProviderNode:
     launched_at: float
     ip: str | None = None
     pid: int | None = None
+    #: why a ``dead`` node that never ran ended, when the provider knows (a refused pod)
+    reason: str | None = None
 
 
 class NodeProvider(Protocol):
@@ -48,3 +52,20 @@ class RegistrationListener(Protocol):
     provider: a paced start slot is free then, before `ray start` says so)."""
 
     def registered(self, node_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class QuotaView:
+    """What the planner's quotas say (plan-format.md, "Quotas"): what is left under each
+    quota, and what one node of each group takes (empty: no quota applies)."""
+
+    quotas: list[Quota] = field(default_factory=list)
+    costs: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+@runtime_checkable
+class QuotaSource(Protocol):
+    """A provider whose nodes are under quotas (Kubernetes: ResourceQuota). Read each
+    round after :meth:`NodeProvider.nodes`; an error holds the round like one of those."""
+
+    def quotas(self) -> QuotaView: ...

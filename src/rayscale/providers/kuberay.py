@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
 
 from lightkube import ApiError, Client
 from lightkube.generic_resource import create_namespaced_resource
-from lightkube.resources.core_v1 import Pod
+from lightkube.resources.core_v1 import Event, Pod, ResourceQuota
 from lightkube.types import PatchType
 
 from rayscale.api import RayCluster, WorkerGroupSpec
@@ -33,13 +35,16 @@ from rayscale.labels import (
     NODE_TYPE_WORKER,
     RAY_API_GROUP,
 )
-from rayscale.providers.base import ProviderNode, ProviderState
+from rayscale.providers.base import ProviderNode, ProviderState, QuotaView
+from rayscale.providers.kube_quota import namespace_quotas, pod_cost
 from rayscale.spec import parse_cluster_spec
 
 #: The RayCluster resource for lightkube's client (the model is :class:`rayscale.api.RayCluster`).
 RayClusterResource = create_namespaced_resource(RAY_API_GROUP, "v1", "RayCluster", "rayclusters")
 PENDING_PREFIX = "pending:"
 _RETRIES = 8
+#: a refusal older than this is not about a launch waiting now
+REFUSAL_FRESH_S = 60.0
 GroupChange = Callable[[WorkerGroupSpec], WorkerGroupSpec]
 
 
@@ -48,6 +53,12 @@ class KubeRayProvider:
         self.client = client
         self.name = name
         self.namespace = namespace
+        # from the last nodes(): the RayCluster, and per group the launches (replicas)
+        # that no pod stands for yet: the quota has not counted them
+        self._cluster: RayCluster | None = None
+        self._launching: dict[str, int] = {}
+        self._refusals_seen: dict[str, float] = {}  # group -> the last refusal acted on
+        self._quotas_readable = True
 
     # ------------------------------------------------------------ reading
 
@@ -74,6 +85,8 @@ class KubeRayProvider:
     def nodes(self) -> list[ProviderNode]:
         cluster = self.cluster()
         pods = self._pods()
+        self._cluster = cluster
+        self._launching = {}
         out: list[ProviderNode] = []
         for group in cluster.worker_groups:
             name = group.group_name
@@ -92,10 +105,75 @@ class KubeRayProvider:
                     launched_at=created.timestamp() if created else time.time(),
                     ip=pod.status.podIP if pod.status else None,
                 ))
-            missing = (group.replicas or 0) - counted
+            missing = max(0, (group.replicas or 0) - counted)
+            self._launching[name] = missing
             out += [ProviderNode(f"{PENDING_PREFIX}{name}:{k}", name, "launching", time.time())
-                    for k in range(max(0, missing))]
+                    for k in range(missing)]
+        return self._refused(cluster, out)
+
+    def _refused(self, cluster: RayCluster, nodes: list[ProviderNode]) -> list[ProviderNode]:
+        """Launches the API refused (the operator's ``FailedToCreateWorkerPod``): dead, so the
+        loop backs their group off at once and the demand moves on. Asked only while a
+        launch waits for its pod; each refusal is acted on once."""
+        waiting = {g for g, n in self._launching.items() if n}
+        if not waiting:
+            return nodes
+        refusals = self._refusals(cluster, waiting)
+        if not refusals:
+            return nodes
+        out = []
+        for node in nodes:
+            refusal = refusals.get(node.group)
+            if refusal is not None and node.id.startswith(PENDING_PREFIX):
+                node = replace(node, state="dead", reason=f"the API refused the pod: {refusal}")
+            out.append(node)
         return out
+
+    def _refusals(self, cluster: RayCluster, groups: set[str]) -> dict[str, str]:
+        """Per group, the message of a refusal newer than the last one acted on."""
+        uid = cluster.metadata.uid
+        if not uid:
+            return {}
+        try:
+            events = self.client.list(Event, namespace=self.namespace, fields={
+                "involvedObject.uid": uid, "reason": "FailedToCreateWorkerPod"})
+            found: dict[str, tuple[float, str]] = {}
+            recent = time.time() - REFUSAL_FRESH_S
+            for event in events:
+                group = _event_group(event)
+                stamp = _event_time(event)
+                if group in groups and stamp >= max(recent, found.get(group, (0.0, ""))[0]):
+                    found[group] = (stamp, event.message or "")
+        except ApiError as exc:
+            if exc.status.code != 403:
+                raise
+            return {}  # an older role without events: the launch timeout catches refusals
+        out = {}
+        for group, (stamp, message) in found.items():
+            if stamp > self._refusals_seen.get(group, 0.0):
+                self._refusals_seen[group] = stamp
+                out[group] = message
+        return out
+
+    def quotas(self) -> QuotaView:
+        """The namespace's ResourceQuotas as the planner's quotas (kube_quota.py)."""
+        cluster = self._cluster or self.cluster()
+        if not self._quotas_readable:
+            return QuotaView()
+        try:
+            items = [q.to_dict() for q in
+                     self.client.list(ResourceQuota, namespace=self.namespace)]
+        except ApiError as exc:
+            if exc.status.code != 403:
+                raise
+            # an older role without resourcequotas: plan without them (a refused pod
+            # still backs its group off)
+            self._quotas_readable = False
+            return QuotaView()
+        if not items:
+            return QuotaView()
+        costs = {g.group_name: pod_cost(g) for g in cluster.worker_groups}
+        return QuotaView(namespace_quotas(items, costs, self._launching), costs)
 
     # ------------------------------------------------------------- acting
 
@@ -153,6 +231,21 @@ class KubeRayProvider:
                 if exc.status.code != 409:
                     raise
         raise RuntimeError(f"could not update RayCluster {self.name}: too many conflicts")
+
+
+def _event_group(event: Event) -> str | None:
+    """The group of a ``FailedToCreateWorkerPod`` (``fieldPath: spec.workerGroupSpecs{G}``)."""
+    path = (event.involvedObject.fieldPath if event.involvedObject else None) or ""
+    prefix = "spec.workerGroupSpecs{"
+    if path.startswith(prefix) and path.endswith("}"):
+        return path[len(prefix):-1]
+    return None
+
+
+def _event_time(event: Event) -> float:
+    """When it last happened (epoch seconds; 0 if unknown)."""
+    stamp = event.lastTimestamp or event.eventTime or event.firstTimestamp
+    return stamp.timestamp() if isinstance(stamp, datetime) else 0.0
 
 
 def _name(pod: Pod) -> str:

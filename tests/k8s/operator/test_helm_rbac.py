@@ -170,7 +170,9 @@ CLUSTER_SCOPE_GRANTS = _rows("apiextensions.k8s.io", "customresourcedefinitions"
                              "get list watch")
 AUTOSCALER_GRANTS = (_rows("ray.io", "rayclusters", "get list watch patch update")
                      | _rows("", "pods", "get list watch")
-                     | _rows("", "configmaps", "get create patch"))
+                     | _rows("", "configmaps", "get create patch")
+                     | _rows("", "resourcequotas", "list")
+                     | _rows("", "events", "list"))
 
 
 # ------------------------------------------------------------------ rendering, no cluster
