@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, model_validator
 from pydantic.alias_generators import to_camel
 
 from rayscale.api.quantity import QuantityError, parse_quantity
@@ -93,3 +93,21 @@ class Condition(KubeModel):
     message: str | None = None
     last_transition_time: str | None = None
     observed_generation: int | None = None
+
+
+#: ``spec.managedBy`` of RayClusters and RayJobs, as KubeRay has it: this operator
+#: (``ray.io/kuberay-operator``, the default) or MultiKueue, which then runs the object
+#: on a worker cluster and this operator leaves it alone; immutable.
+KUBERAY_CONTROLLER = "ray.io/kuberay-operator"
+MULTIKUEUE_CONTROLLER = "kueue.x-k8s.io/multikueue"
+MANAGED_BY_RULES: list[JsonValue] = [
+    {"rule": "self == oldSelf", "message": "the managedBy field is immutable"},
+    {"rule": f"self in ['{KUBERAY_CONTROLLER}', '{MULTIKUEUE_CONTROLLER}']",
+     "message": f"the managedBy field value must be either '{KUBERAY_CONTROLLER}' or "
+                f"'{MULTIKUEUE_CONTROLLER}'"},
+]
+
+
+def managed_elsewhere(managed_by: str | None) -> str | None:
+    """The external controller named by ``managedBy`` (None: this operator's object)."""
+    return managed_by if managed_by and managed_by != KUBERAY_CONTROLLER else None

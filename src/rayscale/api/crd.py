@@ -131,7 +131,7 @@ PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
 #: JSON-schema keys that mean the same in a CRD, copied as they are.
 _KEPT = frozenset({
     "type", "enum", "format", "pattern", "minLength", "maxLength", "minItems", "maxItems",
-    "minimum", "maximum", "minProperties", "maxProperties",
+    "minimum", "maximum", "minProperties", "maxProperties", "x-kubernetes-validations",
 })
 #: Keys that carry no validation (documentation, defaults the models apply).
 _DROPPED = frozenset({"title", "description", "default", "examples"})

@@ -58,6 +58,7 @@ from pydantic_core import InitErrorDetails
 
 from rayscale.api import gcs_ft
 from rayscale.api.base import (
+    MANAGED_BY_RULES,
     Condition,
     KubeModel,
     NonNegFloat,
@@ -528,7 +529,8 @@ class RayClusterSpec(KubeModel):
 
     ray_version: str | None = None
     suspend: bool = False
-    managed_by: str | None = None
+    managed_by: str | None = Field(
+        default=None, json_schema_extra={"x-kubernetes-validations": MANAGED_BY_RULES})
     enable_in_tree_autoscaling: bool = False
     autoscaler_options: AutoscalerOptions = Field(default_factory=AutoscalerOptions)
     upgrade_strategy: UpgradeStrategy | None = None

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from rayscale.api import gcs_ft
-from rayscale.api.base import KubeModel, NonNegInt32, ObjectMeta
+from rayscale.api.base import MANAGED_BY_RULES, KubeModel, NonNegInt32, ObjectMeta
 from rayscale.api.errors import field_errors
 from rayscale.api.pod import PodTemplateSpec
 from rayscale.api.raycluster import RayClusterSpec, RayClusterStatus, without_k8s_token_auth
@@ -77,7 +77,8 @@ class RayJobSpec(KubeModel):
     pre_running_deadline_seconds: Annotated[int, Field(ge=1)] | None = None
     backoff_limit: NonNegInt32 = 0
     suspend: bool = False
-    managed_by: str | None = None
+    managed_by: str | None = Field(
+        default=None, json_schema_extra={"x-kubernetes-validations": MANAGED_BY_RULES})
     deletion_strategy: DeletionStrategy | None = None
 
     @field_validator("ray_cluster_spec")

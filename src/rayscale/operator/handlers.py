@@ -49,6 +49,7 @@ from lightkube.resources.core_v1 import Event, Pod, Secret, Service
 from lightkube.types import PatchType
 
 from rayscale.api import AutoscalerOptions, RayCluster
+from rayscale.api.base import managed_elsewhere
 from rayscale.autoscaler.kube_status import STATUS_LABELS
 from rayscale.kubedecode import warm_up
 from rayscale.labels import (
@@ -351,6 +352,12 @@ class Controller:
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
         key = f"{ns}/{name}"
+        manager = managed_elsewhere((body.get("spec") or {}).get("managedBy"))
+        if manager is not None:  # as KubeRay: another controller's (MultiKueue's) object
+            if manager not in ctx.said.setdefault(key, set()):
+                ctx.said[key].add(manager)
+                log.info("skipping RayCluster %s: managed by %s", key, manager)
+            return
         try:
             # the status is this operator's output, not its input: an old or foreign one
             # that the typed model rejects must not fail the cluster

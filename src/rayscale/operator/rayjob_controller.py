@@ -44,6 +44,7 @@ from lightkube.resources.core_v1 import Event, Pod, Secret
 from lightkube.types import PatchType
 
 from rayscale.api import RayCluster
+from rayscale.api.base import managed_elsewhere
 from rayscale.api.rayjob import RayJob
 from rayscale.labels import CLUSTER_LABEL, NODE_TYPE_LABEL
 from rayscale.operator import auth
@@ -221,6 +222,12 @@ class RayJobController:
         if meta.get("deletionTimestamp"):
             self._record(ns, name, body.get("status") or {})
             return  # the garbage collector removes what it owns
+        manager = managed_elsewhere((body.get("spec") or {}).get("managedBy"))
+        if manager is not None:  # as KubeRay: another controller's (MultiKueue's) object
+            if manager not in self.said.setdefault(key, set()):
+                self.said[key].add(manager)
+                log.info("skipping RayJob %s: managed by %s", key, manager)
+            return
         job, invalid = validate(body)
         status = body.get("status") or {}
         cluster_obj = self._cluster(job, ns, status.get("rayClusterName"), uid)

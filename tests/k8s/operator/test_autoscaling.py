@@ -139,7 +139,8 @@ def check_status_and_history(kube: Client, ns: str, operator: Any, dev_cluster: 
         code, doc = rayscale_status(dev_cluster.kubeconfig, ns, "seeds")
         groups = doc["groups"]
         idle = all(g["running"] + g["pending"] == 0 for g in groups.values())
-        return doc if code == 0 and idle and not doc["nodes"] else None
+        workers = [n for n in doc["nodes"] if n["group"] in groups]  # the head is listed too
+        return doc if code == 0 and idle and not workers else None
 
     now = wait_for(settled, 60, "rayscale status shows no worker")
     assert any(e["kind"] == "stop" for e in now["events"]), now["events"]

@@ -92,3 +92,52 @@ def test_a_bad_rayjob_is_refused_by_the_api_naming_the_field(
         _untyped(kube).create(RayJob.from_dict(doc), namespace=ns, dry_run=True)
     assert refused.value.status.code == 422
     assert named in (refused.value.status.message or ""), refused.value.status.message
+
+
+def test_managed_by_is_kuberays_or_multikueues_and_immutable(
+    kube: Client, ns: str, crd: None
+) -> None:
+    doc = manifest("managed", replicas=0)
+    doc["spec"]["managedBy"] = "controller.example.com/mine"
+    with pytest.raises(ApiError) as refused:
+        _untyped(kube).create(RayCluster.from_dict(doc), namespace=ns, dry_run=True)
+    assert "managedBy" in (refused.value.status.message or ""), refused.value.status.message
+    doc["spec"]["managedBy"] = "ray.io/kuberay-operator"
+    _untyped(kube).create(RayCluster.from_dict(doc), namespace=ns)
+    with pytest.raises(ApiError) as changed:
+        _untyped(kube).patch(RayCluster, "managed", {"spec": {
+            "managedBy": "kueue.x-k8s.io/multikueue"}}, namespace=ns)
+    assert "immutable" in (changed.value.status.message or ""), changed.value.status.message
+
+
+def test_a_cluster_and_a_job_managed_by_multikueue_are_left_alone(
+    kube: Client, ns: str, operator: Any
+) -> None:
+    """As KubeRay: MultiKueue runs them on a worker cluster; here they get no pods, no
+    status and no submitter."""
+    import time
+
+    from lightkube.resources.batch_v1 import Job
+    from lightkube.resources.core_v1 import Pod
+
+    cluster = manifest("remote", replicas=1)
+    cluster["spec"]["managedBy"] = "kueue.x-k8s.io/multikueue"
+    _untyped(kube).create(RayCluster.from_dict(cluster), namespace=ns)
+    job = yaml.safe_load((ROOT / "examples" / "rayjob.yaml").read_text())
+    job["metadata"]["name"] = "remote-job"
+    job["spec"]["managedBy"] = "kueue.x-k8s.io/multikueue"
+    _untyped(kube).create(RayJob.from_dict(job), namespace=ns)
+    local = manifest("local", replicas=0)  # a cluster of ours, as the proof the operator runs
+    _untyped(kube).create(RayCluster.from_dict(local), namespace=ns)
+    deadline = time.monotonic() + 60
+    while not (_untyped(kube).get(RayCluster, "local", namespace=ns).to_dict()
+               .get("status") or {}).get("observedGeneration"):
+        assert time.monotonic() < deadline, "the operator never reconciled the local cluster"
+        time.sleep(0.5)
+    time.sleep(3)  # what a reconcile of the others would have done by now
+    assert not list(kube.list(Pod, namespace=ns, labels={"ray.io/cluster": "remote"}))
+    assert not (_untyped(kube).get(RayCluster, "remote", namespace=ns).to_dict()
+                .get("status"))
+    assert not (_untyped(kube).get(RayJob, "remote-job", namespace=ns).to_dict()
+                .get("status"))
+    assert not list(kube.list(Job, namespace=ns))

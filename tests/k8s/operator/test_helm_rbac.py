@@ -147,6 +147,7 @@ def _rows(group: str, resource: str, verbs: str, name: str = "") -> set[tuple[st
     return {(group, resource, verb, name) for verb in verbs.split()}
 
 
+HISTORY_ARG = "--history=/var/lib/rayscale/history.sqlite3"
 OPERATOR_GRANTS = (
     _rows("ray.io", "rayclusters", "get list watch create delete patch")
     | _rows("ray.io", "rayclusters/status", "get patch update")
@@ -217,7 +218,14 @@ def test_chart_lints_and_renders_least_privilege_rbac(helm: Path) -> None:
     (container,) = pod["containers"]
     assert container["image"] == "rayscale:0.1.0"
     assert container["command"] == ["rayscale"]
-    assert container["args"] == ["operator", "--metrics-host=$(POD_IP)", "--metrics-port=8080"]
+    assert container["args"] == ["operator", "--metrics-host=$(POD_IP)", "--metrics-port=8080",
+                                 HISTORY_ARG]
+    env_names = {e["name"]: e.get("value") for e in container["env"]}
+    assert env_names["RAYSCALE_HOME"] == "/var/lib/rayscale"
+    assert env_names["RAYSCALE_HISTORY_RETENTION"] == "7d"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["state"] == "/var/lib/rayscale"
+    assert {"name": "state", "emptyDir": {}} in pod["volumes"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
     assert {"name": "metrics", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
     env = {e["name"]: e.get("value") for e in container["env"]}
@@ -241,7 +249,7 @@ def test_chart_watching_namespaces_binds_only_in_them(helm: Path) -> None:
     pod = _one(docs, "Deployment", "ops-rayscale")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["args"] == ["operator", "--metrics-host=$(POD_IP)", "--metrics-port=9100",
-                                 "--namespace=team-a", "--namespace=team-b"]
+                                 "--namespace=team-a", "--namespace=team-b", HISTORY_ARG]
     assert container["image"] == "rayscale:dev"
     assert pod["nodeSelector"] == {"pool": "system"}
     assert pod["tolerations"] == [{"key": "dedicated", "operator": "Exists"}]
@@ -258,7 +266,7 @@ def test_chart_raycronjob_gate_turns_the_controller_and_its_rights_on(helm: Path
     assert _grants(_one(docs, "ClusterRole", "rayscale")) == OPERATOR_GRANTS | RAYCRONJOB_GRANTS
     (container,) = _one(docs, "Deployment", "rayscale")["spec"]["template"]["spec"]["containers"]
     assert container["args"] == ["operator", "--metrics-host=$(POD_IP)", "--metrics-port=8080",
-                                 "--feature-gates=RayCronJob=true"]
+                                 "--feature-gates=RayCronJob=true", HISTORY_ARG]
 
 
 def test_head_pod_account_and_binding_subject_respect_the_users_choice() -> None:
