@@ -202,3 +202,28 @@ def test_the_operator_history_keeps_rounds_and_each_event_once(tmp_path: Path) -
     assert line.events[0].detail == "demand: 2 pending 1-CPU tasks"
     assert line.events[1].detail == "idle 62 s"
     assert [n for _, n in line.counts[("small", "running")]] == [0, 2, 1]
+
+
+def test_the_operator_history_keeps_rayjobs_with_their_logs(tmp_path: Path) -> None:
+    keeper = OperatorHistory(HistoryStore(tmp_path / "history.sqlite3"))
+    cluster_meta = {**cluster()["metadata"], "name": "job-1-raycluster-ab12c", "uid": "uid-c"}
+    keeper.cluster_changed(None, {"metadata": cluster_meta})
+    job: dict[str, Any] = {"metadata": {"name": "job-1", "namespace": "team-a", "uid": "uid-j",
+                                        "creationTimestamp": "2027-01-15T08:00:00Z"},
+                           "status": {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING",
+                                      "jobId": "job-1-x", "startTime": "2027-01-15T08:00:05Z",
+                                      "rayClusterName": "job-1-raycluster-ab12c"}}
+    keeper.job_changed(job)
+    job["status"].update(jobDeploymentStatus="Complete", jobStatus="SUCCEEDED",
+                         endTime="2027-01-15T08:01:05Z")
+    assert keeper.wants_logs("uid-j")
+    keeper.save_job_logs(job, "hello from the driver\n")
+    assert not keeper.wants_logs("uid-j")
+    store = HistoryStore(tmp_path / "history.sqlite3", readonly=True)
+    (row,) = store.clusters()
+    (saved,) = store.jobs(row.id)
+    assert (saved.name, saved.status, saved.submission_id) == ("team-a/job-1", "SUCCEEDED",
+                                                               "job-1-x")
+    assert saved.ended is not None and saved.ended - saved.started == 60
+    assert saved.log_path and Path(saved.log_path).read_text() == "hello from the driver\n"
+    assert oct(Path(saved.log_path).stat().st_mode & 0o777) == "0o600"

@@ -156,7 +156,8 @@ def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     ctx = _ctx()  # RayJobs: the submitter runs this Python where pods are local processes
     RAYJOBS = RayJobController(ctx.client, RayJobSettings(
         pods=ctx.settings, namespaces=tuple(ctx.namespaces),
-        python=sys.executable if ctx.settings.shared_network else "python"), ctx.metrics)
+        python=sys.executable if ctx.settings.shared_network else "python"), ctx.metrics,
+        history=ctx.history)
     RAYJOBS.start()
 
 

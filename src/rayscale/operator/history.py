@@ -26,6 +26,7 @@ from rayscale.autoscaler.events import ScalingEvent
 from rayscale.autoscaler.kube_status import parse_document
 from rayscale.autoscaler.recorder import HistoryRecorder
 from rayscale.history.store import HistoryError, HistoryStore
+from rayscale.paths import write_private
 
 log = logging.getLogger(__name__)
 MODE = "kubernetes"
@@ -35,11 +36,16 @@ Obj = dict[str, Any]
 
 
 def created_ts(meta: Obj) -> float:
-    stamp = meta.get("creationTimestamp")
+    return _stamp(meta.get("creationTimestamp")) or time.time()
+
+
+def _stamp(value: Any) -> float | None:
+    if not value:
+        return None
     try:
-        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
     except ValueError:
-        return time.time()
+        return None
 
 
 def owner_uid(meta: Obj) -> str | None:
@@ -62,6 +68,8 @@ class OperatorHistory:
         self._lock = threading.Lock()
         self._recorders: dict[str, HistoryRecorder] = {}  # RayCluster uid -> its recorder
         self._seen: dict[str, tuple[float, str, str, str]] = {}  # uid -> last event stored
+        self._jobs: dict[str, tuple[Any, ...]] = {}  # RayJob uid -> what was last stored
+        self._logs: dict[str, str] = {}  # RayJob uid -> its saved driver log
         self._failing = False
 
     def start_pruning(self, retention_s: float, every_s: float = PRUNE_EVERY_S) -> None:
@@ -89,6 +97,47 @@ class OperatorHistory:
                 with self._lock:
                     self._recorders.pop(str(uid), None)
                     self._seen.pop(str(uid), None)
+
+    def job_changed(self, new: Obj | None) -> None:
+        """From the RayJob informer: the job's row (``namespace/name``, its RayCluster, Ray's
+        job status or else the deployment status, start, end, message, saved log)."""
+        if new is None:
+            return
+        meta = new.get("metadata") or {}
+        status = new.get("status") or {}
+        deployment = status.get("jobDeploymentStatus")
+        uid = meta.get("uid")
+        if not deployment or not uid:
+            return
+        ns = meta.get("namespace")
+        row = (deployment, status.get("jobStatus"), status.get("message"),
+               status.get("endTime"), self._logs.get(uid))
+        with self._lock:
+            if self._jobs.get(uid) == row:
+                return
+            self._jobs[uid] = row
+        cluster = status.get("rayClusterName")
+        started = _stamp(status.get("startTime")) or created_ts(meta)
+        self._guard(lambda: self.store.record_job(
+            f"{ns}/{meta.get('name')}", started, f"{ns}/{cluster}" if cluster else "",
+            str(status.get("jobStatus") or deployment), submission_id=status.get("jobId"),
+            message=status.get("message"), log_path=self._logs.get(uid),
+            ended=_stamp(status.get("endTime"))))
+
+    def wants_logs(self, uid: str) -> bool:
+        return uid not in self._logs
+
+    def save_job_logs(self, body: Obj, text: str) -> None:
+        """A finished job's driver log, kept beside the history (the cluster goes with it)."""
+        uid = str(body["metadata"]["uid"])
+        path = self.store.path.parent / "history-logs" / f"rayjob-{uid}.log"
+
+        def write() -> None:
+            write_private(path, text)
+            self._logs[uid] = str(path)
+
+        self._guard(write)
+        self.job_changed(body)
 
     def status_changed(self, new: Obj | None) -> None:
         """From the status ConfigMap informer: the sidecar wrote a round."""

@@ -45,11 +45,12 @@ from lightkube.types import PatchType
 
 from rayscale.api import RayCluster
 from rayscale.api.base import managed_elsewhere
-from rayscale.api.rayjob import RayJob
+from rayscale.api.rayjob import TERMINAL_JOB_STATUSES, RayJob
 from rayscale.labels import CLUSTER_LABEL, NODE_TYPE_LABEL
 from rayscale.operator import auth
 from rayscale.operator.desired import PodSettings
 from rayscale.operator.events import event_manifest
+from rayscale.operator.history import OperatorHistory
 from rayscale.operator.metrics import OperatorMetrics
 from rayscale.operator.rayjob_decide import (
     ClusterView,
@@ -128,12 +129,14 @@ class RayJobController:
     """Informers, caches, the work queue and the workers of RayJobs."""
 
     def __init__(self, client: Client, settings: RayJobSettings,
-                 metrics: OperatorMetrics | None = None) -> None:
+                 metrics: OperatorMetrics | None = None,
+                 history: OperatorHistory | None = None) -> None:
         self.client = client
         self.settings = settings
         self.metrics = metrics
+        self.history = history
         self.queue = WorkQueue()
-        self.jobs = ObjectCache(index=_own_key, on_change=self._changed)
+        self.jobs = ObjectCache(index=_own_key, on_change=self._job_changed)
         self.clusters = ObjectCache(index=job_key_of, on_change=self._changed)
         self.submitters = ObjectCache(index=job_key_of, on_change=self._changed)
         self.failures: dict[str, int] = {}
@@ -181,6 +184,11 @@ class RayJobController:
         deadline = time.monotonic() + 5.0
         for worker in self._workers:
             worker.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def _job_changed(self, key: str | None, old: Obj | None, new: Obj | None) -> None:
+        if self.history is not None:
+            self.history.job_changed(new)
+        self._changed(key, old, new)
 
     def _changed(self, key: str | None, old: Obj | None, new: Obj | None) -> None:
         if key is not None:
@@ -260,6 +268,8 @@ class RayJobController:
                     error = f"the RayCluster {status.get('rayClusterName')} does not exist"
                 else:
                     ray_job, missing, error = self._ray_job(cluster_obj, str(status["jobId"]))
+                    if ray_job is not None and ray_job.status in TERMINAL_JOB_STATUSES:
+                        self._keep_logs(body, cluster_obj, str(status["jobId"]))
         seen = Observed(body=body, job=job, invalid=invalid, cluster=cluster,
                         submitter=submitter, submitter_exists=submitter_obj is not None,
                         ray_job=ray_job, now=datetime.now(UTC), new_suffix=random_suffix(),
@@ -338,6 +348,22 @@ class RayJobController:
         return RayJobView(status=str(info["status"]), message=str(info.get("message") or ""),
                           start_time_ms=info.get("start_time"),
                           end_time_ms=info.get("end_time")), False, None
+
+    def _keep_logs(self, body: Obj, cluster: Obj, job_id: str) -> None:
+        """A finished job's driver log into the history, before its cluster goes (once; a
+        dashboard that does not answer leaves the job without one)."""
+        if self.history is None or not self.history.wants_logs(str(body["metadata"]["uid"])):
+            return
+        url = f"{self._address(cluster)}/api/jobs/{job_id}/logs"
+        try:
+            got = httpx.get(url, headers=self._headers(cluster), timeout=DASHBOARD_TIMEOUT_S,
+                            trust_env=False)
+            got.raise_for_status()
+            text = str(got.json().get("logs") or "")
+        except Exception as exc:  # the history goes without; the job goes on
+            log.info("job %s: its logs could not be kept (%s)", job_id, type(exc).__name__)
+            return
+        self.history.save_job_logs(body, text)
 
     def _head_pod(self, ns: str, cluster: str) -> Obj | None:
         """The cluster's head pod, read now (KubeRay's ``GetRayClusterHeadPod``: none is

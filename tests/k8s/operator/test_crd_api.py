@@ -19,6 +19,7 @@ import yaml
 from lightkube import ApiError, Client, codecs
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+from lightkube.types import PatchType
 
 from rayscale.api.crd import MODELS
 from rayscale.api.crd import crd as generated  # `crd` is the fixture installing it
@@ -106,7 +107,8 @@ def test_managed_by_is_kuberays_or_multikueues_and_immutable(
     _untyped(kube).create(RayCluster.from_dict(doc), namespace=ns)
     with pytest.raises(ApiError) as changed:
         _untyped(kube).patch(RayCluster, "managed", {"spec": {
-            "managedBy": "kueue.x-k8s.io/multikueue"}}, namespace=ns)
+            "managedBy": "kueue.x-k8s.io/multikueue"}}, namespace=ns,
+            patch_type=PatchType.MERGE)
     assert "immutable" in (changed.value.status.message or ""), changed.value.status.message
 
 

@@ -187,6 +187,23 @@ def test_kuberay_sample_succeeds_in_k8s_job_mode(kube: Client, jobs_ns: str,
     started = datetime.strptime(st["startTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     ended = datetime.strptime(st["endTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     assert 0 < ran <= (ended - started).total_seconds() + 2, (ran, st)
+    # the history (rayscale ui) keeps the job, on its cluster, with its driver's log
+    from pathlib import Path
+
+    from rayscale.history.store import HistoryStore
+
+    store = HistoryStore(operator.history, readonly=True)
+    try:
+        (row,) = [c for c in store.clusters() if c.name == f"{jobs_ns}/{st['rayClusterName']}"]
+        assert row.mode == "kubernetes"
+        job_row = wait_for(lambda: next((j for j in store.jobs(row.id)
+                                         if j.name == f"{jobs_ns}/rayjob-sample"
+                                         and j.log_path and j.ended), None),
+                           30, "the RayJob in the history with its log")
+        assert job_row.status == "SUCCEEDED" and job_row.submission_id == st["jobId"]
+        assert "got 5" in Path(job_row.log_path).read_text(), "the sample prints its counter"
+    finally:
+        store.close()
     # deleted: its series go
     kube.delete(RayJob, "rayjob-sample", namespace=jobs_ns)
     wait_for(lambda: not scrape(), 60, "the RayJob's series removed from /metrics")
