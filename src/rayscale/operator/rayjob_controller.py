@@ -448,7 +448,10 @@ class RayJobController:
                                                       meta.get("resourceVersion")},
                                          "status": decision.status}, namespace=ns,
                                         patch_type=PatchType.MERGE)
-            self.jobs.upsert(patched.to_dict())  # type: ignore[no-untyped-call]
+            written = patched.to_dict()  # type: ignore[no-untyped-call]
+            self.jobs.upsert(written)
+            if self.history is not None:  # the cache took it silently: no change event
+                self.history.job_changed(written)
             ended = execution_ended(body.get("status") or {}, status, datetime.now(UTC))
             if ended is not None and self.metrics is not None:
                 self.metrics.observe_job_execution(ns, meta["name"], *ended)
