@@ -22,6 +22,10 @@ from pathlib import Path
 import pytest
 import yaml
 from lightkube import ApiError, Client, codecs
+from lightkube.resources.admissionregistration_v1 import (
+    MutatingWebhookConfiguration,
+    ValidatingWebhookConfiguration,
+)
 from lightkube.resources.core_v1 import Namespace, Pod
 
 from rayscale.devcluster import DevCluster, binaries, kueue_build
@@ -139,6 +143,10 @@ def kueue(dev_cluster: DevCluster, kube: Client, kueue_binary: Path) -> Iterator
     finally:
         running.stop(kube, proc)
     assert not DevKueue.alive(proc), f"Kueue (pid {proc.pid}) still runs"
+    left = [res for res in (MutatingWebhookConfiguration, ValidatingWebhookConfiguration)
+            for hook in kube.list(res) if hook.metadata and hook.metadata.name
+            and hook.metadata.name.startswith("rayscale-kueue")]
+    assert not left, f"Kueue's webhook configurations left behind: {left}"
 
 
 @pytest.fixture

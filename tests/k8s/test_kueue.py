@@ -12,7 +12,10 @@ real API server:
   admitted (``status.admission``) and Kueue itself then unsuspends the RayJob;
 - Kueue's validating webhook refuses a queued RayJob that would keep its
   cluster after the job (``shutdownAfterJobFinishes: false``);
-- a RayJob without the label is left alone (``manageJobsWithoutQueueName: false``).
+- a RayJob without the label is left alone (``manageJobsWithoutQueueName: false``);
+- a queued RayCluster goes through the same cycle (suspended, Workload admitted,
+  unsuspended), and one with ``enableInTreeAutoscaling`` is refused (elastic
+  workloads are behind an alpha feature gate that is off).
 
 No operator runs here: what our operator does with a RayJob Kueue admits is
 issue 16's next part.
@@ -47,6 +50,7 @@ LocalQueue = create_namespaced_resource("kueue.x-k8s.io", "v1beta2", "LocalQueue
                                         "localqueues")
 Workload = create_namespaced_resource("kueue.x-k8s.io", "v1beta2", "Workload", "workloads")
 RayJob = create_namespaced_resource("ray.io", "v1", "RayJob", "rayjobs")
+RayCluster = create_namespaced_resource("ray.io", "v1", "RayCluster", "rayclusters")
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +81,7 @@ def queue(kueue: RunningKueue, kube: Client) -> Iterator[tuple[str, str]]:
     finally:
         # the Workloads too, not left to the garbage collector: it watches a new CRD's
         # objects only after its next discovery resync (up to 30 s)
-        for res in (RayJob, Workload):
+        for res in (RayJob, RayCluster, Workload):
             for obj in kube.list(res, namespace=ns):
                 with contextlib.suppress(ApiError):
                     kube.delete(res, obj["metadata"]["name"], namespace=ns)
@@ -95,8 +99,10 @@ def _conditions(obj: dict[str, Any]) -> dict[str, str]:
 
 
 def rayjob(name: str, queue_name: str | None, shutdown: bool = True) -> dict[str, Any]:
-    """A RayJob whose pods ask for 1 CPU (head) + 2 x 1 CPU (workers): fits in 4 CPU."""
-    small = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+    """A RayJob whose pods ask for 0.5 CPU (head) + 2 x 0.5 CPU (workers): two such fit
+    in the ClusterQueue's 4 CPU at once (the RayJob and the RayCluster tests')."""
+    small = {"requests": {"cpu": "500m", "memory": "512Mi"},
+             "limits": {"cpu": "500m", "memory": "512Mi"}}
     labels = {QUEUE_LABEL: queue_name} if queue_name else {}
     return {
         "metadata": {"name": name, "labels": labels},
@@ -208,3 +214,37 @@ def test_rayjob_without_queue_name_left_alone(kueue: RunningKueue, kube: Client,
         wait_for(lambda: list(kube.list(Workload, namespace=ns, labels={
             "kueue.x-k8s.io/job-uid": created["metadata"]["uid"]})), 3, "no Workload")
         pytest.fail("Kueue made a Workload for a RayJob without a queue name")
+
+
+def raycluster(name: str, queue_name: str, autoscaling: bool = False) -> dict[str, Any]:
+    spec = rayjob(name, queue_name)["spec"]["rayClusterSpec"]
+    if autoscaling:
+        spec["enableInTreeAutoscaling"] = True
+    return {"metadata": {"name": name, "labels": {QUEUE_LABEL: queue_name}}, "spec": spec}
+
+
+def test_queued_raycluster_suspended_then_admitted(kueue: RunningKueue, kube: Client,
+                                                   queue: tuple[str, str]) -> None:
+    ns, lq = queue
+    created = kube.create(RayCluster.from_dict(raycluster("rc", lq)), namespace=ns)
+    assert created["spec"].get("suspend") is True, created["spec"]
+    uid = created["metadata"]["uid"]
+
+    def admitted() -> bool:
+        for wl in kube.list(Workload, namespace=ns):
+            if any(o["uid"] == uid for o in wl["metadata"].get("ownerReferences") or []):
+                return bool((wl.get("status") or {}).get("admission"))
+        return False
+
+    wait_for(admitted, 60, "the RayCluster's Workload admitted")
+    wait_for(lambda: not kube.get(RayCluster, "rc", namespace=ns)["spec"].get("suspend"), 60,
+             "Kueue to unsuspend the admitted RayCluster")
+
+
+def test_queued_autoscaling_raycluster_refused(kueue: RunningKueue, kube: Client,
+                                               queue: tuple[str, str]) -> None:
+    ns, lq = queue
+    with pytest.raises(ApiError) as refused:
+        kube.create(RayCluster.from_dict(raycluster("rc-auto", lq, autoscaling=True)),
+                    namespace=ns)
+    assert "enableInTreeAutoscaling" in str(refused.value), refused.value
