@@ -143,9 +143,9 @@ def kueue(dev_cluster: DevCluster, kube: Client, kueue_binary: Path) -> Iterator
     finally:
         running.stop(kube, proc)
     assert not DevKueue.alive(proc), f"Kueue (pid {proc.pid}) still runs"
-    left = [res for res in (MutatingWebhookConfiguration, ValidatingWebhookConfiguration)
-            for hook in kube.list(res) if hook.metadata and hook.metadata.name
-            and hook.metadata.name.startswith("rayscale-kueue")]
+    names = [h.metadata.name for h in kube.list(MutatingWebhookConfiguration) if h.metadata]
+    names += [h.metadata.name for h in kube.list(ValidatingWebhookConfiguration) if h.metadata]
+    left = [n for n in names if n and n.startswith("rayscale-kueue")]
     assert not left, f"Kueue's webhook configurations left behind: {left}"
 
 

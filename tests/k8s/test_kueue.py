@@ -87,10 +87,11 @@ def queue(kueue: RunningKueue, kube: Client) -> Iterator[tuple[str, str]]:
                     kube.delete(res, obj["metadata"]["name"], namespace=ns)
         wait_for(lambda: not list(kube.list(Workload, namespace=ns)), 60,
                  f"the Workloads of {ns} gone")
-        for res, name, where in ((LocalQueue, lq, ns), (ClusterQueue, cq, None),
-                                 (ResourceFlavor, flavor, None)):
+        with contextlib.suppress(ApiError):
+            kube.delete(LocalQueue, lq, namespace=ns)
+        for cluster_scoped, name in ((ClusterQueue, cq), (ResourceFlavor, flavor)):
             with contextlib.suppress(ApiError):
-                kube.delete(res, name, namespace=where)  # type: ignore[call-overload]
+                kube.delete(cluster_scoped, name)
         kube.delete(Namespace, ns)
 
 
@@ -176,7 +177,7 @@ def test_queued_rayjob_suspended_then_admitted(kueue: RunningKueue, kube: Client
     def admission() -> dict[str, Any] | None:
         status = (kube.get(Workload, wl["metadata"]["name"], namespace=ns).get("status")
                   or {})
-        return status.get("admission")  # type: ignore[no-any-return]
+        return status.get("admission")
 
     admitted = wait_for(admission, 60, "the Workload admitted")
     assert admitted["clusterQueue"].startswith("cq-"), admitted
