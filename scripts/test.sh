@@ -6,15 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The Go builds (the dev Kubernetes control plane and kubectl, ~9 min cold; helm for
-# the chart's tests, ~5 min cold; both no-ops once built on this machine) run while
-# pip installs, which mostly waits on downloads.
+# the chart's tests, ~5 min cold; Kueue for tests/k8s/test_kueue.py; all no-ops once
+# built on this machine) run while pip installs, which mostly waits on downloads.
 builds="$(mktemp -d)"
 # on a failed install, stop the builds still running (jobs -p: only this shell's live jobs)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$builds"' EXIT
 bash scripts/build-k8s.sh > "$builds/k8s.log" 2>&1 & k8s=$!
 bash scripts/build-helm.sh > "$builds/helm.log" 2>&1 & helm=$!
+bash scripts/build-kueue.sh > "$builds/kueue.log" 2>&1 & kueue=$!
 bash scripts/install.sh
-for build in k8s helm; do
+for build in k8s helm kueue; do
   if ! wait "${!build}"; then
     cat "$builds/$build.log" >&2
     echo "test.sh: the $build build failed (its log is above)" >&2

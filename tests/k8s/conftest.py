@@ -13,15 +13,23 @@ from __future__ import annotations
 
 import contextlib
 import random
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from lightkube import ApiError, Client
+import yaml
+from lightkube import ApiError, Client, codecs
+from lightkube.resources.admissionregistration_v1 import (
+    MutatingWebhookConfiguration,
+    ValidatingWebhookConfiguration,
+)
 from lightkube.resources.core_v1 import Namespace, Pod
 
-from rayscale.devcluster import DevCluster, binaries
+from rayscale.devcluster import DevCluster, binaries, kueue_build
+from rayscale.devcluster.kueue import DevKueue, KueueProc
 from rayscale.vnode.config import Pool, Taint, VNodeConfig
 from tests.devtools import VNodeProcess, start_vnode, wait_for
 
@@ -93,6 +101,52 @@ def vnode(dev_cluster: DevCluster, tmp_path_factory: pytest.TempPathFactory
     finally:
         swept = handle.stop()
     assert not swept, f"pod processes survived the vnode: {swept}"
+
+
+KUEUE_BUILD_TIMEOUT_S = 2400
+RAY_CRDS = Path(__file__).parents[2] / "deploy" / "crds"
+
+
+@pytest.fixture(scope="session")
+def kueue_binary() -> Path:
+    """Kueue's manager, built once per machine by scripts/build-kueue.sh (scripts/test.sh
+    starts it before the tests; under a lock, so a build already running is waited for).
+    Skips only when there is no Go toolchain to build it with."""
+    if not kueue_build.built():
+        reason = kueue_build.cannot_build()
+        if reason:
+            pytest.skip(f"Kueue not built and cannot build: {reason}")
+        kueue_build.ensure_built(kueue_build.cache_root() / "build.log", KUEUE_BUILD_TIMEOUT_S)
+    return kueue_build.binary()
+
+
+@dataclass
+class RunningKueue:
+    kueue: DevKueue
+    proc: KueueProc
+    start_s: float  # CRDs applied, manager started, /readyz and webhooks answering
+
+
+@pytest.fixture(scope="session")
+def kueue(dev_cluster: DevCluster, kube: Client, kueue_binary: Path) -> Iterator[RunningKueue]:
+    """Kueue on the session's dev cluster, after the RayJob/RayCluster CRDs (from
+    deploy/crds, applied as the operator tests' ``crd`` fixture applies them). Stopped,
+    webhook configurations deleted first, also when a test or the start fails."""
+    for kind in ("rayclusters", "rayjobs"):
+        doc = yaml.safe_load((RAY_CRDS / f"ray.io_{kind}.yaml").read_text())
+        kube.apply(codecs.from_dict(doc), field_manager="rayscale-test", force=True)
+    running = DevKueue(dev_cluster, binary=kueue_binary)
+    t0 = time.monotonic()
+    proc = running.start(kube, None, t0 + 180)  # stops what it started if it fails
+    try:
+        yield RunningKueue(running, proc, time.monotonic() - t0)
+    finally:
+        running.stop(kube, proc)
+    assert not DevKueue.alive(proc), f"Kueue (pid {proc.pid}) still runs"
+    names = [h.metadata.name for h in kube.list(MutatingWebhookConfiguration) if h.metadata]
+    names += [h.metadata.name for h in kube.list(ValidatingWebhookConfiguration) if h.metadata]
+    left = [n for n in names if n and n.startswith("rayscale-kueue")]
+    assert not left, f"Kueue's webhook configurations left behind: {left}"
 
 
 @pytest.fixture

@@ -4,7 +4,9 @@ The dev cluster is a real Kubernetes control plane on loopback
 (:mod:`rayscale.devcluster`); the vnode is the kubelet stand-in that gives it
 Nodes and runs their pods as local processes (:mod:`rayscale.vnode`).
 ``up --with-operator`` adds a vnode, the CRDs and the operator
-(:mod:`rayscale.devcluster.stack`); ``down`` stops whatever of it runs.
+(:mod:`rayscale.devcluster.stack`); ``up --with-kueue`` that and Kueue's
+manager, built from source (:mod:`rayscale.devcluster.kueue`); ``down`` stops
+whatever of it runs.
 """
 
 from __future__ import annotations
@@ -51,17 +53,28 @@ def up_command(
         False, "--with-operator",
         help="Also run a virtual node (regular + tainted elastic pool), install the CRDs "
              "and run rayscale's operator: a cluster ready for `helm install` / kubectl."),
+    with_kueue: bool = typer.Option(
+        False, "--with-kueue",
+        help="As --with-operator, plus Kueue (built from source by scripts/build-kueue.sh "
+             "if missing) with its RayJob and RayCluster integrations, webhooks on "
+             "127.0.0.1."),
 ) -> None:
     """Start (or keep) the control plane; builds the binaries first if needed."""
-    if with_operator:
+    if with_operator or with_kueue:
         stack = _stack(name, state_dir)
         try:
-            took = stack.up(timeout_s=timeout, log=lambda line: typer.echo(line, err=True))
+            if with_kueue:
+                from rayscale.devcluster import kueue_build
+
+                kueue_build.ensure_built()
+            took = stack.up(timeout_s=timeout, log=lambda line: typer.echo(line, err=True),
+                            with_kueue=with_kueue)
         except (RuntimeError, TimeoutError) as exc:
             typer.echo(f"dev-cluster up failed: {exc}", err=True)
             raise typer.Exit(1) from None
         cluster = stack.cluster
-        typer.echo(f"dev cluster with vnode and operator ready in {took:.1f}s: {cluster.server}")
+        parts = "vnode, operator and Kueue" if with_kueue else "vnode and operator"
+        typer.echo(f"dev cluster with {parts} ready in {took:.1f}s: {cluster.server}")
     else:
         cluster = _cluster(name, state_dir)
         took = cluster.start(timeout_s=timeout)
@@ -78,8 +91,9 @@ def down_command(
     state_dir: Path | None = _DIR,
     purge: bool = typer.Option(False, help="Also delete the state (etcd data, certificates)."),
 ) -> None:
-    """Stop the operator and vnode (if `up --with-operator` started them), then the
-    control plane's processes: by recorded PID and process group, never by name."""
+    """Stop Kueue, the operator and the vnode (if `up --with-operator`/`--with-kueue`
+    started them), then the control plane's processes: by recorded PID and process
+    group, never by name."""
     import shutil
 
     stack = _stack(name, state_dir)

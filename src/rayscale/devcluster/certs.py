@@ -147,6 +147,26 @@ def ensure_pki(directory: Path, service_ip: str = "10.96.0.1") -> Pki:
     return pki
 
 
+def issue_serving_cert(pki: Pki, cert_path: Path, key_path: Path, common_name: str,
+                       ips: tuple[str, ...] = ("127.0.0.1",),
+                       dns: tuple[str, ...] = ("localhost",)) -> None:
+    """A serving certificate signed by the dev CA, for a loopback server the API server
+    calls (an admission webhook dialled at ``https://127.0.0.1:PORT``: its SANs must
+    name that IP). Written fresh each call; the key is mode 0600."""
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    key = _new_key()
+    cert = _leaf(ca_cert, ca_key, key,
+                 x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]),
+                 ExtendedKeyUsageOID.SERVER_AUTH, sans)
+    key_path.parent.mkdir(parents=True, exist_ok=True)
+    _write_key(key_path, key)
+    _write_cert(cert_path, cert)
+
+
 def _add_missing_clients(pki: Pki) -> None:
     ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
     ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), None)

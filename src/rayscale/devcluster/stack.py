@@ -9,6 +9,8 @@ from :mod:`rayscale.api`, applied server-side), and the operator process
 (``rayscale operator --shared-pod-network --sidecar-kubeconfig``, as the tests
 run it). Each part is waited for: the API server ready, the Nodes Ready, the
 CRDs established and listable, the operator's ``/metrics`` answering.
+``--with-kueue`` adds Kueue's manager (:mod:`rayscale.devcluster.kueue`),
+started after the CRDs (its Ray integrations need them) and stopped first.
 
 The vnode and the operator run in sessions of their own; their PIDs, with an
 argument only they have, are recorded in ``stack.json`` next to the control
@@ -43,6 +45,7 @@ from pydantic import BaseModel
 from rayscale import procs
 from rayscale.api.crd import crd
 from rayscale.devcluster.cluster import DevCluster
+from rayscale.devcluster.kueue import DevKueue, KueueProc, remove_webhooks
 from rayscale.ports import free_port
 
 #: the kinds whose CRDs the stack installs (deploy/crds holds the same files)
@@ -66,6 +69,7 @@ class StackProc(BaseModel):
 class StackState(BaseModel):
     vnode: StackProc | None = None
     operator: StackProc | None = None
+    kueue: KueueProc | None = None
 
 
 def vnode_config(name: str, pod_cidr: str) -> dict[str, Any]:
@@ -140,9 +144,14 @@ class DevStack:
         args = procs.cmdline(proc.pid)
         return all(a in args for a in proc.identity)
 
+    @property
+    def kueue(self) -> DevKueue:
+        return DevKueue(self.cluster)
+
     def running(self) -> dict[str, bool]:
         state = self.load()
-        return {"vnode": self._alive(state.vnode), "operator": self._alive(state.operator)}
+        return {"vnode": self._alive(state.vnode), "operator": self._alive(state.operator),
+                "kueue": DevKueue.alive(state.kueue)}
 
     def status(self) -> dict[str, str]:
         """Each part in a word or two (for ``dev-cluster status``)."""
@@ -151,6 +160,8 @@ class DevStack:
         running = self.running()
         out["vnode"] = "running" if running["vnode"] else "stopped"
         out["operator"] = "running" if running["operator"] else "stopped"
+        if running["kueue"]:
+            out["kueue"] = "running"
         if ready:
             client = self.cluster.client()
             try:
@@ -164,12 +175,13 @@ class DevStack:
 
     # ---------------------------------------------------------------------- up
 
-    def up(self, timeout_s: float = 180.0, log: Callable[[str], None] = lambda _: None
-           ) -> float:
+    def up(self, timeout_s: float = 180.0, log: Callable[[str], None] = lambda _: None,
+           with_kueue: bool = False) -> float:
         """Start what is not running and wait for all of it; returns the seconds taken.
 
         A failure stops what this call started (the control plane only if it
-        was not running before)."""
+        was not running before). Without ``with_kueue``, a Kueue that runs is kept;
+        webhook configurations a Kueue that is gone left behind are deleted."""
         t0 = time.monotonic()
         deadline = t0 + timeout_s
         was_up = self.cluster.ready()
@@ -192,11 +204,24 @@ class DevStack:
                     started.append("operator")
                 self._wait_nodes(client, state.vnode, deadline)
                 log(f"vnode Nodes Ready: {', '.join(self.node_names)}")
+                if with_kueue:
+                    t_kueue = time.monotonic()
+                    if not DevKueue.alive(state.kueue):
+                        started.append("kueue")
+                    state.kueue = self.kueue.start(client, state.kueue, deadline, log)
+                    self._save(state)
+                    log(f"Kueue ready ({time.monotonic() - t_kueue:.1f}s): webhooks on "
+                        f"https://127.0.0.1:{state.kueue.webhook_port}")
+                elif not DevKueue.alive(state.kueue):
+                    remove_webhooks(client)
+                    state.kueue = None
             finally:
                 client.close()
             operator = self._wait_operator(state.operator, deadline)
             log(f"operator running (metrics on http://127.0.0.1:{operator.port}/metrics)")
         except BaseException:
+            if "kueue" in started:
+                self._stop_kueue(state)
             if "operator" in started:
                 self._stop_operator(state)
             if "vnode" in started:
@@ -306,15 +331,26 @@ class DevStack:
     # -------------------------------------------------------------------- down
 
     def down(self, grace_s: float = 30.0) -> list[int]:
-        """Stop the operator, the vnode (and its pods), then the control plane.
+        """Stop Kueue, the operator, the vnode (and its pods), then the control plane.
 
         Returns the PIDs of pod processes that outlived the vnode and were swept."""
         state = self.load()
+        self._stop_kueue(state)
         self._stop_operator(state, grace_s)
         swept = self._stop_vnode(state, grace_s)
         self._save(state)
         self.cluster.stop()
         return swept
+
+    def _stop_kueue(self, state: StackState) -> None:
+        """Its webhook configurations go first, while the API server still runs."""
+        client = self.cluster.client() if self.cluster.ready() else None
+        try:
+            self.kueue.stop(client, state.kueue)
+        finally:
+            if client is not None:
+                client.close()
+        state.kueue = None
 
     def _stop_operator(self, state: StackState, grace_s: float = 10.0) -> None:
         if self._alive(state.operator):
