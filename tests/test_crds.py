@@ -119,6 +119,7 @@ def test_raycluster_crd_has_kuberays_names_columns_and_status_subresource() -> N
         ("age", "date", ".metadata.creationTimestamp", 0),
         ("head pod IP", "string", ".status.head.podIP", 1),
         ("head service IP", "string", ".status.head.serviceIP", 1),
+        ("queue", "string", r".metadata.labels.kueue\.x-k8s\.io/queue-name", 1),  # wide only
     ]
 
 
@@ -233,7 +234,7 @@ def test_schema_is_structural(kind: str) -> None:
 
 @pytest.mark.parametrize(("kind", "columns", "required"), [
     ("RayJob", ["job status", "deployment status", "ray cluster name", "start time",
-                "end time", "age"], {}),
+                "end time", "age", "queue"], {}),
     ("RayService", ["service status", "num serve endpoints"], {"spec": ["rayClusterConfig"]}),
     ("RayCronJob", ["schedule", "timezone", "last schedule", "age", "suspend"],
      {"spec": ["jobTemplate", "schedule"]}),

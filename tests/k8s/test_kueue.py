@@ -249,3 +249,38 @@ def test_queued_autoscaling_raycluster_refused(kueue: RunningKueue, kube: Client
         kube.create(RayCluster.from_dict(raycluster("rc-auto", lq, autoscaling=True)),
                     namespace=ns)
     assert "enableInTreeAutoscaling" in str(refused.value), refused.value
+
+
+def test_rayscale_queue_says_where_each_queued_job_stands_and_why(
+        kueue: RunningKueue, kube: Client, queue: tuple[str, str], dev_cluster: Any) -> None:
+    """`rayscale queue -n NS --json`: a RayJob bigger than its ClusterQueue waits, with
+    Kueue's reason; an admitted one names its ClusterQueue."""
+    import json
+    import subprocess
+    import sys
+
+    ns, lq = queue
+    big = rayjob("too-big", lq)
+    head = big["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    head["resources"] = {"requests": {"cpu": "6"}, "limits": {"cpu": "6"}}
+    kube.create(RayJob.from_dict(big), namespace=ns)
+    fits = rayjob("fits", lq)  # the head alone (0.5 CPU): fits beside the module's others
+    fits["spec"]["rayClusterSpec"]["workerGroupSpecs"] = []
+    kube.create(RayJob.from_dict(fits), namespace=ns)
+
+    def views() -> dict[str, dict[str, Any]] | None:
+        done = subprocess.run([sys.executable, "-m", "rayscale.cli.main", "queue", "-n", ns,
+                               "--kubeconfig", str(dev_cluster.kubeconfig), "--json"],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        doc = json.loads(done.stdout)
+        assert doc["kueue"] is True
+        got = {v["name"]: v for v in doc["queued"]}
+        ready = (got.get("too-big", {}).get("state") == "pending"
+                 and "insufficient" in got["too-big"]["why"]
+                 and got.get("fits", {}).get("state") in ("admitted", "finished"))
+        return got if ready else None
+
+    got = wait_for(views, 60, "rayscale queue: too-big pending, fits admitted")
+    assert got["fits"]["cluster_queue"].startswith("cq-"), got["fits"]
+    assert got["too-big"]["queue"] == lq and got["too-big"]["kind"] == "RayJob"

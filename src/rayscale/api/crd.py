@@ -92,8 +92,12 @@ def _column(name: str, type_: str, path: str, priority: int = 0) -> dict[str, An
 
 
 _AGE = _column("age", "date", ".metadata.creationTimestamp")
+#: rayscale's own, only in ``-o wide`` (KubeRay's default columns stay as they are): the
+#: Kueue LocalQueue a RayCluster or RayJob is queued in
+_QUEUE = _column("queue", "string", r".metadata.labels.kueue\.x-k8s\.io/queue-name", priority=1)
 
-#: ``kubectl get`` columns: KubeRay v1.7's ``+kubebuilder:printcolumn`` markers, in order.
+#: ``kubectl get`` columns: KubeRay v1.7's ``+kubebuilder:printcolumn`` markers, in order
+#: (and a wide ``queue`` column).
 PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
     "RayCluster": [
         _column("desired workers", "integer", ".status.desiredWorkerReplicas"),
@@ -106,6 +110,7 @@ PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
         _AGE,
         _column("head pod IP", "string", ".status.head.podIP", priority=1),
         _column("head service IP", "string", ".status.head.serviceIP", priority=1),
+        _QUEUE,
     ],
     "RayJob": [
         _column("job status", "string", ".status.jobStatus"),
@@ -114,6 +119,7 @@ PRINTER_COLUMNS: dict[str, list[dict[str, Any]]] = {
         _column("start time", "string", ".status.startTime"),
         _column("end time", "string", ".status.endTime"),
         _AGE,
+        _QUEUE,
     ],
     "RayService": [
         _column("service status", "string", ".status.serviceStatus"),

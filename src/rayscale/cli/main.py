@@ -19,6 +19,7 @@ from rayscale.cli.local_cmds import (
 from rayscale.cli.logs_cmd import logs_command
 from rayscale.cli.operator_cmd import operator_command
 from rayscale.cli.plan_cmd import plan_command
+from rayscale.cli.queue_cmd import queue_command
 from rayscale.cli.ui_cmd import ui_command
 
 app = typer.Typer(
@@ -43,6 +44,7 @@ app.add_typer(job_app, name="job")
 app.add_typer(dev_cluster_app, name="dev-cluster")
 app.command("vnode")(vnode_command)
 app.command("ui")(ui_command)
+app.command("queue")(queue_command)
 
 
 @app.callback()
