@@ -155,6 +155,11 @@ def test_view_names_what_is_wrong() -> None:
     assert down["state"] == "down" and down["problems"] == ["there is no head pod"]
     suspended = view(cluster(suspend=True), [], None, now=NOW)
     assert suspended["state"] == "suspended"
+    queued = cluster(suspend=True)
+    queued["metadata"]["labels"] = {"kueue.x-k8s.io/queue-name": "team-a"}
+    waiting = view(queued, [], None, now=NOW)
+    assert "waits in Kueue's queue team-a" in waiting["problems"][0]
+    assert waiting["kubernetes"]["queue"] == "team-a"
 
 
 def test_view_of_a_cluster_without_autoscaling_counts_pods() -> None:

@@ -23,6 +23,7 @@ from typing import Any
 from rayscale.autoscaler.kube_status import HEARTBEAT_S
 
 Obj = dict[str, Any]
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 #: the sidecar writes at least every HEARTBEAT_S; a report three times older is stale
 STALE_AFTER_S = 3 * HEARTBEAT_S
@@ -106,7 +107,11 @@ def kube_status(cluster: Obj, pods: list[Obj], report: Obj | None,
 
     problems: list[str] = []
     suspended = bool(spec.get("suspend"))
-    if suspended:
+    queue = (meta.get("labels") or {}).get(QUEUE_LABEL)
+    if suspended and queue:
+        problems.append(f"the RayCluster is suspended: it waits in Kueue's queue {queue} "
+                        "(`rayscale queue` says why)")
+    elif suspended:
         problems.append("the RayCluster is suspended")
     elif head is None:
         problems.append("there is no head pod")
@@ -155,5 +160,5 @@ def kube_status(cluster: Obj, pods: list[Obj], report: Obj | None,
                    "storage": "redis" if "gcsFaultToleranceOptions" in spec else None,
                    "restarts": None, "restarted_at": None}
     doc["kubernetes"] = {"namespace": meta.get("namespace"), "status": kuberay,
-                         "conditions": conditions}
+                         "conditions": conditions, "queue": queue}
     return doc

@@ -267,7 +267,8 @@ def _render(status: dict[str, Any]) -> None:
         kr = kube["status"]
         out.print(f"RayCluster state {kr.get('state') or '-'}  workers ready "
                   f"{kr.get('readyWorkerReplicas', 0)}/{kr.get('desiredWorkerReplicas', 0)}  "
-                  f"head pod {head.get('pod') or '-'}  conditions {conditions}", markup=False)
+                  f"head pod {head.get('pod') or '-'}  conditions {conditions}"
+                  + (f"  queue {kube['queue']}" if kube.get("queue") else ""), markup=False)
     elif head["fault_tolerance"]:
         when = (time.strftime(", last at %H:%M:%S", time.localtime(head["restarted_at"]))
                 if head["restarted_at"] else "")
