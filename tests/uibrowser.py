@@ -9,8 +9,10 @@ run inside scripts/loopback-only.sh anyway.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,19 +42,32 @@ class UIServer:
 @contextmanager
 def serve_ui(history: Path, *args: str, env: dict[str, str] | None = None,
              host: str = "127.0.0.1") -> Iterator[UIServer]:
-    """``rayscale ui --history HISTORY`` on a free loopback port, stopped by its pid after."""
-    port = ports.free_port()
+    """``rayscale ui --history HISTORY --port 0`` (the port it holds is the one it prints),
+    stopped by its pid after."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rayscale.cli.main", "ui", "--host", host, "--port", str(port),
+        [sys.executable, "-m", "rayscale.cli.main", "ui", "--host", host, "--port", "0",
          "--history", str(history), *args],
-        env=env or dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env=env or dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True)
     try:
+        assert proc.stderr is not None
+        url = None
+        for line in proc.stderr:  # the line naming its address comes before it serves
+            found = re.search(r"rayscale ui: (http://\S+?)/ ", line)
+            if found:
+                url = found.group(1)
+                break
+        if url is None:
+            raise AssertionError(f"rayscale ui did not start (exit {proc.wait(10)})")
+        # what it writes later is read and dropped: a full pipe would block it
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
+        host_port = url.removeprefix("http://").rsplit(":", 1)
         deadline = time.monotonic() + 30
-        while not ports.accepts(host, port):
+        while not ports.accepts(host_port[0].strip("[]"), int(host_port[1])):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"rayscale ui did not start: {proc.communicate()[1]}")
+                raise AssertionError("rayscale ui did not start serving")
             time.sleep(0.1)
-        yield UIServer(f"http://{host}:{port}", proc)
+        yield UIServer(url, proc)
     finally:
         stop_child(proc)  # our unreaped child: its PID cannot have been reused
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from rayscale import ports
 from rayscale.history.schema import HistoryError, default_path
 from rayscale.history.store import HistoryStore, parse_retention, retention_from_env
 
@@ -73,8 +73,16 @@ def ui_command(
     if removed:
         err.print(f"forgot {removed} cluster(s) gone longer than the retention",
                   style="dim", markup=False, highlight=False)
-    if port == 0:
-        port = ports.free_port()
+    try:
+        # bound here and handed to the server: the port printed is the one held (port 0
+        # included), with no window for another process to take it
+        listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host
+                                        else socket.AF_INET)
+    except OSError as exc:
+        err.print(f"cannot listen on {host}:{port}: {exc}", style="red", markup=False,
+                  highlight=False)
+        raise typer.Exit(1) from None
+    port = listener.getsockname()[1]
     stop = threading.Event()
     if prune:
         threading.Thread(target=_pruner, args=(path, retention_s, stop), daemon=True,
@@ -84,7 +92,9 @@ def ui_command(
               markup=False, highlight=False)
     try:
         hosts = None if allow_remote else (*LOOPBACK_NAMES, host)
-        uvicorn.run(make_app(path, hosts=hosts), host=host, port=port, log_level="warning",
-                    access_log=False, server_header=False)
+        config = uvicorn.Config(make_app(path, hosts=hosts), log_level="warning",
+                                access_log=False, server_header=False)
+        uvicorn.Server(config).run(sockets=[listener])
     finally:
         stop.set()
+        listener.close()
