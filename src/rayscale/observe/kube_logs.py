@@ -160,6 +160,8 @@ def show(
         while not stop():
             try:
                 for line in _lines(client, source, namespace, since, True, tail_lines):
+                    if stop():  # checked at each line: a quiet stream ends with the process
+                        return
                     lines.put((source.name, line))
                 return  # the container ended and all it wrote was sent
             except ApiError as exc:
