@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import ConfigMap
+
 from rayscale.autoscaler import kube_status
 from rayscale.autoscaler.kube_status import StatusConfigMap, encode, parse_document
 from rayscale.autoscaler.kube_view import STALE_AFTER_S
@@ -15,6 +18,7 @@ from rayscale.history.store import HistoryStore
 from rayscale.operator.history import OperatorHistory
 
 NOW = 1_800_000_000.0
+ours = ConfigMap(metadata=ObjectMeta(labels={"app.kubernetes.io/component": "autoscaler-status"}))
 
 
 def doc(running: int = 1, pending_tasks: int = 0, events: list[dict[str, Any]] | None = None,
@@ -46,6 +50,9 @@ def test_the_sidecar_writes_when_something_changes_at_most_every_interval_and_on
     writes: list[Any] = []
 
     class Client:
+        def get(self, res: Any, name: str, namespace: str) -> ConfigMap:
+            return ours  # written by an earlier sidecar of this cluster
+
         def apply(self, obj: Any, field_manager: str, force: bool) -> None:
             writes.append((obj, field_manager, force))
 
@@ -78,6 +85,9 @@ def test_a_failing_write_never_raises_and_is_tried_again_later() -> None:
     calls = []
 
     class Client:
+        def get(self, res: Any, name: str, namespace: str) -> ConfigMap:
+            raise OSError("connection refused")
+
         def apply(self, obj: Any, field_manager: str, force: bool) -> None:
             calls.append(obj)
             raise OSError("connection refused")
@@ -85,10 +95,26 @@ def test_a_failing_write_never_raises_and_is_tried_again_later() -> None:
     pub = StatusConfigMap(Client(), "c1", "ns", None, clock=clock)  # type: ignore[arg-type]
     pub.publish(doc(1))
     pub.publish(doc(2))
-    assert len(calls) == 1, "not every round while failing"
+    assert not calls, "the read failed first; not tried again every round"
     clock.now += kube_status.MIN_INTERVAL_S
     pub.publish(doc(2))
-    assert len(calls) == 2
+    assert not calls
+
+
+def test_a_configmap_of_that_name_that_is_not_ours_is_left_alone() -> None:
+    writes: list[Any] = []
+
+    class Client:
+        def get(self, res: Any, name: str, namespace: str) -> ConfigMap:
+            return ConfigMap(metadata=ObjectMeta(name=name, labels={"app": "mine"}))
+
+        def apply(self, obj: Any, field_manager: str, force: bool) -> None:
+            writes.append(obj)
+
+    pub = StatusConfigMap(Client(), "c1", "ns", "uid", clock=FakeClock())  # type: ignore[arg-type]
+    for _ in range(3):
+        pub.publish(doc(1))
+    assert not writes
 
 
 def test_a_huge_document_leaves_out_its_node_list_to_fit_a_configmap() -> None:
@@ -229,6 +255,34 @@ def test_the_operator_history_keeps_rayjobs_with_their_logs(tmp_path: Path) -> N
     (saved,) = store.jobs(row.id)
     assert (saved.name, saved.status, saved.submission_id) == ("team-a/job-1", "SUCCEEDED",
                                                                "job-1-x")
-    assert saved.ended is not None and saved.ended - saved.started == 60
+    assert saved.ended is not None and saved.ended - saved.started == 65  # since created
     assert saved.log_path and Path(saved.log_path).read_text() == "hello from the driver\n"
     assert oct(Path(saved.log_path).stat().st_mode & 0o777) == "0o600"
+
+
+def test_clusters_deleted_while_no_operator_ran_are_marked_gone(tmp_path: Path) -> None:
+    keeper = OperatorHistory(HistoryStore(tmp_path / "history.sqlite3"))
+    for name, ns, uid in (("a", "team-a", "u-a"), ("b", "team-a", "u-b"), ("c", "team-c", "u-c")):
+        keeper.cluster_changed(None, {"metadata": {"name": name, "namespace": ns, "uid": uid,
+                                                   "creationTimestamp": "2027-01-15T08:00:00Z"}})
+    # watching team-a only: c is not this operator's to judge
+    assert keeper.sweep_gone({"u-a"}, ["team-a"]) == 1
+    rows = {r.name: r.finished for r in HistoryStore(tmp_path / "history.sqlite3",
+                                                     readonly=True).clusters()}
+    assert rows == {"team-a/a": False, "team-a/b": True, "team-c/c": False}
+    assert keeper.sweep_gone({"u-a"}, []) == 1  # every namespace: c too
+
+
+def test_a_pruned_jobs_saved_log_is_deleted_with_it(tmp_path: Path) -> None:
+    store = HistoryStore(tmp_path / "history.sqlite3")
+    keeper = OperatorHistory(store)
+    job: dict[str, Any] = {"metadata": {"name": "j", "namespace": "ns", "uid": "uid-j",
+                                        "creationTimestamp": "2027-01-15T08:00:00Z"},
+                           "status": {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED",
+                                      "endTime": "2027-01-15T08:01:00Z"}}
+    keeper.save_job_logs(job, "bye\n")
+    (saved,) = [Path(p) for p in (tmp_path / "history-logs").glob("rayjob-*.log")]
+    other = tmp_path / "history-logs" / "notes.txt"  # not one of ours: left alone
+    other.write_text("x")
+    store.prune(86400, now=NOW + 10 * 86400)
+    assert not saved.exists() and other.exists()

@@ -82,6 +82,7 @@ class StatusConfigMap:
         self._last_substance: str | None = None
         self._last_write = -HEARTBEAT_S
         self._failing = False
+        self._foreign = False
 
     def due(self, status: dict[str, Any]) -> bool:
         now = self.clock()
@@ -90,9 +91,11 @@ class StatusConfigMap:
         return substance(status) != self._last_substance or now - self._last_write >= HEARTBEAT_S
 
     def publish(self, status: dict[str, Any]) -> None:
-        if not self.due(status):
+        if self._foreign or not self.due(status):
             return
         try:
+            if self._last_substance is None and self._someone_elses():
+                return
             self.client.apply(self.manifest(status), field_manager=FIELD_MANAGER, force=True)
         except Exception as exc:  # the status never stops the loop
             if not self._failing:
@@ -106,6 +109,25 @@ class StatusConfigMap:
         self._failing = False
         self._last_write = self.clock()
         self._last_substance = substance(status)
+
+    def _someone_elses(self) -> bool:
+        """Whether a ConfigMap of that name exists that is not ours: it is left alone
+        (taking it over would also make the RayCluster own it, and delete it with it)."""
+        try:
+            cm = self.client.get(ConfigMap, status_configmap_name(self.cluster),
+                                 namespace=self.namespace)
+        except ApiError as exc:
+            if exc.status.code == 404:
+                return False
+            raise
+        labels = (cm.metadata.labels if cm.metadata else None) or {}
+        if labels.get("app.kubernetes.io/component") == COMPONENT:
+            return False
+        log.error("a ConfigMap %s exists that rayscale did not make: the status is not "
+                  "written there (rename it to get `rayscale status -n` and the history)",
+                  status_configmap_name(self.cluster))
+        self._foreign = True
+        return True
 
     def manifest(self, status: dict[str, Any]) -> ConfigMap:
         owners = [OwnerReference(apiVersion=f"{RAY_API_GROUP}/v1", kind="RayCluster",

@@ -90,17 +90,25 @@ def operator_command(
     )
 
 
-def _history(path: Path | None) -> OperatorHistory:
+def _history(path: Path | None) -> OperatorHistory | None:
+    """The history keeper, or None (and a warning) if its file cannot be used: the
+    history never keeps the operator from reconciling."""
+    import sqlite3
+
     from rayscale.history.store import HistoryError, HistoryStore, retention_from_env
     from rayscale.operator.history import OperatorHistory
 
     try:
         retention_s = retention_from_env()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="RAYSCALE_HISTORY_RETENTION") from None
+    try:
         # like a round, a write waits at most a second for another writer (a prune, a
         # `rayscale ui` reading), then is dropped: the history never holds up the operator
         keeper = OperatorHistory(HistoryStore(path, busy_timeout_s=1.0))
-    except (HistoryError, ValueError, OSError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--history") from None
+    except (HistoryError, sqlite3.Error, OSError) as exc:
+        logging.warning("no history (rayscale ui) this run: %s", exc)
+        return None
     keeper.start_pruning(retention_s)
     logging.info("clusters' history in %s (retention %.0f s)", keeper.store.path, retention_s)
     return keeper

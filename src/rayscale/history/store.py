@@ -32,6 +32,8 @@ __all__ = [
 ]
 
 DEFAULT_RETENTION_S = 7 * 86400.0
+#: beside the history file: the driver logs the operator keeps for finished RayJobs
+LOGS_DIR = "history-logs"
 RETENTION_ENV = "RAYSCALE_HISTORY_RETENTION"
 NODE_STATES = ("running", "pending", "terminating", "idle")
 DEMAND_KINDS = ("tasks", "gangs", "floor", "infeasible")
@@ -300,7 +302,18 @@ class HistoryStore:
                 raise
             self._last.clear()
             self._ids.clear()
-            return int(removed)
+            kept = {str(r[0]) for r in self.conn.execute(
+                "SELECT log_path FROM jobs WHERE log_path IS NOT NULL")}
+        self._drop_unkept_logs(kept)
+        return int(removed)
+
+    def _drop_unkept_logs(self, kept: set[str]) -> None:
+        """The saved driver logs (``history-logs/`` beside the file, written by the
+        operator) of jobs no longer in the history."""
+        folder = self.path.parent / LOGS_DIR
+        for log in folder.glob("rayjob-*.log") if folder.is_dir() else []:
+            if str(log) not in kept:
+                log.unlink(missing_ok=True)
 
     def _fold(self, cid: int, cutoff: float) -> None:
         def last(sql: str) -> list[tuple[Any, ...]]:

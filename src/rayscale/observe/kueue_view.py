@@ -25,6 +25,7 @@ from typing import Any
 
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
+ORIGIN_LABEL = "ray.io/originated-from-crd"
 Obj = dict[str, Any]
 
 
@@ -85,8 +86,8 @@ def queued(objects: list[tuple[str, Obj]], workloads: list[Obj]) -> list[QueuedV
         meta = obj.get("metadata") or {}
         labels = meta.get("labels") or {}
         queue = labels.get(QUEUE_LABEL)
-        if not queue:
-            continue
+        if not queue or (kind == "RayCluster" and labels.get(ORIGIN_LABEL) == "RayJob"):
+            continue  # a RayJob's own cluster carries its labels; Kueue admits the RayJob
         workload: Obj | None = by_owner.get(str(meta.get("uid")))
         state, why, cluster_queue = workload_state(workload)
         status = obj.get("status") or {}

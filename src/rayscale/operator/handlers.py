@@ -90,6 +90,8 @@ HOLD_AFTER_UNCERTAIN_CREATE_S = 5.0  # a create that may have succeeded: wait fo
 STATUS_INTERVAL_S = 0.25
 WATCH_SERVER_TIMEOUT_S = 300
 COMPONENT = "rayscale-operator"
+#: the API's answers to a pod create that mean it was refused and no pod exists
+REFUSALS = frozenset({400, 403, 422})
 STATUS_SELECTOR = ",".join(f"{k}={v}" for k, v in STATUS_LABELS.items())
 
 
@@ -253,6 +255,9 @@ class Controller:
                 ))
         for informer in self.informers:
             informer.start()
+        if self.ctx.history is not None:
+            threading.Thread(target=self._sweep_history, name="history-sweep",
+                             daemon=True).start()
         if "RayCronJob" in self.ctx.feature_gates:  # its own informers, queue and workers
             from rayscale.operator.raycronjob import RayCronJobController  # only when on
 
@@ -263,6 +268,20 @@ class Controller:
             worker = threading.Thread(target=self._work, name=f"reconcile-{index}", daemon=True)
             worker.start()
             self._workers.append(worker)
+
+    def _sweep_history(self) -> None:
+        """Once the RayClusters are listed: mark gone, in the history, those deleted while
+        no operator ran."""
+        listing = [i for i in self.informers if i.name.startswith("rayclusters@")]
+        while not all(i.synced.wait(timeout=1.0) for i in listing):
+            if self._stopping.is_set():
+                return
+        live = {str((self.clusters.get(ns, name) or {}).get("metadata", {}).get("uid"))
+                for ns, name in self.clusters.all_keys()}
+        assert self.ctx.history is not None
+        gone = self.ctx.history.sweep_gone(live, list(self.ctx.namespaces))
+        if gone:
+            log.info("history: %d RayCluster(s) deleted while no operator ran marked gone", gone)
 
     def stop(self) -> None:
         """Stop promptly: reconciles in flight may finish (a few seconds at most); the
@@ -408,7 +427,9 @@ class Controller:
         wait(creates)  # all of them, failed or not: none may still be in flight after this
         for manifest, create in zip(actions.create, creates, strict=True):
             refusal = create.exception()
-            if isinstance(refusal, ApiError):
+            # refused for good (a quota, an admission webhook, an invalid pod): not a
+            # timeout or a 5xx, after which the pod may exist, nor a conflict
+            if isinstance(refusal, ApiError) and refusal.status.code in REFUSALS:
                 _post_create_failure(ctx, body, manifest, refusal)
         for create in creates:
             error = create.exception()

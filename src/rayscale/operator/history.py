@@ -25,7 +25,7 @@ from typing import Any
 from rayscale.autoscaler.events import ScalingEvent
 from rayscale.autoscaler.kube_status import parse_document
 from rayscale.autoscaler.recorder import HistoryRecorder
-from rayscale.history.store import HistoryError, HistoryStore
+from rayscale.history.store import LOGS_DIR, HistoryError, HistoryStore
 from rayscale.paths import write_private
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,24 @@ class OperatorHistory:
                     self._recorders.pop(str(uid), None)
                     self._seen.pop(str(uid), None)
 
+    def sweep_gone(self, live: set[str], namespaces: list[str]) -> int:
+        """After the first full list of RayClusters: those the history holds as live in
+        the watched namespaces (empty: all) that are no longer there were deleted while
+        no operator ran; they are marked gone now. Returns how many."""
+        gone = 0
+
+        def sweep() -> None:
+            nonlocal gone
+            for row in self.store.clusters():
+                ns = row.name.split("/", 1)[0]
+                watched = not namespaces or ns in namespaces
+                if row.mode == MODE and not row.finished and watched and row.uid not in live:
+                    self.store.mark_gone(row.uid)
+                    gone += 1
+
+        self._guard(sweep)
+        return gone
+
     def job_changed(self, new: Obj | None) -> None:
         """From the RayJob informer: the job's row (``namespace/name``, its RayCluster, Ray's
         job status or else the deployment status, start, end, message, saved log)."""
@@ -117,7 +135,9 @@ class OperatorHistory:
                 return
             self._jobs[uid] = row
         cluster = status.get("rayClusterName")
-        started = _stamp(status.get("startTime")) or created_ts(meta)
+        # one row per RayJob: keyed by its creation (its startTime comes and changes with
+        # admission, suspension and retries)
+        started = created_ts(meta)
         self._guard(lambda: self.store.record_job(
             f"{ns}/{meta.get('name')}", started, f"{ns}/{cluster}" if cluster else "",
             str(status.get("jobStatus") or deployment), submission_id=status.get("jobId"),
@@ -130,7 +150,7 @@ class OperatorHistory:
     def save_job_logs(self, body: Obj, text: str) -> None:
         """A finished job's driver log, kept beside the history (the cluster goes with it)."""
         uid = str(body["metadata"]["uid"])
-        path = self.store.path.parent / "history-logs" / f"rayjob-{uid}.log"
+        path = self.store.path.parent / LOGS_DIR / f"rayjob-{uid}.log"
 
         def write() -> None:
             write_private(path, text)

@@ -88,6 +88,7 @@ COMPONENT = "rayscale-operator"
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
 DASHBOARD_TIMEOUT_S = 10.0  # a job status query (KubeRay: 2 s direct, 10 s proxied)
+MAX_KEPT_LOG_BYTES = 16 * 2**20  # a finished job's driver log kept in the history, at most
 
 
 @dataclass(frozen=True)
@@ -186,9 +187,9 @@ class RayJobController:
             worker.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _job_changed(self, key: str | None, old: Obj | None, new: Obj | None) -> None:
+        self._changed(key, old, new)  # queued first: the history never delays a reconcile
         if self.history is not None:
             self.history.job_changed(new)
-        self._changed(key, old, new)
 
     def _changed(self, key: str | None, old: Obj | None, new: Obj | None) -> None:
         if key is not None:
@@ -356,12 +357,21 @@ class RayJobController:
             return
         url = f"{self._address(cluster)}/api/jobs/{job_id}/logs"
         try:
-            got = httpx.get(url, headers=self._headers(cluster), timeout=DASHBOARD_TIMEOUT_S,
-                            trust_env=False)
-            got.raise_for_status()
-            text = str(got.json().get("logs") or "")
-        except Exception as exc:  # the history goes without; the job goes on
-            log.info("job %s: its logs could not be kept (%s)", job_id, type(exc).__name__)
+            with httpx.stream("GET", url, headers=self._headers(cluster),
+                              timeout=DASHBOARD_TIMEOUT_S, trust_env=False) as got:
+                got.raise_for_status()
+                data = bytearray()
+                for chunk in got.iter_bytes():
+                    data += chunk
+                    if len(data) > MAX_KEPT_LOG_BYTES:  # never a whole huge log in memory
+                        break
+            if len(data) > MAX_KEPT_LOG_BYTES:
+                text = (f"(the driver's log is over {MAX_KEPT_LOG_BYTES} bytes: not kept; "
+                        "`ray job logs` has it while the cluster lives)\n")
+            else:
+                text = str(json.loads(bytes(data)).get("logs") or "")
+        except Exception as exc:  # the next reconcile tries again; the job goes on
+            log.info("job %s: its logs could not be kept yet (%s)", job_id, type(exc).__name__)
             return
         self.history.save_job_logs(body, text)
 

@@ -180,8 +180,11 @@ class _Budget:
             if cost is None:
                 continue
             used = sum(self.launched.get(g, 0) * c for g, c in line.cost.items())
-            # a small tolerance: 0.3 left of 0.1 each is 3 nodes, not 2.9999
-            yield math.floor((line.left - used) / cost + 1e-9), f"quota:{line.quota}"
+            # a small tolerance: 0.3 left of 0.1 each is 3 nodes, not 2.9999; a cost
+            # so small that the ratio overflows leaves the quota no limit
+            ratio = (line.left - used) / cost + 1e-9
+            room = _UNBOUNDED if ratio >= _UNBOUNDED else max(-_UNBOUNDED, math.floor(ratio))
+            yield room, f"quota:{line.quota}"
 
 
 def _quota_lines(state: ClusterState) -> list[_QuotaLine]:
@@ -634,7 +637,7 @@ def _lower_bounds(
     for g in groups.block_order:
         # min is kept whatever max_nodes says, but within quotas: a pod the quota
         # refuses would never start
-        lower[g] = min(max(0, groups.spec[g].min - groups.count(g)), budget.quota_room(g))
+        lower[g] = max(0, min(groups.spec[g].min - groups.count(g), budget.quota_room(g)))
         budget.launched[g] = lower[g]
     for g in groups.block_order:
         extra = max(0, memory_need[g] - groups.pending[g] - lower[g])

@@ -14,10 +14,12 @@ and per group what one node takes. On Kubernetes:
   defaults it), and limits; ``cpu`` and ``memory`` are ``requests.cpu`` and
   ``requests.memory``, as ResourceQuota counts them.
 
-Quotas with ``scopes`` or a ``scopeSelector`` (PriorityClass, BestEffort,
-...) are not modelled: whether they count a pod depends on more than its
-resources. A pod such a quota refuses is a refused launch: the group backs
-off and its demand moves on (see kuberay.py).
+Not modelled: init containers (a pod's request is the larger of its
+containers' sum and its largest init container), pod overhead, LimitRange
+defaults for containers without requests, and quotas with ``scopes`` or a
+``scopeSelector`` (PriorityClass, BestEffort, ...): whether they count a
+pod depends on more than its resources. A pod the API refuses is a refused
+launch: the group backs off and its demand moves on (see kuberay.py).
 """
 
 from __future__ import annotations
@@ -49,13 +51,18 @@ def pod_cost(group: WorkerGroupSpec) -> dict[str, float]:
             requests[name] = requests.get(name, Decimal(0)) + parse_quantity(value)
     cost: dict[str, float] = {"pods": 1.0, "count/pods": 1.0}
     for name, amount in requests.items():
-        cost[f"requests.{name}"] = float(amount)
+        cost[f"requests.{name}"] = _amount(amount)
         if name in _STANDARD:
-            cost[name] = float(amount)
+            cost[name] = _amount(amount)
     for name, amount in limits.items():
         if name in _STANDARD:
-            cost[f"limits.{name}"] = float(amount)
+            cost[f"limits.{name}"] = _amount(amount)
     return cost
+
+
+def _amount(quantity: Decimal) -> float:
+    """Within what the planner takes (a request beyond it no quota could hold anyway)."""
+    return min(float(MAX_AMOUNT), max(0.0, float(quantity)))
 
 
 def _counted(key: str) -> bool:
@@ -73,9 +80,10 @@ def _amounts(values: Mapping[str, Any] | None) -> dict[str, Decimal]:
 
 
 def quota_left(quota: Mapping[str, Any], uncounted: Mapping[str, float]) -> Quota | None:
-    """One ResourceQuota (as the API returns it) as a planner quota; None if it has scopes,
-    no status yet, or no key a pod counts under. ``uncounted``: what launches not yet in
-    ``used`` will take, by key."""
+    """One ResourceQuota (as the API returns it) as a planner quota; None if it has scopes
+    or no key a pod counts under. Before the quota controller has written its status,
+    ``spec.hard`` with nothing used (admission counts pods from then on). ``uncounted``:
+    what launches not yet in ``used`` will take, by key."""
     spec = quota.get("spec") or {}
     if spec.get("scopes") or spec.get("scopeSelector"):
         return None

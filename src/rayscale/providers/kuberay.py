@@ -16,6 +16,7 @@ demand moves to the next group at once.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -43,8 +44,7 @@ from rayscale.spec import parse_cluster_spec
 RayClusterResource = create_namespaced_resource(RAY_API_GROUP, "v1", "RayCluster", "rayclusters")
 PENDING_PREFIX = "pending:"
 _RETRIES = 8
-#: a refusal older than this is not about a launch waiting now
-REFUSAL_FRESH_S = 60.0
+QUOTA_RETRY_S = 300.0
 GroupChange = Callable[[WorkerGroupSpec], WorkerGroupSpec]
 
 
@@ -57,8 +57,12 @@ class KubeRayProvider:
         # that no pod stands for yet: the quota has not counted them
         self._cluster: RayCluster | None = None
         self._launching: dict[str, int] = {}
-        self._refusals_seen: dict[str, float] = {}  # group -> the last refusal acted on
-        self._quotas_readable = True
+        # group -> the refusals (Event names) acted on while its launches wait
+        self._refusals_seen: dict[str, set[str]] = {}
+        # group -> when its launches began to wait for pods (a refusal before that is
+        # about an earlier launch)
+        self._waiting_since: dict[str, float] = {}
+        self._quotas_unreadable_until = 0.0  # after a 403: plan without quotas until then
 
     # ------------------------------------------------------------ reading
 
@@ -113,52 +117,66 @@ class KubeRayProvider:
 
     def _refused(self, cluster: RayCluster, nodes: list[ProviderNode]) -> list[ProviderNode]:
         """Launches the API refused (the operator's ``FailedToCreateWorkerPod``): dead, so the
-        loop backs their group off at once and the demand moves on. Asked only while a
-        launch waits for its pod; each refusal is acted on once."""
-        waiting = {g for g, n in self._launching.items() if n}
-        if not waiting:
+        loop backs their group off at once and the demand moves on.
+
+        Asked only while a launch waits for its pod. A refusal counts only if it came
+        after the group's launches began to wait, each once, and each kills one waiting
+        launch (a burst where some pods were created and some refused keeps the created).
+        """
+        now = time.time()
+        for group, missing in self._launching.items():
+            if not missing:
+                self._waiting_since.pop(group, None)
+                self._refusals_seen.pop(group, None)
+            else:
+                self._waiting_since.setdefault(group, now)
+        if not self._waiting_since:
             return nodes
-        refusals = self._refusals(cluster, waiting)
+        refusals = self._refusals(cluster)
         if not refusals:
             return nodes
         out = []
         for node in nodes:
-            refusal = refusals.get(node.group)
-            if refusal is not None and node.id.startswith(PENDING_PREFIX):
-                node = replace(node, state="dead", reason=f"the API refused the pod: {refusal}")
+            pending = refusals.get(node.group)
+            if pending and node.id.startswith(PENDING_PREFIX):
+                message = pending.pop()
+                node = replace(node, state="dead", reason=f"the API refused the pod: {message}")
             out.append(node)
         return out
 
-    def _refusals(self, cluster: RayCluster, groups: set[str]) -> dict[str, str]:
-        """Per group, the message of a refusal newer than the last one acted on."""
+    def _refusals(self, cluster: RayCluster) -> dict[str, list[str]]:
+        """Per waiting group, the messages of refusals not acted on yet."""
         uid = cluster.metadata.uid
         if not uid:
             return {}
         try:
-            events = self.client.list(Event, namespace=self.namespace, fields={
-                "involvedObject.uid": uid, "reason": "FailedToCreateWorkerPod"})
-            found: dict[str, tuple[float, str]] = {}
-            recent = time.time() - REFUSAL_FRESH_S
-            for event in events:
-                group = _event_group(event)
-                stamp = _event_time(event)
-                if group in groups and stamp >= max(recent, found.get(group, (0.0, ""))[0]):
-                    found[group] = (stamp, event.message or "")
+            events = list(self.client.list(Event, namespace=self.namespace, fields={
+                "involvedObject.uid": uid, "reason": "FailedToCreateWorkerPod"}))
         except ApiError as exc:
             if exc.status.code != 403:
                 raise
             return {}  # an older role without events: the launch timeout catches refusals
-        out = {}
-        for group, (stamp, message) in found.items():
-            if stamp > self._refusals_seen.get(group, 0.0):
-                self._refusals_seen[group] = stamp
-                out[group] = message
-        return out
+        found: dict[str, list[tuple[float, str]]] = {}
+        for event in events:
+            group = _event_group(event)
+            since = self._waiting_since.get(group or "")
+            stamp = _event_time(event)
+            # event times are whole seconds: a refusal within the second the launch
+            # began to wait is taken as its own
+            if group is None or since is None or stamp < math.floor(since) - 1:
+                continue
+            name = (event.metadata.name if event.metadata else None) or ""
+            seen = self._refusals_seen.setdefault(group, set())
+            if name not in seen:
+                seen.add(name)
+                found.setdefault(group, []).append((stamp, event.message or ""))
+        return {group: [message for _, message in sorted(items)]
+                for group, items in found.items()}
 
     def quotas(self) -> QuotaView:
         """The namespace's ResourceQuotas as the planner's quotas (kube_quota.py)."""
         cluster = self._cluster or self.cluster()
-        if not self._quotas_readable:
+        if time.monotonic() < self._quotas_unreadable_until:
             return QuotaView()
         try:
             items = [q.to_dict() for q in
@@ -167,8 +185,8 @@ class KubeRayProvider:
             if exc.status.code != 403:
                 raise
             # an older role without resourcequotas: plan without them (a refused pod
-            # still backs its group off)
-            self._quotas_readable = False
+            # still backs its group off); asked again later (a role may be upgraded)
+            self._quotas_unreadable_until = time.monotonic() + QUOTA_RETRY_S
             return QuotaView()
         if not items:
             return QuotaView()
