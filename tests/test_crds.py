@@ -217,8 +217,10 @@ def test_schema_is_structural(kind: str) -> None:
                "minProperties", "maxProperties", "x-kubernetes-preserve-unknown-fields",
                "x-kubernetes-int-or-string",
                "x-kubernetes-validations", "x-kubernetes-list-type",
-               "x-kubernetes-list-map-keys"}
+               "x-kubernetes-list-map-keys", "default"}
     for path, node in _walk(_schema(kind)):
+        if "default" in node:  # a default must be valid against its own schema
+            assert node["default"] in node.get("enum", [node["default"]]), path
         assert set(node) <= allowed, (path, set(node) - allowed)
         if not node.get("x-kubernetes-int-or-string"):
             assert node.get("type") in ("object", "array", "string", "integer", "number",
@@ -261,3 +263,15 @@ def test_rayjob_embeds_the_cluster_spec_with_its_rule() -> None:
     cron = _schema("RayCronJob")
     assert _at(cron, "spec.jobTemplate.rayClusterSpec.headGroupSpec")["required"] == ["template"]
     assert _at(cron, "spec.timeZone") == {"type": "string", "minLength": 1}
+
+
+def test_submission_mode_defaulted_by_the_api_server_as_kuberay_does() -> None:
+    """KubeRay's CRD defaults ``submissionMode`` to K8sJobMode; Kueue reads the stored
+    RayJob and reserves quota for the submitter pod only in that mode. The only
+    default in the schemas: the others the models apply."""
+    mode = _at(_schema("RayJob"), "spec.submissionMode")
+    assert mode["default"] == "K8sJobMode" and "K8sJobMode" in mode["enum"]
+    assert _at(_schema("RayCronJob"), "spec.jobTemplate.submissionMode")["default"] \
+        == "K8sJobMode"
+    assert "default" not in _at(_schema("RayJob"), "spec.shutdownAfterJobFinishes")
+    assert "x-rayscale-crd-default" not in mode

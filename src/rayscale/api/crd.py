@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rayscale.api.base import Condition, KubeModel
+from rayscale.api.base import CRD_DEFAULT, Condition, KubeModel
 from rayscale.api.pod import PodTemplateSpec
 from rayscale.api.raycluster import (
     DNS1035_PATTERN,
@@ -259,7 +259,10 @@ class _Converter:
         out: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         for key, value in node.items():
-            if key in _DROPPED:
+            if key == "default" and node.get(CRD_DEFAULT):
+                out["default"] = value  # a default the API server applies (base.CRD_DEFAULT)
+                continue
+            if key in _DROPPED or key == CRD_DEFAULT:
                 continue
             if key == "exclusiveMinimum":
                 out["minimum"], out["exclusiveMinimum"] = value, True
