@@ -414,7 +414,7 @@ def test_high_priority_preempts_low(kueue: RunningKueue, operator: Any, kube: Cl
         add(local_queue(ns, "lq", cq))
         wait_active(kube, [cq])
         # 3 CPU each (head 2.5 + submitter 0.5): the two never fit together in 4
-        sleepy = "python -c \"import time; time.sleep(15); print('low done')\""
+        sleepy = "python -c \"import time; time.sleep(10); print('low done')\""
         kube.create(RayJob.from_dict(rayjob("low", "lq", sleepy, "2500m", low)),
                     namespace=ns)
         first = wait_job(kube, ns, "low", "Running")
@@ -492,5 +492,15 @@ def test_kuberay_kueue_toy_sample(kueue: RunningKueue, operator: Any, kube: Clie
 
         out = wait_for(logs, 120, "the sample's driver printing the cluster's 2 CPU", 1.0)
         assert "iter: " in out
+        # the sample's pods keep Ray's 30 s drain on SIGTERM (unchanged: no NO_DRAIN
+        # env): once its RayJob is deleted its pods are ended at once, to save the 30 s
+        kube.delete(RayJob, name, namespace=ns)
+        wait_for(lambda: not list(kube.list(RayJob, namespace=ns))
+                 and not list(kube.list(RayCluster, namespace=ns)), 30,
+                 "the RayJob and its RayCluster gone")
+        for pod in kube.list(Pod, namespace=ns):
+            assert pod.metadata is not None and pod.metadata.name is not None
+            with contextlib.suppress(ApiError):
+                kube.delete(Pod, pod.metadata.name, namespace=ns, grace_period=0)
         delete_jobs_and_check_nothing_left(kube, [ns])
 
