@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from rayscale.api import WorkerGroupSpec
-from rayscale.api.crd import MODELS, crd
+from rayscale.api.crd import MODELS, POD_TEMPLATE_DEFAULTS, crd
 from rayscale.cli.crd_cmd import DEPLOYED_KINDS, file_name, render
 from rayscale.cli.main import app
 
@@ -157,8 +157,9 @@ def test_raycluster_schema_keeps_the_rules() -> None:
 def test_raycluster_schema_keeps_pod_templates_and_group_specs_unpruned() -> None:
     schema = _schema("RayCluster")
     opaque = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-    assert _at(schema, "spec.headGroupSpec.template") == opaque
-    assert _at(schema, "spec.workerGroupSpecs[].template") == opaque
+    template = {**opaque, "properties": POD_TEMPLATE_DEFAULTS}
+    assert _at(schema, "spec.headGroupSpec.template") == template
+    assert _at(schema, "spec.workerGroupSpecs[].template") == template
     assert _at(schema, "spec.headGroupSpec.headService") == opaque
     assert _at(schema, "spec.autoscalerOptions.env")["items"] == opaque
     kept = [path for path in ("", "spec", "spec.headGroupSpec", "spec.workerGroupSpecs[]",
@@ -218,8 +219,10 @@ def test_schema_is_structural(kind: str) -> None:
                "minProperties", "maxProperties", "x-kubernetes-preserve-unknown-fields",
                "x-kubernetes-int-or-string",
                "x-kubernetes-validations", "x-kubernetes-list-type",
-               "x-kubernetes-list-map-keys"}
+               "x-kubernetes-list-map-keys", "default"}
     for path, node in _walk(_schema(kind)):
+        if "default" in node:  # a default must be valid against its own schema
+            assert node["default"] in node.get("enum", [node["default"]]), path
         assert set(node) <= allowed, (path, set(node) - allowed)
         if not node.get("x-kubernetes-int-or-string"):
             assert node.get("type") in ("object", "array", "string", "integer", "number",
@@ -256,9 +259,36 @@ def test_rayjob_embeds_the_cluster_spec_with_its_rule() -> None:
     groups = _at(schema, "spec.rayClusterSpec.workerGroupSpecs[]")
     assert groups["x-kubernetes-validations"][0]["message"] == "maxReplicas must be >= minReplicas"
     assert _at(schema, "spec.submitterPodTemplate") == {
-        "type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        "type": "object", "x-kubernetes-preserve-unknown-fields": True,
+        "properties": POD_TEMPLATE_DEFAULTS}
     assert _at(schema, "spec.deletionStrategy.deletionRules[].condition.jobDeploymentStatus") \
         == {"type": "string", "enum": ["Failed"]}
     cron = _schema("RayCronJob")
     assert _at(cron, "spec.jobTemplate.rayClusterSpec.headGroupSpec")["required"] == ["template"]
     assert _at(cron, "spec.timeZone") == {"type": "string", "minLength": 1}
+
+
+def test_submission_mode_defaulted_by_the_api_server_as_kuberay_does() -> None:
+    """KubeRay's CRD defaults ``submissionMode`` to K8sJobMode; Kueue reads the stored
+    RayJob and reserves quota for the submitter pod only in that mode. The only
+    default in the schemas: the others the models apply."""
+    mode = _at(_schema("RayJob"), "spec.submissionMode")
+    assert mode["default"] == "K8sJobMode" and "K8sJobMode" in mode["enum"]
+    assert _at(_schema("RayCronJob"), "spec.jobTemplate.submissionMode")["default"] \
+        == "K8sJobMode"
+    assert "default" not in _at(_schema("RayJob"), "spec.shutdownAfterJobFinishes")
+    assert "x-rayscale-crd-default" not in mode
+
+
+@pytest.mark.parametrize("kind", ["RayCluster", "RayJob", "RayService", "RayCronJob"])
+def test_pod_templates_get_kuberays_non_zero_defaults(kind: str) -> None:
+    """A container port's protocol defaults to TCP as under KubeRay's CRDs (Kueue
+    compares a job's templates with its Workload's, whose CRD defaults it); every
+    other field of a template is kept as written."""
+    paths = [p for p, node in _walk(_schema(kind)) if "default" in node]
+    ports = [p for p in paths if p.endswith(".ports[].protocol")]
+    assert ports and all(".containers[]" in p or "initContainers[]" in p
+                         or "ephemeralContainers[]" in p for p in ports), paths
+    for path, node in _walk(_schema(kind)):
+        if path.endswith((".template", "PodTemplate", ".template.spec", "PodTemplate.spec")):
+            assert node.get("x-kubernetes-preserve-unknown-fields") is True, path

@@ -95,6 +95,12 @@ class Condition(KubeModel):
     observed_generation: int | None = None
 
 
+#: A field's ``json_schema_extra`` key: its default goes into the CRD (the API server
+#: fills it in) rather than being applied by the models only. For a default other
+#: controllers read from the stored object: Kueue reads a RayJob's ``submissionMode``
+#: to count its submitter pod, and KubeRay's CRD defaults it to ``K8sJobMode``.
+CRD_DEFAULT = "x-rayscale-crd-default"
+
 #: ``spec.managedBy`` of RayClusters and RayJobs, as KubeRay has it: this operator
 #: (``ray.io/kuberay-operator``, the default) or MultiKueue, which then runs the object
 #: on a worker cluster and this operator leaves it alone; immutable.

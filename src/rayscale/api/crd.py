@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rayscale.api.base import Condition, KubeModel
+from rayscale.api.base import CRD_DEFAULT, Condition, KubeModel
 from rayscale.api.pod import PodTemplateSpec
 from rayscale.api.raycluster import (
     DNS1035_PATTERN,
@@ -265,7 +265,10 @@ class _Converter:
         out: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         for key, value in node.items():
-            if key in _DROPPED:
+            if key == "default" and node.get(CRD_DEFAULT):
+                out["default"] = value  # a default the API server applies (base.CRD_DEFAULT)
+                continue
+            if key in _DROPPED or key == CRD_DEFAULT:
                 continue
             if key == "exclusiveMinimum":
                 out["minimum"], out["exclusiveMinimum"] = value, True
@@ -304,6 +307,8 @@ class _Converter:
                 model: type | None) -> None:
         if model in OPAQUE:
             out["x-kubernetes-preserve-unknown-fields"] = True
+            if model is PodTemplateSpec:
+                out["properties"] = _fresh(POD_TEMPLATE_DEFAULTS)
             return
         properties = extra.get("properties")
         more = extra.get("additionalProperties")
@@ -322,6 +327,34 @@ class _Converter:
             out["x-kubernetes-preserve-unknown-fields"] = True
         if model in VALIDATIONS:
             out["x-kubernetes-validations"] = VALIDATIONS[model]
+
+
+def _kept(properties: dict[str, Any]) -> dict[str, Any]:
+    """An object schema declaring ``properties``, every other field kept as written."""
+    return {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+            "properties": properties}
+
+
+def _with_container_defaults() -> dict[str, Any]:
+    container = _kept({
+        "ports": {"type": "array", "items": _kept({"protocol": {"type": "string",
+                                                                "default": "TCP"}})},
+        "env": {"type": "array", "items": _kept({"valueFrom": _kept({"fileKeyRef": _kept({
+            "optional": {"type": "boolean", "default": False}})})})},
+    })
+    return {"type": "array", "items": container}
+
+
+#: What the API server fills into a pod template in a RayCluster, RayJob... as it does
+#: under KubeRay's CRDs (the Kubernetes types' ``+default`` markers) where the value is
+#: not Go's zero value: a container port's ``protocol: TCP``, a ``fileKeyRef``'s
+#: ``optional: false``. The rest of a pod template stays as written. Kueue compares a
+#: job's pod templates with its Workload's, whose CRD applies these defaults: without
+#: them a queued RayJob with container ports never matched its own Workload (Kueue
+#: deleted and re-created it forever and never started the job).
+POD_TEMPLATE_DEFAULTS: dict[str, Any] = {"spec": _kept({
+    kind: _with_container_defaults()
+    for kind in ("containers", "initContainers", "ephemeralContainers")})}
 
 
 def _model_of(node: dict[str, Any], defs: dict[str, tuple[type, Any]]) -> type | None:

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from rayscale.api import gcs_ft
-from rayscale.api.base import MANAGED_BY_RULES, KubeModel, NonNegInt32, ObjectMeta
+from rayscale.api.base import CRD_DEFAULT, MANAGED_BY_RULES, KubeModel, NonNegInt32, ObjectMeta
 from rayscale.api.errors import field_errors
 from rayscale.api.pod import PodTemplateSpec
 from rayscale.api.raycluster import RayClusterSpec, RayClusterStatus, without_k8s_token_auth
@@ -62,7 +62,10 @@ class RayJobSpec(KubeModel):
     entrypoint: str | None = None
     runtime_env_yaml: str | None = Field(default=None, alias="runtimeEnvYAML")
     job_id: str | None = None
-    submission_mode: JobSubmissionMode = "K8sJobMode"
+    # defaulted by the API server too, as KubeRay's CRD does: Kueue reads the stored
+    # object and counts the submitter pod's quota only for K8sJobMode
+    submission_mode: JobSubmissionMode = Field(default="K8sJobMode",
+                                               json_schema_extra={CRD_DEFAULT: True})
     ray_cluster_spec: RayClusterSpec | None = None
     cluster_selector: dict[str, str] = Field(default_factory=dict)
     submitter_pod_template: PodTemplateSpec | None = None
