@@ -259,6 +259,10 @@ def test_after_the_heads_replacement_demand_still_scales_the_workers(
     new_gcs = gcs_address(kube, ft_ns, AUTOSCALED, _ip(new_head))
     wait_for(lambda: _ip(worker) in _alive_nodes(new_gcs).values(), 300,
              "the worker's raylet registered with the new head")
+    # the old head's node, restored from Redis, until the GCS marks it dead: a job
+    # submitted before then may be sent to its gone agent (a 500 from the job API)
+    wait_for(lambda: _ip(head) not in _alive_nodes(new_gcs).values(), 120,
+             "the old head's node dead in the new GCS")
 
     # two 1-CPU bundles on two nodes: the kept worker and one the autoscaler adds
     logs = run_job(kube, ft_ns, AUTOSCALED, _ip(new_head), """
