@@ -49,7 +49,6 @@ from lightkube.resources.core_v1 import Event, Pod, Secret, Service
 from lightkube.types import PatchType
 
 from rayscale.api import AutoscalerOptions, RayCluster
-from rayscale.api.base import managed_elsewhere
 from rayscale.autoscaler.kube_status import STATUS_LABELS
 from rayscale.kubedecode import warm_up
 from rayscale.labels import (
@@ -70,6 +69,7 @@ from rayscale.operator.desired import (
 from rayscale.operator.events import event_manifest
 from rayscale.operator.gcs_ft_wiring import GcsFtWiring, redis_conditions
 from rayscale.operator.history import OperatorHistory
+from rayscale.operator.managed import left_to_another
 from rayscale.operator.metrics import OperatorMetrics
 from rayscale.operator.rayjob_controller import RayJobController, RayJobSettings
 from rayscale.operator.rayjob_desired import ORIGIN_CRD_LABEL
@@ -372,11 +372,7 @@ class Controller:
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
         key = f"{ns}/{name}"
-        manager = managed_elsewhere((body.get("spec") or {}).get("managedBy"))
-        if manager is not None:  # as KubeRay: another controller's (MultiKueue's) object
-            if manager not in ctx.said.setdefault(key, set()):
-                ctx.said[key].add(manager)
-                log.info("skipping RayCluster %s: managed by %s", key, manager)
+        if left_to_another(body, "RayCluster", ctx.said):  # as KubeRay: MultiKueue's
             return
         try:
             # the status is this operator's output, not its input: an old or foreign one

@@ -44,13 +44,13 @@ from lightkube.resources.core_v1 import Event, Pod, Secret
 from lightkube.types import PatchType
 
 from rayscale.api import RayCluster
-from rayscale.api.base import managed_elsewhere
 from rayscale.api.rayjob import TERMINAL_JOB_STATUSES, RayJob
 from rayscale.labels import CLUSTER_LABEL, NODE_TYPE_LABEL
 from rayscale.operator import auth
 from rayscale.operator.desired import PodSettings
 from rayscale.operator.events import event_manifest
 from rayscale.operator.history import OperatorHistory
+from rayscale.operator.managed import left_to_another
 from rayscale.operator.metrics import OperatorMetrics
 from rayscale.operator.rayjob_decide import (
     ClusterView,
@@ -231,11 +231,7 @@ class RayJobController:
         if meta.get("deletionTimestamp"):
             self._record(ns, name, body.get("status") or {})
             return  # the garbage collector removes what it owns
-        manager = managed_elsewhere((body.get("spec") or {}).get("managedBy"))
-        if manager is not None:  # as KubeRay: another controller's (MultiKueue's) object
-            if manager not in self.said.setdefault(key, set()):
-                self.said[key].add(manager)
-                log.info("skipping RayJob %s: managed by %s", key, manager)
+        if left_to_another(body, "RayJob", self.said):  # as KubeRay: MultiKueue's
             return
         job, invalid = validate(body)
         status = body.get("status") or {}
