@@ -123,6 +123,15 @@ def is_alive(pid: int, expect_arg: str | None = None) -> bool:
         time.sleep(0.001)
 
 
+def runs_with(pid: int, identity: Sequence[str]) -> bool:
+    """Alive and still the process we started: every identity argument is on its command
+    line (a reused PID runs something else)."""
+    if not identity or not is_alive(pid, identity[0]):
+        return False
+    args = cmdline(pid)
+    return all(a in args for a in identity)
+
+
 def _live_stat(pid: int) -> list[str] | None:
     """The fields of ``/proc/PID/stat`` after the command name; None if gone or a zombie
     (which is reaped if it is our child)."""

@@ -271,8 +271,14 @@ def test_rayscale_queue_says_where_each_queued_job_stands_and_why(
     head = big["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     head["resources"] = {"requests": {"cpu": "6"}, "limits": {"cpu": "6"}}
     kube.create(RayJob.from_dict(big), namespace=ns)
-    fits = rayjob("fits", lq)  # the head alone (0.5 CPU): fits beside the module's others
+    # the head alone (0.25 CPU) and no submitter pod: fits beside what the module's other
+    # jobs hold (3.5 of the 4 CPU when no operator runs them to completion)
+    fits = rayjob("fits", lq)
     fits["spec"]["rayClusterSpec"]["workerGroupSpecs"] = []
+    fits["spec"]["submissionMode"] = "HTTPMode"
+    fits_head = fits["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    fits_head["containers"][0]["resources"] = {"requests": {"cpu": "250m", "memory": "256Mi"},
+                                               "limits": {"cpu": "250m", "memory": "256Mi"}}
     kube.create(RayJob.from_dict(fits), namespace=ns)
 
     def views() -> dict[str, dict[str, Any]] | None:

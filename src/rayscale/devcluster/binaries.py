@@ -28,11 +28,17 @@ def bin_dir() -> Path:
 
 def cache_root() -> Path:
     """The same default as scripts/build-k8s.sh."""
-    explicit = os.environ.get("RAYSCALE_K8S_CACHE")
+    return build_cache("RAYSCALE_K8S_CACHE", "k8s")
+
+
+def build_cache(variable: str, name: str) -> Path:
+    """A build's cache: ``$variable``, else ``${XDG_CACHE_HOME:-~/.cache}/rayscale/NAME``
+    (what the scripts/build-*.sh scripts use)."""
+    explicit = os.environ.get(variable)
     if explicit:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rayscale" / "k8s"
+    return Path(base) / "rayscale" / name
 
 
 def missing(directory: Path | None = None) -> list[str]:

@@ -115,10 +115,7 @@ class DevKueue:
     @staticmethod
     def alive(proc: KueueProc | None) -> bool:
         """Alive and still ours: every identity argument is on its command line."""
-        if proc is None or not procs.is_alive(proc.pid, proc.identity[0]):
-            return False
-        args = procs.cmdline(proc.pid)
-        return all(a in args for a in proc.identity)
+        return proc is not None and procs.runs_with(proc.pid, proc.identity)
 
     # ------------------------------------------------------------------- start
 

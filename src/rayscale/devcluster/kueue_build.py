@@ -14,7 +14,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from rayscale.devcluster.binaries import REPO_ROOT, can_build
+from rayscale.devcluster.binaries import REPO_ROOT, build_cache, can_build
 
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build-kueue.sh"
 
@@ -30,11 +30,7 @@ def pinned_version() -> str | None:
 
 def cache_root() -> Path:
     """The same default as scripts/build-kueue.sh."""
-    explicit = os.environ.get("RAYSCALE_KUEUE_CACHE")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rayscale" / "kueue"
+    return build_cache("RAYSCALE_KUEUE_CACHE", "kueue")
 
 
 def binary() -> Path:
