@@ -14,8 +14,9 @@ real API server:
   cluster after the job (``shutdownAfterJobFinishes: false``);
 - a RayJob without the label is left alone (``manageJobsWithoutQueueName: false``);
 - a queued RayCluster goes through the same cycle (suspended, Workload admitted,
-  unsuspended), and one with ``enableInTreeAutoscaling`` is refused (elastic
-  workloads are behind an alpha feature gate that is off).
+  unsuspended), and one with ``enableInTreeAutoscaling`` but without the
+  ``kueue.x-k8s.io/elastic-job`` annotation is refused (an autoscaling cluster
+  under Kueue must be an elastic job: tests/k8s/operator/test_kueue_elastic.py).
 
 No operator runs here: what our operator does with a RayJob Kueue admits is
 issue 16's next part.

@@ -115,7 +115,10 @@ def configuration(namespace: str, webhook_port: int, cert_dir: Path, health_port
     not 127.0.0.1), only jobs with a ``kueue.x-k8s.io/queue-name`` label managed.
 
     The visibility API server (feature gate VisibilityOnDemand, on by default) is off:
-    it would be an aggregated API server on another port, needing an APIService."""
+    it would be an aggregated API server on another port, needing an APIService.
+    Elastic jobs (ElasticJobsViaWorkloadSlices, alpha, off by default) are on: with
+    them an autoscaling RayCluster annotated ``kueue.x-k8s.io/elastic-job: "true"``
+    grows by new workload slices that Kueue admits, and shrinks in place."""
     return {
         "apiVersion": "config.kueue.x-k8s.io/v1beta2",
         "kind": "Configuration",
@@ -127,7 +130,7 @@ def configuration(namespace: str, webhook_port: int, cert_dir: Path, health_port
         "internalCertManagement": {"enable": False},
         "manageJobsWithoutQueueName": False,
         "integrations": {"frameworks": list(frameworks)},
-        "featureGates": {"VisibilityOnDemand": False},
+        "featureGates": {"VisibilityOnDemand": False, "ElasticJobsViaWorkloadSlices": True},
     }
 
 

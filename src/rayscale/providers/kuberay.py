@@ -16,14 +16,16 @@ demand moves to the next group at once.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from lightkube import ApiError, Client
-from lightkube.generic_resource import create_namespaced_resource
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.resources.core_v1 import Event, Pod, ResourceQuota
 from lightkube.types import PatchType
 
@@ -36,15 +38,32 @@ from rayscale.labels import (
     NODE_TYPE_WORKER,
     RAY_API_GROUP,
 )
+from rayscale.planner.state import Quota
 from rayscale.providers.base import ProviderNode, ProviderState, QuotaView
-from rayscale.providers.kube_quota import namespace_quotas, pod_cost
+from rayscale.providers.kube_kueue import (
+    KUEUE_GROUP,
+    KUEUE_VERSION,
+    elastic_queue,
+    gated,
+    headroom,
+    kueue_quota,
+)
+from rayscale.providers.kube_quota import namespace_quotas, pod_cost, uncounted_cost
 from rayscale.spec import parse_cluster_spec
 
 #: The RayCluster resource for lightkube's client (the model is :class:`rayscale.api.RayCluster`).
 RayClusterResource = create_namespaced_resource(RAY_API_GROUP, "v1", "RayCluster", "rayclusters")
+LocalQueueResource = create_namespaced_resource(KUEUE_GROUP, KUEUE_VERSION, "LocalQueue",
+                                                "localqueues")
+ClusterQueueResource = create_global_resource(KUEUE_GROUP, KUEUE_VERSION, "ClusterQueue",
+                                              "clusterqueues")
 PENDING_PREFIX = "pending:"
 _RETRIES = 8
 QUOTA_RETRY_S = 300.0
+#: how long after a pod is scheduled its admission may be missing from its ClusterQueue's
+#: status (Kueue batches status updates by a second; its timestamps are whole seconds)
+KUEUE_STATUS_LAG_S = 4.0
+log = logging.getLogger(__name__)
 GroupChange = Callable[[WorkerGroupSpec], WorkerGroupSpec]
 
 
@@ -63,6 +82,10 @@ class KubeRayProvider:
         # about an earlier launch)
         self._waiting_since: dict[str, float] = {}
         self._quotas_unreadable_until = 0.0  # after a 403: plan without quotas until then
+        # per group, pods Kueue has not admitted (gated) or admitted so lately that its
+        # ClusterQueue's status may not count them yet (see _kueue_quota)
+        self._gated: dict[str, int] = {}
+        self._kueue_unreadable_until = 0.0  # after a 403 or 404: no Kueue quota until then
 
     # ------------------------------------------------------------ reading
 
@@ -91,6 +114,7 @@ class KubeRayProvider:
         pods = self._pods()
         self._cluster = cluster
         self._launching = {}
+        self._gated = {}
         out: list[ProviderNode] = []
         for group in cluster.worker_groups:
             name = group.group_name
@@ -102,6 +126,8 @@ class KubeRayProvider:
                 state = _state(pod, doomed)
                 if state in ("launching", "started"):
                     counted += 1
+                if _awaiting_kueue(pod, state):
+                    self._gated[name] = self._gated.get(name, 0) + 1
                 meta = pod.metadata
                 created = meta.creationTimestamp if meta else None
                 out.append(ProviderNode(
@@ -174,24 +200,59 @@ class KubeRayProvider:
                 for group, items in found.items()}
 
     def quotas(self) -> QuotaView:
-        """The namespace's ResourceQuotas as the planner's quotas (kube_quota.py)."""
+        """The namespace's ResourceQuotas (kube_quota.py) and, for an elastic RayCluster
+        under Kueue, its ClusterQueue (kube_kueue.py), as the planner's quotas."""
         cluster = self._cluster or self.cluster()
+        items = self._resource_quotas()
+        costs = {g.group_name: pod_cost(g) for g in cluster.worker_groups}
+        quotas = namespace_quotas(items, costs, self._launching)
+        under_kueue = self._kueue_quota(cluster, costs)
+        if under_kueue is not None:
+            quotas.append(under_kueue)
+        return QuotaView(quotas, costs) if quotas else QuotaView()
+
+    def _resource_quotas(self) -> list[dict[str, Any]]:
         if time.monotonic() < self._quotas_unreadable_until:
-            return QuotaView()
+            return []
         try:
-            items = [q.to_dict() for q in
-                     self.client.list(ResourceQuota, namespace=self.namespace)]
+            return [q.to_dict() for q in
+                    self.client.list(ResourceQuota, namespace=self.namespace)]
         except ApiError as exc:
             if exc.status.code != 403:
                 raise
             # an older role without resourcequotas: plan without them (a refused pod
             # still backs its group off); asked again later (a role may be upgraded)
             self._quotas_unreadable_until = time.monotonic() + QUOTA_RETRY_S
-            return QuotaView()
-        if not items:
-            return QuotaView()
-        costs = {g.group_name: pod_cost(g) for g in cluster.worker_groups}
-        return QuotaView(namespace_quotas(items, costs, self._launching), costs)
+            return []
+
+    def _kueue_quota(self, cluster: RayCluster, costs: dict[str, dict[str, float]]
+                     ) -> Quota | None:
+        """What Kueue will still admit for an elastic RayCluster (kube_kueue.py), less
+        what this cluster asked for and Kueue has not admitted yet."""
+        meta = cluster.metadata
+        queue = elastic_queue(meta.labels, meta.annotations)
+        if queue is None or time.monotonic() < self._kueue_unreadable_until:
+            return None
+        try:
+            local = self.client.get(LocalQueueResource, queue, namespace=self.namespace)
+            name = str((local.get("spec") or {}).get("clusterQueue") or "")
+            cq: dict[str, Any] = dict(self.client.get(ClusterQueueResource, name))
+            cohort = (cq.get("spec") or {}).get("cohortName")
+            members = [dict(o) for o in self.client.list(ClusterQueueResource)
+                       if (o.get("spec") or {}).get("cohortName") == cohort
+                       and o["metadata"]["name"] != name] if cohort else []
+        except ApiError as exc:
+            if exc.status.code not in (403, 404):
+                raise
+            # no role to read ClusterQueues, or no such queue (yet): plan without it, and
+            # ask again later; Kueue still decides (pods wait gated, launches time out)
+            log.warning("planning without the Kueue quota of LocalQueue %s: %s", queue,
+                        exc.status.message)
+            self._kueue_unreadable_until = time.monotonic() + QUOTA_RETRY_S
+            return None
+        waiting = {g: self._launching.get(g, 0) + self._gated.get(g, 0)
+                   for g in set(self._launching) | set(self._gated)}
+        return kueue_quota(name, headroom(cq, members), uncounted_cost(costs, waiting))
 
     # ------------------------------------------------------------- acting
 
@@ -273,6 +334,17 @@ def _name(pod: Pod) -> str:
 def _group_of(pod: Pod) -> str | None:
     labels = (pod.metadata.labels if pod.metadata else None) or {}
     return labels.get(GROUP_LABEL_K8S)
+
+
+def _awaiting_kueue(pod: Pod, state: ProviderState) -> bool:
+    """Gated by Kueue (its slice not admitted), or scheduled so lately that Kueue's
+    ClusterQueue status may not count it yet (Kueue writes it in batches of a second)."""
+    if state == "launching" and gated(pod.spec.schedulingGates if pod.spec else None):
+        return True
+    for cond in (pod.status.conditions if pod.status else None) or []:
+        if cond.type == "PodScheduled" and cond.status == "True" and cond.lastTransitionTime:
+            return time.time() - cond.lastTransitionTime.timestamp() < KUEUE_STATUS_LAG_S
+    return False
 
 
 def _state(pod: Pod, doomed: set[str]) -> ProviderState:

@@ -173,7 +173,8 @@ AUTOSCALER_GRANTS = (_rows("ray.io", "rayclusters", "get list watch patch update
                      | _rows("", "pods", "get list watch")
                      | _rows("", "configmaps", "get create patch")
                      | _rows("", "resourcequotas", "list")
-                     | _rows("", "events", "list"))
+                     | _rows("", "events", "list")
+                     | _rows("kueue.x-k8s.io", "localqueues", "get"))
 
 
 # ------------------------------------------------------------------ rendering, no cluster
@@ -233,6 +234,20 @@ def test_chart_lints_and_renders_least_privilege_rbac(helm: Path) -> None:
     svc = _one(docs, "Service", "rayscale-metrics")
     assert svc["spec"]["ports"][0]["targetPort"] == "metrics"
     assert svc["spec"]["selector"] == deploy["spec"]["selector"]["matchLabels"]
+
+
+def test_chart_lets_the_autoscalers_of_listed_namespaces_read_cluster_queues(
+        helm: Path) -> None:
+    """autoscaler.kueueNamespaces: one read-only ClusterRole on ClusterQueues, bound to
+    the service accounts of exactly those namespaces (none by default, above)."""
+    docs = render(helm, "rayscale", "rayscale-system", "autoscaler.kueueNamespaces={team-a,team-b}")
+    role = _one(docs, "ClusterRole", "rayscale-autoscaler-kueue")
+    assert _grants(role) == _rows("kueue.x-k8s.io", "clusterqueues", "get list")
+    crb = _one(docs, "ClusterRoleBinding", "rayscale-autoscaler-kueue")
+    assert crb["roleRef"]["name"] == "rayscale-autoscaler-kueue"
+    assert crb["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+         "name": f"system:serviceaccounts:{ns}"} for ns in ("team-a", "team-b")]
 
 
 def test_chart_watching_namespaces_binds_only_in_them(helm: Path) -> None:
