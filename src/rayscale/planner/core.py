@@ -22,7 +22,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -140,6 +140,27 @@ class _QuotaLine:
     cost: dict[str, float]  # group -> its cost (> 0 only)
 
 
+class _Launched(dict[str, int]):
+    """Launch counts by group that know when they changed (:attr:`version`), so that
+    what the launches take from each quota is summed once per change, not once per
+    question (headroom is asked per group, many times a pass)."""
+
+    version = 0
+
+    def __setitem__(self, group: str, count: int) -> None:
+        self.version += 1
+        super().__setitem__(group, count)
+
+    def __delitem__(self, group: str) -> None:
+        self.version += 1
+        super().__delitem__(group)
+
+    def _changed(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("launch counts change item by item")
+
+    update = pop = popitem = clear = setdefault = _changed
+
+
 @dataclass
 class _Budget:
     """Launch counts and the headroom left for more (max, max_nodes, Conservative,
@@ -150,6 +171,23 @@ class _Budget:
     global_room: int
     launched: dict[str, int] = field(default_factory=dict)
     quotas: list[_QuotaLine] = field(default_factory=list)
+    # (the launch counts, their version) -> what they take from each quota line
+    _used: tuple[int, int, list[float]] = (0, -1, [])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "launched" and not isinstance(value, _Launched):
+            value = _Launched(value)
+        object.__setattr__(self, name, value)
+
+    def _quota_used(self) -> list[float]:
+        launched = self.launched
+        assert isinstance(launched, _Launched)
+        key, version, used = self._used
+        if key != id(launched) or version != launched.version:
+            used = [sum(launched.get(g, 0) * c for g, c in line.cost.items())
+                    for line in self.quotas]
+            self._used = (id(launched), launched.version, used)
+        return used
 
     def headroom(self, group: str) -> int:
         return max(0, min(room for room, _ in self._rooms(group)))
@@ -175,11 +213,12 @@ class _Budget:
         yield from self._quota_rooms(group)
 
     def _quota_rooms(self, group: str) -> Iterator[tuple[int, str]]:
-        for line in self.quotas:
+        if not self.quotas:
+            return
+        for line, used in zip(self.quotas, self._quota_used(), strict=True):
             cost = line.cost.get(group)
             if cost is None:
                 continue
-            used = sum(self.launched.get(g, 0) * c for g, c in line.cost.items())
             # a small tolerance: 0.3 left of 0.1 each is 3 nodes, not 2.9999; a cost
             # so small that the ratio overflows leaves the quota no limit
             ratio = (line.left - used) / cost + 1e-9
