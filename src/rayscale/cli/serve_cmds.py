@@ -18,7 +18,7 @@ from rayscale import rayauth
 from rayscale.local.cluster import ClusterError
 from rayscale.local.serve import DeployResult, ServeError, delete, deploy
 from rayscale.local.service import kubernetes_only_fields, up_service
-from rayscale.local.store import ClusterDir, ClusterRecord
+from rayscale.local.store import ClusterDir
 from rayscale.spec import ServiceSpec, SpecError, load_serve_config
 
 err = Console(stderr=True)
@@ -120,7 +120,8 @@ def up_service_command(spec: ServiceSpec, source: Path, timeout: float, no_auth:
     except (ClusterError, ServeError) as exc:
         _plain(str(exc), style="red")
         raise typer.Exit(1) from None
-    _started(spec.name, record)
+    if record.token_file is None:
+        err.print(f"[yellow]warning: {rayauth.DISABLED_WARNING}", markup=True, highlight=False)
     _report(spec.name, result)
     for key, value in driver_env(record).items():
         typer.echo(f"{key}={shlex.quote(value)}")
@@ -128,9 +129,3 @@ def up_service_command(spec: ServiceSpec, source: Path, timeout: float, no_auth:
         typer.echo(f"{HTTP_ADDRESS_KEY}={shlex.quote(result.http_url)}")
     if result.failed:
         raise typer.Exit(1)
-
-
-def _started(name: str, record: ClusterRecord) -> None:
-    err.print(f"[green]cluster {name} is up[/green]: dashboard {record.dashboard_url}")
-    if record.token_file is None:
-        err.print(f"[yellow]warning: {rayauth.DISABLED_WARNING}", markup=True, highlight=False)

@@ -70,8 +70,9 @@ def up_service(
                  f"applying serveConfigV2 in place")
     else:
         manifest = yaml.safe_dump(spec.cluster.to_manifest(), sort_keys=False).encode()
-        up_spec(spec.cluster, manifest, source, wait_s=wait_s, progress=progress,
-                no_auth=no_auth, ha=ha)
+        record = up_spec(spec.cluster, manifest, source, wait_s=wait_s, progress=progress,
+                         no_auth=no_auth, ha=ha)
+        progress(f"cluster {spec.name} is up: dashboard {record.dashboard_url}")
     result = deploy(cluster, spec.serve, base_dir, str(source.resolve()),
                     wait_s=serve_wait_s, progress=progress)
     return cluster.load(), result
