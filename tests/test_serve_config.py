@@ -178,6 +178,16 @@ def test_a_running_serve_keeps_its_port_and_a_config_asking_for_another_is_refus
         _local({**_serve(), "http_options": {"port": 8000}}, taken=(8000,))
 
 
+def test_a_serve_started_again_gets_its_previous_port_back_when_it_is_free() -> None:
+    config = ServeConfig.model_validate(_serve())
+    again = local_document(config, HEAD, None, pick_port=lambda: 41234,
+                           port_free=lambda host, port: True, previous_port=40000)
+    assert again.port == 40000
+    taken = local_document(config, HEAD, None, pick_port=lambda: 41234,
+                           port_free=lambda host, port: port != 40000, previous_port=40000)
+    assert taken.port == 41234
+
+
 def test_grpc_servicers_and_missing_local_code_are_refused_before_anything_is_sent(
     tmp_path: Path,
 ) -> None:

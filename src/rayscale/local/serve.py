@@ -202,8 +202,13 @@ def local_document(
     running: RunningServe | None,
     pick_port: Callable[[], int] = ports.free_port,
     port_free: Callable[[str, int], bool] = lambda host, port: ports.port_free(port, host),
+    previous_port: int | None = None,
 ) -> LocalDocument:
     """The config with local mode's address, port and proxies (module docstring).
+
+    ``previous_port``: the port of the config last applied here (``serve.json``); a
+    Serve started again (its controller died) gets it back when it is free, so the
+    address stays the same.
 
     Raises SpecError, naming the field, for what cannot be applied to this cluster now.
     """
@@ -239,6 +244,8 @@ def local_document(
         if not port_free(head_ip, asked_port):
             problems.append(f"http_options.port: port {asked_port} is in use on {head_ip}")
         port = asked_port
+    elif previous_port is not None and port_free(head_ip, previous_port):
+        port = previous_port
     else:
         port = pick_port()
     if problems:
@@ -381,7 +388,9 @@ def deploy(
     record = cluster.load()
     api = ServeApi(record)
     running = RunningServe.from_details(api.details())
-    local = local_document(config, record.head_ip, running)
+    previous = load_record(cluster)
+    local = local_document(config, record.head_ip, running,
+                           previous_port=previous.port if previous is not None else None)
     for notice in local.notices:
         progress(notice)
     document = copy.deepcopy(local.document)
