@@ -174,6 +174,9 @@ def test_a_running_serve_keeps_its_port_and_a_config_asking_for_another_is_refus
         _local({**_serve(), "http_options": {"port": 8000}}, running)
     with pytest.raises(SpecError, match="proxy_location: Serve already runs with EveryNode"):
         _local(_serve(), RunningServe(HEAD, 40000, "EveryNode"))
+    with pytest.raises(SpecError, match=r"http_options.host: Serve already runs in this "
+                                        r"cluster listening on 0\.0\.0\.0"):
+        _local(_serve(), RunningServe("0.0.0.0", 8000, "HeadOnly"))
     with pytest.raises(SpecError, match=f"http_options.port: port 8000 is in use on {HEAD}"):
         _local({**_serve(), "http_options": {"port": 8000}}, taken=(8000,))
 

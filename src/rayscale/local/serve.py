@@ -222,14 +222,15 @@ def local_document(
     http = config.http_options
     asked_host = http.host if http is not None else None
     asked_port = http.port if http is not None else None
-    host = head_ip
     if asked_host not in (None, head_ip):
         notices.append(f"http_options.host: Serve listens on the head's loopback address "
                        f"{head_ip}, not {asked_host!r}, in local mode")
     if running is not None:
-        if running.host not in (None, head_ip):
-            host = running.host  # started by someone else: the truth is where it listens
-            notices.append(f"Serve was started on this cluster with host {running.host!r}")
+        if running.host not in (None, head_ip):  # started by someone else (serve.run)
+            problems.append(
+                f"http_options.host: Serve already runs in this cluster listening on "
+                f"{running.host}, not the head's loopback address {head_ip}, and keeps it "
+                f"while it runs; `rayscale serve delete` it first")
         if asked_port is not None and running.port not in (None, asked_port):
             problems.append(
                 f"http_options.port: Serve already listens on port {running.port} in this "
@@ -252,8 +253,9 @@ def local_document(
         raise SpecError(problems)
     document = config.to_document()
     document["proxy_location"] = location
-    document["http_options"] = {**document.get("http_options", {}), "host": host, "port": port}
-    return LocalDocument(document, host, port if location != "Disabled" else None, location,
+    document["http_options"] = {**document.get("http_options", {}), "host": head_ip,
+                                "port": port}
+    return LocalDocument(document, head_ip, port if location != "Disabled" else None, location,
                          notices)
 
 
