@@ -19,10 +19,12 @@ from rich.table import Table
 from rayscale import ports, procs, rayauth
 from rayscale.autoscaler.events import read_events
 from rayscale.autoscaler.status import limit_words
+from rayscale.cli.serve_cmds import up_service_command
 from rayscale.local.cluster import ClusterError, down, is_running, resume, up
 from rayscale.local.jobs import follow_logs
+from rayscale.local.serve import serve_view
 from rayscale.local.store import ClusterDir, ClusterRecord
-from rayscale.spec import SpecError
+from rayscale.spec import SpecError, is_service, parse_service, read_document
 
 err = Console(stderr=True)
 
@@ -47,7 +49,9 @@ def _cluster_errors() -> Iterator[None]:
 
 
 def up_command(
-    cluster_file: Path = typer.Argument(..., help="RayCluster YAML (KubeRay ray.io/v1)"),
+    cluster_file: Path = typer.Argument(
+        ..., help="RayCluster YAML (KubeRay ray.io/v1), or a RayService: its cluster, then "
+        "its serveConfigV2"),
     timeout: float = typer.Option(180.0, help="Seconds to wait for the cluster to be ready"),
     no_auth: bool = typer.Option(
         False, "--no-auth",
@@ -64,7 +68,22 @@ def up_command(
 
     Every node uses Ray's token authentication with a token made for this
     cluster; the printed lines point drivers at it (the file, not the value).
+    A RayService file starts its rayClusterConfig under the RayService's name,
+    applies its serveConfigV2 and waits until the applications run (also
+    printing SERVE_HTTP_ADDRESS); on a cluster already running with the same
+    rayClusterConfig it applies serveConfigV2 in place.
     """
+    try:
+        document = read_document(cluster_file)
+        service = parse_service(document) if is_service(document) else None
+    except SpecError as exc:
+        _error(f"invalid cluster file {cluster_file}:")
+        for line in exc.errors:
+            err.print(f"  {line}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    if service is not None:
+        up_service_command(service, cluster_file, timeout, no_auth, ha)
+        return
     try:
         spec, record = up(cluster_file, wait_s=timeout, progress=lambda m: err.print(f"[dim]{m}"),
                           no_auth=no_auth, ha=ha)
@@ -179,6 +198,10 @@ def _load_status(name: str) -> tuple[ClusterDir, dict[str, Any]]:
                       "restarted_at": record.head_restarted_at}
     if record.ha and not head and autoscaler:
         problems.append("the head is being restarted (GCS fault tolerance)")
+    if gcs:
+        serve = serve_view(cluster)  # read from Serve now; None: never deployed with rayscale
+        if serve is not None:
+            status["serve"] = serve
     return cluster, status
 
 
@@ -312,7 +335,29 @@ def _render(status: dict[str, Any]) -> None:
         out.print(f"  {_amount(res, u['used'])}/{_amount(res, u['total'])} {res}")
     out.print("[bold]Demands[/bold]")
     out.print("\n".join(_demand_lines(status)) or "  (no resource demands)", markup=False)
+    if status.get("serve") is not None:
+        _render_serve(out, status["serve"])
     _render_events(out, status)
+
+
+def _render_serve(out: Console, serve: dict[str, Any]) -> None:
+    """Serve's applications, as Serve reports them now (`rayscale serve deploy`)."""
+    out.print(f"[bold]Serve[/bold]  http {serve['http'] or '-'}  proxies "
+              f"{serve['proxy_location']}"
+              + (f"  proxy {serve['proxy']}" if serve["proxy"] else ""))
+    for problem in serve["problems"]:
+        out.print(f"  {problem}", style="red", markup=False)
+    table = Table("application", "status", "route", "routed", "deployments", "message",
+                  title="Serve applications")
+    for name, app in serve["applications"].items():
+        deployments = ", ".join(
+            f"{d}: {v['status']} "
+            + " ".join(f"{n} {state.lower()}" for state, n in sorted(v["replicas"].items()))
+            for d, v in app["deployments"].items()) or "-"
+        routed = {True: "yes", False: "no", None: "-"}[app["routed"]]
+        table.add_row(name, app["status"], app["route_prefix"] or "-", routed, deployments,
+                      app["reason"] or "-")
+    out.print(table)
 
 
 def _demand_lines(status: dict[str, Any]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Entry point: `rayscale up | down | status | logs | submit | job | plan | operator | ...`."""
+"""Entry point: `rayscale up | down | status | logs | submit | job | serve | plan | ...`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from rayscale.cli.logs_cmd import logs_command
 from rayscale.cli.operator_cmd import operator_command
 from rayscale.cli.plan_cmd import plan_command
 from rayscale.cli.queue_cmd import queue_command
+from rayscale.cli.serve_cmds import serve_app
 from rayscale.cli.ui_cmd import ui_command
 
 app = typer.Typer(
@@ -41,6 +42,7 @@ app.command("autoscaler")(autoscaler_command)
 app.command("operator")(operator_command)
 app.command("crds")(crds_command)
 app.add_typer(job_app, name="job")
+app.add_typer(serve_app, name="serve")
 app.add_typer(dev_cluster_app, name="dev-cluster")
 app.command("vnode")(vnode_command)
 app.command("ui")(ui_command)

@@ -7,6 +7,7 @@ Layout under ``$RAYSCALE_HOME`` (default ``~/.rayscale``)::
     clusters/<name>/events.jsonl      the scaling event log
     clusters/<name>/status.json       the autoscaler's last view (for `status`)
     clusters/<name>/auth_token        Ray's token for this cluster (mode 0600)
+    clusters/<name>/serve.json        the Serve config last applied (`rayscale serve deploy`)
     clusters/<name>/logs/             head, autoscaler and node logs (kept by `down`)
     clusters/<name>/logs/nodes.jsonl  every worker launched: id, group, index (`rayscale logs`)
     clusters/<name>/logs/jobs/        the Ray jobs' driver logs, copied there by `down`
@@ -156,6 +157,11 @@ class ClusterDir:
     @property
     def token_file(self) -> Path:
         return self.root / "auth_token"
+
+    @property
+    def serve_file(self) -> Path:
+        """What `rayscale serve deploy` last applied (local/serve.py): its HTTP address."""
+        return self.root / "serve.json"
 
     @property
     def gcs_store(self) -> Path:

@@ -41,6 +41,14 @@ def read_document(path: Path, kind: str = "RayCluster") -> dict[str, Any]:
         raise SpecError([f"{path}: cannot read file: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError as exc:
         raise SpecError([f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    return parse_document(text, str(path), kind)
+
+
+def parse_document(text: str, where: str, kind: str = "RayCluster") -> dict[str, Any]:
+    """The one YAML document (a mapping) of ``text``; problems are prefixed with ``where``
+    (a file, or the field a YAML string came from, such as a RayService's
+    ``serveConfigV2``)."""
+    path = where
     _check_shape(text, path)
     try:
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
@@ -82,7 +90,7 @@ MAX_VALUES = 1_000_000
 _INTEGER = re.compile(r"[-+]?[0-9][0-9_]*")
 
 
-def _check_shape(text: str, path: Path) -> None:
+def _check_shape(text: str, path: Path | str) -> None:
     """Refuse documents nested too deeply, too large with aliases, or with giant integers.
 
     Uses libyaml's events when PyYAML has libyaml (it always has in the wheels
@@ -142,7 +150,7 @@ def _check_shape(text: str, path: Path) -> None:
         return
 
 
-def _shape_error(path: Path, event: Any, problem: str) -> None:
+def _shape_error(path: Path | str, event: Any, problem: str) -> None:
     mark = event.start_mark
     raise SpecError(
         [f"{path}: invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"]
