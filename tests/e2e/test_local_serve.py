@@ -100,7 +100,7 @@ class Service:
 
     def details(self) -> dict[str, Any]:
         record = self.cluster.dir.load()
-        reply = httpx.get(f"{record.dashboard_url}/api/serve/applications/",
+        reply = httpx.get(f"{record.dashboard_url}/api/serve/applications/", trust_env=False,
                           headers=rayauth.bearer_headers(record.token_file), timeout=30)
         reply.raise_for_status()
         out: dict[str, Any] = reply.json()
@@ -111,7 +111,7 @@ class Service:
         return serve
 
     def get(self, path: str) -> Any:
-        reply = httpx.get(self.url + path, timeout=30)
+        reply = httpx.get(self.url + path, timeout=30, trust_env=False)
         assert reply.status_code == 200, (reply.status_code, reply.text[:500])
         return reply.json()
 
@@ -144,7 +144,7 @@ class Load:
 
     def _run(self) -> None:
         every = self.clients / self.rate
-        with httpx.Client(timeout=30) as client:
+        with httpx.Client(timeout=30, trust_env=False) as client:
             while not self._stop.is_set() and time.monotonic() < self.started + self.seconds:
                 began = time.monotonic()
                 try:

@@ -296,7 +296,7 @@ class ServeApi:
     def _request(self, method: str, path: str, body: Any = None,
                  timeout_s: float | None = None) -> httpx.Response:
         try:
-            return httpx.request(method, self.url + path, json=body,
+            return httpx.request(method, self.url + path, json=body, trust_env=False,
                                  headers=rayauth.bearer_headers(self.record.token_file),
                                  timeout=timeout_s or self.timeout_s)
         except httpx.HTTPError as exc:
@@ -327,7 +327,7 @@ class ServeApi:
 def proxy_routes(host: str, port: int, timeout_s: float = 5.0) -> dict[str, str] | None:
     """The proxy's route table (prefix -> application), or None when it does not answer."""
     try:
-        reply = httpx.get(f"http://{host}:{port}{ROUTES_PATH}", timeout=timeout_s)
+        reply = httpx.get(f"http://{host}:{port}{ROUTES_PATH}", timeout=timeout_s, trust_env=False)
         if reply.status_code != 200:
             return None
         routes = reply.json()
