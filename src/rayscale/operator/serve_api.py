@@ -25,7 +25,11 @@ from rayscale.operator.rayservice_decide import DEFAULT_APP_NAME, Apps
 from rayscale.operator.rayservice_desired import PROXY_HEALTH_PATH
 
 APPLICATIONS_PATH = "/api/serve/applications/"
-TIMEOUT_S = 5.0  # a status read or a deploy (KubeRay: 2 s direct, longer proxied)
+TIMEOUT_S = 5.0  # a status read
+#: A deploy: the first one starts Serve's controller before it answers, which took
+#: over 5 s on a busy 2-core machine (a PUT cut short is repeated: Serve takes the same
+#: config again as a no-op, but the time is lost)
+DEPLOY_TIMEOUT_S = 30.0
 HEALTH_TIMEOUT_S = 2.0
 MAX_ERROR_TEXT = 500
 
@@ -80,7 +84,7 @@ def deploy(base_url: str, headers: dict[str, str], config_json: str) -> None:
     """Give the cluster the Serve config (KubeRay's ``UpdateDeployments``)."""
     got = httpx.put(f"{base_url}{APPLICATIONS_PATH}", content=config_json.encode(),
                     headers={**headers, "Content-Type": "application/json"},
-                    timeout=TIMEOUT_S, trust_env=False)
+                    timeout=DEPLOY_TIMEOUT_S, trust_env=False)
     if not 200 <= got.status_code < 300:
         raise _error(got, "deploying the Serve config failed")
 
