@@ -65,6 +65,7 @@ from rayscale.operator.rayservice_decide import (
     Decision,
     Observed,
     decide,
+    status_patch,
     validate,
 )
 from rayscale.operator.rayservice_desired import (
@@ -560,12 +561,7 @@ class RayServiceController:
 
     def _patch_status(self, body: dict[str, Any], status: dict[str, Any]) -> None:
         meta = body["metadata"]
-        patch = merge_patch(dict(body.get("status") or {}),
-                            {k: v for k, v in status.items() if v is not None})
-        for key in ("activeServiceStatus", "pendingServiceStatus"):
-            # a cluster's statuses replaced, not merged into another cluster's
-            if isinstance(patch.get(key), dict) and not status.get(key):
-                patch[key] = None
+        patch = status_patch(dict(body.get("status") or {}), status)
         patched = self.client.patch(
             RayServiceResource.Status, meta["name"],
             {"metadata": {"resourceVersion": meta.get("resourceVersion")}, "status": patch},
