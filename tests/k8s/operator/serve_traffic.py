@@ -76,8 +76,19 @@ class Outcome:
     texts: Counter[str] = field(default_factory=Counter)
     first_seen: dict[str, float] = field(default_factory=dict)  # text -> time first seen
     latencies: list[float] = field(default_factory=list)
+    answered_at: list[float] = field(default_factory=list)  # seconds after the start
+    failed_at: list[float] = field(default_factory=list)
     sent: int = 0
     seconds: float = 0.0
+
+    def per_second(self, start_s: float, end_s: float) -> list[int]:
+        """Answers in each whole second of [start_s, end_s)."""
+        buckets = [0] * max(0, int(end_s - start_s))
+        for at in self.answered_at:
+            index = int(at - start_s)
+            if 0 <= index < len(buckets):
+                buckets[index] += 1
+        return buckets
 
 
 class Load:
@@ -86,7 +97,9 @@ class Load:
     Each request is a GET of ``path`` on one endpoint (round-robin over the latest
     resolution); an answer other than 200 with the app's JSON, a timeout or a
     refused connection is a failure, with its kind counted. ``threads`` senders
-    share the rate, so a slow answer does not slow the others."""
+    share the rate, so a slow answer does not slow the others. ``rate`` 0: each
+    sender sends its next request as soon as the last one is answered (a closed
+    loop: what the service can take from ``threads`` clients)."""
 
     def __init__(self, resolve: Callable[[], list[tuple[str, int]]], rate: float = 20.0,
                  max_s: float = 300.0, path: str = "/?name=load", timeout_s: float = 5.0,
@@ -129,6 +142,10 @@ class Load:
         self.outcome.seconds = time.monotonic() - self._started
         return self.outcome
 
+    def elapsed(self) -> float:
+        """Seconds since the load started (the time base of the outcome's records)."""
+        return time.monotonic() - self._started
+
     def _done(self) -> bool:
         return self._stop.is_set() or time.monotonic() - self._started > self.max_s
 
@@ -148,7 +165,7 @@ class Load:
             return self._targets[self._next % len(self._targets)]
 
     def _sender(self, index: int) -> None:
-        period = self.threads / self.rate
+        period = self.threads / self.rate if self.rate > 0 else 0.0
         due = self._started + index * period / self.threads
         with httpx.Client(timeout=self.timeout_s, trust_env=False) as http:
             while not self._done():
@@ -169,6 +186,9 @@ class Load:
                 out.failed += 1
                 out.no_endpoint += 1
                 out.errors["no endpoint"] += 1
+                out.failed_at.append(time.monotonic() - self._started)
+            if self.rate <= 0:
+                self._stop.wait(0.05)  # closed loop with nowhere to send: not a busy loop
             return
         ip, port = target
         started = time.monotonic()
@@ -181,10 +201,12 @@ class Load:
             with self._lock:
                 out.failed += 1
                 out.errors[f"{type(exc).__name__}: {str(exc)[:120]}"] += 1
+                out.failed_at.append(time.monotonic() - self._started)
             return
         with self._lock:
             out.ok += 1
             out.latencies.append(time.monotonic() - started)
+            out.answered_at.append(time.monotonic() - self._started)
             out.clusters[str(body.get("cluster"))] += 1
             text = str(body["text"])
             out.texts[text] += 1
