@@ -362,6 +362,22 @@ def test_broken_new_cluster_keeps_the_old_one_serving_and_says_why() -> None:
     assert out.apply_config == ["svc-bbbbb"]
 
 
+def test_reverted_spec_drops_the_pending_cluster() -> None:
+    doc = body()  # the active cluster's spec again
+    doc["status"] = upgrading(doc)
+    pending = serving("svc-bbbbb", new_spec(), head_label="false",
+                      apps={"app": {"status": "DEPLOY_FAILED", "message": "x"}})
+    out = decide(seen(doc, serving("svc-aaaaa", body()), pending, serving_cluster="svc-aaaaa"))
+    assert out.status is not None and out.status["pendingServiceStatus"] == {}
+    assert cond(out.status, "UpgradeInProgress")["reason"] == "NoPendingCluster"
+    assert out.apply_config == [] and out.services_to is None  # they point there already
+    assert any(e[1] == "UpgradeCancelled" for e in out.events)
+    # then it is neither active nor pending: deleted after the delay
+    later = decide(seen(body(out.status), serving("svc-aaaaa", body()), pending,
+                        serving_cluster="svc-aaaaa"))
+    assert "svc-bbbbb" in later.schedule
+
+
 def test_upgrade_strategy_none_keeps_the_cluster() -> None:
     doc = new_spec()
     doc["spec"]["upgradeStrategy"] = {"type": "None"}

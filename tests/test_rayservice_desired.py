@@ -105,6 +105,11 @@ def test_cluster_is_labelled_annotated_and_owned_as_kuberay_does() -> None:
                                         "blockOwnerDeletion": True}]
     assert cluster["spec"] == config_of(doc)
     parse_cluster_spec(cluster)  # a valid RayCluster
+    # the spec passes through: with enableInTreeAutoscaling the RayCluster controller
+    # gives its head rayscale's autoscaler sidecar, as for any RayCluster
+    scaled = body()
+    scaled["spec"]["rayClusterConfig"]["enableInTreeAutoscaling"] = True
+    assert parse_cluster_spec(ray_cluster(scaled, "svc-b")).spec.enable_in_tree_autoscaling
 
 
 def test_shared_network_gives_a_cluster_its_own_serve_port() -> None:

@@ -32,7 +32,8 @@ upgrade strategies, one reconcile at a time:
 9. A spec whose hash differs from the cluster's (KubeRay's muted fields aside)
    names a new pending cluster, unless the upgrade strategy is ``None`` (or,
    unset, ``ENABLE_ZERO_DOWNTIME=false``): then nothing but the Serve config
-   changes.
+   changes. A spec changed back to the active cluster's while a pending one
+   exists drops the pending one (rayscale's; KubeRay would start a third).
 10. The status: both clusters' application and deployment statuses, their
     RayCluster statuses, ``numServeEndpoints`` (the pods the serve Service
     selects that are Ready: what its EndpointSlices list), ``Ready`` and
@@ -383,6 +384,18 @@ def decide(seen: Observed) -> Decision:
     if pending_serving and pending_name != active_name:  # promoted: the switch happened
         active_st, pending_st = pending_st, {}
         active, pending = pending, None
+    if pending_st.get("rayClusterName") and active is not None \
+            and _hash_equal(config, active, partial=False):
+        # the spec is the active cluster's again (an upgrade reverted): rayscale drops the
+        # pending cluster (deleted after the delay) where KubeRay would start another one
+        out.events.append(("Normal", "UpgradeCancelled",
+                           f"rayClusterConfig matches the active RayCluster {active.name} "
+                           f"again: the pending RayCluster {pending_st['rayClusterName']} "
+                           "is not needed"))
+        dropped = pending_st["rayClusterName"]
+        out.apply_config = [n for n in out.apply_config if n != dropped]
+        pending_st, pending = {}, None
+        out.create_cluster = None
     # a pending cluster created now is made from the spec as it is: nothing new to prepare
     if out.create_cluster is None and _should_prepare(seen, active, pending, pending_serving):
         pending_st = {"rayClusterName": cluster_name(meta["name"], seen.new_suffix)}
