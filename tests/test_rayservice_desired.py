@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from rayscale.operator.desired import PodSettings, head_pod, worker_pod
 from rayscale.operator.probes import SERVE_HEALTH_PATH
+from rayscale.operator.rayservice_decide import validate
 from rayscale.operator.rayservice_desired import (
     HASH_ANNOTATION,
     NUM_WORKER_GROUPS_ANNOTATION,
@@ -223,3 +226,18 @@ def test_bad_serve_config_says_why(text: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         parse_serve_config(text)
     assert parse_serve_config("") == {} and parse_serve_config(None) == {}
+
+
+def test_the_example_is_a_valid_rayservice_with_the_tests_app() -> None:
+    """examples/rayservice.yaml (docs/serve.md) is what the dev-cluster tests run: valid,
+    and its ConfigMap's code is tests/k8s/operator/rayservice_app/rs_app.py."""
+    root = Path(__file__).parent.parent
+    config_map, doc = yaml.safe_load_all((root / "examples" / "rayservice.yaml").read_text())
+    app = root / "tests" / "k8s" / "operator" / "rayservice_app" / "rs_app.py"
+    assert config_map["data"]["rs_app.py"] == app.read_text()
+    doc["metadata"].update(namespace="ns", uid="u-1")
+    service, invalid, _ = validate(doc)
+    assert invalid is None and service is not None
+    assert parse_serve_config(doc["spec"]["serveConfigV2"])["applications"][0][
+        "import_path"] == "rs_app:app"
+    parse_cluster_spec(ray_cluster(doc, "greeter-abcde"))

@@ -1,9 +1,10 @@
 """RayServices on the real control plane with real Ray Serve in the virtual node's pods.
 
-One RayService runs through the module, its clusters tiny (a head of 1 CPU whose
-Serve runs the two-deployment app of ``rayservice_app/rs_app.py``, shipped in a
-ConfigMap mounted on the head's PYTHONPATH; a worker group of 0 replicas), in
-the order a user meets things:
+One RayService runs through the module: ``examples/rayservice.yaml``'s, its
+clusters tiny (a head of 1 CPU whose Serve runs the two-deployment app of
+``rayservice_app/rs_app.py``, shipped in a ConfigMap mounted on the head's
+PYTHONPATH; a worker group of 0 replicas; rayscale's autoscaler sidecar in the
+head, ``enableInTreeAutoscaling``), in the order a user meets things:
 
 1. it becomes Ready: the head and serve Services exist, requests through the
    serve Service's endpoints succeed, the status lists the application with
@@ -41,11 +42,12 @@ from lightkube.resources.core_v1 import ConfigMap, Event, Namespace, Pod, Servic
 from lightkube.types import PatchType
 
 from tests.devtools import wait_for
-from tests.k8s.operator.conftest import NO_DRAIN, RayCluster
+from tests.k8s.operator.conftest import RayCluster, without_shutdown_drain
 from tests.k8s.operator.serve_traffic import Load, endpoints
 
 RayService = create_namespaced_resource("ray.io", "v1", "RayService", "rayservices")
 APP = Path(__file__).parent / "rayservice_app" / "rs_app.py"
+EXAMPLE = Path(__file__).parents[3] / "examples" / "rayservice.yaml"
 NAME = "greeter"
 DELETION_DELAY_S = 3
 ORIGIN = {"ray.io/originated-from-crd": "RayService", "ray.io/originated-from-cr-name": NAME}
@@ -62,43 +64,14 @@ def serve_config(greeting: str = "hello", import_path: str = "rs_app:app") -> st
     }]})
 
 
-def _container(head: bool) -> dict[str, Any]:
-    container: dict[str, Any] = {
-        "name": "ray-head" if head else "ray-worker", "image": "rayproject/ray:2.60.0",
-        "resources": {"limits": {"cpu": "1", "memory": "2Gi"},
-                      "requests": {"cpu": "1", "memory": "1Gi"}},
-        "env": [NO_DRAIN, {"name": "PYTHONPATH", "value": "/home/ray/app"}],
-        "volumeMounts": [{"name": "app", "mountPath": "/home/ray/app"}],
-    }
-    if head:
-        container["ports"] = [{"name": "gcs-server", "containerPort": 6379},
-                              {"name": "dashboard", "containerPort": 8265},
-                              {"name": "client", "containerPort": 10001},
-                              {"name": "serve", "containerPort": 8000}]
-    return container
-
-
-def _template(head: bool) -> dict[str, Any]:
-    return {"spec": {"containers": [_container(head)],
-                     "volumes": [{"name": "app", "configMap": {"name": "rs-app"}}]}}
-
-
 def rayservice() -> dict[str, Any]:
-    return {
-        "apiVersion": "ray.io/v1", "kind": "RayService", "metadata": {"name": NAME},
-        "spec": {
-            "serveConfigV2": serve_config(),
-            "rayClusterDeletionDelaySeconds": DELETION_DELAY_S,
-            "rayClusterConfig": {
-                "rayVersion": "2.60.0",
-                "headGroupSpec": {"rayStartParams": {"num-cpus": "1"},
-                                  "template": _template(head=True)},
-                "workerGroupSpecs": [{
-                    "groupName": "small", "replicas": 0, "minReplicas": 0, "maxReplicas": 1,
-                    "rayStartParams": {}, "template": _template(head=False)}],
-            },
-        },
-    }
+    """``examples/rayservice.yaml``'s RayService (docs/serve.md shows it), with a short
+    deletion delay and Ray's shutdown drain off (NO_DRAIN: a deleted head exits at once)."""
+    _, doc = yaml.safe_load_all(EXAMPLE.read_text())
+    doc["spec"]["rayClusterDeletionDelaySeconds"] = DELETION_DELAY_S
+    without_shutdown_drain(doc["spec"]["rayClusterConfig"])
+    assert doc["metadata"]["name"] == NAME
+    return dict(doc)
 
 
 @pytest.fixture(scope="module")
@@ -228,6 +201,9 @@ def test_rayservice_becomes_ready_and_serves(kube: Client, svc_ns: str) -> None:
                                                    "ray.io/node-type": "head"})
     assert head.metadata is not None and head.metadata.labels is not None
     assert head.metadata.labels["ray.io/serve"] == "true"
+    # enableInTreeAutoscaling: rayscale's autoscaler sidecar, as in any RayCluster's head
+    assert head.spec is not None
+    assert "autoscaler" in [c.name for c in head.spec.containers]
     assert head.status is not None
     assert [ip for ip, _ in serve_endpoints(kube, ns)] == [head.status.podIP]
     answer = ask(kube, ns)
