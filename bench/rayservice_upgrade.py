@@ -8,7 +8,8 @@ Kubernetes benches do (``bench/operator_scale.py``: ``Operator``,
 ``tests/k8s/operator/test_rayservice.py``: a head of 1 CPU running Ray Serve
 with the two-deployment app of ``rayservice_app/rs_app.py`` (from a ConfigMap;
 ``Front`` calls ``Greeter`` through a handle and answers which cluster served),
-a worker group of 0 replicas, ``rayClusterDeletionDelaySeconds`` = ``--delay``.
+a worker group of 0 replicas, rayscale's autoscaler sidecar in the head
+(``examples/rayservice.yaml``), ``rayClusterDeletionDelaySeconds`` = ``--delay``.
 
 Traffic is sent the way a client behind the serve Service would send it
 (``tests/k8s/operator/serve_traffic.py``: the Service's endpoints, resolved
@@ -29,7 +30,7 @@ closed loop (each client sends its next request when the last is answered:
 what the service takes from ``--threads`` clients).
 
     RAY_USAGE_STATS_ENABLED=0 bash scripts/loopback-only.sh \\
-        env PYTHONPATH=src .venv/bin/python bench/rayservice_upgrade.py --upgrades 2
+        env PYTHONPATH=$PWD/src .venv/bin/python bench/rayservice_upgrade.py --upgrades 2
 
 Progress goes to stderr, the report to stdout. Everything started is stopped
 by PID / process group in a ``finally`` (also on Ctrl-C and SIGTERM); the
@@ -283,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             pools=[Pool(name="big", count=1,
                         capacity={"cpu": "16", "memory": "32Gi", "pods": "110"})])
         vnode = start_vnode(cluster.kubeconfig, state / "vnode", config)
-        operator = Operator(cluster.kubeconfig, state / "operator.log")
+        operator = Operator(cluster.kubeconfig, state / "operator.log",
+                            sidecar_kubeconfig=True)  # the example autoscales
         operator.start()
         ns = f"rsb-{uuid.uuid4().hex[:6]}"
         kube.create(Namespace.from_dict({"metadata": {"name": ns}}))  # type: ignore[arg-type]
