@@ -58,7 +58,7 @@ from typing import Any
 import yaml
 from lightkube import ApiError, Client, codecs
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
-from lightkube.resources.core_v1 import ConfigMap, Namespace
+from lightkube.resources.core_v1 import ConfigMap, Event, Namespace, Pod
 from lightkube.types import PatchType
 
 from rayscale.cli.crd_cmd import DEPLOYED_KINDS, file_name
@@ -108,6 +108,10 @@ class Window:
     to_pending_s: float | None = None  # the change applied -> a pending cluster named
     to_switch_s: float | None = None  # the change applied -> the new cluster active
     to_old_deleted_s: float | None = None  # the change applied -> the old cluster gone
+    #: the change applied -> each step of the new cluster (whole seconds: Events' and
+    #: conditions' times): created, head pod Ready, Serve config given, proxy healthy
+    #: (its head labelled ray.io/serve=true), Services switched
+    steps_s: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -175,6 +179,34 @@ def cluster_exists(kube: Client, ns: str, name: str) -> bool:
     return not obj["metadata"].get("deletionTimestamp")
 
 
+def steps(kube: Client, ns: str, cluster: str, since: float) -> dict[str, float]:
+    """When the new cluster went through each step, from the RayService's Events and its
+    head pod's Ready condition, in seconds after ``since`` (epoch)."""
+    found: dict[str, float] = {}
+    wanted = {"CreatedRayCluster": "created", "UpdatedServeApplications": "config given",
+              "UpdatedHeadPodServeLabel": "proxy healthy", "UpdatedService": "switched"}
+    for event in kube.list(Event, namespace=ns):
+        if event.involvedObject.kind != "RayService":
+            continue
+        # an UpdatedService message names the Service; the others name the cluster
+        if event.reason != "UpdatedService" and cluster not in (event.message or ""):
+            continue
+        step = wanted.get(event.reason or "")
+        at = event.firstTimestamp.timestamp() if event.firstTimestamp else None
+        if step is None or at is None or at < since - 1:
+            continue
+        if event.reason == "UpdatedHeadPodServeLabel" and '"true"' not in (event.message or ""):
+            continue
+        found[step] = min(found.get(step, at), at)
+    for pod in kube.list(Pod, namespace=ns, labels={"ray.io/cluster": cluster,
+                                                    "ray.io/node-type": "head"}):
+        for cond in (pod.status.conditions if pod.status else None) or []:
+            if cond.type == "Ready" and cond.status == "True" and cond.lastTransitionTime:
+                found["head Ready"] = cond.lastTransitionTime.timestamp()
+    order = ["created", "head Ready", "config given", "proxy healthy", "switched"]
+    return {k: round(found[k] - since, 0) for k in order if k in found}
+
+
 def upgrade(kube: Client, ns: str, index: int, args: argparse.Namespace) -> Window:
     """One cluster-spec change under load, until the old cluster is gone."""
     old = status(kube, ns)["activeServiceStatus"]["rayClusterName"]
@@ -184,6 +216,7 @@ def upgrade(kube: Client, ns: str, index: int, args: argparse.Namespace) -> Wind
     try:
         time.sleep(args.before)
         changed_at = load.elapsed()
+        changed_wall = time.time()
         kube.patch(RayService, NAME, {"spec": {"rayClusterConfig": changed_cluster(
             f"{index}-{uuid.uuid4().hex[:4]}")}}, namespace=ns,  # type: ignore[arg-type]
             patch_type=PatchType.MERGE)
@@ -205,6 +238,7 @@ def upgrade(kube: Client, ns: str, index: int, args: argparse.Namespace) -> Wind
     window.to_pending_s = round(named_at - changed_at, 1)
     window.to_switch_s = round(switched_at - changed_at, 1)
     window.to_old_deleted_s = round(deleted_at - changed_at, 1)
+    window.steps_s = steps(kube, ns, pending, changed_wall)
     return window
 
 
@@ -228,6 +262,10 @@ def table(report: Report, args: argparse.Namespace) -> str:
             f"{'' if w.to_switch_s is None else f'{w.to_switch_s} s'} | "
             f"{'' if w.to_old_deleted_s is None else f'{w.to_old_deleted_s} s'} | "
             f"{', '.join(f'{k}: {v}' for k, v in sorted(w.clusters.items()))} |")
+    for w in report.windows:
+        if w.steps_s:
+            lines.append(f"\n{w.name}, the new cluster's steps after the change: "
+                         + ", ".join(f"{k} {v:g} s" for k, v in w.steps_s.items()))
     failures = {k: v for w in report.windows for k, v in w.errors.items()}
     if failures:
         lines += ["", f"failures: {failures}"]
