@@ -106,7 +106,8 @@ def group_doc(*, params: dict[str, Any] | None = None, **resources: Any) -> dict
 # --- examples -------------------------------------------------------------
 
 
-CLUSTER_EXAMPLES = sorted(p for p in EXAMPLES.glob("*.yaml") if not p.name.startswith("rayjob"))
+CLUSTER_EXAMPLES = sorted(p for p in EXAMPLES.glob("*.yaml")
+                          if not p.name.startswith(("rayjob", "rayservice")))
 
 
 @pytest.mark.parametrize("path", CLUSTER_EXAMPLES, ids=lambda p: p.name)
