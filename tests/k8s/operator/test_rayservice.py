@@ -14,10 +14,11 @@ head, ``enableInTreeAutoscaling``), in the order a user meets things:
 3. a change to the cluster spec starts a new cluster; traffic (bounded rate and
    time, endpoints re-resolved every 0.5 s) moves to it with no failed request,
    and the old cluster is deleted ``rayClusterDeletionDelaySeconds`` after;
-4. a cluster change together with a Serve config whose import fails: the new
+4. a worker group added at the end updates the cluster in place;
+5. a cluster change together with a Serve config whose import fails: the new
    cluster's application is DEPLOY_FAILED, the old cluster keeps serving, the
    status and an Event say why;
-5. ``suspend``: every cluster and Service it owns is deleted, ``Suspended``.
+6. ``suspend``: every cluster and Service it owns is deleted, ``Suspended``.
 
 Requests go where a client behind the serve Service would send them: to the
 endpoints the Service selects (:mod:`tests.k8s.operator.serve_traffic`: there
@@ -267,6 +268,29 @@ def test_cluster_change_is_a_zero_downtime_upgrade(kube: Client, svc_ns: str) ->
     assert "UpdatedService" in reasons and "DeletedRayCluster" in reasons, reasons
     print(f"\nzero-downtime upgrade: {out.ok} answered, {out.failed} failed in "
           f"{out.seconds:.0f} s; {dict(out.clusters)}")
+
+
+def test_a_worker_group_added_at_the_end_updates_the_cluster_in_place(
+        kube: Client, svc_ns: str) -> None:
+    ns = svc_ns
+    active = status(kube, ns)["activeServiceStatus"]["rayClusterName"]
+    config = changed_cluster("1")  # the spec the upgrade above left
+    extra = {**config["workerGroupSpecs"][0], "groupName": "more"}
+    config["workerGroupSpecs"].append(extra)
+    patch_spec(kube, ns, {"rayClusterConfig": config})
+
+    def updated() -> dict[str, Any] | None:
+        obj = kube.get(RayCluster, active, namespace=ns)
+        groups = [g["groupName"] for g in obj["spec"].get("workerGroupSpecs") or []]
+        return obj if groups == ["small", "more"] else None
+
+    obj = wait_for(updated, 30, f"the worker group added to {active}")
+    assert obj["metadata"]["annotations"]["ray.io/num-worker-groups"] == "2"
+    st = status(kube, ns)
+    assert st["activeServiceStatus"]["rayClusterName"] == active
+    assert not (st.get("pendingServiceStatus") or {}).get("rayClusterName")
+    assert "UpdatedRayCluster" in [e.reason for e in events(kube, ns)]
+    assert ask(kube, ns)["cluster"] == active
 
 
 def test_broken_new_config_keeps_the_old_cluster_serving(kube: Client, svc_ns: str) -> None:
