@@ -287,10 +287,13 @@ def install_crd(kube: Client, path: Path = CRD) -> None:
 class Operator:
     """The operator process, in its own session; stopped by its process group."""
 
-    def __init__(self, kubeconfig: Path, log: Path, pythonpath: str | None = None) -> None:
+    def __init__(self, kubeconfig: Path, log: Path, pythonpath: str | None = None,
+                 sidecar_kubeconfig: bool = False) -> None:
         self.kubeconfig = kubeconfig
         self.log = log
         self.pythonpath = pythonpath
+        #: give autoscaler sidecars the kubeconfig (on the dev cluster they have no other)
+        self.sidecar_kubeconfig = sidecar_kubeconfig
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_url = ""
 
@@ -301,7 +304,9 @@ class Operator:
         self.proc = procs.spawn(
             [sys.executable, "-m", "rayscale.cli.main", "operator",
              "--kubeconfig", str(self.kubeconfig), "--shared-pod-network",
-             "--metrics-host", "127.0.0.1", "--metrics-port", "0"],
+             "--metrics-host", "127.0.0.1", "--metrics-port", "0",
+             *(["--sidecar-kubeconfig", str(self.kubeconfig)] if self.sidecar_kubeconfig
+               else [])],
             env, self.log,
         )
         proc = self.proc

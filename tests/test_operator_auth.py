@@ -47,12 +47,17 @@ TOKEN_REF = {"secretKeyRef": {"name": "raycluster-autoscaler", "key": "auth_toke
 
 @pytest.mark.parametrize("path", sorted(EXAMPLE.parent.glob("*.yaml")), ids=lambda p: p.name)
 def test_the_examples_turn_token_auth_on(path: Path) -> None:
-    doc = yaml.safe_load(path.read_text())
-    if doc["kind"] in ("RayJob", "RayService"):  # the cluster it brings along
+    # the ray.io object of the file (a RayService example has its app's ConfigMap too)
+    doc = next(d for d in yaml.safe_load_all(path.read_text())
+               if d["apiVersion"].startswith("ray.io/"))
+    if doc["kind"] == "RayService":  # its cluster's spec
         doc = {"apiVersion": doc["apiVersion"], "kind": "RayCluster",
                "metadata": {"name": doc["metadata"]["name"]},
-               "spec": doc["spec"]["rayClusterSpec" if doc["kind"] == "RayJob"
-                                   else "rayClusterConfig"]}
+               "spec": doc["spec"]["rayClusterConfig"]}
+    if doc["kind"] == "RayJob":  # the cluster it brings along
+        doc = {"apiVersion": doc["apiVersion"], "kind": "RayCluster",
+               "metadata": {"name": doc["metadata"]["name"]},
+               "spec": doc["spec"]["rayClusterSpec"]}
     spec = parse_cluster_spec(doc)
     assert spec.spec.token_auth and auth.generated_secret_name(spec) == spec.name
 

@@ -15,6 +15,13 @@ GROUP_LABEL_K8S: Final = "ray.io/group"
 IS_RAY_NODE_LABEL: Final = "ray.io/is-ray-node"
 NODE_TYPE_HEAD: Final = "head"
 NODE_TYPE_WORKER: Final = "worker"
+#: The KubeRay custom resource a RayCluster (and its Services) comes from: its kind
+#: (``RayJob``, ``RayService``) and its name.
+ORIGIN_CRD_LABEL: Final = "ray.io/originated-from-crd"
+ORIGIN_NAME_LABEL: Final = "ray.io/originated-from-cr-name"
+#: On the pods of a RayService's cluster: ``"true"`` when the pod's Serve proxy may take
+#: traffic (the serve Service selects on it); KubeRay's ``RayClusterServingServiceLabelKey``.
+SERVE_LABEL: Final = "ray.io/serve"
 
 # --- labels Ray itself gives every node
 #: The node's group: Ray sets it from ``RAY_NODE_TYPE_NAME``, which every node gets.

@@ -87,7 +87,7 @@ def test_up_with_operator_then_down(k8s_bin_dir: Path, tmp_path: Path) -> None:
         status = _cli(home, "status")
         assert status.returncode == 0
         for line in ("vnode                      running", "operator                   running",
-                     "nodes ready                3/3", "crds established           3/3"):
+                     "nodes ready                3/3", "crds established           4/4"):
             assert line in status.stdout, status.stdout
 
         down = _cli(home, "down")

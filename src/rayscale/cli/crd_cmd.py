@@ -13,7 +13,7 @@ from rayscale.api.crd import MODELS, crd, plural
 #: ones rayscale's operator reconciles (RayCronJobs behind the RayCronJob feature
 #: gate; its CRD is installed either way, as KubeRay's chart does). The others are
 #: made on request (--kind).
-DEPLOYED_KINDS = ("RayCluster", "RayJob", "RayCronJob")
+DEPLOYED_KINDS = ("RayCluster", "RayJob", "RayService", "RayCronJob")
 DEFAULT_OUTPUT_DIR = Path("deploy/crds")
 _KNOWN = ", ".join(MODELS)
 HEADER = (

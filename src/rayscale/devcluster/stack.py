@@ -4,7 +4,7 @@
 control plane (:class:`DevCluster`, as ``dev-cluster up``), then a vnode
 process (``python -m rayscale.vnode``: a ``regular`` pool of two 4-CPU nodes
 and one ``elastic`` node labelled and tainted like a serverless
-virtual-kubelet node), the CRDs (RayCluster, RayJob, RayCronJob, generated
+virtual-kubelet node), the CRDs (RayCluster, RayJob, RayService, RayCronJob, generated
 from :mod:`rayscale.api`, applied server-side), and the operator process
 (``rayscale operator --shared-pod-network --sidecar-kubeconfig``, as the tests
 run it). Each part is waited for: the API server ready, the Nodes Ready, the
@@ -49,7 +49,7 @@ from rayscale.devcluster.kueue import DevKueue, KueueProc, remove_webhooks
 from rayscale.ports import free_port
 
 #: the kinds whose CRDs the stack installs (deploy/crds holds the same files)
-CRD_KINDS = ("RayCluster", "RayJob", "RayCronJob")
+CRD_KINDS = ("RayCluster", "RayJob", "RayService", "RayCronJob")
 #: the vnode's environment marker on every container process (rayscale.vnode.runtime.MARKER;
 #: not imported: the vnode is a sibling package, run as a process)
 VNODE_CONTAINER_MARKER = "RAYSCALE_VNODE_CONTAINER"

@@ -26,6 +26,8 @@ from rayscale.labels import (
     IS_RAY_NODE_LABEL,
     NODE_LABEL,
     NODE_TYPE_LABEL,
+    ORIGIN_CRD_LABEL,
+    SERVE_LABEL,
 )
 from rayscale.operator import auth, gcs_ft, probes
 from rayscale.ports import free_port
@@ -97,6 +99,31 @@ def worker_labels(spec: RayCluster, group: str) -> dict[str, str]:
             IS_RAY_NODE_LABEL: "yes", MANAGED_BY: "rayscale"}
 
 
+def serves(spec: RayCluster) -> bool:
+    """Whether the cluster is a RayService's (its pods may take Serve traffic)."""
+    return spec.metadata.labels.get(ORIGIN_CRD_LABEL) == "RayService"
+
+
+def serve_labels(spec: RayCluster, head: bool) -> dict[str, str]:
+    """KubeRay's ``ray.io/serve`` on a RayService's pods: ``"false"`` on the head until
+    the RayService controller has seen its Serve proxy healthy; ``"true"`` on workers,
+    whose readiness probe asks their proxy instead."""
+    if not serves(spec):
+        return {}
+    return {SERVE_LABEL: "false" if head else "true"}
+
+
+def serve_port_of(spec: RayCluster, group: WorkerGroupSpec | None = None) -> int:
+    """The Serve proxy's port on a pod: the container's ``serve`` port, else the
+    head's (Serve's HTTP port is one per cluster), else 8000."""
+    containers = [group.template.spec.ray_container] if group is not None else []
+    for container in [*containers, spec.head.template.spec.ray_container]:
+        for port in container.ports:
+            if port.name == "serve":
+                return port.container_port
+    return DEFAULT_HEAD_PORTS["serve"]
+
+
 def head_pod(spec: RayCluster, settings: PodSettings) -> dict[str, Any]:
     ports = head_ports(spec, settings)
     overrides = {"dashboard-host": "$(POD_IP)",
@@ -115,8 +142,8 @@ def head_pod(spec: RayCluster, settings: PodSettings) -> dict[str, Any]:
     )
     argv = ray_start_argv(settings.ray_executable, spec.head.ray_start_params, start)
     pod = _pod(spec, spec.head.template.to_manifest(), f"{spec.name}-head-",
-               {**spec.head.labels, **head_labels(spec)}, argv, ports=ports, restart="Always",
-               private_tmp=settings.shared_network)
+               {**spec.head.labels, **head_labels(spec), **serve_labels(spec, head=True)}, argv,
+               ports=ports, restart="Always", private_tmp=settings.shared_network)
     _publish_metrics_port(pod, spec.head.ray_start_params, moved)
     ray = pod["spec"]["containers"][0]
     if spec.spec.enable_in_tree_autoscaling and not any(
@@ -143,10 +170,13 @@ def worker_pod(spec: RayCluster, group: WorkerGroupSpec, settings: PodSettings) 
     # a worker that exits (drained, or crashed) is replaced by the operator, not restarted
     # in place: an in-place restart would rejoin Ray behind the autoscaler's back
     pod = _pod(spec, group.template.to_manifest(), f"{spec.name}-{group.group_name}-worker-",
-               {**group.labels, **worker_labels(spec, group.group_name)}, argv, ports=None,
+               {**group.labels, **worker_labels(spec, group.group_name),
+                **serve_labels(spec, head=False)}, argv, ports=None,
                restart="Never", private_tmp=settings.shared_network)
     _publish_metrics_port(pod, group.ray_start_params, moved)
-    probes.inject(pod["spec"]["containers"][0], head=False, port=agent)  # KubeRay's defaults
+    # KubeRay's defaults; a RayService's workers are ready when their Serve proxy is
+    probes.inject(pod["spec"]["containers"][0], head=False, port=agent,
+                  serve_port=serve_port_of(spec, group) if serves(spec) else None)
     gcs_ft.configure_worker(pod, spec)  # with fault tolerance: outlive a head restart
     return pod
 

@@ -58,6 +58,7 @@ from rayscale.labels import (
     GROUP_LABEL_K8S,
     NODE_TYPE_HEAD,
     NODE_TYPE_LABEL,
+    ORIGIN_CRD_LABEL,
 )
 from rayscale.operator import auth, gcs_ft
 from rayscale.operator.desired import (
@@ -72,7 +73,7 @@ from rayscale.operator.history import OperatorHistory
 from rayscale.operator.managed import left_to_another
 from rayscale.operator.metrics import OperatorMetrics
 from rayscale.operator.rayjob_controller import RayJobController, RayJobSettings
-from rayscale.operator.rayjob_desired import ORIGIN_CRD_LABEL
+from rayscale.operator.rayservice_controller import RayServiceController, RayServiceSettings
 from rayscale.operator.rbac import ensure_autoscaler_rbac, use_autoscaler_account
 from rayscale.operator.reconcile import ObservedPod, conditions, head_ready, reconcile
 from rayscale.operator.watch import Informer, Obj, ObjectCache, WorkQueue, serve_queue
@@ -124,6 +125,7 @@ class OperatorContext:
 CONTEXT: OperatorContext | None = None
 CONTROLLER: Controller | None = None
 RAYJOBS: RayJobController | None = None
+RAYSERVICES: RayServiceController | None = None
 
 
 def _ctx() -> OperatorContext:
@@ -161,6 +163,10 @@ def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         python=sys.executable if ctx.settings.shared_network else "python"), ctx.metrics,
         history=ctx.history)
     RAYJOBS.start()
+    global RAYSERVICES
+    RAYSERVICES = RayServiceController(ctx.client, RayServiceSettings(
+        pods=ctx.settings, namespaces=tuple(ctx.namespaces)))
+    RAYSERVICES.start()
 
 
 @kopf.on.cleanup()
@@ -169,6 +175,8 @@ def _stop(**_: Any) -> None:
         CONTROLLER.stop()
     if RAYJOBS is not None:
         RAYJOBS.stop()
+    if RAYSERVICES is not None:
+        RAYSERVICES.stop()
 
 
 # ------------------------------------------------------------------ controller

@@ -15,8 +15,14 @@ delay 10 s, period 5 s, timeout 2 s (head 5 s), failure threshold 10;
 liveness: delay 30 s, period 5 s, timeout 2 s (head 5 s), failure threshold
 120). The endpoint is public under Ray's token auth. The probe's port is the
 agent port the pod's ``ray start`` is given (:func:`agent_port`), so a pod is
-Ready when its Ray answers, not when a process started. Not injected: the Serve
-proxy check KubeRay adds to RayService workers' readiness (an exec ``wget``).
+Ready when its Ray answers, not when a process started.
+
+A RayService's worker pods are Ready when their Serve proxy is (KubeRay adds the
+proxy's ``/-/healthz`` to their readiness ``wget`` line, failure threshold 1):
+here their readiness probe is an ``httpGet`` of the proxy's ``/-/healthz`` on the
+Serve port, failure threshold 1, and their liveness stays the agent's (an exec
+probe would start a process every 5 s per pod). The serve Service selects
+Ready pods, so a worker whose proxy stops answering leaves it within one period.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from rayscale.ports import free_port
 
 ENABLE_ENV = "ENABLE_PROBES_INJECTION"
 HEALTH_PATH = "/api/healthz"
+SERVE_HEALTH_PATH = "/-/healthz"  # the Serve proxy's (KubeRay's RayServeProxyHealthPath)
+SERVE_FAILURE_THRESHOLD = 1  # KubeRay's ServeReadinessProbeFailureThreshold
 DEFAULT_AGENT_PORT = 52365
 AGENT_PORT_PARAM = "dashboard-agent-listen-port"
 
@@ -66,10 +74,17 @@ def default_probes(head: bool, port: int) -> dict[str, dict[str, Any]]:
     }
 
 
-def inject(container: dict[str, Any], head: bool, port: int) -> None:
-    """Add the probes the container does not set itself (when injection is on)."""
+def inject(container: dict[str, Any], head: bool, port: int,
+           serve_port: int | None = None) -> None:
+    """Add the probes the container does not set itself (when injection is on);
+    ``serve_port``: a RayService worker's, whose readiness is its Serve proxy's."""
     if not enabled():
         return
-    for key, probe in default_probes(head, port).items():
+    defaults = default_probes(head, port)
+    if serve_port is not None and not head:
+        ready = defaults["readinessProbe"]
+        ready["httpGet"] = {"path": SERVE_HEALTH_PATH, "port": serve_port}
+        ready["failureThreshold"] = SERVE_FAILURE_THRESHOLD
+    for key, probe in defaults.items():
         if container.get(key) is None:
             container[key] = probe

@@ -25,7 +25,6 @@ is never cached, logged, or written into a status or an Event.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -40,13 +39,13 @@ from lightkube import ApiError, Client
 from lightkube.config import client_adapter
 from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.batch_v1 import Job
-from lightkube.resources.core_v1 import Event, Pod, Secret
+from lightkube.resources.core_v1 import Event, Pod
 from lightkube.types import PatchType
 
 from rayscale.api import RayCluster
 from rayscale.api.rayjob import TERMINAL_JOB_STATUSES, RayJob
-from rayscale.labels import CLUSTER_LABEL, NODE_TYPE_LABEL
-from rayscale.operator import auth
+from rayscale.labels import CLUSTER_LABEL, NODE_TYPE_LABEL, ORIGIN_CRD_LABEL, ORIGIN_NAME_LABEL
+from rayscale.operator import dashboard
 from rayscale.operator.desired import PodSettings
 from rayscale.operator.events import event_manifest
 from rayscale.operator.history import OperatorHistory
@@ -67,10 +66,7 @@ from rayscale.operator.rayjob_decide import (
     validate,
 )
 from rayscale.operator.rayjob_desired import (
-    ORIGIN_CRD_LABEL,
-    ORIGIN_NAME_LABEL,
     RAYJOB_CRD,
-    dashboard_port,
     dashboard_url,
     random_suffix,
     ray_cluster,
@@ -78,7 +74,7 @@ from rayscale.operator.rayjob_desired import (
     submitter_job,
 )
 from rayscale.operator.watch import Informer, Obj, ObjectCache, WorkQueue, serve_queue
-from rayscale.spec import SpecError, parse_cluster_spec
+from rayscale.spec import parse_cluster_spec
 
 log = logging.getLogger(__name__)
 
@@ -293,28 +289,10 @@ class RayJobController:
         return found if _owned_by(found, uid) else None
 
     def _address(self, cluster: Obj) -> str:
-        """The dashboard's URL as this process reaches it: the head Service's name, or,
-        when pods share this machine's network (the dev cluster), the head pod's IP."""
-        if self.settings.pods.shared_network:
-            head_ip = ((cluster.get("status") or {}).get("head") or {}).get("podIP")
-            if head_ip:
-                return f"http://{head_ip}:{dashboard_port(cluster)}"
-        return f"http://{dashboard_url(cluster)}"
+        return dashboard.address(cluster, self.settings.pods.shared_network)
 
     def _headers(self, cluster: Obj) -> dict[str, str]:
-        """The bearer header of a token cluster, read from its Secret now (not kept)."""
-        try:
-            spec = parse_cluster_spec({k: v for k, v in cluster.items() if k != "status"})
-        except SpecError:
-            return {}
-        secret = auth.secret_name(spec)
-        if secret is None:
-            return {}
-        got = self.client.get(Secret, secret, namespace=spec.namespace)
-        data = (got.data or {}).get(auth.TOKEN_KEY)
-        if not data:
-            return {}
-        return {"Authorization": f"Bearer {base64.b64decode(data).decode()}"}
+        return dashboard.auth_headers(self.client, cluster)
 
     def _dashboard(self, cluster: Obj) -> Any:
         from ray.job_submission import JobSubmissionClient

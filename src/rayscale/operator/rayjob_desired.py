@@ -27,13 +27,11 @@ import yaml
 
 from rayscale.api import RayCluster
 from rayscale.api.rayjob import RayJob
-from rayscale.labels import DEFAULT_HEAD_PORTS
+from rayscale.labels import DEFAULT_HEAD_PORTS, ORIGIN_CRD_LABEL, ORIGIN_NAME_LABEL
 from rayscale.operator import auth
 from rayscale.operator.desired import MANAGED_BY, head_service_name
 from rayscale.spec import parse_cluster_spec
 
-ORIGIN_CRD_LABEL = "ray.io/originated-from-crd"
-ORIGIN_NAME_LABEL = "ray.io/originated-from-cr-name"
 RAYJOB_CRD = "RayJob"
 #: KubeRay's ``RayJobClusterSelectorKey``: the cluster a RayJob runs on instead of its own.
 CLUSTER_SELECTOR_KEY = "ray.io/cluster"

@@ -1,9 +1,10 @@
 """The generated CRDs on the real kube-apiserver (no operator needed).
 
 - every kind's CRD is accepted (structural schema, CEL rules compile: server-side
-  dry run), and the installed CRDs (deploy/crds: RayCluster, RayJob, RayCronJob)
+  dry run), and the installed CRDs (deploy/crds: RayCluster, RayJob, RayService, RayCronJob)
   are stored as generated, nothing lost;
-- every example under examples/ (RayClusters, a RayJob) is accepted as its kind;
+- every example under examples/ (RayClusters, a RayJob, a RayService and its app's
+  ConfigMap) is accepted as its kind;
 - what the schema keeps and prunes: pod templates and group specs keep fields
   rayscale does not model, an undeclared spec field is pruned.
 Bad manifests the API refuses: test_operator.py::test_bad_manifests_are_rejected_by_the_api.
@@ -27,6 +28,7 @@ from rayscale.cli.crd_cmd import DEPLOYED_KINDS
 from tests.k8s.operator.conftest import ROOT, RayCluster, manifest
 
 RayJob = create_namespaced_resource("ray.io", "v1", "RayJob", "rayjobs")
+RayService = create_namespaced_resource("ray.io", "v1", "RayService", "rayservices")
 
 
 def _untyped(client: Client) -> Any:
@@ -52,9 +54,12 @@ def test_installed_crd_is_stored_as_generated(kube: Client, crd: None, kind: str
 
 @pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
 def test_examples_are_accepted(kube: Client, ns: str, crd: None, path: Path) -> None:
-    doc = yaml.safe_load(path.read_text())
-    kinds = {"RayCluster": RayCluster, "RayJob": RayJob}  # the crd fixture installs them
-    _untyped(kube).create(kinds[doc["kind"]].from_dict(doc), namespace=ns, dry_run=True)
+    # the crd fixture installs the ray.io kinds; a RayService example has a ConfigMap too
+    kinds = {"RayCluster": RayCluster, "RayJob": RayJob, "RayService": RayService}
+    for doc in yaml.safe_load_all(path.read_text()):
+        obj = kinds[doc["kind"]].from_dict(doc) if doc["kind"] in kinds \
+            else codecs.from_dict(doc)
+        _untyped(kube).create(obj, namespace=ns, dry_run=True)
 
 
 def test_templates_and_groups_keep_unmodelled_fields_spec_prunes_undeclared(

@@ -8,7 +8,7 @@ while its version matches. Without a Go toolchain these tests skip.
 What they prove:
 
 - ``helm lint`` passes (cluster-wide and namespaced values); the chart's CRDs
-  (RayCluster, RayJob, RayCronJob) are the ones in deploy/crds (symlinks helm
+  (RayCluster, RayJob, RayService, RayCronJob) are the ones in deploy/crds (symlinks helm
   follows); the RBAC rules are exactly the least-privilege set below, with no
   wildcard;
 - every rendered object is accepted by the real kube-apiserver (server-side
@@ -152,8 +152,8 @@ OPERATOR_GRANTS = (
     _rows("ray.io", "rayclusters", "get list watch create delete patch")
     | _rows("ray.io", "rayclusters/status", "get patch update")
     | _rows("ray.io", "rayclusters/finalizers", "update")
-    | _rows("", "pods", "get list watch create delete")
-    | _rows("", "services", "get list watch create")
+    | _rows("", "pods", "get list watch create delete patch")
+    | _rows("", "services", "get list watch create patch delete")
     | _rows("", "secrets", "get list watch create")
     | _rows("", "events", "create patch")
     | _rows("", "configmaps", "get list watch")
@@ -166,6 +166,10 @@ OPERATOR_GRANTS = (
     | _rows("ray.io", "rayjobs/status", "patch")
     | _rows("ray.io", "rayjobs/finalizers", "update")
     | _rows("batch", "jobs", "list watch create delete")
+    # the RayService controller (rayservice_controller.py)
+    | _rows("ray.io", "rayservices", "list watch")
+    | _rows("ray.io", "rayservices/status", "patch")
+    | _rows("ray.io", "rayservices/finalizers", "update")
 )
 CLUSTER_SCOPE_GRANTS = _rows("apiextensions.k8s.io", "customresourcedefinitions",
                              "get list watch")
@@ -192,6 +196,7 @@ def test_chart_lints_and_renders_least_privilege_rbac(helm: Path) -> None:
         "CustomResourceDefinition/rayclusters.ray.io",
         "CustomResourceDefinition/rayjobs.ray.io",
         "CustomResourceDefinition/raycronjobs.ray.io",
+        "CustomResourceDefinition/rayservices.ray.io",
         "ClusterRole/rayscale", "ClusterRole/rayscale-cluster",
         "ClusterRole/rayscale-autoscaler",
         "ClusterRoleBinding/rayscale", "ClusterRoleBinding/rayscale-cluster",
@@ -427,6 +432,13 @@ def test_rendered_chart_is_valid_and_grants_only_what_it_needs(
         ("create", "jobs", {"group": "batch"}),
         ("delete", "jobs", {"group": "batch"}),
         ("watch", "jobs", {"group": "batch"}),
+        # the RayService controller
+        ("watch", "rayservices", {"group": "ray.io"}),
+        ("patch", "rayservices", {"group": "ray.io", "subresource": "status"}),
+        ("update", "rayservices", {"group": "ray.io", "subresource": "finalizers"}),
+        ("patch", "pods", {}),
+        ("patch", "services", {}),
+        ("delete", "services", {}),
     ]:
         assert _can(kube, operator, verb, resource, namespace=elsewhere, **kw), (verb, resource, kw)
     assert _can(kube, operator, "watch", "customresourcedefinitions",
@@ -439,7 +451,7 @@ def test_rendered_chart_is_valid_and_grants_only_what_it_needs(
         ("create", "namespaces", {}),
         ("update", "pods", {"namespace": elsewhere}),
         ("create", "pods", {"namespace": elsewhere, "subresource": "exec"}),
-        ("delete", "services", {"namespace": elsewhere}),
+        ("update", "services", {"namespace": elsewhere}),
         ("update", "rayclusters", {"group": "ray.io", "namespace": elsewhere}),
         ("deletecollection", "rayclusters", {"group": "ray.io", "namespace": elsewhere}),
         # a RayJob's spec is the user's; RayJobs are created only by the RayCronJob
@@ -450,7 +462,11 @@ def test_rendered_chart_is_valid_and_grants_only_what_it_needs(
         ("update", "rayjobs", {"group": "ray.io", "namespace": elsewhere,
                                "subresource": "status"}),
         ("list", "raycronjobs", {"group": "ray.io", "namespace": elsewhere}),
+        # a RayService's spec is its user's
         ("create", "rayservices", {"group": "ray.io", "namespace": elsewhere}),
+        ("patch", "rayservices", {"group": "ray.io", "namespace": elsewhere}),
+        ("update", "rayservices", {"group": "ray.io", "namespace": elsewhere}),
+        ("delete", "rayservices", {"group": "ray.io", "namespace": elsewhere}),
         ("update", "jobs", {"group": "batch", "namespace": elsewhere}),
         ("patch", "jobs", {"group": "batch", "namespace": elsewhere}),
         ("create", "cronjobs", {"group": "batch", "namespace": elsewhere}),
