@@ -207,7 +207,12 @@ def test_first_cluster_takes_traffic_when_its_apps_run_and_its_proxy_is_healthy(
     ready = cluster("svc-zzzzz", doc, head_pod="h", head_ready=True, head_label="false",
                     proxy_healthy=True, applied_config=CONFIG, apps=RUNNING_APPS)
     out = decide(seen(doc, ready))
-    assert out.labels == [("h", "true")] and out.services_to == "svc-zzzzz"
+    # not on the label this round writes: the Service would select no pod yet
+    assert out.labels == [("h", "true")] and out.services_to is None
+    labelled = cluster("svc-zzzzz", doc, head_pod="h", head_ready=True, head_label="true",
+                       proxy_healthy=True, applied_config=CONFIG, apps=RUNNING_APPS)
+    out = decide(seen(doc, labelled))
+    assert out.labels == [] and out.services_to == "svc-zzzzz"
     st = out.status
     assert st is not None
     assert st["activeServiceStatus"]["rayClusterName"] == "svc-zzzzz"  # promoted
@@ -300,6 +305,10 @@ def test_upgrade_switches_to_the_new_cluster_once_it_serves() -> None:
     pending = serving("svc-bbbbb", doc, head_label="false")
     out = decide(seen(doc, serving("svc-aaaaa", old), pending, serving_cluster="svc-aaaaa"))
     assert out.labels == [("svc-bbbbb-head", "true")]
+    assert out.services_to != "svc-bbbbb"  # not until the new head's label is observed
+    pending = serving("svc-bbbbb", doc, head_label="true")
+    out = decide(seen(doc, serving("svc-aaaaa", old), pending, serving_cluster="svc-aaaaa"))
+    assert out.labels == []
     assert out.services_to == "svc-bbbbb"
     st = out.status
     assert st is not None

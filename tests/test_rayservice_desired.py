@@ -204,7 +204,11 @@ def test_pods_of_a_rayservice_cluster_carry_the_serve_label() -> None:
     cluster = parse_cluster_spec(ray_cluster(doc, "svc-abcde", shared_serve_port=31234))
     head = head_pod(cluster, PodSettings(shared_network=True))
     assert head["metadata"]["labels"]["ray.io/serve"] == "false"
-    worker = worker_pod(cluster, cluster.worker_groups[0], PodSettings(shared_network=True))
+    # on a shared pod network Serve's one proxy is the head's: workers take no traffic
+    shared = worker_pod(cluster, cluster.worker_groups[0], PodSettings(shared_network=True))
+    assert shared["metadata"]["labels"]["ray.io/serve"] == "false"
+    assert shared["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/api/healthz"
+    worker = worker_pod(cluster, cluster.worker_groups[0], PodSettings())
     assert worker["metadata"]["labels"]["ray.io/serve"] == "true"
     ready = worker["spec"]["containers"][0]["readinessProbe"]
     assert ready["httpGet"] == {"path": SERVE_HEALTH_PATH, "port": 31234}

@@ -104,13 +104,21 @@ def serves(spec: RayCluster) -> bool:
     return spec.metadata.labels.get(ORIGIN_CRD_LABEL) == "RayService"
 
 
-def serve_labels(spec: RayCluster, head: bool) -> dict[str, str]:
+def serve_labels(spec: RayCluster, head: bool, shared_network: bool = False
+                 ) -> dict[str, str]:
     """KubeRay's ``ray.io/serve`` on a RayService's pods: ``"false"`` on the head until
     the RayService controller has seen its Serve proxy healthy; ``"true"`` on workers,
-    whose readiness probe asks their proxy instead."""
+    whose readiness probe asks their proxy instead. On a shared pod network Serve runs
+    one proxy, on the head's address (rayservice_desired.serve_config_body): workers
+    take no Serve traffic there (``"false"``)."""
     if not serves(spec):
         return {}
-    return {SERVE_LABEL: "false" if head else "true"}
+    return {SERVE_LABEL: "false" if head or shared_network else "true"}
+
+
+def worker_serves(spec: RayCluster, settings: PodSettings) -> bool:
+    """Whether a worker of ``spec`` runs a Serve proxy (its readiness then asks it)."""
+    return serves(spec) and not settings.shared_network
 
 
 def serve_port_of(spec: RayCluster, group: WorkerGroupSpec | None = None) -> int:
@@ -171,12 +179,13 @@ def worker_pod(spec: RayCluster, group: WorkerGroupSpec, settings: PodSettings) 
     # in place: an in-place restart would rejoin Ray behind the autoscaler's back
     pod = _pod(spec, group.template.to_manifest(), f"{spec.name}-{group.group_name}-worker-",
                {**group.labels, **worker_labels(spec, group.group_name),
-                **serve_labels(spec, head=False)}, argv, ports=None,
+                **serve_labels(spec, head=False, shared_network=settings.shared_network)},
+               argv, ports=None,
                restart="Never", private_tmp=settings.shared_network)
     _publish_metrics_port(pod, group.ray_start_params, moved)
     # KubeRay's defaults; a RayService's workers are ready when their Serve proxy is
     probes.inject(pod["spec"]["containers"][0], head=False, port=agent,
-                  serve_port=serve_port_of(spec, group) if serves(spec) else None)
+                  serve_port=serve_port_of(spec, group) if worker_serves(spec, settings) else None)
     gcs_ft.configure_worker(pod, spec)  # with fault tolerance: outlive a head restart
     return pod
 

@@ -92,6 +92,9 @@ RayClusterResource = create_namespaced_resource("ray.io", "v1", "RayCluster", "r
 COMPONENT = "rayscale-operator"
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 30.0
+#: a config a cluster's Serve refused (an HTTP error, not an unreachable dashboard) is
+#: offered to it again after this long, or at once when serveConfigV2 changes
+REFUSED_RETRY_S = 60.0
 ORIGIN_SELECTOR = f"{ORIGIN_CRD_LABEL}={RAYSERVICE_CRD}"
 
 
@@ -174,6 +177,9 @@ class RayServiceController:
         self.deletions: dict[str, dict[str, datetime]] = {}
         #: RayService key -> cluster name -> the serveConfigV2 it was given
         self.configs: dict[str, dict[str, str]] = {}
+        # RayService key -> cluster -> (a config its Serve refused, when to offer it again):
+        # the same refused config is not PUT every second
+        self.refused: dict[str, dict[str, tuple[str, float]]] = {}
         self.informers: list[Informer] = []
         self._workers: list[threading.Thread] = []
         self._stopping = threading.Event()
@@ -239,7 +245,8 @@ class RayServiceController:
         ns, name = key.split("/", 1)
         body = self.services.get(ns, name)
         if body is None:
-            for state in (self.failures, self.said, self.deletions, self.configs):
+            for state in (self.failures, self.said, self.deletions, self.configs,
+                          self.refused):
                 state.pop(key, None)
             return
         try:
@@ -465,7 +472,8 @@ class RayServiceController:
 
     def _deploy(self, body: dict[str, Any], name: str, shared: bool) -> bool:
         """PUT ``serveConfigV2`` to the cluster's Serve; False when its dashboard does not
-        answer yet (right after the head turned Ready)."""
+        answer yet (right after the head turned Ready). A refused config is said once (an
+        Event) and not PUT again for :data:`REFUSED_RETRY_S` unless it changes."""
         ns = body["metadata"]["namespace"]
         key = f"{ns}/{body['metadata']['name']}"
         cluster = self.clusters.get(ns, name)
@@ -477,11 +485,14 @@ class RayServiceController:
         if not head_ip:
             return False
         text = str(body["spec"].get("serveConfigV2") or "")
+        refused, until = self.refused.get(key, {}).get(name, ("", 0.0))
+        if refused == text and time.monotonic() < until:
+            return True  # refused as it is: offered again later, or once it changes
         port = serve_port(cluster.get("spec") or {}) if shared else None
         try:
             serve_api.deploy(self._base_url(cluster, head_ip),
                              dashboard.auth_headers(self.client, cluster),
-                             serve_config_body(text, port))
+                             serve_config_body(text, port, head_ip if shared else None))
         except httpx.TransportError as exc:
             log.info("RayService %s: the dashboard of %s/%s does not take the config yet: %s",
                      key, ns, name, _first_line(exc))
@@ -490,7 +501,8 @@ class RayServiceController:
             self._event(body, "Warning", "FailedToUpdateServeApplications",
                         f"Failed to update serve applications to the RayCluster {ns}/{name}: "
                         f"{_first_line(exc)}")
-            return False
+            self.refused.setdefault(key, {})[name] = (text, time.monotonic() + REFUSED_RETRY_S)
+            return True
         self.configs.setdefault(key, {})[name] = text
         self._event(body, "Normal", "UpdatedServeApplications",
                     f"Updated serve applications to the RayCluster {ns}/{name}")

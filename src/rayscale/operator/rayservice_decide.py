@@ -295,7 +295,8 @@ def decide(seen: Observed) -> Decision:
     active_name = (st.get("activeServiceStatus") or {}).get("rayClusterName") or ""
     pending_name = (st.get("pendingServiceStatus") or {}).get("rayClusterName") or ""
 
-    _clean_up(seen, out, {active_name, pending_name} - {""})
+    # never the cluster the serve Service selects, whatever the status says
+    _clean_up(seen, out, {active_name, pending_name, seen.serving or ""} - {""})
     generation = st.get("observedGeneration")
 
     if seen.service is None:  # 2. invalid: the reason, nothing else changes
@@ -353,7 +354,10 @@ def decide(seen: Observed) -> Decision:
     def endpoints(view: ClusterView | None) -> int:
         if view is None or view.deleting:
             return 0
-        head = 1 if view.head_ready and label_after.get(view.name) == "true" else 0
+        # the label as observed (and staying): a label this round is about to write may
+        # not be in the Service's endpoints yet, and switching on it could leave none
+        labelled = view.head_label == "true" and label_after.get(view.name) == "true"
+        head = 1 if view.head_ready and labelled else 0
         return head + view.ready_workers
 
     # 7. Serve

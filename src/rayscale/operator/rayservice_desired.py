@@ -25,10 +25,11 @@ made is recognised by its version annotation instead: the active one is
 re-annotated in place, as KubeRay does after its own upgrades.
 
 On a shared pod network (the dev cluster: every pod is a process on this
-machine with its own loopback IP) Serve's proxies bind every address on the
-HTTP port of the Serve config, so two clusters of one RayService (old and new,
-during an upgrade) would share port 8000. Each cluster then gets a serve port
-of its own: written into its head container's ``serve`` port, put into the
+machine with its own loopback IP) Serve runs one proxy, on the head, listening
+on the head pod's address only (:func:`serve_config_body`); ports are still
+shared by every process of the machine, so two clusters of one RayService (old
+and new, during an upgrade) would share port 8000. Each cluster then gets a
+serve port of its own: written into its head container's ``serve`` port, put into the
 Serve config it is given (``http_options.port``), and used as the serve
 Service's ``targetPort`` (the Service's own port stays the one the RayService
 declares).
@@ -362,12 +363,18 @@ def parse_serve_config(text: str | None) -> dict[str, Any]:
     return loaded
 
 
-def serve_config_body(text: str | None, shared_serve_port: int | None = None) -> str:
-    """What is PUT to ``/api/serve/applications/``: the config as JSON; on a shared pod
-    network with the cluster's own HTTP port (see the module)."""
+def serve_config_body(text: str | None, shared_serve_port: int | None = None,
+                      head_ip: str | None = None) -> str:
+    """What is PUT to ``/api/serve/applications/``: the config as JSON. On a shared pod
+    network (``shared_serve_port``: the cluster's own HTTP port, see the module) Serve's
+    one proxy listens on the head pod's loopback address ``head_ip`` only: Serve's
+    default host is every address, which on the dev cluster is the machine's."""
     config = parse_serve_config(text)
     if shared_serve_port is not None:
         http = dict(config.get("http_options") or {})
         http["port"] = shared_serve_port
+        if head_ip is not None:
+            http["host"] = head_ip
         config["http_options"] = http
+        config["proxy_location"] = "HeadOnly"
     return json.dumps(config)

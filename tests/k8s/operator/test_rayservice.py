@@ -28,6 +28,7 @@ are no EndpointSlices on this dev cluster, see there).
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -42,6 +43,7 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.core_v1 import ConfigMap, Event, Namespace, Pod, Service
 from lightkube.types import PatchType
 
+from tests import netcheck
 from tests.devtools import wait_for
 from tests.k8s.operator.conftest import RayCluster, without_shutdown_drain
 from tests.k8s.operator.serve_traffic import Load, endpoints
@@ -207,6 +209,13 @@ def test_rayservice_becomes_ready_and_serves(kube: Client, svc_ns: str) -> None:
     assert "autoscaler" in [c.name for c in head.spec.containers]
     assert head.status is not None
     assert [ip for ip, _ in serve_endpoints(kube, ns)] == [head.status.podIP]
+    # one Serve proxy, listening on the head pod's loopback address only (the machine's
+    # processes: the pods are among them)
+    ((_, port),) = serve_endpoints(kube, ns)
+    pids = (int(p) for p in os.listdir("/proc") if p.isdigit())
+    serving = [s for s in netcheck.listeners(pids)
+               if s.port == port and s.proto.startswith("tcp")]
+    assert serving and all(s.ip == head.status.podIP for s in serving), serving
     answer = ask(kube, ns)
     assert answer == {"text": "hello test", "cluster": cluster}
     reasons = {e.reason for e in events(kube, ns)}
