@@ -114,6 +114,8 @@ def active_status(name: str = "svc-aaaaa") -> dict[str, Any]:
      "InvalidRayServiceSpec", "spec.upgradeStrategy.type: must be one of"),
     (lambda d: d["spec"].update(serveConfigV2="applications: ["),
      "InvalidRayServiceSpec", "spec.serveConfigV2: not valid YAML"),
+    (lambda d: d["spec"].update(serveConfigV2="applications:\n- name: a\n"),
+     "InvalidRayServiceSpec", "spec.serveConfigV2.applications[0].import_path: required"),
     (lambda d: d["spec"]["rayClusterConfig"]["headGroupSpec"].update(
         headService={"metadata": {"name": "mine"}}), "InvalidRayServiceSpec",
      "headService.metadata.name: should not be set"),

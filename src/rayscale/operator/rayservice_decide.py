@@ -69,6 +69,8 @@ from rayscale.operator.rayservice_desired import (
     spec_hash,
     worker_group_count,
 )
+from rayscale.spec import SpecError
+from rayscale.spec import parse_serve_config as serve_config
 
 POLL_S = 2.0  # KubeRay's ServiceDefaultRequeueDuration: Serve's statuses read this often
 BUSY_POLL_S = 1.0  # while initializing or upgrading
@@ -243,9 +245,14 @@ def _spec_problem(service: RayService, body: dict[str, Any]) -> str | None:
         return (f"spec.upgradeStrategy.clusterUpgradeOptions: only used by {INCREMENTAL}, "
                 "which rayscale does not support")
     try:
-        parse_serve_config((body.get("spec") or {}).get("serveConfigV2"))
+        config = parse_serve_config((body.get("spec") or {}).get("serveConfigV2"))
     except ValueError as exc:
         return f"spec.serveConfigV2: {exc}"
+    if config:  # Serve's rules, as local mode checks them (an empty config is allowed)
+        try:
+            serve_config(config, at="spec.serveConfigV2.")
+        except SpecError as exc:
+            return "; ".join(exc.errors)
     return None
 
 
