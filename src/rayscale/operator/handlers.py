@@ -76,7 +76,14 @@ from rayscale.operator.rayjob_controller import RayJobController, RayJobSettings
 from rayscale.operator.rayservice_controller import RayServiceController, RayServiceSettings
 from rayscale.operator.rbac import ensure_autoscaler_rbac, use_autoscaler_account
 from rayscale.operator.reconcile import ObservedPod, conditions, head_ready, reconcile
-from rayscale.operator.watch import Informer, Obj, ObjectCache, WorkQueue, serve_queue
+from rayscale.operator.watch import (
+    Informer,
+    Obj,
+    ObjectCache,
+    WorkQueue,
+    own_key,
+    serve_queue,
+)
 from rayscale.providers.kuberay import RayClusterResource
 from rayscale.spec import SpecError, parse_cluster_spec
 
@@ -189,10 +196,6 @@ def cluster_key_of(obj: Obj) -> str | None:
     return f"{meta.get('namespace')}/{cluster}" if cluster else None
 
 
-def _own_key(obj: Obj) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace')}/{meta.get('name')}"
-
 
 def _observed(pod: Obj | None) -> ObservedPod | None:
     return ObservedPod.from_pod(pod) if pod is not None else None
@@ -204,7 +207,7 @@ class Controller:
     def __init__(self, ctx: OperatorContext) -> None:
         self.ctx = ctx
         self.queue = WorkQueue()
-        self.clusters = ObjectCache(index=_own_key, on_change=self._cluster_changed)
+        self.clusters = ObjectCache(index=own_key, on_change=self._cluster_changed)
         self.pods = ObjectCache(index=cluster_key_of, on_change=self._pod_changed)
         self.services = ObjectCache(index=cluster_key_of, on_change=self._service_changed)
         # metadata only: the operator never holds a token after it has written one

@@ -77,7 +77,16 @@ from rayscale.operator.raycronjob_schedule import (
     to_delete,
     validate_name,
 )
-from rayscale.operator.watch import Informer, Obj, ObjectCache, WorkQueue, serve_queue
+from rayscale.operator.watch import (
+    Informer,
+    Obj,
+    ObjectCache,
+    WorkQueue,
+    origin_key,
+    own_key,
+    owned_by,
+    serve_queue,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,17 +122,10 @@ def local_zone() -> tzinfo:
         return UTC
 
 
-def _own_key(obj: Obj) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace')}/{meta.get('name')}"
-
 
 def cronjob_key_of(obj: Obj) -> str | None:
     """The ``namespace/name`` of the RayCronJob a RayJob was made by (its label)."""
-    meta = obj.get("metadata") or {}
-    owner = (meta.get("labels") or {}).get(CRONJOB_NAME_LABEL)
-    return f"{meta.get('namespace')}/{owner}" if owner else None
-
+    return origin_key(obj, "RayCronJob", CRONJOB_NAME_LABEL, None)
 
 def _run_state(obj: Obj | None) -> tuple[str | None, str | None] | None:
     if obj is None:
@@ -144,7 +146,7 @@ class RayCronJobController:
         self.clock = clock
         self.zone = zone if zone is not None else local_zone()
         self.queue = WorkQueue()
-        self.cronjobs = ObjectCache(index=_own_key, on_change=self._cronjob_changed)
+        self.cronjobs = ObjectCache(index=own_key, on_change=self._cronjob_changed)
         self.rayjobs = ObjectCache(index=cronjob_key_of, on_change=self._rayjob_changed)
         self.informers: list[Informer] = []
         self.failures: dict[str, int] = {}
@@ -250,7 +252,7 @@ class RayCronJobController:
             return None
         self.refused.pop(key, None)
         spec = cron.spec
-        children = [c for c in self.rayjobs.indexed(key) if _owned_by(c, meta.get("uid"))
+        children = [c for c in self.rayjobs.indexed(key) if owned_by(c, meta.get("uid"))
                     and not (c.get("metadata") or {}).get("deletionTimestamp")]
         last = parse_time(status.get("lastScheduleTime"))
         wake_in: float | None = None
@@ -367,12 +369,8 @@ class RayCronJobController:
             resp.raise_for_status()
         except httpx.HTTPError as exc:  # events help; they never fail a reconcile
             log.warning("could not post event %s on RayCronJob %s: %s", reason,
-                        _own_key(body), exc)
+                        own_key(body), exc)
 
-
-def _owned_by(obj: Obj, uid: str | None) -> bool:
-    owners = (obj.get("metadata") or {}).get("ownerReferences") or []
-    return uid is not None and any(o.get("uid") == uid for o in owners)
 
 
 def _run_status(run: Run) -> dict[str, Any]:

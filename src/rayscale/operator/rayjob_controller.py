@@ -73,7 +73,16 @@ from rayscale.operator.rayjob_desired import (
     runtime_env,
     submitter_job,
 )
-from rayscale.operator.watch import Informer, Obj, ObjectCache, WorkQueue, serve_queue
+from rayscale.operator.watch import (
+    Informer,
+    Obj,
+    ObjectCache,
+    WorkQueue,
+    origin_key,
+    own_key,
+    owned_by,
+    serve_queue,
+)
 from rayscale.spec import parse_cluster_spec
 
 log = logging.getLogger(__name__)
@@ -98,23 +107,10 @@ class RayJobSettings:
     server_timeout_s: int = 300
 
 
-def _own_key(obj: Obj) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace')}/{meta.get('name')}"
-
 
 def job_key_of(obj: Obj) -> str | None:
     """The ``namespace/name`` of the RayJob a cluster or submitter Job comes from."""
-    meta = obj.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    if labels.get(ORIGIN_CRD_LABEL) != RAYJOB_CRD or not labels.get(ORIGIN_NAME_LABEL):
-        return None
-    return f"{meta.get('namespace')}/{labels[ORIGIN_NAME_LABEL]}"
-
-
-def _owned_by(obj: Obj | None, uid: str) -> bool:
-    refs = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
-    return any(r.get("uid") == uid for r in refs)
+    return origin_key(obj, RAYJOB_CRD, ORIGIN_NAME_LABEL, ORIGIN_CRD_LABEL)
 
 
 class DashboardNotReady(Exception):
@@ -133,7 +129,7 @@ class RayJobController:
         self.metrics = metrics
         self.history = history
         self.queue = WorkQueue()
-        self.jobs = ObjectCache(index=_own_key, on_change=self._job_changed)
+        self.jobs = ObjectCache(index=own_key, on_change=self._job_changed)
         self.clusters = ObjectCache(index=job_key_of, on_change=self._changed)
         self.submitters = ObjectCache(index=job_key_of, on_change=self._changed)
         self.failures: dict[str, int] = {}
@@ -244,7 +240,7 @@ class RayJobController:
                 status=dict(cluster_obj.get("status") or {}),
             )
         submitter_obj = self.submitters.get(ns, name)
-        if not _owned_by(submitter_obj, uid):
+        if not owned_by(submitter_obj, uid):
             submitter_obj = None
         submitter: SubmitterView | None = None
         if submitter_obj is not None:
@@ -286,7 +282,7 @@ class RayJobController:
                 raise
             return cast(Obj, got.to_dict())  # type: ignore[no-untyped-call]
         found = self.clusters.get(ns, name)
-        return found if _owned_by(found, uid) else None
+        return found if owned_by(found, uid) else None
 
     def _address(self, cluster: Obj) -> str:
         return dashboard.address(cluster, self.settings.pods.shared_network)

@@ -81,7 +81,16 @@ from rayscale.operator.rayservice_desired import (
     serve_service,
     serve_service_name_of,
 )
-from rayscale.operator.watch import Informer, Obj, ObjectCache, WorkQueue, serve_queue
+from rayscale.operator.watch import (
+    Informer,
+    Obj,
+    ObjectCache,
+    WorkQueue,
+    origin_key,
+    own_key,
+    owned_by,
+    serve_queue,
+)
 from rayscale.ports import free_port
 from rayscale.spec import parse_cluster_spec
 
@@ -106,29 +115,16 @@ class RayServiceSettings:
     server_timeout_s: int = 300
 
 
-def _own_key(obj: Obj) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace')}/{meta.get('name')}"
-
 
 def service_key_of(obj: Obj) -> str | None:
     """The ``namespace/name`` of the RayService a cluster or Service comes from."""
-    meta = obj.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    if labels.get(ORIGIN_CRD_LABEL) != RAYSERVICE_CRD or not labels.get(ORIGIN_NAME_LABEL):
-        return None
-    return f"{meta.get('namespace')}/{labels[ORIGIN_NAME_LABEL]}"
-
+    return origin_key(obj, RAYSERVICE_CRD, ORIGIN_NAME_LABEL, ORIGIN_CRD_LABEL)
 
 def pod_cluster_key(obj: Obj) -> str | None:
     meta = obj.get("metadata") or {}
     cluster = (meta.get("labels") or {}).get(CLUSTER_LABEL)
     return f"{meta.get('namespace')}/{cluster}" if cluster else None
 
-
-def _owned_by(obj: Obj | None, uid: str) -> bool:
-    refs = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
-    return any(r.get("uid") == uid for r in refs)
 
 
 def _ready(pod: Obj) -> bool:
@@ -167,7 +163,7 @@ class RayServiceController:
         self.client = client
         self.settings = settings
         self.queue = WorkQueue()
-        self.services = ObjectCache(index=_own_key, on_change=self._changed)
+        self.services = ObjectCache(index=own_key, on_change=self._changed)
         self.clusters = ObjectCache(index=service_key_of, on_change=self._changed)
         self.svcs = ObjectCache(index=service_key_of, on_change=self._changed)
         self.pods = ObjectCache(index=pod_cluster_key, on_change=self._pod_changed)
@@ -280,7 +276,7 @@ class RayServiceController:
         applied = self.configs.get(key, {})
         views: dict[str, ClusterView] = {}
         for cluster in self.clusters.indexed(key):
-            if not _owned_by(cluster, uid):
+            if not owned_by(cluster, uid):
                 continue
             name = cluster["metadata"]["name"]
             ask = service is not None and name in watched and not _deleting(cluster)
@@ -288,13 +284,13 @@ class RayServiceController:
                                      exclude_head=bool(service is not None and
                                                        service.spec.exclude_head_pod_from_serve_svc),
                                      applied=applied.get(name))
-        owned_svcs = [s for s in self.svcs.indexed(key) if _owned_by(s, uid)]
+        owned_svcs = [s for s in self.svcs.indexed(key) if owned_by(s, uid)]
         serve_svc = self.svcs.get(ns, serve_service_name_of(body)) \
             if service is not None else None
         seen = Observed(
             body=body, service=service, invalid=invalid, invalid_reason=reason,
             clusters=views,
-            serving=selected_cluster(serve_svc) if _owned_by(serve_svc, uid) else None,
+            serving=selected_cluster(serve_svc) if owned_by(serve_svc, uid) else None,
             services=tuple(sorted(s["metadata"]["name"] for s in owned_svcs
                                   if not _deleting(s))),
             deletions=dict(self.deletions.get(key, {})), now=datetime.now(UTC),

@@ -88,6 +88,29 @@ def object_key(obj: Obj) -> ObjKey:
     return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
+def own_key(obj: Obj) -> str:
+    """``namespace/name`` of an object: the index of a controller's own kind."""
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace')}/{meta.get('name')}"
+
+
+def origin_key(obj: Obj, crd: str, name_label: str, crd_label: str | None) -> str | None:
+    """``namespace/name`` of the object of kind ``crd`` that ``obj`` was made for, from
+    its labels (``crd_label``, when given, must say ``crd``); None for anything else."""
+    meta = obj.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if crd_label is not None and labels.get(crd_label) != crd:
+        return None
+    name = labels.get(name_label)
+    return f"{meta.get('namespace')}/{name}" if name else None
+
+
+def owned_by(obj: Obj | None, uid: str | None) -> bool:
+    """Whether ``obj`` has an owner reference to ``uid``."""
+    refs = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
+    return uid is not None and any(r.get("uid") == uid for r in refs)
+
+
 class ObjectCache:
     """A thread-safe mirror of one kind of object, with one secondary index.
 
