@@ -21,14 +21,14 @@ from rayscale import procs
 DAEMON = textwrap.dedent("""\
     import json, os, signal, sys, time
     what = sys.argv[1]
+    if what == "term":  # before the line the test waits for: its SIGTERM comes right after
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
     print(json.dumps({"pid": os.getpid(), "ppid": os.getppid(), "argv": sys.argv,
                       "probe": os.environ.get("PROBE"), "cwd": os.getcwd(),
                       "socket_env": "RAYSCALE_AGENT_SOCKET" in os.environ,
-                      "main": __name__}))
+                      "main": __name__}), flush=True)
     if what == "exit":
         sys.exit(int(sys.argv[2]))
-    if what == "term":
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
     time.sleep(60)
 """)
 
