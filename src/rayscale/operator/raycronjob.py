@@ -45,7 +45,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -86,6 +85,8 @@ from rayscale.operator.watch import (
     own_key,
     owned_by,
     serve_queue,
+    start_workers,
+    stop_workers,
 )
 
 log = logging.getLogger(__name__)
@@ -170,22 +171,11 @@ class RayCronJobController:
                     server_timeout_s=WATCH_SERVER_TIMEOUT_S, api_version="ray.io/v1",
                     kind=kind,
                 ))
-        for informer in self.informers:
-            informer.start()
-        for index in range(self.workers):
-            thread = threading.Thread(target=self._work, name=f"raycronjob-{index}",
-                                      daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._threads = start_workers(self.informers, self._work, "raycronjob", self.workers)
 
     def stop(self) -> None:
         self._stopping.set()
-        self.queue.shutdown()
-        for informer in self.informers:
-            informer.stop(wait_s=0.0)
-        deadline = time.monotonic() + 5.0
-        for thread in self._threads:
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        stop_workers(self.queue, self.informers, self._threads)
 
     def synced(self) -> bool:
         return all(i.synced.is_set() for i in self.informers)

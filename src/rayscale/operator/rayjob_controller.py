@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import threading
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -82,6 +81,8 @@ from rayscale.operator.watch import (
     own_key,
     owned_by,
     serve_queue,
+    start_workers,
+    stop_workers,
 )
 from rayscale.spec import parse_cluster_spec
 
@@ -162,21 +163,12 @@ class RayJobController:
                     server_timeout_s=self.settings.server_timeout_s,
                     api_version=api_version, kind=kind,
                 ))
-        for informer in self.informers:
-            informer.start()
-        for index in range(max(1, self.settings.workers)):
-            worker = threading.Thread(target=self._work, name=f"rayjob-{index}", daemon=True)
-            worker.start()
-            self._workers.append(worker)
+        self._workers = start_workers(self.informers, self._work, "rayjob",
+                                      self.settings.workers)
 
     def stop(self) -> None:
         self._stopping.set()
-        self.queue.shutdown()
-        for informer in self.informers:
-            informer.stop(wait_s=0.0)
-        deadline = time.monotonic() + 5.0
-        for worker in self._workers:
-            worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        stop_workers(self.queue, self.informers, self._workers)
 
     def _job_changed(self, key: str | None, old: Obj | None, new: Obj | None) -> None:
         self._changed(key, old, new)  # queued first: the history never delays a reconcile

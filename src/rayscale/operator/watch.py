@@ -566,3 +566,29 @@ def serve_queue(
             process(key)
         finally:
             queue.done(key)
+
+
+def start_workers(informers: Iterable[Informer], work: Callable[[], None], name: str,
+                  count: int) -> list[threading.Thread]:
+    """A controller's start: its informers, then ``count`` (at least 1) daemon threads
+    running ``work`` (its loop over the work queue), named ``<name>-<i>``."""
+    for informer in informers:
+        informer.start()
+    threads = [threading.Thread(target=work, name=f"{name}-{index}", daemon=True)
+               for index in range(max(1, count))]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def stop_workers(queue: WorkQueue, informers: Iterable[Informer],
+                 threads: Iterable[threading.Thread], wait_s: float = 5.0) -> None:
+    """A controller's stop: no more keys handed out, the informers told to stop (their
+    threads, blocked reading a watch, are daemons), the workers given ``wait_s`` in all
+    to finish what they hold."""
+    queue.shutdown()
+    for informer in informers:
+        informer.stop(wait_s=0.0)
+    deadline = time.monotonic() + wait_s
+    for thread in threads:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
