@@ -80,7 +80,9 @@ from rayscale.operator.watch import (
     Informer,
     Obj,
     ObjectCache,
+    Watched,
     WorkQueue,
+    informers_for,
     origin_key,
     own_key,
     owned_by,
@@ -159,18 +161,12 @@ class RayCronJobController:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        kinds = [("raycronjobs", self.cronjobs, "raycronjobs", None, "RayCronJob"),
-                 ("rayjobs", self.rayjobs, "rayjobs", CRONJOB_NAME_LABEL, "RayJob")]
-        for name, cache, plural, selector, kind in kinds:
-            scopes: list[str | None] = list(self.namespaces) or [None]
-            for ns in scopes:
-                self.informers.append(Informer(
-                    name=f"{name}@{ns or '*'}", http=self.http, cache=cache,
-                    all_path=f"{API}/{plural}", path=f"{API}/namespaces/{{ns}}/{plural}",
-                    namespace=ns, label_selector=selector,
-                    server_timeout_s=WATCH_SERVER_TIMEOUT_S, api_version="ray.io/v1",
-                    kind=kind,
-                ))
+        kinds = [Watched("raycronjobs", self.cronjobs, API, "raycronjobs", None, "ray.io/v1",
+                         "RayCronJob"),
+                 Watched("rayjobs", self.rayjobs, API, "rayjobs", CRONJOB_NAME_LABEL,
+                         "ray.io/v1", "RayJob")]
+        self.informers += informers_for(kinds, self.http, self.namespaces,
+                                        WATCH_SERVER_TIMEOUT_S)
         self._threads = start_workers(self.informers, self._work, "raycronjob", self.workers)
 
     def stop(self) -> None:

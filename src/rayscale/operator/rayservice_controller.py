@@ -85,7 +85,9 @@ from rayscale.operator.watch import (
     Informer,
     Obj,
     ObjectCache,
+    Watched,
     WorkQueue,
+    informers_for,
     origin_key,
     own_key,
     owned_by,
@@ -197,16 +199,9 @@ class RayServiceController:
              "v1", "Service"),
             ("rayservice-pods", self.pods, "api/v1", "pods", SERVE_LABEL, "v1", "Pod"),
         ]
-        for name, cache, prefix, plural, label, api_version, kind in kinds:
-            scopes: list[str | None] = list(self.settings.namespaces) or [None]
-            for ns in scopes:
-                self.informers.append(Informer(
-                    name=f"{name}@{ns or '*'}", http=self._http, cache=cache,
-                    all_path=f"{prefix}/{plural}", path=f"{prefix}/namespaces/{{ns}}/{plural}",
-                    namespace=ns, label_selector=label,
-                    server_timeout_s=self.settings.server_timeout_s,
-                    api_version=api_version, kind=kind,
-                ))
+        self.informers += informers_for((Watched(*k) for k in kinds), self._http,
+                                        self.settings.namespaces,
+                                        self.settings.server_timeout_s)
         self._workers = start_workers(self.informers, self._work, "rayservice",
                                       self.settings.workers)
 

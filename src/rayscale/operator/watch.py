@@ -592,3 +592,28 @@ def stop_workers(queue: WorkQueue, informers: Iterable[Informer],
     deadline = time.monotonic() + wait_s
     for thread in threads:
         thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+
+@dataclass(frozen=True)
+class Watched:
+    """One kind a controller watches: its cache, where it lives, and which objects."""
+
+    name: str  # the informers' name prefix
+    cache: ObjectCache
+    prefix: str  # "api/v1", "apis/ray.io/v1"
+    plural: str
+    label_selector: str | None
+    api_version: str
+    kind: str
+
+
+def informers_for(kinds: Iterable[Watched], http: Any, namespaces: Iterable[str],
+                  server_timeout_s: int) -> list[Informer]:
+    """An informer per kind and namespace (``namespaces`` empty: one cluster-wide each)."""
+    scopes: list[str | None] = list(namespaces) or [None]
+    return [Informer(
+        name=f"{w.name}@{ns or '*'}", http=http, cache=w.cache,
+        all_path=f"{w.prefix}/{w.plural}", path=f"{w.prefix}/namespaces/{{ns}}/{w.plural}",
+        namespace=ns, label_selector=w.label_selector, server_timeout_s=server_timeout_s,
+        api_version=w.api_version, kind=w.kind,
+    ) for w in kinds for ns in scopes]
